@@ -1,0 +1,81 @@
+//! The xenstore engine: every answer the store gives, as pure logic with no hardware access.
+//!
+//! Front ends (the PVH kernel, the Linux daemon) move bytes between their transports and an
+//! [`Engine`]; the engine frames requests (`xs_wire.h`), checks permissions and quotas, runs
+//! transactions, queues replies and watch events, and asks its [`Platform`] to map or unmap a
+//! guest's ring when the toolstack introduces or releases a domain.
+//!
+//! Design principles:
+//! - No `unsafe`, no panics reachable from guest input: every `unwrap`, `expect` and slice
+//!   index on guest-controlled data is replaced by a checked operation that yields a
+//!   [`StoreError`].
+//! - No recursion over guest-shaped trees: walks use explicit work lists.
+//! - Behaviour follows C xenstored (4.22 semantics where versions differ); every deviation is
+//!   commented where it is made.
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+mod engine;
+pub mod error;
+pub mod ring;
+
+pub use engine::{Config, ConnectionFailure, Engine};
+pub use error::{StoreError, StoreResult};
+
+/// A Xen domain id (`domid_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomainId(pub u16);
+
+impl DomainId {
+    /// `DOMID_SELF` (`xen.h`): "the calling domain".
+    pub const SELF: DomainId = DomainId(0x7FF0);
+    /// `DOMID_ANY` (`xen.h`): in a permission entry, "every domain" (xenstore 4.22).
+    pub const ANY: DomainId = DomainId(0x7FF5);
+    /// `DOMID_INVALID` (`xen.h`).
+    pub const INVALID: DomainId = DomainId(0x7FF4);
+    /// The first id that does not name a real domain (`DOMID_FIRST_RESERVED`).
+    pub const FIRST_RESERVED: u16 = 0x7FF0;
+}
+
+impl core::fmt::Display for DomainId {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(formatter, "{}", self.0)
+    }
+}
+
+/// Identifies one connection (a socket client or a domain's ring) inside the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionId(pub u32);
+
+/// What the engine needs from the machine it runs on.
+///
+/// The PVH kernel implements it with grant mappings and event channels; the Linux daemon
+/// with shared-memory files and FIFOs. Methods are called from inside request processing.
+pub trait Platform {
+    /// Maps `domain`'s xenstore ring and binds its event channel (`XS_INTRODUCE`).
+    ///
+    /// `ring_frame` is the frame number the toolstack passed (C xenstored ignores it and maps
+    /// grant reference 1); `remote_port` is the guest's unbound event-channel port. After
+    /// success the front end must feed the ring's bytes to the domain's connection, which
+    /// [`Engine::domain_connection`] returns.
+    fn connect_domain(
+        &mut self,
+        domain: DomainId,
+        ring_frame: u64,
+        remote_port: u32,
+    ) -> StoreResult<()>;
+
+    /// Unmaps `domain`'s ring and closes its event channel (release or death).
+    fn disconnect_domain(&mut self, domain: DomainId);
+
+    /// Whether `domain` currently exists on the host (used for permission entries naming it).
+    fn domain_exists(&mut self, domain: DomainId) -> bool;
+
+    /// A monotonic clock in milliseconds (watch-event expiry, write-rate limiting).
+    fn now_milliseconds(&mut self) -> u64;
+}
