@@ -22,11 +22,22 @@ pub struct Config {
     pub store_domain: DomainId,
     /// `-K`/`--keep-orphans`: give a dead domain's nodes to the privileged domain instead of deleting them.
     pub keep_orphans: bool,
+    /// The limits every domain starts with.
+    pub quotas: crate::quota::Quotas,
+    /// How long a watch event queued for an unprivileged domain may wait before it is dropped
+    /// (`-w watch-event=<seconds>`, default 20 s; 0 = never).
+    pub watch_event_timeout_milliseconds: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { privileged_domain: DomainId(0), store_domain: DomainId(0), keep_orphans: false }
+        Config {
+            privileged_domain: DomainId(0),
+            store_domain: DomainId(0),
+            keep_orphans: false,
+            quotas: crate::quota::Quotas::default(),
+            watch_event_timeout_milliseconds: 20_000,
+        }
     }
 }
 

@@ -22,6 +22,7 @@ extern crate std;
 
 mod engine;
 pub mod error;
+pub mod quota;
 pub mod ring;
 
 pub use engine::{Config, ConnectionFailure, Engine};
