@@ -1,6 +1,24 @@
-//! The engine's front door: connections in, replies and watch events out.
+//! The engine's front door: connections in, replies and watch events out, domain lifecycle.
+//!
+//! Requests of one connection are processed strictly in order, one at a time, as C xenstored
+//! does (`core.c:process_message()`); the reply is queued before any watch event the
+//! request caused, including the initial event of `XS_WATCH`.
 
-use crate::{ConnectionId, DomainId, Platform};
+use crate::connection::{Connection, ConnectionKind, OutputMessage};
+use crate::domain::{Domains, feature};
+use crate::operations::{self, AccountingDeltas, Caller, Change, GlobalAccess, NodeAccess};
+use crate::path::{self, CanonicalPath, INTRODUCE_DOMAIN, RELEASE_DOMAIN};
+use crate::permissions::{Access, Permission, Permissions};
+use crate::quota::{QuotaKind, Quotas};
+use crate::store::{Node, Tree};
+use crate::transaction::{Transaction, TransactionAccess};
+use crate::watch::{Watch, WatchIndex};
+use crate::wire::{self, MessageHeader, MessageType, PAYLOAD_MAX_BYTES};
+use crate::{ConnectionId, DomainId, Platform, StoreError, StoreResult};
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 
 /// Why a connection stopped being served (`xenstore-ring.txt` "error" values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +31,17 @@ pub enum ConnectionFailure {
     Protocol,
 }
 
+impl ConnectionFailure {
+    /// The value for the ring's `error` field.
+    pub const fn ring_error_code(self) -> u32 {
+        match self {
+            ConnectionFailure::Communication => 1,
+            ConnectionFailure::RingIndex => 2,
+            ConnectionFailure::Protocol => 3,
+        }
+    }
+}
+
 /// Start-up configuration: quotas and the options of C xenstored that shape behaviour.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -23,7 +52,7 @@ pub struct Config {
     /// `-K`/`--keep-orphans`: give a dead domain's nodes to the privileged domain instead of deleting them.
     pub keep_orphans: bool,
     /// The limits every domain starts with.
-    pub quotas: crate::quota::Quotas,
+    pub quotas: Quotas,
     /// How long a watch event queued for an unprivileged domain may wait before it is dropped
     /// (`-w watch-event=<seconds>`, default 20 s; 0 = never).
     pub watch_event_timeout_milliseconds: u64,
@@ -35,78 +64,1334 @@ impl Default for Config {
             privileged_domain: DomainId(0),
             store_domain: DomainId(0),
             keep_orphans: false,
-            quotas: crate::quota::Quotas::default(),
+            quotas: Quotas::default(),
             watch_event_timeout_milliseconds: 20_000,
         }
     }
 }
 
+/// The `log` target of the access trace (one line per request and per reply or event).
+pub const ACCESS_LOG_TARGET: &str = "xenstore::access";
+
 /// The xenstore engine.
 pub struct Engine {
-    _config: Config,
+    pub(crate) config: Config,
+    pub(crate) tree: Tree,
+    pub(crate) domains: Domains,
+    pub(crate) connections: BTreeMap<ConnectionId, Connection>,
+    next_connection_id: u32,
+    pub(crate) watches: WatchIndex,
+    pending_changes: Vec<Change>,
+    pending_special: Vec<(&'static str, DomainId)>,
+    pending_direct_events: Vec<(ConnectionId, Vec<u8>)>,
+    now_milliseconds: u64,
+    /// Whether the access trace is written (`xenstore-control log on|off`).
+    pub(crate) trace_enabled: bool,
+}
+
+fn domain_argument(text: &[u8]) -> StoreResult<DomainId> {
+    let number = wire::parse_decimal(text).ok_or(StoreError::Invalid)?;
+    u16::try_from(number)
+        .map(DomainId)
+        .map_err(|_| StoreError::Invalid)
+}
+
+fn printable(payload: &[u8]) -> String {
+    let shown = payload.get(..256).unwrap_or(payload);
+    let mut text: String = shown
+        .iter()
+        .map(|byte| match byte {
+            0 => ' ',
+            0x20..=0x7e => char::from(*byte),
+            _ => '.',
+        })
+        .collect();
+    if shown.len() < payload.len() {
+        text.push_str("...");
+    }
+    text
 }
 
 impl Engine {
-    /// A store holding the initial tree (`/`, `/tool`, `/tool/xenstored`, the special nodes).
+    /// A store holding the initial tree of C xenstored 4.22 (`core.c:setup_structure()`):
+    /// `/`, `/tool`, `/tool/xenstored`, and the special nodes `@introduceDomain` (privileged
+    /// domain only) and `@releaseDomain` (readable by every domain).
     pub fn new(config: Config) -> Engine {
-        Engine { _config: config }
+        let privileged = config.privileged_domain;
+        let mut tree = Tree::new(privileged);
+        let mut domains = Domains::default();
+        domains.ensure(privileged, 0, &config.quotas);
+        domains.ensure(config.store_domain, 0, &config.quotas);
+        let mut engine = Engine {
+            config,
+            tree: Tree::new(privileged),
+            domains,
+            connections: BTreeMap::new(),
+            next_connection_id: 1,
+            watches: WatchIndex::default(),
+            pending_changes: Vec::new(),
+            pending_special: Vec::new(),
+            pending_direct_events: Vec::new(),
+            now_milliseconds: 0,
+            trace_enabled: true,
+        };
+        let owned = Permissions::owned_by(privileged);
+        let mut root = Node::empty(owned.clone());
+        root.children.push(String::from("tool"));
+        let mut tool = Node::empty(owned.clone());
+        tool.children.push(String::from("xenstored"));
+        let mut release_permissions = owned.clone();
+        release_permissions.entries_mut().push(Permission {
+            domain: DomainId::ANY,
+            access: Access::READ,
+            ignored: false,
+        });
+        let mut global = GlobalAccess {
+            tree: &mut tree,
+            deltas: AccountingDeltas::new(),
+        };
+        let initial = [
+            ("/", root),
+            ("/tool", tool),
+            ("/tool/xenstored", Node::empty(owned.clone())),
+            (INTRODUCE_DOMAIN, Node::empty(owned)),
+            (RELEASE_DOMAIN, Node::empty(release_permissions)),
+        ];
+        for (node_path, node) in initial {
+            // GlobalAccess::put cannot fail.
+            let _ = global.put(node_path, node);
+        }
+        let deltas = core::mem::take(&mut global.deltas);
+        engine.tree = tree;
+        engine.apply_deltas(&deltas);
+        engine
+    }
+
+    fn add_connection(&mut self, kind: ConnectionKind, domain: DomainId) -> ConnectionId {
+        let id = ConnectionId(self.next_connection_id);
+        self.next_connection_id = self.next_connection_id.wrapping_add(1).max(1);
+        self.connections.insert(id, Connection::new(kind, domain));
+        id
     }
 
     /// A new Unix-socket client; it acts as the store domain (privileged when that is the privileged domain).
     pub fn open_socket_connection(&mut self) -> ConnectionId {
-        ConnectionId(0)
+        self.add_connection(ConnectionKind::Socket, self.config.store_domain)
     }
 
-    /// A connection for a domain whose ring the front end has already mapped (dom0 at stub start-up).
-    pub fn open_domain_connection(&mut self, _platform: &mut dyn Platform, _domain: DomainId) -> ConnectionId {
-        ConnectionId(0)
+    /// A connection for a domain whose ring the front end has already mapped (dom0 at stub
+    /// start-up): the domain counts as introduced without asking the platform.
+    pub fn open_domain_connection(
+        &mut self,
+        platform: &mut dyn Platform,
+        domain: DomainId,
+    ) -> ConnectionId {
+        self.now_milliseconds = platform.now_milliseconds();
+        if let Some(existing) = self.domain_connection(domain) {
+            return existing;
+        }
+        let id = self.add_connection(ConnectionKind::Domain, domain);
+        let generation = self.tree.current_generation();
+        let record = self.domains.ensure(domain, generation, &self.config.quotas);
+        record.connection = Some(id);
+        record.shutdown_reported = false;
+        id
     }
 
     /// The client went away: its watches and transactions are dropped.
-    pub fn close_connection(&mut self, _platform: &mut dyn Platform, _connection: ConnectionId) {}
-
-    /// Feeds bytes received from a connection; returns how many were taken (the rest must be offered again later).
-    pub fn receive(&mut self, _platform: &mut dyn Platform, _connection: ConnectionId, bytes: &[u8]) -> usize {
-        bytes.len()
+    pub fn close_connection(&mut self, _platform: &mut dyn Platform, connection: ConnectionId) {
+        self.drop_watches_and_transactions(connection);
+        if let Some(closed) = self.connections.remove(&connection)
+            && closed.kind == ConnectionKind::Domain
+            && let Some(record) = self.domains.get_mut(closed.domain)
+            && record.connection == Some(connection)
+        {
+            record.connection = None;
+        }
     }
 
-    /// Whether the connection may send more requests now (outstanding-request and rate limits).
-    pub fn wants_input(&self, _connection: ConnectionId) -> bool {
-        true
+    /// Feeds bytes received from a connection; returns how many were taken. Bytes not taken
+    /// must be offered again once [`Engine::wants_input`] is true.
+    pub fn receive(
+        &mut self,
+        platform: &mut dyn Platform,
+        connection: ConnectionId,
+        bytes: &[u8],
+    ) -> usize {
+        self.now_milliseconds = platform.now_milliseconds();
+        let mut consumed_bytes = 0;
+        while consumed_bytes < bytes.len() && self.wants_input(connection) {
+            let Some(state) = self.connections.get_mut(&connection) else {
+                return bytes.len();
+            };
+            let rest = bytes.get(consumed_bytes..).unwrap_or(&[]);
+            match state.frame(rest) {
+                Err(failure) => {
+                    self.fail_connection(connection, failure);
+                    return bytes.len();
+                }
+                Ok(framed) => {
+                    consumed_bytes += framed.consumed_bytes;
+                    if let Some((header, payload)) = framed.request {
+                        self.process(platform, connection, header, &payload);
+                    } else if framed.consumed_bytes == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        if self
+            .connections
+            .get(&connection)
+            .is_none_or(|state| state.failure.is_some())
+        {
+            return bytes.len();
+        }
+        consumed_bytes
     }
 
-    /// The bytes waiting to be sent to the connection (possibly only part of the queue).
-    pub fn output(&self, _connection: ConnectionId) -> &[u8] {
-        &[]
+    /// Whether the connection may send more requests now (it is healthy and, if
+    /// unprivileged, below its outstanding-request quota).
+    pub fn wants_input(&self, connection: ConnectionId) -> bool {
+        let Some(state) = self.connections.get(&connection) else {
+            return false;
+        };
+        if state.failure.is_some() {
+            return false;
+        }
+        if state.domain == self.config.privileged_domain {
+            return true;
+        }
+        let quotas = self.quotas_of(state.domain);
+        !quotas.exceeded_by(QuotaKind::Outstanding, state.outstanding_replies() as u64)
+    }
+
+    /// The bytes waiting to be sent to the connection (the rest of the first queued message).
+    pub fn output(&self, connection: ConnectionId) -> &[u8] {
+        self.connections
+            .get(&connection)
+            .and_then(|state| {
+                state
+                    .output
+                    .front()
+                    .and_then(|message| message.bytes.get(state.output_sent_bytes..))
+            })
+            .unwrap_or(&[])
     }
 
     /// Marks `sent_bytes` of [`Engine::output`] as delivered.
-    pub fn consume_output(&mut self, _connection: ConnectionId, _sent_bytes: usize) {}
-
-    /// Set once the connection has broken the protocol; the front end stops serving it.
-    pub fn failure(&self, _connection: ConnectionId) -> Option<ConnectionFailure> {
-        None
+    pub fn consume_output(&mut self, connection: ConnectionId, sent_bytes: usize) {
+        let Some(state) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        state.output_sent_bytes += sent_bytes;
+        let mut freed_bytes = 0u64;
+        while let Some(front) = state.output.front() {
+            if state.output_sent_bytes < front.bytes.len() {
+                break;
+            }
+            state.output_sent_bytes -= front.bytes.len();
+            freed_bytes += front.bytes.len() as u64;
+            state.output.pop_front();
+        }
+        let domain = state.domain;
+        if let Some(record) = self.domains.get_mut(domain) {
+            record.usage.memory_bytes = record.usage.memory_bytes.saturating_sub(freed_bytes);
+        }
     }
 
-    /// Marks a domain connection failed (ring index abuse detected by the front end).
-    pub fn fail_connection(&mut self, _connection: ConnectionId, _failure: ConnectionFailure) {}
+    /// Set once the connection has broken the protocol; the front end stops serving it.
+    pub fn failure(&self, connection: ConnectionId) -> Option<ConnectionFailure> {
+        self.connections
+            .get(&connection)
+            .and_then(|state| state.failure)
+    }
+
+    /// Marks a connection failed: it is ignored from now on, its watches, transactions and
+    /// queued output are dropped; a domain stays known until it dies (`ignore_connection()`).
+    pub fn fail_connection(&mut self, connection: ConnectionId, failure: ConnectionFailure) {
+        self.drop_watches_and_transactions(connection);
+        if let Some(state) = self.connections.get_mut(&connection) {
+            log::warn!(
+                "connection {} ({:?} {}) failed: {failure:?}",
+                connection.0,
+                state.kind,
+                state.domain
+            );
+            state.failure = Some(failure);
+            state.output.clear();
+            state.output_sent_bytes = 0;
+            state.reset_input();
+        }
+    }
+
+    /// Drops a domain connection's partial input, queued output, watches and transactions:
+    /// the ring was reset (re-introduction or guest-initiated reconnection).
+    pub fn reset_connection(&mut self, connection: ConnectionId) {
+        self.drop_watches_and_transactions(connection);
+        if let Some(state) = self.connections.get_mut(&connection) {
+            state.output.clear();
+            state.output_sent_bytes = 0;
+            state.reset_input();
+        }
+    }
 
     /// The connection serving an introduced domain's ring.
-    pub fn domain_connection(&self, _domain: DomainId) -> Option<ConnectionId> {
-        None
+    pub fn domain_connection(&self, domain: DomainId) -> Option<ConnectionId> {
+        self.domains
+            .get(domain)
+            .and_then(|record| record.connection)
+    }
+
+    /// The domain a connection acts as.
+    pub fn connection_domain(&self, connection: ConnectionId) -> Option<DomainId> {
+        self.connections.get(&connection).map(|state| state.domain)
     }
 
     /// The domains currently introduced.
-    pub fn introduced_domains(&self) -> alloc::vec::Vec<DomainId> {
-        alloc::vec::Vec::new()
+    pub fn introduced_domains(&self) -> Vec<DomainId> {
+        self.domains
+            .iter()
+            .filter(|(_, record)| record.connection.is_some())
+            .map(|(domain, _)| *domain)
+            .collect()
     }
 
-    /// The hypervisor reports the domain shut down (fires `@releaseDomain` once until `XS_RESUME`).
-    pub fn domain_shutdown(&mut self, _platform: &mut dyn Platform, _domain: DomainId) {}
+    /// Server features a domain's ring should advertise.
+    pub fn domain_features(&self, domain: DomainId) -> u32 {
+        self.domains
+            .get(domain)
+            .map_or(feature::SUPPORTED, |record| record.features)
+    }
 
-    /// The domain is dead: release it as `XS_RELEASE` would.
-    pub fn domain_died(&mut self, _platform: &mut dyn Platform, _domain: DomainId) {}
+    /// The hypervisor reports the domain shut down: `@releaseDomain` fires once until `XS_RESUME`.
+    pub fn domain_shutdown(&mut self, platform: &mut dyn Platform, domain: DomainId) {
+        self.now_milliseconds = platform.now_milliseconds();
+        let Some(record) = self.domains.get_mut(domain) else {
+            return;
+        };
+        if record.connection.is_none() || record.shutdown_reported {
+            return;
+        }
+        record.shutdown_reported = true;
+        self.pending_special.push((RELEASE_DOMAIN, domain));
+        self.flush_events();
+    }
 
-    /// Time-driven work: expiring queued watch events, refilling write-rate credit.
-    pub fn tick(&mut self, _platform: &mut dyn Platform) {}
+    /// The domain is dead: release it as `XS_RELEASE` would, and forget it.
+    pub fn domain_died(&mut self, platform: &mut dyn Platform, domain: DomainId) {
+        self.now_milliseconds = platform.now_milliseconds();
+        let introduced = self.domain_connection(domain).is_some();
+        self.destroy_domain(platform, domain, introduced);
+        self.flush_events();
+    }
+
+    /// Time-driven work: watch events queued too long for unprivileged domains are dropped.
+    pub fn tick(&mut self, platform: &mut dyn Platform) {
+        self.now_milliseconds = platform.now_milliseconds();
+        let timeout = self.config.watch_event_timeout_milliseconds;
+        if timeout == 0 {
+            return;
+        }
+        let now = self.now_milliseconds;
+        let privileged = self.config.privileged_domain;
+        for state in self.connections.values_mut() {
+            if state.domain == privileged || state.kind != ConnectionKind::Domain {
+                continue;
+            }
+            let started = state.output_sent_bytes > 0;
+            let mut index = 0;
+            state.output.retain(|message| {
+                let keep = message.is_reply
+                    || (index == 0 && started)
+                    || now.saturating_sub(message.queued_at_milliseconds) < timeout;
+                index += 1;
+                keep
+            });
+        }
+    }
+
+    pub(crate) fn quotas_of(&self, domain: DomainId) -> Quotas {
+        self.domains
+            .get(domain)
+            .map_or(self.config.quotas, |record| record.quotas)
+    }
+
+    fn caller(&self, connection: ConnectionId) -> Option<Caller> {
+        let state = self.connections.get(&connection)?;
+        let record = self.domains.get(state.domain);
+        let features = match state.kind {
+            ConnectionKind::Socket => feature::SUPPORTED,
+            ConnectionKind::Domain => record.map_or(feature::SUPPORTED, |record| record.features),
+        };
+        Some(Caller {
+            domain: state.domain,
+            target: record.and_then(|record| record.target),
+            privileged: state.domain == self.config.privileged_domain,
+            features,
+        })
+    }
+
+    fn apply_deltas(&mut self, deltas: &AccountingDeltas) {
+        let generation = self.tree.current_generation();
+        for (domain, (nodes, memory_bytes)) in deltas {
+            self.domains.charge(
+                *domain,
+                generation,
+                &self.config.quotas,
+                *nodes,
+                *memory_bytes,
+            );
+            if *domain != self.config.privileged_domain {
+                let usage = self.domains.usage(*domain);
+                self.domains.note_max(usage);
+                self.check_soft_memory(*domain);
+            }
+        }
+    }
+
+    fn check_soft_memory(&mut self, domain: DomainId) {
+        if let Some(record) = self.domains.get_mut(domain) {
+            let over = record
+                .quotas
+                .exceeded_by(QuotaKind::SoftMemoryBytes, record.usage.memory_bytes);
+            if over && !record.soft_memory_warned {
+                log::warn!(
+                    "domain {domain} uses {} bytes, over its soft memory quota of {}",
+                    record.usage.memory_bytes,
+                    record.quotas.get(QuotaKind::SoftMemoryBytes)
+                );
+            }
+            record.soft_memory_warned = over;
+        }
+    }
+
+    fn resolve(
+        &self,
+        caller: &Caller,
+        raw: &[u8],
+        allow_special: bool,
+    ) -> StoreResult<CanonicalPath> {
+        let canonical = path::canonicalize(raw, caller.domain, allow_special)?;
+        if !caller.privileged {
+            let quotas = self.quotas_of(caller.domain);
+            let length = path::quota_length_bytes(&canonical.absolute) as u64;
+            if quotas.exceeded_by(QuotaKind::PathMaxBytes, length) {
+                return Err(StoreError::Invalid);
+            }
+        }
+        Ok(canonical)
+    }
+
+    fn queue_output(&mut self, connection: ConnectionId, bytes: Vec<u8>, is_reply: bool) {
+        let now = self.now_milliseconds;
+        let Some(state) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        if state.failure.is_some() {
+            return;
+        }
+        let domain = state.domain;
+        let size = bytes.len() as u64;
+        state.output.push_back(OutputMessage {
+            bytes,
+            is_reply,
+            queued_at_milliseconds: now,
+        });
+        if let Some(record) = self.domains.get_mut(domain) {
+            record.usage.memory_bytes = record.usage.memory_bytes.saturating_add(size);
+        }
+    }
+
+    fn process(
+        &mut self,
+        platform: &mut dyn Platform,
+        connection: ConnectionId,
+        header: MessageHeader,
+        payload: &[u8],
+    ) {
+        let message_type = MessageType::from_number(header.message_type);
+        let type_name = message_type.map_or("UNKNOWN", MessageType::name);
+        if self.trace_enabled {
+            log::info!(target: ACCESS_LOG_TARGET, "IN  {} {} {:#x} ({})", connection.0, type_name, header.transaction_id, printable(payload));
+        }
+        let outcome = match message_type {
+            None | Some(MessageType::WatchEvent) | Some(MessageType::Error) => {
+                Err(StoreError::NotImplemented)
+            }
+            Some(message_type) => {
+                self.dispatch(platform, connection, message_type, &header, payload)
+            }
+        };
+        let (reply_type, reply_payload) = match outcome {
+            Ok(reply) if reply.len() <= PAYLOAD_MAX_BYTES => (header.message_type, reply),
+            Ok(_) => (
+                MessageType::Error.number(),
+                error_payload(StoreError::TooBig),
+            ),
+            Err(error) => {
+                self.pending_changes.clear();
+                self.pending_special.clear();
+                self.pending_direct_events.clear();
+                (MessageType::Error.number(), error_payload(error))
+            }
+        };
+        if self.trace_enabled {
+            let name = MessageType::from_number(reply_type).map_or("UNKNOWN", MessageType::name);
+            log::info!(target: ACCESS_LOG_TARGET, "OUT {} {} ({})", connection.0, name, printable(&reply_payload));
+        }
+        let reply = wire::encode_message(
+            reply_type,
+            header.request_id,
+            header.transaction_id,
+            &reply_payload,
+        );
+        self.queue_output(connection, reply, true);
+        self.flush_events();
+    }
+
+    fn dispatch(
+        &mut self,
+        platform: &mut dyn Platform,
+        connection: ConnectionId,
+        message_type: MessageType,
+        header: &MessageHeader,
+        payload: &[u8],
+    ) -> StoreResult<Vec<u8>> {
+        use MessageType::*;
+        let caller = self.caller(connection).ok_or(StoreError::Invalid)?;
+        let privileged_only = matches!(
+            message_type,
+            Control
+                | Introduce
+                | Release
+                | IsDomainIntroduced
+                | Resume
+                | SetTarget
+                | SetFeature
+                | GetQuota
+                | SetQuota
+        );
+        if privileged_only && !caller.privileged {
+            return Err(StoreError::AccessDenied);
+        }
+        // Every request but WATCH and UNWATCH names a transaction or 0 (`XS_FLAG_NOTID`).
+        let transaction_id = header.transaction_id;
+        if transaction_id != 0 && !matches!(message_type, Watch | Unwatch) {
+            let known = self
+                .connections
+                .get(&connection)
+                .is_some_and(|state| state.transactions.contains_key(&transaction_id));
+            if !known {
+                return Err(StoreError::NoEntry);
+            }
+            if message_type == TransactionStart {
+                return Err(StoreError::Busy);
+            }
+        }
+        let ok = || Ok(b"OK\0".to_vec());
+        match message_type {
+            Read | Directory | GetPermissions => {
+                let raw = wire::single_string(payload).ok_or(StoreError::Invalid)?;
+                let target = self.resolve(&caller, raw, message_type == GetPermissions)?;
+                self.with_view(connection, transaction_id, &caller, |view, domains, _| {
+                    match message_type {
+                        Read => operations::read(view, domains, &caller, &target.absolute),
+                        Directory => {
+                            operations::directory(view, domains, &caller, &target.absolute)
+                        }
+                        _ => operations::get_permissions(view, domains, &caller, &target.absolute),
+                    }
+                })
+            }
+            DirectoryPart => {
+                let strings = wire::split_strings(payload);
+                let [raw, offset] = strings.as_slice() else {
+                    return Err(StoreError::Invalid);
+                };
+                let offset = wire::parse_decimal(offset).ok_or(StoreError::Invalid)?;
+                let offset = usize::try_from(offset).map_err(|_| StoreError::Invalid)?;
+                let target = self.resolve(&caller, raw, false)?;
+                self.with_view(connection, transaction_id, &caller, |view, domains, _| {
+                    operations::directory_part(view, domains, &caller, &target.absolute, offset)
+                })
+            }
+            Write | Mkdir | Remove => {
+                let (raw, value) = match message_type {
+                    Write => {
+                        let split = payload
+                            .iter()
+                            .position(|byte| *byte == 0)
+                            .ok_or(StoreError::Invalid)?;
+                        (
+                            payload.get(..split).unwrap_or(&[]),
+                            payload.get(split + 1..).unwrap_or(&[]),
+                        )
+                    }
+                    _ => (
+                        wire::single_string(payload).ok_or(StoreError::Invalid)?,
+                        &[][..],
+                    ),
+                };
+                let target = self.resolve(&caller, raw, false)?;
+                self.check_memory(&caller)?;
+                self.modify(
+                    connection,
+                    transaction_id,
+                    &caller,
+                    |view, domains, quotas| match message_type {
+                        Write => operations::write(
+                            view,
+                            domains,
+                            &caller,
+                            quotas,
+                            &target.absolute,
+                            value,
+                        ),
+                        Mkdir => {
+                            operations::mkdir(view, domains, &caller, quotas, &target.absolute)
+                        }
+                        _ => operations::remove(view, domains, &caller, &target.absolute),
+                    },
+                )?;
+                ok()
+            }
+            SetPermissions => {
+                let strings = wire::split_strings(payload);
+                let (raw, entries) = strings.split_first().ok_or(StoreError::Invalid)?;
+                let target = self.resolve(&caller, raw, true)?;
+                let permissions = Permissions::parse(entries)?;
+                self.check_memory(&caller)?;
+                // Domains named by the entries get a record now, so that the entries count
+                // as written after the domain appeared.
+                let generation = self.tree.current_generation();
+                for entry in permissions.entries() {
+                    if entry.domain != DomainId::ANY
+                        && self.domains.get(entry.domain).is_none()
+                        && entry.domain.0 < DomainId::FIRST_RESERVED
+                        && platform.domain_exists(entry.domain)
+                    {
+                        self.domains
+                            .ensure(entry.domain, generation, &self.config.quotas);
+                    }
+                }
+                self.modify(
+                    connection,
+                    transaction_id,
+                    &caller,
+                    |view, domains, quotas| {
+                        let mut exists = |domain: DomainId| domains.get(domain).is_some();
+                        operations::set_permissions(
+                            view,
+                            domains,
+                            &caller,
+                            quotas,
+                            &target.absolute,
+                            permissions,
+                            &mut exists,
+                        )
+                    },
+                )?;
+                ok()
+            }
+            Watch => self.watch(connection, &caller, payload),
+            Unwatch => {
+                let strings = wire::split_strings(payload);
+                let [raw, token] = strings.as_slice() else {
+                    return Err(StoreError::Invalid);
+                };
+                let target = self.resolve(&caller, raw, true)?;
+                self.watches
+                    .remove(connection, &target.absolute, token)
+                    .ok_or(StoreError::NoEntry)?;
+                if let Some(state) = self.connections.get_mut(&connection) {
+                    state
+                        .watches
+                        .retain(|(watched, held)| !(watched == &target.absolute && held == token));
+                }
+                if let Some(record) = self.domains.get_mut(caller.domain) {
+                    record.usage.watches = record.usage.watches.saturating_sub(1);
+                    let memory = crate::watch::Watch::memory_bytes(&target.absolute, token);
+                    record.usage.memory_bytes = record.usage.memory_bytes.saturating_sub(memory);
+                }
+                ok()
+            }
+            TransactionStart => {
+                let quotas = self.quotas_of(caller.domain);
+                let open = self.domains.usage(caller.domain).transactions;
+                if !caller.privileged && quotas.exceeded_by(QuotaKind::Transactions, open + 1) {
+                    return Err(StoreError::NoSpace);
+                }
+                let state = self
+                    .connections
+                    .get_mut(&connection)
+                    .ok_or(StoreError::Invalid)?;
+                let id = state.allocate_transaction_id()?;
+                state.transactions.insert(id, Transaction::default());
+                let generation = self.tree.next_generation();
+                let record = self
+                    .domains
+                    .ensure(caller.domain, generation, &self.config.quotas);
+                record.usage.transactions += 1;
+                if !caller.privileged {
+                    let usage = record.usage;
+                    self.domains.note_max(usage);
+                }
+                Ok(format!("{id}\0").into_bytes())
+            }
+            TransactionEnd => self.end_transaction(connection, &caller, transaction_id, payload),
+            Introduce => self.introduce(platform, payload),
+            Release => {
+                let domain =
+                    domain_argument(wire::single_string(payload).ok_or(StoreError::Invalid)?)?;
+                if domain == self.config.store_domain || domain == self.config.privileged_domain {
+                    return Err(StoreError::Invalid);
+                }
+                if self.domain_connection(domain).is_none() {
+                    return Err(StoreError::NoEntry);
+                }
+                self.destroy_domain(platform, domain, true);
+                ok()
+            }
+            Resume => {
+                let domain =
+                    domain_argument(wire::single_string(payload).ok_or(StoreError::Invalid)?)?;
+                let record = self
+                    .domains
+                    .get_mut(domain)
+                    .filter(|record| record.connection.is_some())
+                    .ok_or(StoreError::NoEntry)?;
+                record.shutdown_reported = false;
+                ok()
+            }
+            IsDomainIntroduced => {
+                let domain =
+                    domain_argument(wire::single_string(payload).ok_or(StoreError::Invalid)?)?;
+                let introduced =
+                    domain == DomainId::SELF || self.domain_connection(domain).is_some();
+                Ok(if introduced {
+                    b"T\0".to_vec()
+                } else {
+                    b"F\0".to_vec()
+                })
+            }
+            GetDomainPath => {
+                let domain =
+                    domain_argument(wire::single_string(payload).ok_or(StoreError::Invalid)?)?;
+                Ok(format!("{}\0", path::home_path(domain)).into_bytes())
+            }
+            SetTarget => {
+                let strings = wire::split_strings(payload);
+                let [domain, target] = strings.as_slice() else {
+                    return Err(StoreError::Invalid);
+                };
+                let domain = domain_argument(domain)?;
+                let target = domain_argument(target)?;
+                if self.domain_connection(target).is_none() {
+                    return Err(StoreError::NoEntry);
+                }
+                let record = self
+                    .domains
+                    .get_mut(domain)
+                    .filter(|record| record.connection.is_some())
+                    .ok_or(StoreError::NoEntry)?;
+                record.target = Some(target);
+                ok()
+            }
+            ResetWatches => {
+                self.drop_watches_and_transactions(connection);
+                ok()
+            }
+            GetFeature => {
+                let strings = wire::split_strings(payload);
+                let features = match strings.as_slice() {
+                    [] => caller.features,
+                    [domain] => {
+                        if !caller.privileged {
+                            return Err(StoreError::AccessDenied);
+                        }
+                        let domain = domain_argument(domain)?;
+                        self.known_domain_features(platform, domain)?
+                    }
+                    _ => return Err(StoreError::Invalid),
+                };
+                Ok(format!("{features}\0").into_bytes())
+            }
+            SetFeature => {
+                let strings = wire::split_strings(payload);
+                let [domain, value] = strings.as_slice() else {
+                    return Err(StoreError::Invalid);
+                };
+                let domain = domain_argument(domain)?;
+                let value = wire::parse_decimal(value).and_then(|value| u32::try_from(value).ok());
+                let value = value
+                    .filter(|value| value & !feature::SUPPORTED == 0)
+                    .ok_or(StoreError::Invalid)?;
+                self.known_domain_features(platform, domain)?;
+                let record = self.domains.get_mut(domain).ok_or(StoreError::NoEntry)?;
+                if record.connection.is_some() {
+                    return Err(StoreError::Busy);
+                }
+                record.features = value;
+                ok()
+            }
+            GetQuota => self.get_quota(platform, payload),
+            SetQuota => self.set_quota(platform, payload),
+            Control => self.control(payload),
+            WatchEvent | Error => Err(StoreError::NotImplemented),
+        }
+    }
+
+    fn known_domain_features(
+        &mut self,
+        platform: &mut dyn Platform,
+        domain: DomainId,
+    ) -> StoreResult<u32> {
+        if self.domains.get(domain).is_none() {
+            if domain.0 >= DomainId::FIRST_RESERVED || !platform.domain_exists(domain) {
+                return Err(StoreError::NoEntry);
+            }
+            let generation = self.tree.current_generation();
+            self.domains.ensure(domain, generation, &self.config.quotas);
+        }
+        self.domains
+            .get(domain)
+            .map(|record| record.features)
+            .ok_or(StoreError::NoEntry)
+    }
+
+    fn check_memory(&self, caller: &Caller) -> StoreResult<()> {
+        if caller.privileged {
+            return Ok(());
+        }
+        let quotas = self.quotas_of(caller.domain);
+        if quotas.exceeded_by(
+            QuotaKind::MemoryBytes,
+            self.domains.usage(caller.domain).memory_bytes,
+        ) {
+            return Err(StoreError::OutOfMemory);
+        }
+        Ok(())
+    }
+
+    /// Runs a read-only operation on the committed tree or inside the named transaction.
+    fn with_view<T>(
+        &mut self,
+        connection: ConnectionId,
+        transaction_id: u32,
+        caller: &Caller,
+        operation: impl FnOnce(&mut dyn NodeAccess, &Domains, &Quotas) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let quotas = self.quotas_of(caller.domain);
+        if transaction_id == 0 {
+            let mut view = GlobalAccess {
+                tree: &mut self.tree,
+                deltas: AccountingDeltas::new(),
+            };
+            let result = operation(&mut view, &self.domains, &quotas);
+            let deltas = view.deltas;
+            self.apply_deltas(&deltas);
+            return result;
+        }
+        let transaction = self
+            .connections
+            .get_mut(&connection)
+            .and_then(|state| state.transactions.get_mut(&transaction_id))
+            .ok_or(StoreError::NoEntry)?;
+        let node_limit = if caller.privileged {
+            None
+        } else {
+            Some(u64::from(quotas.get(QuotaKind::TransactionNodes)))
+        };
+        let mut view = TransactionAccess {
+            tree: &self.tree,
+            transaction,
+            node_limit,
+        };
+        operation(&mut view, &self.domains, &quotas)
+    }
+
+    /// Runs a modifying operation; its changes fire now, or at commit inside a transaction.
+    fn modify(
+        &mut self,
+        connection: ConnectionId,
+        transaction_id: u32,
+        caller: &Caller,
+        operation: impl FnOnce(&mut dyn NodeAccess, &Domains, &Quotas) -> StoreResult<Vec<Change>>,
+    ) -> StoreResult<()> {
+        let changes = self.with_view(connection, transaction_id, caller, operation)?;
+        if transaction_id == 0 {
+            self.pending_changes.extend(changes);
+        } else if let Some(transaction) = self
+            .connections
+            .get_mut(&connection)
+            .and_then(|state| state.transactions.get_mut(&transaction_id))
+        {
+            transaction.changes.extend(changes);
+        }
+        Ok(())
+    }
+
+    fn watch(
+        &mut self,
+        connection: ConnectionId,
+        caller: &Caller,
+        payload: &[u8],
+    ) -> StoreResult<Vec<u8>> {
+        let strings = wire::split_strings(payload);
+        let (raw, token, depth) = match strings.as_slice() {
+            [raw, token] => (*raw, *token, None),
+            [raw, token, depth] => {
+                if caller.features & feature::WATCH_DEPTH == 0 {
+                    return Err(StoreError::Invalid);
+                }
+                let depth = wire::parse_decimal(depth).and_then(|depth| u32::try_from(depth).ok());
+                (*raw, *token, Some(depth.ok_or(StoreError::Invalid)?))
+            }
+            _ => return Err(StoreError::Invalid),
+        };
+        let target = self.resolve(caller, raw, true)?;
+        if self.watches.contains(connection, &target.absolute, token) {
+            return Err(StoreError::AlreadyExists);
+        }
+        let quotas = self.quotas_of(caller.domain);
+        let usage = self.domains.usage(caller.domain);
+        if !caller.privileged {
+            if quotas.exceeded_by(QuotaKind::Watches, usage.watches + 1) {
+                return Err(StoreError::NoSpace);
+            }
+            let memory = usage.memory_bytes + Watch::memory_bytes(&target.absolute, token);
+            if quotas.exceeded_by(QuotaKind::MemoryBytes, memory) {
+                return Err(StoreError::OutOfMemory);
+            }
+        }
+        self.watches.add(
+            &target.absolute,
+            Watch {
+                connection,
+                token: token.to_vec(),
+                relative_prefix_bytes: target.relative_prefix_bytes,
+                depth,
+            },
+        );
+        if let Some(state) = self.connections.get_mut(&connection) {
+            state
+                .watches
+                .push((target.absolute.clone(), token.to_vec()));
+        }
+        let generation = self.tree.current_generation();
+        let record = self
+            .domains
+            .ensure(caller.domain, generation, &self.config.quotas);
+        record.usage.watches += 1;
+        record.usage.memory_bytes += Watch::memory_bytes(&target.absolute, token);
+        if !caller.privileged {
+            let usage = record.usage;
+            self.domains.note_max(usage);
+        }
+        // The initial event carries the path as the client wrote it (`do_watch()`).
+        let mut event = Vec::new();
+        event.extend_from_slice(raw);
+        event.push(0);
+        event.extend_from_slice(token);
+        event.push(0);
+        self.pending_direct_events.push((connection, event));
+        Ok(b"OK\0".to_vec())
+    }
+
+    fn end_transaction(
+        &mut self,
+        connection: ConnectionId,
+        caller: &Caller,
+        transaction_id: u32,
+        payload: &[u8],
+    ) -> StoreResult<Vec<u8>> {
+        if transaction_id == 0 {
+            return Err(StoreError::NoEntry);
+        }
+        let commit = match wire::single_string(payload) {
+            Some(b"T") => true,
+            Some(b"F") => false,
+            _ => return Err(StoreError::Invalid),
+        };
+        let transaction = self
+            .connections
+            .get_mut(&connection)
+            .and_then(|state| state.transactions.remove(&transaction_id))
+            .ok_or(StoreError::NoEntry)?;
+        if let Some(record) = self.domains.get_mut(caller.domain) {
+            record.usage.transactions = record.usage.transactions.saturating_sub(1);
+        }
+        if !commit {
+            return Ok(b"OK\0".to_vec());
+        }
+        if transaction.failed {
+            return Err(StoreError::OutOfMemory);
+        }
+        transaction.validate(&self.tree)?;
+        if !caller.privileged {
+            for (owner, (nodes, _)) in &transaction.deltas {
+                if *nodes > 0 {
+                    let quotas = self.quotas_of(*owner);
+                    let total = self.domains.usage(*owner).nodes as i64 + nodes;
+                    if quotas.exceeded_by(QuotaKind::Nodes, total.max(0) as u64) {
+                        return Err(StoreError::NoSpace);
+                    }
+                }
+            }
+        }
+        let (writes, changes) = transaction.into_writes();
+        let mut view = GlobalAccess {
+            tree: &mut self.tree,
+            deltas: AccountingDeltas::new(),
+        };
+        for (node_path, node) in writes {
+            // GlobalAccess never fails.
+            let _ = match node {
+                Some(node) => view.put(&node_path, node),
+                None => view.delete(&node_path),
+            };
+        }
+        let deltas = view.deltas;
+        self.apply_deltas(&deltas);
+        // One event per modified node; a subtree event wins over an exact one.
+        let mut fired: BTreeMap<String, usize> = BTreeMap::new();
+        for change in changes {
+            match fired.get(&change.path) {
+                Some(&index) => {
+                    if !change.exact
+                        && let Some(existing) = self.pending_changes.get_mut(index)
+                    {
+                        existing.exact = false;
+                    }
+                }
+                None => {
+                    fired.insert(change.path.clone(), self.pending_changes.len());
+                    self.pending_changes.push(change);
+                }
+            }
+        }
+        Ok(b"OK\0".to_vec())
+    }
+
+    fn introduce(&mut self, platform: &mut dyn Platform, payload: &[u8]) -> StoreResult<Vec<u8>> {
+        let strings = wire::split_strings(payload);
+        let (Some(domain), Some(frame), Some(port)) =
+            (strings.first(), strings.get(1), strings.get(2))
+        else {
+            return Err(StoreError::Invalid);
+        };
+        let domain = domain_argument(domain)?;
+        if domain.0 >= DomainId::FIRST_RESERVED {
+            return Err(StoreError::Invalid);
+        }
+        // The frame is "signed decimal" and ignored in favour of grant reference 1, as in C.
+        let frame_text = frame.strip_prefix(b"-").unwrap_or(frame);
+        let frame = wire::parse_decimal(frame_text).ok_or(StoreError::Invalid)?;
+        let port = wire::parse_decimal(port)
+            .and_then(|port| u32::try_from(port).ok())
+            .filter(|port| *port > 0)
+            .ok_or(StoreError::Invalid)?;
+        platform.connect_domain(domain, frame, port)?;
+        if let Some(existing) = self.domain_connection(domain) {
+            // Re-introduction: the ring was reset; the domain keeps its nodes.
+            self.reset_connection(existing);
+            if let Some(record) = self.domains.get_mut(domain) {
+                record.shutdown_reported = false;
+            }
+            return Ok(b"OK\0".to_vec());
+        }
+        let connection = self.add_connection(ConnectionKind::Domain, domain);
+        let generation = self.tree.current_generation();
+        let record = self.domains.ensure(domain, generation, &self.config.quotas);
+        record.connection = Some(connection);
+        record.shutdown_reported = false;
+        if domain != self.config.privileged_domain {
+            self.pending_special.push((INTRODUCE_DOMAIN, domain));
+        }
+        Ok(b"OK\0".to_vec())
+    }
+
+    /// Releases a domain: its connection, watches and transactions go; its nodes are deleted
+    /// (or given to the privileged domain with `-K`); permission entries naming it are
+    /// removed everywhere (4.22); `@releaseDomain` fires.
+    fn destroy_domain(
+        &mut self,
+        platform: &mut dyn Platform,
+        domain: DomainId,
+        fire_release: bool,
+    ) {
+        if let Some(connection) = self.domain_connection(domain) {
+            self.drop_watches_and_transactions(connection);
+            self.connections.remove(&connection);
+            platform.disconnect_domain(domain);
+        }
+        let privileged = self.config.privileged_domain;
+        let mut owned_roots: Vec<String> = Vec::new();
+        let mut with_entries: Vec<String> = Vec::new();
+        for (node_path, node) in self.tree.iter() {
+            if node.permissions.owner() == domain && domain != privileged {
+                let inside_owned = owned_roots
+                    .last()
+                    .is_some_and(|root| path::is_ancestor_or_self(root, node_path));
+                if !inside_owned {
+                    owned_roots.push(node_path.clone());
+                }
+            }
+            if node
+                .permissions
+                .entries()
+                .iter()
+                .skip(1)
+                .any(|entry| entry.domain == domain)
+            {
+                with_entries.push(node_path.clone());
+            }
+        }
+        let mut view = GlobalAccess {
+            tree: &mut self.tree,
+            deltas: AccountingDeltas::new(),
+        };
+        for node_path in &with_entries {
+            if let Some(node) = view.tree.get_mut(node_path) {
+                node.permissions
+                    .entries_mut()
+                    .retain(|entry| entry.domain != domain);
+                if node.permissions.entries().is_empty() {
+                    node.permissions = Permissions::owned_by(privileged);
+                }
+            }
+        }
+        let mut changes = Vec::new();
+        for root in owned_roots {
+            if self.config.keep_orphans || path::is_special(&root) || root == "/" {
+                if let Some(node) = view.tree.get(&root).cloned() {
+                    let mut node = node;
+                    node.permissions.set_owner(privileged);
+                    let _ = view.put(&root, node);
+                }
+                continue;
+            }
+            if let Some(node) = view.tree.get(&root).cloned()
+                && let Ok(removed) = operations::remove_subtree(&mut view, &root, node)
+            {
+                changes.extend(removed);
+            }
+        }
+        if self.config.keep_orphans {
+            // Descendants owned by the dead domain below re-owned roots are re-owned too.
+            let stragglers: Vec<String> = view
+                .tree
+                .iter()
+                .filter(|(_, node)| node.permissions.owner() == domain)
+                .map(|(node_path, _)| node_path.clone())
+                .collect();
+            for node_path in stragglers {
+                if let Some(mut node) = view.tree.get(&node_path).cloned() {
+                    node.permissions.set_owner(privileged);
+                    let _ = view.put(&node_path, node);
+                }
+            }
+        }
+        let deltas = view.deltas;
+        self.apply_deltas(&deltas);
+        self.pending_changes.extend(changes);
+        if domain != privileged && domain != self.config.store_domain {
+            self.domains.remove(domain);
+        }
+        for record in self.domains.iter_mut().map(|(_, record)| record) {
+            if record.target == Some(domain) {
+                record.target = None;
+            }
+        }
+        if fire_release {
+            self.pending_special.push((RELEASE_DOMAIN, domain));
+        }
+    }
+
+    fn drop_watches_and_transactions(&mut self, connection: ConnectionId) {
+        let Some(state) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        let watches = core::mem::take(&mut state.watches);
+        let transactions = core::mem::take(&mut state.transactions).len() as u64;
+        let domain = state.domain;
+        let mut memory = 0;
+        for (watched, token) in &watches {
+            self.watches.remove(connection, watched, token);
+            memory += Watch::memory_bytes(watched, token);
+        }
+        if let Some(record) = self.domains.get_mut(domain) {
+            record.usage.watches = record.usage.watches.saturating_sub(watches.len() as u64);
+            record.usage.transactions = record.usage.transactions.saturating_sub(transactions);
+            record.usage.memory_bytes = record.usage.memory_bytes.saturating_sub(memory);
+        }
+    }
+
+    /// Whether a change may be told to `state` (`watch.c:watch_permitted()`): it can read
+    /// the node, could read it before a permission change, or can read its parent.
+    fn watch_permitted(&self, connection: ConnectionId, change: &Change) -> bool {
+        let Some(caller) = self.caller(connection) else {
+            return false;
+        };
+        if caller.privileged {
+            return true;
+        }
+        let generation = self.tree.current_generation();
+        let readable = |permissions: &Permissions| {
+            operations::access_under(&caller, permissions, generation, &self.domains)
+                .allows(Access::READ)
+        };
+        if readable(&change.permissions) || change.old_permissions.as_ref().is_some_and(readable) {
+            return true;
+        }
+        path::parent(&change.path)
+            .and_then(|parent| self.tree.get(parent))
+            .is_some_and(|parent| {
+                operations::access_for(&caller, parent, &self.domains).allows(Access::READ)
+            })
+    }
+
+    fn flush_events(&mut self) {
+        let changes = core::mem::take(&mut self.pending_changes);
+        let mut events: Vec<(ConnectionId, Vec<u8>, bool)> = Vec::new();
+        for change in &changes {
+            for (_, watch) in self.watches.matching(&change.path, change.exact) {
+                if !self.watch_permitted(watch.connection, change) {
+                    continue;
+                }
+                let shown = change
+                    .path
+                    .get(watch.relative_prefix_bytes..)
+                    .unwrap_or(&change.path);
+                events.push((watch.connection, event_payload(shown, &watch.token), true));
+            }
+        }
+        let specials = core::mem::take(&mut self.pending_special);
+        for (name, domain) in specials {
+            self.collect_special_events(name, domain, &mut events);
+        }
+        for (connection, payload) in core::mem::take(&mut self.pending_direct_events) {
+            events.push((connection, payload, false));
+        }
+        for (connection, payload, suppress_duplicates) in events {
+            if payload.len() > PAYLOAD_MAX_BYTES {
+                continue;
+            }
+            let message = wire::encode_message(MessageType::WatchEvent.number(), 0, 0, &payload);
+            let duplicate = suppress_duplicates
+                && self
+                    .connections
+                    .get(&connection)
+                    .is_some_and(|state| state.has_unsent_event(&message));
+            if !duplicate {
+                if self.trace_enabled {
+                    log::info!(target: ACCESS_LOG_TARGET, "OUT {} WATCH_EVENT ({})", connection.0, printable(&payload));
+                }
+                self.queue_output(connection, message, false);
+            }
+        }
+    }
+
+    /// `@introduceDomain`/`@releaseDomain` events (C 4.22 `fire_special_watches()`): watches
+    /// on the bare name without a depth get the bare name; watches on `name/<domid>`, and
+    /// on the bare name with a depth of at least 1, get `name/<domid>`. Only connections that
+    /// may read the special node are told.
+    fn collect_special_events(
+        &self,
+        name: &str,
+        domain: DomainId,
+        events: &mut Vec<(ConnectionId, Vec<u8>, bool)>,
+    ) {
+        let Some(special) = self.tree.get(name) else {
+            return;
+        };
+        let per_domain = format!("{name}/{}", domain.0);
+        let mut deliver = |watch: &Watch, shown: &str| {
+            let permitted = self.caller(watch.connection).is_some_and(|caller| {
+                operations::access_for(&caller, special, &self.domains).allows(Access::READ)
+            });
+            if permitted {
+                events.push((watch.connection, event_payload(shown, &watch.token), false));
+            }
+        };
+        for watch in self.watches.on_path(name) {
+            match watch.depth {
+                None => deliver(watch, name),
+                Some(depth) if depth >= 1 => deliver(watch, &per_domain),
+                Some(_) => {}
+            }
+        }
+        for watch in self.watches.on_path(&per_domain) {
+            deliver(watch, &per_domain);
+        }
+    }
+
+    fn get_quota(&mut self, platform: &mut dyn Platform, payload: &[u8]) -> StoreResult<Vec<u8>> {
+        let strings = wire::split_strings(payload);
+        let (quotas, name) = match strings.as_slice() {
+            [] => {
+                let names: Vec<&str> = QuotaKind::ALL
+                    .into_iter()
+                    .filter(|kind| self.config.quotas.get(*kind) != 0)
+                    .map(QuotaKind::name)
+                    .collect();
+                return Ok(format!("{}\0", names.join(" ")).into_bytes());
+            }
+            [name] => (self.config.quotas, *name),
+            [domain, name] => {
+                let domain = domain_argument(domain)?;
+                self.known_domain_features(platform, domain)?;
+                (self.quotas_of(domain), *name)
+            }
+            _ => return Err(StoreError::Invalid),
+        };
+        let name = core::str::from_utf8(name).map_err(|_| StoreError::Invalid)?;
+        let kind = QuotaKind::from_name(name)?;
+        Ok(format!("{}\0", quotas.get(kind)).into_bytes())
+    }
+
+    fn set_quota(&mut self, platform: &mut dyn Platform, payload: &[u8]) -> StoreResult<Vec<u8>> {
+        let strings = wire::split_strings(payload);
+        let (domain, name, value) = match strings.as_slice() {
+            [name, value] => (None, *name, *value),
+            [domain, name, value] => (Some(domain_argument(domain)?), *name, *value),
+            _ => return Err(StoreError::Invalid),
+        };
+        let name = core::str::from_utf8(name).map_err(|_| StoreError::Invalid)?;
+        let kind = QuotaKind::from_name(name)?;
+        let value = wire::parse_decimal(value)
+            .and_then(|value| u32::try_from(value).ok())
+            .filter(|value| *value != u32::MAX)
+            .ok_or(StoreError::Invalid)?;
+        match domain {
+            None => self.config.quotas.set(kind, value),
+            Some(domain) => {
+                self.known_domain_features(platform, domain)?;
+                let record = self.domains.get_mut(domain).ok_or(StoreError::NoEntry)?;
+                record.quotas.set(kind, value);
+            }
+        }
+        Ok(b"OK\0".to_vec())
+    }
+
+    /// Number of nodes in the store (special nodes included).
+    pub fn node_count(&self) -> usize {
+        self.tree.len()
+    }
+}
+
+fn error_payload(error: StoreError) -> Vec<u8> {
+    let mut payload = error.wire_name().as_bytes().to_vec();
+    payload.push(0);
+    payload
+}
+
+fn event_payload(shown_path: &str, token: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(shown_path.len() + token.len() + 2);
+    payload.extend_from_slice(shown_path.as_bytes());
+    payload.push(0);
+    payload.extend_from_slice(token);
+    payload.push(0);
+    payload
 }

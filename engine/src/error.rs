@@ -108,7 +108,10 @@ mod tests {
     #[test]
     fn every_error_round_trips_through_its_wire_name() {
         for error in StoreError::ALL {
-            assert_eq!(StoreError::from_wire_name(error.wire_name().as_bytes()), Some(error));
+            assert_eq!(
+                StoreError::from_wire_name(error.wire_name().as_bytes()),
+                Some(error)
+            );
             let mut with_nul = std::vec::Vec::from(error.wire_name().as_bytes());
             with_nul.push(0);
             assert_eq!(StoreError::from_wire_name(&with_nul), Some(error));

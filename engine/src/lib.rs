@@ -14,18 +14,43 @@
 //!   commented where it is made.
 #![no_std]
 #![forbid(unsafe_code)]
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+// Tests may panic: that is how they fail.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod connection;
+mod control;
+pub mod domain;
 mod engine;
 pub mod error;
+pub mod operations;
+pub mod path;
+pub mod permissions;
 pub mod quota;
 pub mod ring;
+pub mod store;
+pub mod transaction;
+pub mod watch;
+pub mod wire;
 
-pub use engine::{Config, ConnectionFailure, Engine};
+pub use engine::{ACCESS_LOG_TARGET, Config, ConnectionFailure, Engine};
 pub use error::{StoreError, StoreResult};
 
 /// A Xen domain id (`domid_t`).

@@ -118,7 +118,10 @@ impl Default for Quotas {
 
 impl Quotas {
     fn index(kind: QuotaKind) -> usize {
-        QuotaKind::ALL.iter().position(|candidate| *candidate == kind).unwrap_or(0)
+        QuotaKind::ALL
+            .iter()
+            .position(|candidate| *candidate == kind)
+            .unwrap_or(0)
     }
 
     /// The limit for `kind` (0 = unlimited).
@@ -186,8 +189,14 @@ mod tests {
         for kind in QuotaKind::ALL {
             assert_eq!(QuotaKind::from_name(kind.name()), Ok(kind));
         }
-        assert_eq!(QuotaKind::from_name("permissions"), Ok(QuotaKind::NodePermissions));
+        assert_eq!(
+            QuotaKind::from_name("permissions"),
+            Ok(QuotaKind::NodePermissions)
+        );
         assert_eq!(quotas.set_by_name("bogus", 1), Err(StoreError::Invalid));
-        assert_eq!(quotas.set_soft_by_name("nodes", 1), Err(StoreError::Invalid));
+        assert_eq!(
+            quotas.set_soft_by_name("nodes", 1),
+            Err(StoreError::Invalid)
+        );
     }
 }

@@ -1,0 +1,229 @@
+//! `XS_CONTROL`: the administrator's commands of C xenstored (`tools/xenstored/control.c`),
+//! as used by `xenstore-control`.
+
+use crate::engine::Engine;
+use crate::quota::QuotaKind;
+use crate::wire;
+use crate::{DomainId, StoreError, StoreResult};
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+
+const HELP: &str = "Control commands:\n\
+  check\n\
+  help\n\
+  log [on|off]\n\
+  logfile <file>\n\
+  memreport [<file>]\n\
+  print <string>\n\
+  quota [set <name> <val>|<domid>|max [-r]]\n\
+  quota-soft [set <name> <val>]\n";
+
+fn text_reply(text: &str) -> Vec<u8> {
+    let mut bytes = text.as_bytes().to_vec();
+    bytes.push(0);
+    bytes
+}
+
+fn utf8(bytes: &[u8]) -> StoreResult<&str> {
+    core::str::from_utf8(bytes).map_err(|_| StoreError::Invalid)
+}
+
+impl Engine {
+    /// Handles an `XS_CONTROL` request (privileged callers only; checked by the dispatcher).
+    pub(crate) fn control(&mut self, payload: &[u8]) -> StoreResult<Vec<u8>> {
+        let strings = wire::split_strings(payload);
+        let (command, arguments) = strings.split_first().ok_or(StoreError::Invalid)?;
+        match (*command, arguments) {
+            (b"help", []) => Ok(text_reply(HELP)),
+            (b"log", []) => Ok(text_reply(if self.trace_enabled {
+                "on\n"
+            } else {
+                "off\n"
+            })),
+            (b"log", [b"on"]) => {
+                self.trace_enabled = true;
+                Ok(text_reply("OK"))
+            }
+            (b"log", [b"off"]) => {
+                self.trace_enabled = false;
+                Ok(text_reply("OK"))
+            }
+            (b"logfile", [_]) => Ok(text_reply("OK")),
+            (b"print", [text]) => {
+                log::info!(target: crate::engine::ACCESS_LOG_TARGET, "control: {}", String::from_utf8_lossy(text));
+                Ok(text_reply("OK"))
+            }
+            (b"check", []) => {
+                let repaired = self.check_accounting();
+                if repaired > 0 {
+                    log::warn!("check: corrected the accounting of {repaired} domains");
+                }
+                Ok(text_reply("OK"))
+            }
+            (b"memreport", [] | [_]) => {
+                let report = self.memory_report();
+                log::info!("{report}");
+                Ok(text_reply(&report))
+            }
+            (b"quota", arguments) => self.control_quota(arguments),
+            (b"quota-soft", []) => {
+                let value = self.config.quotas.get(QuotaKind::SoftMemoryBytes);
+                Ok(text_reply(&format!(
+                    "{:<17}: {:>8} {}\n",
+                    "memory",
+                    value,
+                    QuotaKind::SoftMemoryBytes.description()
+                )))
+            }
+            (b"quota-soft", [b"set", name, value]) => {
+                let value = positive(value)?;
+                self.config.quotas.set_soft_by_name(utf8(name)?, value)?;
+                Ok(text_reply("OK"))
+            }
+            _ => Err(StoreError::Invalid),
+        }
+    }
+
+    fn control_quota(&mut self, arguments: &[&[u8]]) -> StoreResult<Vec<u8>> {
+        match arguments {
+            [] => {
+                let mut text = String::new();
+                for kind in QuotaKind::ALL {
+                    if kind == QuotaKind::SoftMemoryBytes {
+                        continue;
+                    }
+                    let _ = writeln!(
+                        text,
+                        "{:<17}: {:>8} {}",
+                        kind.name(),
+                        self.config.quotas.get(kind),
+                        kind.description()
+                    );
+                }
+                Ok(text_reply(&text))
+            }
+            [b"set", name, value] => {
+                let value = positive(value)?;
+                let kind = QuotaKind::from_name(utf8(name)?)?;
+                if kind == QuotaKind::SoftMemoryBytes {
+                    return Err(StoreError::Invalid);
+                }
+                self.config.quotas.set(kind, value);
+                Ok(text_reply("OK"))
+            }
+            [b"max"] | [b"max", b"-r"] => {
+                let max = self.domains.max_seen;
+                let mut text = String::new();
+                for kind in QuotaKind::ALL {
+                    if let Some(value) = max.counter(kind)
+                        && kind != QuotaKind::SoftMemoryBytes
+                    {
+                        let _ = writeln!(text, "{:<17}: {:>8}", kind.name(), value);
+                    }
+                }
+                if arguments.len() == 2 {
+                    self.domains.max_seen = Default::default();
+                }
+                Ok(text_reply(&text))
+            }
+            [domain] => {
+                let domain = wire::parse_decimal(domain)
+                    .and_then(|domain| u16::try_from(domain).ok())
+                    .map(DomainId)
+                    .ok_or(StoreError::Invalid)?;
+                let record = self.domains.get(domain).ok_or(StoreError::NoEntry)?;
+                let mut text = String::new();
+                for kind in QuotaKind::ALL {
+                    if let Some(value) = record.usage.counter(kind)
+                        && kind != QuotaKind::SoftMemoryBytes
+                    {
+                        let _ = writeln!(
+                            text,
+                            "{:<17}: {:>8} (max {})",
+                            kind.name(),
+                            value,
+                            record.quotas.get(kind)
+                        );
+                    }
+                }
+                Ok(text_reply(&text))
+            }
+            _ => Err(StoreError::Invalid),
+        }
+    }
+
+    /// Recounts every domain's nodes and node memory from the tree and corrects the
+    /// records; returns how many domains were wrong. The counts must always match.
+    pub fn check_accounting(&mut self) -> usize {
+        let recount = self.recount_nodes();
+        let mut repaired = 0;
+        let generation = self.tree.current_generation();
+        let quotas = self.config.quotas;
+        for (domain, (nodes, _)) in &recount {
+            let record = self.domains.ensure(*domain, generation, &quotas);
+            if record.usage.nodes != *nodes {
+                repaired += 1;
+                record.usage.nodes = *nodes;
+            }
+        }
+        for (domain, record) in self.domains.iter_mut() {
+            if !recount.contains_key(domain) && record.usage.nodes != 0 {
+                repaired += 1;
+                record.usage.nodes = 0;
+            }
+        }
+        repaired
+    }
+
+    /// Nodes and node bytes per owner, counted from the tree.
+    pub fn recount_nodes(&self) -> BTreeMap<DomainId, (u64, u64)> {
+        let mut counts: BTreeMap<DomainId, (u64, u64)> = BTreeMap::new();
+        for (node_path, node) in self.tree.iter() {
+            let entry = counts.entry(node.permissions.owner()).or_insert((0, 0));
+            entry.0 += 1;
+            entry.1 += (node.stored_size_bytes() + node_path.len()) as u64;
+        }
+        counts
+    }
+
+    /// A summary of what the store holds and what each domain uses.
+    pub fn memory_report(&self) -> String {
+        let mut text = String::new();
+        let node_bytes: usize = self
+            .tree
+            .iter()
+            .map(|(node_path, node)| node_path.len() + node.stored_size_bytes())
+            .sum();
+        let _ = writeln!(
+            text,
+            "nodes: {} ({} bytes of paths, values, permissions and child names)",
+            self.tree.len(),
+            node_bytes
+        );
+        let _ = writeln!(text, "connections: {}", self.connections.len());
+        let _ = writeln!(text, "watches: {}", self.watches.len());
+        for (domain, record) in self.domains.iter() {
+            let usage = record.usage;
+            let _ = writeln!(
+                text,
+                "domain {domain}: nodes {} watches {} transactions {} memory {} bytes outstanding {}",
+                usage.nodes,
+                usage.watches,
+                usage.transactions,
+                usage.memory_bytes,
+                usage.outstanding
+            );
+        }
+        text
+    }
+}
+
+fn positive(value: &[u8]) -> StoreResult<u32> {
+    wire::parse_decimal(value)
+        .and_then(|value| u32::try_from(value).ok())
+        .filter(|value| *value >= 1)
+        .ok_or(StoreError::Invalid)
+}

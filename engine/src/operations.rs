@@ -1,0 +1,589 @@
+//! The node requests (`READ`, `WRITE`, `MKDIR`, `RM`, `DIRECTORY`, `GET/SET_PERMS`), written
+//! once against [`NodeAccess`] so that they behave the same inside and outside a transaction.
+//!
+//! Every operation checks permissions and quotas before it changes anything, so a failed
+//! request leaves no trace. Permission rules follow C xenstored (`core.c:perm_for_conn()`,
+//! `errno_from_parents()`, `construct_node()`).
+
+use crate::domain::{Domains, feature};
+use crate::path;
+use crate::permissions::{Access, Permissions};
+use crate::quota::{QuotaKind, Quotas};
+use crate::store::{Node, Tree};
+use crate::wire::PAYLOAD_MAX_BYTES;
+use crate::{DomainId, StoreError, StoreResult};
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Who is asking, as far as permissions and quotas care.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    /// The caller's domain (socket clients: the store domain).
+    pub domain: DomainId,
+    /// `XS_SET_TARGET`: the domain it acts for.
+    pub target: Option<DomainId>,
+    /// The privileged domain: every check passes, no quota applies.
+    pub privileged: bool,
+    /// Server features the caller may use.
+    pub features: u32,
+}
+
+/// A change that fires watches.
+#[derive(Clone, Debug)]
+pub struct Change {
+    /// The changed node.
+    pub path: String,
+    /// Fire only watches registered exactly on `path` (descendants of a removed node).
+    pub exact: bool,
+    /// The node's permissions (before removal, for removed nodes).
+    pub permissions: Permissions,
+    /// The permissions before an `XS_SET_PERMS` (watchers who could read under them are told).
+    pub old_permissions: Option<Permissions>,
+}
+
+/// Node reads and writes, either on the committed tree or inside a transaction.
+pub trait NodeAccess {
+    /// The node at `path` as this view sees it.
+    fn node(&mut self, path: &str) -> StoreResult<Option<&Node>>;
+    /// Stores `node` at `path`.
+    fn put(&mut self, path: &str, node: Node) -> StoreResult<()>;
+    /// Removes the node at `path` (not its children).
+    fn delete(&mut self, path: &str) -> StoreResult<()>;
+    /// Nodes created (positive) or deleted (negative) for `owner` by this view and not yet
+    /// visible in the domain records.
+    fn pending_nodes(&self, owner: DomainId) -> i64;
+}
+
+/// Node and memory deltas per owner.
+pub type AccountingDeltas = BTreeMap<DomainId, (i64, i64)>;
+
+/// Adds the accounting change of replacing `old` by `new` at `path` to `deltas`.
+pub fn account_replacement(
+    deltas: &mut AccountingDeltas,
+    path: &str,
+    old: Option<&Node>,
+    new: Option<&Node>,
+) {
+    if let Some(old) = old {
+        let entry = deltas.entry(old.permissions.owner()).or_insert((0, 0));
+        entry.0 -= 1;
+        entry.1 -= (old.stored_size_bytes() + path.len()) as i64;
+    }
+    if let Some(new) = new {
+        let entry = deltas.entry(new.permissions.owner()).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 += (new.stored_size_bytes() + path.len()) as i64;
+    }
+}
+
+/// The committed tree; accounting deltas are collected for the engine to apply.
+pub struct GlobalAccess<'a> {
+    /// The tree.
+    pub tree: &'a mut Tree,
+    /// Deltas of the changes made so far.
+    pub deltas: AccountingDeltas,
+}
+
+impl NodeAccess for GlobalAccess<'_> {
+    fn node(&mut self, path: &str) -> StoreResult<Option<&Node>> {
+        Ok(self.tree.get(path))
+    }
+
+    fn put(&mut self, path: &str, node: Node) -> StoreResult<()> {
+        let new_delta_source = node.clone();
+        let old = self.tree.insert(path, node);
+        account_replacement(
+            &mut self.deltas,
+            path,
+            old.as_ref(),
+            Some(&new_delta_source),
+        );
+        Ok(())
+    }
+
+    fn delete(&mut self, path: &str) -> StoreResult<()> {
+        let old = self.tree.remove(path);
+        account_replacement(&mut self.deltas, path, old.as_ref(), None);
+        Ok(())
+    }
+
+    fn pending_nodes(&self, owner: DomainId) -> i64 {
+        self.deltas.get(&owner).map_or(0, |delta| delta.0)
+    }
+}
+
+/// What `caller` may do to `node` (`perm_for_conn()`).
+pub fn access_for(caller: &Caller, node: &Node, domains: &Domains) -> Access {
+    access_under(caller, &node.permissions, node.generation, domains)
+}
+
+/// What `caller` may do to a node with `permissions`, last written at `generation`.
+pub fn access_under(
+    caller: &Caller,
+    permissions: &Permissions,
+    generation: u64,
+    domains: &Domains,
+) -> Access {
+    if caller.privileged {
+        return Access::BOTH;
+    }
+    let entries = permissions.entries();
+    let Some((owner, acl)) = entries.split_first() else {
+        return Access::NONE;
+    };
+    let matches = |domain: DomainId| {
+        domain == caller.domain || Some(domain) == caller.target || domain == DomainId::ANY
+    };
+    let owner_current = domains.entry_is_current(owner.domain, generation);
+    if owner_current && owner.domain != DomainId::ANY && matches(owner.domain) {
+        return Access::BOTH;
+    }
+    for entry in acl {
+        if entry.ignored || !domains.entry_is_current(entry.domain, generation) {
+            continue;
+        }
+        if matches(entry.domain) {
+            return entry.access;
+        }
+    }
+    owner.access
+}
+
+/// Whether `caller` owns `node` (may change its permissions).
+fn is_owner(caller: &Caller, node: &Node, domains: &Domains) -> bool {
+    if caller.privileged {
+        return true;
+    }
+    let owner = node.permissions.owner();
+    domains.entry_is_current(owner, node.generation)
+        && (owner == caller.domain || Some(owner) == caller.target)
+}
+
+/// The error for a node that does not exist or may not be accessed: `ENOENT` when the
+/// nearest existing ancestor is readable, `EACCES` otherwise (`errno_from_parents()`).
+fn missing_node_error(
+    view: &mut dyn NodeAccess,
+    domains: &Domains,
+    caller: &Caller,
+    path: &str,
+    error: StoreError,
+) -> StoreError {
+    let mut current = path;
+    while let Some(parent) = path::parent(current) {
+        match view.node(parent) {
+            Ok(Some(node)) => {
+                return if access_for(caller, node, domains).allows(Access::READ) {
+                    error
+                } else {
+                    StoreError::AccessDenied
+                };
+            }
+            Ok(None) => current = parent,
+            Err(failure) => return failure,
+        }
+    }
+    error
+}
+
+/// The node at `path` if `caller` has `wanted` access to it.
+fn node_with_access(
+    view: &mut dyn NodeAccess,
+    domains: &Domains,
+    caller: &Caller,
+    path: &str,
+    wanted: Access,
+) -> StoreResult<Node> {
+    let found = match view.node(path)? {
+        Some(node) if access_for(caller, node, domains).allows(wanted) => Ok(node.clone()),
+        Some(_) => Err(StoreError::AccessDenied),
+        None => Err(StoreError::NoEntry),
+    };
+    found.map_err(|error| missing_node_error(view, domains, caller, path, error))
+}
+
+/// Reads a node's value after checking `wanted` access, without cloning the node.
+fn with_readable_node<T>(
+    view: &mut dyn NodeAccess,
+    domains: &Domains,
+    caller: &Caller,
+    path: &str,
+    read: impl FnOnce(&Node) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let outcome = match view.node(path)? {
+        Some(node) if access_for(caller, node, domains).allows(Access::READ) => Some(read(node)),
+        Some(_) => None,
+        None => None,
+    };
+    match outcome {
+        Some(result) => result,
+        None => {
+            let exists = view.node(path)?.is_some();
+            let error = if exists {
+                StoreError::AccessDenied
+            } else {
+                StoreError::NoEntry
+            };
+            Err(missing_node_error(view, domains, caller, path, error))
+        }
+    }
+}
+
+/// `XS_READ`.
+pub fn read(
+    view: &mut dyn NodeAccess,
+    domains: &Domains,
+    caller: &Caller,
+    path: &str,
+) -> StoreResult<Vec<u8>> {
+    with_readable_node(view, domains, caller, path, |node| Ok(node.value.clone()))
+}
+
+/// `XS_DIRECTORY`: child names, each NUL-terminated; `E2BIG` when they do not fit a reply.
+pub fn directory(
+    view: &mut dyn NodeAccess,
+    domains: &Domains,
+    caller: &Caller,
+    path: &str,
+) -> StoreResult<Vec<u8>> {
+    with_readable_node(view, domains, caller, path, |node| {
+        let listing = node.children_wire();
+        if listing.len() > PAYLOAD_MAX_BYTES {
+            Err(StoreError::TooBig)
+        } else {
+            Ok(listing)
+        }
+    })
+}
+
+/// `XS_DIRECTORY_PART`: `gen\0` then as many whole child entries from byte `offset` as fit,
+/// and one more `\0` when the list's end is included (`core.c:send_directory_part()`).
+pub fn directory_part(
+    view: &mut dyn NodeAccess,
+    domains: &Domains,
+    caller: &Caller,
+    path: &str,
+    offset: usize,
+) -> StoreResult<Vec<u8>> {
+    with_readable_node(view, domains, caller, path, |node| {
+        let mut reply = Vec::new();
+        reply.extend_from_slice(alloc::format!("{}", node.generation).as_bytes());
+        reply.push(0);
+        let listing = node.children_wire();
+        let Some(rest) = listing.get(offset..) else {
+            reply.push(0);
+            return Ok(reply);
+        };
+        let room = PAYLOAD_MAX_BYTES - reply.len() - 1;
+        let mut taken = 0;
+        for entry in rest.split_inclusive(|byte| *byte == 0) {
+            if taken + entry.len() > room {
+                break;
+            }
+            taken += entry.len();
+        }
+        reply.extend_from_slice(rest.get(..taken).unwrap_or(&[]));
+        if taken == rest.len() {
+            reply.push(0);
+        }
+        Ok(reply)
+    })
+}
+
+/// `XS_GET_PERMS`.
+pub fn get_permissions(
+    view: &mut dyn NodeAccess,
+    domains: &Domains,
+    caller: &Caller,
+    path: &str,
+) -> StoreResult<Vec<u8>> {
+    with_readable_node(view, domains, caller, path, |node| {
+        Ok(node.permissions.to_wire())
+    })
+}
+
+/// Refuses a node record over the `node-size` quota for unprivileged callers.
+fn check_node_size(caller: &Caller, quotas: &Quotas, node: &Node) -> StoreResult<()> {
+    if !caller.privileged
+        && quotas.exceeded_by(QuotaKind::NodeSizeBytes, node.stored_size_bytes() as u64)
+    {
+        return Err(StoreError::NoSpace);
+    }
+    Ok(())
+}
+
+/// Creates `path` and its missing ancestors (empty values), or changes an existing node's
+/// value when `value` is given. Returns whether anything was created or written.
+fn write_or_create(
+    view: &mut dyn NodeAccess,
+    domains: &Domains,
+    caller: &Caller,
+    quotas: &Quotas,
+    path: &str,
+    value: Option<&[u8]>,
+) -> StoreResult<bool> {
+    if let Some(existing) = view.node(path)? {
+        let existing = existing.clone();
+        if !access_for(caller, &existing, domains).allows(Access::WRITE) {
+            return Err(missing_node_error(
+                view,
+                domains,
+                caller,
+                path,
+                StoreError::AccessDenied,
+            ));
+        }
+        let Some(value) = value else {
+            return Ok(false);
+        };
+        let mut node = existing;
+        node.value.clear();
+        node.value
+            .try_reserve(value.len())
+            .map_err(|_| StoreError::OutOfMemory)?;
+        node.value.extend_from_slice(value);
+        check_node_size(caller, quotas, &node)?;
+        view.put(path, node)?;
+        return Ok(true);
+    }
+
+    // Find the nearest existing ancestor; every path on the way down gets created.
+    let mut missing: Vec<&str> = alloc::vec![path];
+    let mut ancestor_path = path;
+    let ancestor = loop {
+        let Some(parent) = path::parent(ancestor_path) else {
+            return Err(StoreError::NoEntry);
+        };
+        if let Some(node) = view.node(parent)? {
+            break node.clone();
+        }
+        missing.push(parent);
+        ancestor_path = parent;
+    };
+    let ancestor_path = path::parent(ancestor_path).ok_or(StoreError::NoEntry)?;
+    if !access_for(caller, &ancestor, domains).allows(Access::WRITE) {
+        return Err(StoreError::AccessDenied);
+    }
+
+    // New nodes copy the parent's permissions; unprivileged creators own what they create.
+    let mut permissions = ancestor.permissions.clone();
+    if !caller.privileged {
+        permissions.set_owner(caller.domain);
+    }
+    let owner = permissions.owner();
+    if !caller.privileged {
+        let owned =
+            domains.usage(owner).nodes as i64 + view.pending_nodes(owner) + missing.len() as i64;
+        if quotas.exceeded_by(QuotaKind::Nodes, owned.max(0) as u64) {
+            return Err(StoreError::NoSpace);
+        }
+    }
+
+    let mut parent_node = ancestor;
+    let first_missing = missing.last().copied().unwrap_or(path);
+    parent_node
+        .children
+        .push(String::from(path::base_name(first_missing)));
+    check_node_size(caller, quotas, &parent_node)?;
+
+    // Build every node first so that a failure leaves the store untouched.
+    let mut created: Vec<(&str, Node)> = Vec::new();
+    created
+        .try_reserve(missing.len())
+        .map_err(|_| StoreError::OutOfMemory)?;
+    for (index, new_path) in missing.iter().rev().enumerate() {
+        let mut node = Node::empty(permissions.clone());
+        if let Some(child) = missing.iter().rev().nth(index + 1) {
+            node.children.push(String::from(path::base_name(child)));
+        }
+        if *new_path == path
+            && let Some(value) = value
+        {
+            node.value
+                .try_reserve(value.len())
+                .map_err(|_| StoreError::OutOfMemory)?;
+            node.value.extend_from_slice(value);
+        }
+        check_node_size(caller, quotas, &node)?;
+        created.push((new_path, node));
+    }
+    view.put(ancestor_path, parent_node)?;
+    for (new_path, node) in created {
+        view.put(new_path, node)?;
+    }
+    Ok(true)
+}
+
+/// `XS_WRITE`: one change, for `path` only, even when ancestors were created.
+pub fn write(
+    view: &mut dyn NodeAccess,
+    domains: &Domains,
+    caller: &Caller,
+    quotas: &Quotas,
+    path: &str,
+    value: &[u8],
+) -> StoreResult<Vec<Change>> {
+    write_or_create(view, domains, caller, quotas, path, Some(value))?;
+    change_for(view, path)
+}
+
+/// `XS_MKDIR`: an existing node is fine and fires nothing.
+pub fn mkdir(
+    view: &mut dyn NodeAccess,
+    domains: &Domains,
+    caller: &Caller,
+    quotas: &Quotas,
+    path: &str,
+) -> StoreResult<Vec<Change>> {
+    if write_or_create(view, domains, caller, quotas, path, None)? {
+        change_for(view, path)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+fn change_for(view: &mut dyn NodeAccess, path: &str) -> StoreResult<Vec<Change>> {
+    let permissions = view
+        .node(path)?
+        .map(|node| node.permissions.clone())
+        .ok_or(StoreError::NoEntry)?;
+    Ok(alloc::vec![Change {
+        path: String::from(path),
+        exact: false,
+        permissions,
+        old_permissions: None
+    }])
+}
+
+/// `XS_RM`: removes the node and everything below it.
+///
+/// A missing node whose parent exists is success without events; the root cannot be removed.
+pub fn remove(
+    view: &mut dyn NodeAccess,
+    domains: &Domains,
+    caller: &Caller,
+    path: &str,
+) -> StoreResult<Vec<Change>> {
+    if path == "/" {
+        return Err(StoreError::Invalid);
+    }
+    let node = match node_with_access(view, domains, caller, path, Access::WRITE) {
+        Ok(node) => node,
+        Err(StoreError::NoEntry) => {
+            let parent = path::parent(path).ok_or(StoreError::NoEntry)?;
+            return if view.node(parent)?.is_some() {
+                Ok(Vec::new())
+            } else {
+                Err(StoreError::NoEntry)
+            };
+        }
+        Err(error) => return Err(error),
+    };
+    remove_subtree(view, path, node)
+}
+
+/// Removes `path` (whose node is `node`) and its descendants, without permission checks.
+pub fn remove_subtree(
+    view: &mut dyn NodeAccess,
+    path: &str,
+    node: Node,
+) -> StoreResult<Vec<Change>> {
+    // Collect the subtree with an explicit work list: guest-shaped trees are never recursed.
+    let mut doomed: Vec<(String, Permissions)> = Vec::new();
+    let mut pending: Vec<String> = node
+        .children
+        .iter()
+        .map(|name| path::join(path, name))
+        .collect();
+    while let Some(child_path) = pending.pop() {
+        if let Some(child) = view.node(&child_path)? {
+            pending.extend(
+                child
+                    .children
+                    .iter()
+                    .map(|name| path::join(&child_path, name)),
+            );
+            doomed.push((child_path, child.permissions.clone()));
+        }
+    }
+    if let Some(parent_path) = path::parent(path)
+        && let Some(parent) = view.node(parent_path)?
+    {
+        let mut parent = parent.clone();
+        let name = path::base_name(path);
+        parent.children.retain(|child| child != name);
+        view.put(parent_path, parent)?;
+    }
+    let mut changes = Vec::new();
+    changes
+        .try_reserve(doomed.len() + 1)
+        .map_err(|_| StoreError::OutOfMemory)?;
+    // Deepest first, as C's bottom-up walk fires them.
+    for (child_path, permissions) in doomed.into_iter().rev() {
+        view.delete(&child_path)?;
+        changes.push(Change {
+            path: child_path,
+            exact: true,
+            permissions,
+            old_permissions: None,
+        });
+    }
+    view.delete(path)?;
+    changes.push(Change {
+        path: String::from(path),
+        exact: false,
+        permissions: node.permissions,
+        old_permissions: None,
+    });
+    Ok(changes)
+}
+
+/// `XS_SET_PERMS`. `exists` answers whether a domain named by an entry exists.
+pub fn set_permissions(
+    view: &mut dyn NodeAccess,
+    domains: &Domains,
+    caller: &Caller,
+    quotas: &Quotas,
+    path: &str,
+    mut permissions: Permissions,
+    exists: &mut dyn FnMut(DomainId) -> bool,
+) -> StoreResult<Vec<Change>> {
+    if !caller.privileged
+        && quotas.exceeded_by(
+            QuotaKind::NodePermissions,
+            permissions.entries().len() as u64,
+        )
+    {
+        return Err(StoreError::NoSpace);
+    }
+    let node = node_with_access(view, domains, caller, path, Access::WRITE)?;
+    if !is_owner(caller, &node, domains) {
+        return Err(StoreError::AccessDenied);
+    }
+    if !caller.privileged && permissions.owner() != node.permissions.owner() {
+        return Err(StoreError::NotPermitted);
+    }
+    let owner = permissions.owner();
+    if owner != DomainId::ANY && !exists(owner) {
+        return Err(StoreError::NoEntry);
+    }
+    let may_use_any = caller.features & feature::DOMID_ANY != 0;
+    for entry in permissions.entries_mut().iter_mut().skip(1) {
+        entry.ignored = if entry.domain == DomainId::ANY {
+            !may_use_any
+        } else {
+            !exists(entry.domain)
+        };
+    }
+    let old_permissions = node.permissions.clone();
+    let mut updated = node;
+    updated.permissions = permissions.clone();
+    check_node_size(caller, quotas, &updated)?;
+    view.put(path, updated)?;
+    Ok(alloc::vec![Change {
+        path: String::from(path),
+        exact: false,
+        permissions,
+        old_permissions: Some(old_permissions),
+    }])
+}

@@ -1,0 +1,207 @@
+//! Node paths: validation, canonical form, relative paths and the `@` special names.
+//!
+//! Rules from `docs/misc/xenstore.txt` ("Paths") and C xenstored's `canonicalize()`:
+//! absolute paths start with `/`, components are separated by single `/`, no trailing `/`
+//! except the root, characters `A-Z a-z 0-9 - / _ @`. A path not starting with `/` or `@` is
+//! relative to the caller's home `/local/domain/<domid>`. Names starting with `@` are special
+//! watch names, accepted only where the request allows them.
+
+use crate::wire::ABSOLUTE_PATH_MAX_BYTES;
+use crate::{DomainId, StoreError, StoreResult};
+use alloc::format;
+use alloc::string::String;
+
+/// `@introduceDomain`: fired when a domain is introduced.
+pub const INTRODUCE_DOMAIN: &str = "@introduceDomain";
+/// `@releaseDomain`: fired when a domain is released, dies or shuts down.
+pub const RELEASE_DOMAIN: &str = "@releaseDomain";
+
+/// A validated path in absolute form, remembering how it was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanonicalPath {
+    /// The absolute (or `@` special) form.
+    pub absolute: String,
+    /// Bytes of the home prefix (`/local/domain/<id>/`) that were added to a relative path;
+    /// 0 for absolute paths. Watch events strip it again (C's `get_watch_path()`).
+    pub relative_prefix_bytes: usize,
+}
+
+/// `/local/domain/<domid>`: a domain's home (`XS_GET_DOMAIN_PATH`).
+pub fn home_path(domain: DomainId) -> String {
+    format!("/local/domain/{}", domain.0)
+}
+
+fn valid_character(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'/' | b'_' | b'@')
+}
+
+/// Validates `raw` and turns it into its absolute form.
+///
+/// `home` is the caller's domain (relative paths resolve under its home); `allow_special`
+/// permits `@` names (`XS_WATCH`, `XS_UNWATCH`, `XS_GET_PERMS`, `XS_SET_PERMS`).
+pub fn canonicalize(raw: &[u8], home: DomainId, allow_special: bool) -> StoreResult<CanonicalPath> {
+    let text = core::str::from_utf8(raw).map_err(|_| StoreError::Invalid)?;
+    if text.is_empty() || !text.bytes().all(valid_character) {
+        return Err(StoreError::Invalid);
+    }
+    let (absolute, relative_prefix_bytes) = if text.starts_with('@') {
+        if !allow_special {
+            return Err(StoreError::Invalid);
+        }
+        (String::from(text), 0)
+    } else if text.starts_with('/') {
+        (String::from(text), 0)
+    } else {
+        let prefix = format!("{}/", home_path(home));
+        let prefix_bytes = prefix.len();
+        (format!("{prefix}{text}"), prefix_bytes)
+    };
+    let shape_ok = absolute == "/" || (!absolute.ends_with('/') && !absolute.contains("//"));
+    if !shape_ok || absolute.len() > ABSOLUTE_PATH_MAX_BYTES {
+        return Err(StoreError::Invalid);
+    }
+    Ok(CanonicalPath {
+        absolute,
+        relative_prefix_bytes,
+    })
+}
+
+/// Whether `path` is an `@` special name.
+pub fn is_special(path: &str) -> bool {
+    path.starts_with('@')
+}
+
+/// The parent of an absolute path (`None` for `/` and for special names).
+pub fn parent(path: &str) -> Option<&str> {
+    if path == "/" || is_special(path) {
+        return None;
+    }
+    match path.rfind('/') {
+        Some(0) => Some("/"),
+        Some(index) => path.get(..index),
+        None => None,
+    }
+}
+
+/// The last component of an absolute path (empty for `/`).
+pub fn base_name(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(index) => path.get(index + 1..).unwrap_or(""),
+        None => path,
+    }
+}
+
+/// `parent/name`, taking care of the root.
+pub fn join(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// Whether `ancestor` is `path` or one of its ancestors.
+pub fn is_ancestor_or_self(ancestor: &str, path: &str) -> bool {
+    if ancestor == path || ancestor == "/" && path.starts_with('/') {
+        return true;
+    }
+    path.strip_prefix(ancestor)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// How many levels `path` lies below `ancestor` (0 when equal); `ancestor` must be an ancestor.
+pub fn depth_below(ancestor: &str, path: &str) -> usize {
+    if ancestor == path {
+        return 0;
+    }
+    let rest = if ancestor == "/" {
+        path.get(1..)
+    } else {
+        path.get(ancestor.len() + 1..)
+    };
+    rest.map_or(0, |rest| rest.split('/').count())
+}
+
+/// The length that the `path-max` quota limits: what follows `/local/domain/<n>/`
+/// (C xenstored's `is_valid_nodename()`; `n` has at most five digits).
+pub fn quota_length_bytes(path: &str) -> usize {
+    const PREFIX: &str = "/local/domain/";
+    if let Some(rest) = path.strip_prefix(PREFIX) {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if (1..=5).contains(&digits) && rest.as_bytes().get(digits) == Some(&b'/') {
+            return rest.len() - digits - 1;
+        }
+    }
+    path.len()
+}
+
+/// Every ancestor of `path` from the root down, then `path` itself.
+pub fn ancestors_and_self(path: &str) -> impl Iterator<Item = &str> {
+    let root = if path.starts_with('/') && path != "/" {
+        Some("/")
+    } else {
+        None
+    };
+    let inner = path
+        .match_indices('/')
+        .filter(|(index, _)| *index > 0)
+        .filter_map(move |(index, _)| path.get(..index));
+    root.into_iter().chain(inner).chain(core::iter::once(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn absolute(raw: &str) -> StoreResult<String> {
+        canonicalize(raw.as_bytes(), DomainId(3), false).map(|path| path.absolute)
+    }
+
+    #[test]
+    fn relative_paths_resolve_under_the_home() {
+        let path = canonicalize(b"device/vif", DomainId(3), false).unwrap();
+        assert_eq!(path.absolute, "/local/domain/3/device/vif");
+        assert_eq!(path.relative_prefix_bytes, "/local/domain/3/".len());
+    }
+
+    #[test]
+    fn bad_shapes_and_characters_are_invalid() {
+        for bad in ["", "/a/", "//", "/a//b", "/a b", "/a.b", "/a\u{e9}", "@x"] {
+            assert_eq!(absolute(bad), Err(StoreError::Invalid), "{bad:?}");
+        }
+        assert_eq!(absolute("/").unwrap(), "/");
+        assert_eq!(absolute("/a-b_c@d/0").unwrap(), "/a-b_c@d/0");
+        assert!(canonicalize(b"@releaseDomain", DomainId(0), true).is_ok());
+        let too_long = std::format!("/{}", "a".repeat(ABSOLUTE_PATH_MAX_BYTES));
+        assert_eq!(absolute(&too_long), Err(StoreError::Invalid));
+    }
+
+    #[test]
+    fn parents_names_and_ancestry() {
+        assert_eq!(parent("/a/b"), Some("/a"));
+        assert_eq!(parent("/a"), Some("/"));
+        assert_eq!(parent("/"), None);
+        assert_eq!(base_name("/a/b"), "b");
+        assert_eq!(join("/", "a"), "/a");
+        assert!(is_ancestor_or_self("/", "/a"));
+        assert!(is_ancestor_or_self("/a", "/a/b"));
+        assert!(!is_ancestor_or_self("/a", "/ab"));
+        assert_eq!(depth_below("/a", "/a/b/c"), 2);
+        assert_eq!(depth_below("/", "/a"), 1);
+        let chain: Vec<&str> = ancestors_and_self("/a/b/c").collect();
+        assert_eq!(chain, ["/", "/a", "/a/b", "/a/b/c"]);
+        let root: Vec<&str> = ancestors_and_self("/").collect();
+        assert_eq!(root, ["/"]);
+    }
+
+    #[test]
+    fn quota_length_counts_only_the_part_after_a_domain_home() {
+        assert_eq!(quota_length_bytes("/local/domain/12/data"), 4);
+        assert_eq!(
+            quota_length_bytes("/local/domain/123456/x"),
+            "/local/domain/123456/x".len()
+        );
+        assert_eq!(quota_length_bytes("/tool"), 5);
+    }
+}

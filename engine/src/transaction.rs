@@ -1,0 +1,210 @@
+//! Transactions: per-node optimistic concurrency, as C xenstored has done since Xen 4.9.
+//!
+//! A transaction copies nothing up front. The first time it touches a node it records the
+//! node's generation (or that the node did not exist); later accesses see its private copy.
+//! At commit every recorded node must still have that generation, else the commit fails
+//! with `EAGAIN` and nothing is applied (`tools/xenstored/transaction.c`, header comment).
+//! Writes to nodes the transaction never touched do not conflict with it.
+
+use crate::DomainId;
+use crate::operations::{AccountingDeltas, Change, NodeAccess, account_replacement};
+use crate::store::{Node, Tree};
+use crate::{StoreError, StoreResult};
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// A node as a transaction has seen and changed it.
+#[derive(Clone, Debug)]
+pub struct AccessedNode {
+    /// The committed generation at first access (`None`: the node did not exist).
+    pub generation_seen: Option<u64>,
+    /// The transaction's version: `None` if only read, `Some(None)` if deleted.
+    pub written: Option<Option<Node>>,
+}
+
+/// One open transaction.
+#[derive(Debug, Default)]
+pub struct Transaction {
+    /// Every node touched, by path.
+    pub accessed: BTreeMap<String, AccessedNode>,
+    /// Changes to fire as watch events at commit.
+    pub changes: Vec<Change>,
+    /// Set when an operation inside failed in a way that poisons the commit (`ENOMEM` then).
+    pub failed: bool,
+    /// Node and memory deltas per owner, for quota checks.
+    pub deltas: AccountingDeltas,
+}
+
+impl Transaction {
+    /// Checks that nothing the transaction touched has changed since.
+    pub fn validate(&self, tree: &Tree) -> StoreResult<()> {
+        for (path, accessed) in &self.accessed {
+            if tree.get(path).map(|node| node.generation) != accessed.generation_seen {
+                return Err(StoreError::Again);
+            }
+        }
+        Ok(())
+    }
+
+    /// The writes to apply at commit: `(path, Some(node))` to store, `(path, None)` to delete.
+    pub fn into_writes(self) -> (Vec<(String, Option<Node>)>, Vec<Change>) {
+        let writes = self
+            .accessed
+            .into_iter()
+            .filter_map(|(path, accessed)| accessed.written.map(|node| (path, node)))
+            .collect();
+        (writes, self.changes)
+    }
+}
+
+/// The view of the store from inside a transaction.
+pub struct TransactionAccess<'a> {
+    /// The committed tree (read only until commit).
+    pub tree: &'a Tree,
+    /// The transaction.
+    pub transaction: &'a mut Transaction,
+    /// Refuse to touch more nodes than this (`transaction-nodes`, unprivileged callers).
+    pub node_limit: Option<u64>,
+}
+
+impl TransactionAccess<'_> {
+    fn record(&mut self, path: &str) -> StoreResult<()> {
+        if self.transaction.accessed.contains_key(path) {
+            return Ok(());
+        }
+        if let Some(limit) = self.node_limit
+            && limit != 0
+            && self.transaction.accessed.len() as u64 + 1 >= limit
+        {
+            self.transaction.failed = true;
+            return Err(StoreError::NoSpace);
+        }
+        let generation_seen = self.tree.get(path).map(|node| node.generation);
+        self.transaction.accessed.insert(
+            String::from(path),
+            AccessedNode {
+                generation_seen,
+                written: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn current(&self, path: &str) -> Option<&Node> {
+        match self
+            .transaction
+            .accessed
+            .get(path)
+            .and_then(|accessed| accessed.written.as_ref())
+        {
+            Some(written) => written.as_ref(),
+            None => self.tree.get(path),
+        }
+    }
+
+    fn replace(&mut self, path: &str, node: Option<Node>) -> StoreResult<()> {
+        self.record(path)?;
+        let old = self.current(path).cloned();
+        account_replacement(
+            &mut self.transaction.deltas,
+            path,
+            old.as_ref(),
+            node.as_ref(),
+        );
+        if let Some(accessed) = self.transaction.accessed.get_mut(path) {
+            accessed.written = Some(node);
+        }
+        Ok(())
+    }
+}
+
+impl NodeAccess for TransactionAccess<'_> {
+    fn node(&mut self, path: &str) -> StoreResult<Option<&Node>> {
+        self.record(path)?;
+        Ok(self.current(path))
+    }
+
+    fn put(&mut self, path: &str, mut node: Node) -> StoreResult<()> {
+        // Permission entries are judged against the node's generation: inside the
+        // transaction a written node counts as written now.
+        node.generation = self.tree.current_generation();
+        self.replace(path, Some(node))
+    }
+
+    fn delete(&mut self, path: &str) -> StoreResult<()> {
+        self.replace(path, None)
+    }
+
+    fn pending_nodes(&self, owner: DomainId) -> i64 {
+        self.transaction
+            .deltas
+            .get(&owner)
+            .map_or(0, |delta| delta.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::permissions::Permissions;
+
+    fn node() -> Node {
+        Node::empty(Permissions::owned_by(DomainId(0)))
+    }
+
+    #[test]
+    fn reads_see_private_copies_and_commit_validates_generations() {
+        let mut tree = Tree::new(DomainId(0));
+        tree.insert("/a", node());
+        let mut transaction = Transaction::default();
+        {
+            let mut view = TransactionAccess {
+                tree: &tree,
+                transaction: &mut transaction,
+                node_limit: None,
+            };
+            let mut changed = node();
+            changed.value = b"x".to_vec();
+            view.put("/a", changed).unwrap();
+            assert_eq!(view.node("/a").unwrap().unwrap().value, b"x");
+        }
+        assert_eq!(tree.get("/a").unwrap().value, b"");
+        assert!(transaction.validate(&tree).is_ok());
+        tree.insert("/a", node());
+        assert_eq!(transaction.validate(&tree), Err(StoreError::Again));
+    }
+
+    #[test]
+    fn untouched_nodes_do_not_conflict_and_absence_is_recorded() {
+        let mut tree = Tree::new(DomainId(0));
+        let mut transaction = Transaction::default();
+        {
+            let mut view = TransactionAccess {
+                tree: &tree,
+                transaction: &mut transaction,
+                node_limit: None,
+            };
+            assert!(view.node("/missing").unwrap().is_none());
+        }
+        tree.insert("/other", node());
+        assert!(transaction.validate(&tree).is_ok());
+        tree.insert("/missing", node());
+        assert_eq!(transaction.validate(&tree), Err(StoreError::Again));
+    }
+
+    #[test]
+    fn node_limit_fails_the_transaction() {
+        let tree = Tree::new(DomainId(0));
+        let mut transaction = Transaction::default();
+        let mut view = TransactionAccess {
+            tree: &tree,
+            transaction: &mut transaction,
+            node_limit: Some(3),
+        };
+        assert!(view.node("/a").is_ok());
+        assert!(view.node("/b").is_ok());
+        assert_eq!(view.node("/c").err(), Some(StoreError::NoSpace));
+        assert!(transaction.failed);
+    }
+}
