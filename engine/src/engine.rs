@@ -150,6 +150,9 @@ impl Engine {
             tree: &mut tree,
             deltas: AccountingDeltas::new(),
         };
+        // The root made by `Tree::new` is replaced below; count it first so the books balance.
+        let root_before = global.tree.get("/").cloned();
+        operations::account_replacement(&mut global.deltas, "/", None, root_before.as_ref());
         let initial = [
             ("/", root),
             ("/tool", tool),

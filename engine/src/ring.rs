@@ -288,6 +288,14 @@ impl<'memory, M: RingMemory + ?Sized> Ring<'memory, M> {
         self.memory.load_u32_acquire(offset::ERROR)
     }
 
+    /// Server: advertises `features`. The ring document allows adding bits at any time but
+    /// never clearing them once the guest may have seen them; callers set the final set right
+    /// after introduction.
+    pub fn set_server_features(&self, features: u32) {
+        self.memory
+            .store_u32_release(offset::SERVER_FEATURES, features);
+    }
+
     /// The `server_features` field.
     pub fn server_features(&self) -> u32 {
         self.memory.load_u32_acquire(offset::SERVER_FEATURES)

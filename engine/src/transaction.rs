@@ -19,8 +19,11 @@ use alloc::vec::Vec;
 pub struct AccessedNode {
     /// The committed generation at first access (`None`: the node did not exist).
     pub generation_seen: Option<u64>,
-    /// The transaction's version: `None` if only read, `Some(None)` if deleted.
-    pub written: Option<Option<Node>>,
+    /// The transaction's private copy (`None`: absent or deleted). Reads see it, not the
+    /// committed tree: a transaction sees each node as of its first access.
+    pub node: Option<Node>,
+    /// Whether the transaction changed the node (only changed nodes are written at commit).
+    pub written: bool,
 }
 
 /// One open transaction.
@@ -52,7 +55,8 @@ impl Transaction {
         let writes = self
             .accessed
             .into_iter()
-            .filter_map(|(path, accessed)| accessed.written.map(|node| (path, node)))
+            .filter(|(_, accessed)| accessed.written)
+            .map(|(path, accessed)| (path, accessed.node))
             .collect();
         (writes, self.changes)
     }
@@ -80,27 +84,25 @@ impl TransactionAccess<'_> {
             self.transaction.failed = true;
             return Err(StoreError::NoSpace);
         }
-        let generation_seen = self.tree.get(path).map(|node| node.generation);
+        let committed = self.tree.get(path);
+        let generation_seen = committed.map(|node| node.generation);
+        let node = committed.cloned();
         self.transaction.accessed.insert(
             String::from(path),
             AccessedNode {
                 generation_seen,
-                written: None,
+                node,
+                written: false,
             },
         );
         Ok(())
     }
 
     fn current(&self, path: &str) -> Option<&Node> {
-        match self
-            .transaction
+        self.transaction
             .accessed
             .get(path)
-            .and_then(|accessed| accessed.written.as_ref())
-        {
-            Some(written) => written.as_ref(),
-            None => self.tree.get(path),
-        }
+            .and_then(|accessed| accessed.node.as_ref())
     }
 
     fn replace(&mut self, path: &str, node: Option<Node>) -> StoreResult<()> {
@@ -113,7 +115,8 @@ impl TransactionAccess<'_> {
             node.as_ref(),
         );
         if let Some(accessed) = self.transaction.accessed.get_mut(path) {
-            accessed.written = Some(node);
+            accessed.node = node;
+            accessed.written = true;
         }
         Ok(())
     }

@@ -1,0 +1,213 @@
+//! A test harness: an engine with a fake platform, and requests written as text.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::string::String;
+use std::vec::Vec;
+use xenstore_engine::wire::{MessageHeader, MessageType, encode_message};
+use xenstore_engine::{Config, ConnectionId, DomainId, Engine, Platform, StoreResult};
+
+/// A platform with no hypervisor: every domain below 0x7FF0 exists unless marked dead.
+#[derive(Default)]
+pub struct FakePlatform {
+    pub connected: BTreeSet<u16>,
+    pub dead: BTreeSet<u16>,
+    pub now_milliseconds: u64,
+    pub refuse_connect: bool,
+}
+
+impl Platform for FakePlatform {
+    fn connect_domain(
+        &mut self,
+        domain: DomainId,
+        _ring_frame: u64,
+        _remote_port: u32,
+    ) -> StoreResult<()> {
+        if self.refuse_connect {
+            return Err(xenstore_engine::StoreError::InputOutput);
+        }
+        self.connected.insert(domain.0);
+        Ok(())
+    }
+    fn disconnect_domain(&mut self, domain: DomainId) {
+        self.connected.remove(&domain.0);
+    }
+    fn domain_exists(&mut self, domain: DomainId) -> bool {
+        !self.dead.contains(&domain.0)
+    }
+    fn now_milliseconds(&mut self) -> u64 {
+        self.now_milliseconds
+    }
+}
+
+pub struct Harness {
+    pub engine: Engine,
+    pub platform: FakePlatform,
+    pub dom0: ConnectionId,
+    next_request_id: u32,
+    pending: std::collections::BTreeMap<ConnectionId, Vec<Message>>,
+}
+
+/// A received message: its type name and payload with NULs shown as `|`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub message_type: u32,
+    pub request_id: u32,
+    pub transaction_id: u32,
+    pub payload: Vec<u8>,
+}
+
+impl Message {
+    pub fn text(&self) -> String {
+        self.payload
+            .iter()
+            .map(|byte| if *byte == 0 { '|' } else { char::from(*byte) })
+            .collect()
+    }
+}
+
+fn type_number(name: &str) -> u32 {
+    (0..=30)
+        .find(|number| MessageType::from_number(*number).is_some_and(|kind| kind.name() == name))
+        .unwrap_or_else(|| name.parse().expect("type name or number"))
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        Harness::with_config(Config::default())
+    }
+
+    pub fn with_config(config: Config) -> Harness {
+        let mut engine = Engine::new(config);
+        let dom0 = engine.open_socket_connection();
+        Harness {
+            engine,
+            platform: FakePlatform::default(),
+            dom0,
+            next_request_id: 1,
+            pending: Default::default(),
+        }
+    }
+
+    /// Introduces `domain` through dom0 and returns its connection.
+    pub fn introduce(&mut self, domain: u16) -> ConnectionId {
+        let reply = self.request(
+            self.dom0,
+            "INTRODUCE",
+            0,
+            &format!("{domain}|1|{}|", 10 + domain),
+        );
+        assert_eq!(reply, "OK|", "introduce {domain}");
+        self.engine
+            .domain_connection(DomainId(domain))
+            .expect("connection")
+    }
+
+    /// Sends `payload` (`|` stands for NUL) and returns the reply as text: `OK|`, `ERROR ENOENT`, ...
+    pub fn request(
+        &mut self,
+        connection: ConnectionId,
+        message_type: &str,
+        transaction_id: u32,
+        payload: &str,
+    ) -> String {
+        let bytes: Vec<u8> = payload
+            .bytes()
+            .map(|byte| if byte == b'|' { 0 } else { byte })
+            .collect();
+        let reply = self.request_bytes(
+            connection,
+            type_number(message_type),
+            transaction_id,
+            &bytes,
+        );
+        if reply.message_type == MessageType::Error.number() {
+            format!("ERROR {}", reply.text().trim_end_matches('|'))
+        } else {
+            reply.text()
+        }
+    }
+
+    /// Sends raw bytes; returns the reply (watch events stay queued for [`Harness::events`]).
+    pub fn request_bytes(
+        &mut self,
+        connection: ConnectionId,
+        message_type: u32,
+        transaction_id: u32,
+        payload: &[u8],
+    ) -> Message {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let message = encode_message(message_type, request_id, transaction_id, payload);
+        let taken = self
+            .engine
+            .receive(&mut self.platform, connection, &message);
+        assert_eq!(taken, message.len(), "engine took the whole request");
+        let mut found = None;
+        let mut others = Vec::new();
+        for message in self.drain(connection) {
+            if message.message_type != MessageType::WatchEvent.number() && found.is_none() {
+                assert_eq!(
+                    message.request_id, request_id,
+                    "reply echoes the request id"
+                );
+                assert_eq!(
+                    message.transaction_id, transaction_id,
+                    "reply echoes the transaction id"
+                );
+                found = Some(message);
+            } else {
+                others.push(message);
+            }
+        }
+        self.pending.entry(connection).or_default().extend(others);
+        found.expect("a reply")
+    }
+
+    fn drain(&mut self, connection: ConnectionId) -> Vec<Message> {
+        let mut bytes = Vec::new();
+        loop {
+            let output = self.engine.output(connection).to_vec();
+            if output.is_empty() {
+                break;
+            }
+            self.engine.consume_output(connection, output.len());
+            bytes.extend(output);
+        }
+        let mut messages = Vec::new();
+        let mut rest = bytes.as_slice();
+        while rest.len() >= 16 {
+            let header = MessageHeader::from_bytes(rest[..16].try_into().unwrap());
+            let end = 16 + header.payload_length_bytes as usize;
+            messages.push(Message {
+                message_type: header.message_type,
+                request_id: header.request_id,
+                transaction_id: header.transaction_id,
+                payload: rest[16..end].to_vec(),
+            });
+            rest = &rest[end..];
+        }
+        assert!(rest.is_empty(), "whole messages only");
+        messages
+    }
+
+    /// The watch events delivered to `connection` since the last call, as `path token` strings.
+    pub fn events(&mut self, connection: ConnectionId) -> Vec<String> {
+        let drained = self.drain(connection);
+        let mut all = self.pending.remove(&connection).unwrap_or_default();
+        all.extend(drained);
+        all.into_iter()
+            .map(|message| {
+                assert_eq!(message.message_type, MessageType::WatchEvent.number());
+                assert_eq!((message.request_id, message.transaction_id), (0, 0));
+                let text = message.text();
+                let mut parts = text.trim_end_matches('|').splitn(2, '|');
+                format!(
+                    "{} {}",
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+}

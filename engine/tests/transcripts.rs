@@ -1,0 +1,786 @@
+//! Transcript tests: requests and the replies and watch events C xenstored gives for them.
+
+mod support;
+
+use support::Harness;
+use xenstore_engine::quota::QuotaKind;
+use xenstore_engine::{Config, DomainId};
+
+#[test]
+fn basic_node_requests() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    assert_eq!(h.request(dom0, "WRITE", 0, "/a/b/c|hello"), "OK|");
+    assert_eq!(h.request(dom0, "READ", 0, "/a/b/c|"), "hello");
+    assert_eq!(
+        h.request(dom0, "READ", 0, "/a/b|"),
+        "",
+        "ancestors are created empty"
+    );
+    assert_eq!(h.request(dom0, "DIRECTORY", 0, "/a|"), "b|");
+    assert_eq!(
+        h.request(dom0, "WRITE", 0, "/a/x|"),
+        "OK|",
+        "empty values are allowed"
+    );
+    assert_eq!(
+        h.request(dom0, "DIRECTORY", 0, "/a|"),
+        "b|x|",
+        "insertion order"
+    );
+    assert_eq!(h.request(dom0, "MKDIR", 0, "/a/x|"), "OK|");
+    assert_eq!(h.request(dom0, "RM", 0, "/a/b|"), "OK|");
+    assert_eq!(h.request(dom0, "READ", 0, "/a/b/c|"), "ERROR ENOENT");
+    assert_eq!(
+        h.request(dom0, "RM", 0, "/a/missing|"),
+        "OK|",
+        "missing node, existing parent"
+    );
+    assert_eq!(h.request(dom0, "RM", 0, "/nope/missing|"), "ERROR ENOENT");
+    assert_eq!(h.request(dom0, "RM", 0, "/|"), "ERROR EINVAL");
+    assert_eq!(h.request(dom0, "DIRECTORY", 0, "/|"), "tool|a|");
+}
+
+#[test]
+fn values_are_binary_safe() {
+    let mut h = Harness::new();
+    let reply = h.request_bytes(h.dom0, 11, 0, b"/bin\0a\0b\xff");
+    assert_eq!(reply.payload, b"OK\0");
+    let reply = h.request_bytes(h.dom0, 2, 0, b"/bin\0");
+    assert_eq!(reply.payload, b"a\0b\xff");
+}
+
+#[test]
+fn malformed_requests_get_einval_and_unknown_types_enosys() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    for bad in [
+        "/a/|",
+        "//|",
+        "/a b|",
+        "|",
+        "/a",
+        "/a|b|",
+        "@releaseDomain|",
+    ] {
+        assert_eq!(h.request(dom0, "READ", 0, bad), "ERROR EINVAL", "{bad:?}");
+    }
+    assert_eq!(h.request(dom0, "WRITE", 0, "/novalue"), "ERROR EINVAL");
+    assert_eq!(h.request(dom0, "20", 0, "x|"), "ERROR ENOSYS");
+    assert_eq!(h.request(dom0, "27", 0, ""), "ERROR ENOSYS");
+    assert_eq!(h.request(dom0, "WATCH_EVENT", 0, "a|b|"), "ERROR ENOSYS");
+    assert_eq!(h.request(dom0, "ERROR", 0, "EINVAL|"), "ERROR ENOSYS");
+    assert_eq!(
+        h.request(dom0, "READ", 77, "/tool|"),
+        "ERROR ENOENT",
+        "unknown transaction"
+    );
+    assert_eq!(h.request(dom0, "WATCH", 0, "/a|"), "ERROR EINVAL");
+    assert_eq!(
+        h.request(dom0, "GET_DOMAIN_PATH", 0, "70000|"),
+        "ERROR EINVAL"
+    );
+    assert_eq!(
+        h.request(dom0, "GET_DOMAIN_PATH", 0, "7|"),
+        "/local/domain/7|"
+    );
+}
+
+#[test]
+fn oversized_header_fails_the_connection() {
+    let mut h = Harness::new();
+    let guest = h.introduce(3);
+    let header = xenstore_engine::wire::MessageHeader {
+        message_type: 2,
+        request_id: 1,
+        transaction_id: 0,
+        payload_length_bytes: 5000,
+    };
+    h.engine.receive(&mut h.platform, guest, &header.to_bytes());
+    assert_eq!(
+        h.engine.failure(guest),
+        Some(xenstore_engine::ConnectionFailure::Protocol)
+    );
+    assert!(!h.engine.wants_input(guest));
+    assert_eq!(
+        h.request(h.dom0, "READ", 0, "/tool|"),
+        "",
+        "others are still served"
+    );
+}
+
+#[test]
+fn reply_over_4096_bytes_is_e2big_and_directory_part_pages() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    for index in 0..300 {
+        assert_eq!(
+            h.request(dom0, "WRITE", 0, &format!("/big/child-number-{index:04}|")),
+            "OK|"
+        );
+    }
+    assert_eq!(h.request(dom0, "DIRECTORY", 0, "/big|"), "ERROR E2BIG");
+    let mut names = Vec::new();
+    let mut offset = 0;
+    let mut generation = None;
+    loop {
+        let reply = h.request(dom0, "DIRECTORY_PART", 0, &format!("/big|{offset}|"));
+        let (node_generation, rest) = reply.split_once('|').unwrap();
+        assert_eq!(
+            *generation.get_or_insert(node_generation.to_string()),
+            node_generation
+        );
+        let finished = rest.ends_with("||") || rest == "|";
+        let entries: Vec<&str> = rest.split('|').filter(|name| !name.is_empty()).collect();
+        offset += entries.iter().map(|name| name.len() + 1).sum::<usize>();
+        names.extend(entries.into_iter().map(str::to_string));
+        if finished {
+            break;
+        }
+    }
+    assert_eq!(names.len(), 300);
+    assert_eq!(names[0], "child-number-0000");
+}
+
+#[test]
+fn guests_see_their_home_and_are_refused_elsewhere() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    assert_eq!(
+        h.request(dom0, "WRITE", 0, "/local/domain/5/name|guest"),
+        "OK|"
+    );
+    assert_eq!(
+        h.request(dom0, "SET_PERMS", 0, "/local/domain/5|n0|r5|"),
+        "OK|"
+    );
+    assert_eq!(
+        h.request(dom0, "SET_PERMS", 0, "/local/domain/5/name|n0|r5|"),
+        "OK|"
+    );
+    assert_eq!(h.request(dom0, "WRITE", 0, "/secret/key|x"), "OK|");
+    let guest = h.introduce(5);
+    assert_eq!(
+        h.request(guest, "READ", 0, "name|"),
+        "guest",
+        "relative path"
+    );
+    assert_eq!(
+        h.request(guest, "READ", 0, "/local/domain/5/name|"),
+        "guest"
+    );
+    assert_eq!(h.request(guest, "WRITE", 0, "name|new"), "ERROR EACCES");
+    assert_eq!(h.request(guest, "READ", 0, "/secret/key|"), "ERROR EACCES");
+    assert_eq!(
+        h.request(guest, "READ", 0, "/secret/none|"),
+        "ERROR EACCES",
+        "existence is hidden"
+    );
+    assert_eq!(
+        h.request(guest, "READ", 0, "/local/domain/5/none|"),
+        "ERROR ENOENT"
+    );
+    assert_eq!(
+        h.request(guest, "WRITE", 0, "/secret/key|y"),
+        "ERROR EACCES"
+    );
+    // Make data writable by the guest: what it creates, it owns.
+    assert_eq!(h.request(dom0, "MKDIR", 0, "/local/domain/5/data|"), "OK|");
+    assert_eq!(
+        h.request(dom0, "SET_PERMS", 0, "/local/domain/5/data|n0|b5|"),
+        "OK|"
+    );
+    assert_eq!(h.request(guest, "WRITE", 0, "data/mine|1"), "OK|");
+    assert_eq!(h.request(guest, "GET_PERMS", 0, "data/mine|"), "n5|b5|");
+    assert_eq!(
+        h.request(guest, "SET_PERMS", 0, "data/mine|r5|r6|"),
+        "OK|",
+        "owner may change the ACL"
+    );
+    assert_eq!(
+        h.request(guest, "SET_PERMS", 0, "data/mine|n6|"),
+        "ERROR EPERM",
+        "but not the owner"
+    );
+    assert_eq!(
+        h.request(guest, "SET_PERMS", 0, "data|n5|"),
+        "ERROR EACCES",
+        "not the owner of data"
+    );
+    assert_eq!(h.request(guest, "RM", 0, "data/mine|"), "OK|");
+    assert_eq!(h.request(guest, "INTRODUCE", 0, "9|1|2|"), "ERROR EACCES");
+    assert_eq!(h.request(guest, "CONTROL", 0, "help|"), "ERROR EACCES");
+    assert_eq!(
+        h.request(guest, "GET_DOMAIN_PATH", 0, "5|"),
+        "/local/domain/5|"
+    );
+}
+
+#[test]
+fn set_target_lets_a_device_model_act_for_its_guest() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    assert_eq!(
+        h.request(dom0, "WRITE", 0, "/local/domain/7/device|x"),
+        "OK|"
+    );
+    assert_eq!(
+        h.request(dom0, "SET_PERMS", 0, "/local/domain/7/device|n7|"),
+        "OK|"
+    );
+    h.introduce(7);
+    let stubdom = h.introduce(8);
+    assert_eq!(
+        h.request(stubdom, "READ", 0, "/local/domain/7/device|"),
+        "ERROR EACCES"
+    );
+    assert_eq!(h.request(dom0, "SET_TARGET", 0, "8|7|"), "OK|");
+    assert_eq!(
+        h.request(stubdom, "READ", 0, "/local/domain/7/device|"),
+        "x"
+    );
+    assert_eq!(h.request(dom0, "SET_TARGET", 0, "8|99|"), "ERROR ENOENT");
+}
+
+#[test]
+fn domid_any_and_stale_entries() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    assert_eq!(h.request(dom0, "WRITE", 0, "/public|x"), "OK|");
+    assert_eq!(
+        h.request(
+            dom0,
+            "SET_PERMS",
+            0,
+            &format!("/public|n0|r{}|", DomainId::ANY.0)
+        ),
+        "OK|"
+    );
+    let guest = h.introduce(4);
+    assert_eq!(h.request(guest, "READ", 0, "/public|"), "x");
+    // An entry naming a domain that does not exist is kept but never matches.
+    h.platform.dead.insert(12);
+    assert_eq!(h.request(dom0, "SET_PERMS", 0, "/public|n0|r12|"), "OK|");
+    assert_eq!(h.request(dom0, "GET_PERMS", 0, "/public|"), "n0|r12|");
+    assert_eq!(
+        h.request(dom0, "SET_PERMS", 0, "/public|n12|"),
+        "ERROR ENOENT",
+        "owner must exist"
+    );
+}
+
+#[test]
+fn watches_fire_initial_subtree_and_removal_events() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    let watcher = h.engine.open_socket_connection();
+    assert_eq!(h.request(watcher, "WATCH", 0, "/w|tok|"), "OK|");
+    assert_eq!(h.events(watcher), ["/w tok"], "initial event");
+    assert_eq!(h.request(watcher, "WATCH", 0, "/w|tok|"), "ERROR EEXIST");
+    assert_eq!(h.request(dom0, "WRITE", 0, "/w/a/b|1"), "OK|");
+    assert_eq!(
+        h.events(watcher),
+        ["/w/a/b tok"],
+        "one event for the written path only"
+    );
+    assert_eq!(h.request(dom0, "MKDIR", 0, "/w/a|"), "OK|");
+    assert!(
+        h.events(watcher).is_empty(),
+        "mkdir of an existing node fires nothing"
+    );
+    assert_eq!(h.request(watcher, "WATCH", 0, "/w/a/b|exact|"), "OK|");
+    assert_eq!(h.events(watcher), ["/w/a/b exact"]);
+    assert_eq!(h.request(dom0, "RM", 0, "/w/a|"), "OK|");
+    let mut events = h.events(watcher);
+    events.sort();
+    assert_eq!(
+        events,
+        ["/w/a tok", "/w/a/b exact"],
+        "descendants fire exact watches only"
+    );
+    assert_eq!(h.request(dom0, "WRITE", 0, "/other|1"), "OK|");
+    assert!(h.events(watcher).is_empty());
+    assert_eq!(h.request(watcher, "UNWATCH", 0, "/w|tok|"), "OK|");
+    assert_eq!(h.request(watcher, "UNWATCH", 0, "/w|tok|"), "ERROR ENOENT");
+    assert_eq!(h.request(dom0, "WRITE", 0, "/w|2"), "OK|");
+    assert!(h.events(watcher).is_empty());
+}
+
+#[test]
+fn watch_depth_limits_matching() {
+    let mut h = Harness::new();
+    let watcher = h.engine.open_socket_connection();
+    assert_eq!(h.request(watcher, "WATCH", 0, "/d|t|1|"), "OK|");
+    h.events(watcher);
+    assert_eq!(h.request(h.dom0, "WRITE", 0, "/d/child|1"), "OK|");
+    assert_eq!(
+        h.request(h.dom0, "WRITE", 0, "/d/child/grandchild|1"),
+        "OK|"
+    );
+    assert_eq!(h.events(watcher), ["/d/child t"]);
+    assert_eq!(h.request(watcher, "WATCH", 0, "/e|t|x|"), "ERROR EINVAL");
+}
+
+#[test]
+fn relative_watches_report_relative_paths() {
+    let mut h = Harness::new();
+    assert_eq!(h.request(h.dom0, "MKDIR", 0, "/local/domain/3|"), "OK|");
+    assert_eq!(
+        h.request(h.dom0, "SET_PERMS", 0, "/local/domain/3|n3|"),
+        "OK|"
+    );
+    let guest = h.introduce(3);
+    assert_eq!(h.request(guest, "WATCH", 0, "device|dev|"), "OK|");
+    assert_eq!(h.events(guest), ["device dev"]);
+    assert_eq!(
+        h.request(h.dom0, "WRITE", 0, "/local/domain/3/device/vif|1"),
+        "OK|"
+    );
+    assert_eq!(h.events(guest), ["device/vif dev"]);
+}
+
+#[test]
+fn events_are_filtered_by_read_permission() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    assert_eq!(h.request(dom0, "WRITE", 0, "/private/x|1"), "OK|");
+    let guest = h.introduce(6);
+    assert_eq!(h.request(guest, "WATCH", 0, "/private|p|"), "OK|");
+    assert_eq!(
+        h.events(guest),
+        ["/private p"],
+        "the initial event is never filtered"
+    );
+    assert_eq!(h.request(dom0, "WRITE", 0, "/private/x|2"), "OK|");
+    assert!(
+        h.events(guest).is_empty(),
+        "guest may not read /private/x nor its parent"
+    );
+    assert_eq!(h.request(dom0, "SET_PERMS", 0, "/private/x|n0|r6|"), "OK|");
+    assert_eq!(h.events(guest), ["/private/x p"], "now readable");
+    assert_eq!(h.request(dom0, "SET_PERMS", 0, "/private/x|n0|"), "OK|");
+    assert_eq!(
+        h.events(guest),
+        ["/private/x p"],
+        "readable under the old permissions"
+    );
+    assert_eq!(h.request(dom0, "WRITE", 0, "/private/x|3"), "OK|");
+    assert!(h.events(guest).is_empty());
+}
+
+#[test]
+fn duplicate_pending_events_are_suppressed() {
+    let mut h = Harness::new();
+    let watcher = h.engine.open_socket_connection();
+    assert_eq!(h.request(watcher, "WATCH", 0, "/dup|t|"), "OK|");
+    h.events(watcher);
+    for value in 0..3 {
+        assert_eq!(
+            h.request(h.dom0, "WRITE", 0, &format!("/dup|{value}")),
+            "OK|"
+        );
+    }
+    assert_eq!(h.events(watcher), ["/dup t"]);
+}
+
+#[test]
+fn special_watches_for_introduce_and_release() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    assert_eq!(h.request(dom0, "WATCH", 0, "@introduceDomain|in|"), "OK|");
+    assert_eq!(h.request(dom0, "WATCH", 0, "@releaseDomain|out|"), "OK|");
+    assert_eq!(h.request(dom0, "WATCH", 0, "@releaseDomain/9|out9|"), "OK|");
+    assert_eq!(h.request(dom0, "WATCH", 0, "@releaseDomain|deep|1|"), "OK|");
+    h.events(dom0);
+    let guest = h.introduce(9);
+    assert_eq!(h.events(dom0), ["@introduceDomain in"]);
+    assert_eq!(
+        h.request(guest, "WATCH", 0, "@releaseDomain|g|"),
+        "OK|",
+        "any domain may watch releases"
+    );
+    assert_eq!(h.request(guest, "WATCH", 0, "@introduceDomain|g|"), "OK|");
+    h.events(guest);
+    h.introduce(10);
+    assert!(
+        h.events(guest).is_empty(),
+        "@introduceDomain is readable by dom0 only"
+    );
+    assert_eq!(h.events(dom0), ["@introduceDomain in"]);
+    assert_eq!(h.request(dom0, "IS_DOMAIN_INTRODUCED", 0, "9|"), "T|");
+    assert_eq!(h.request(dom0, "RELEASE", 0, "9|"), "OK|");
+    let mut events = h.events(dom0);
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            "@releaseDomain out",
+            "@releaseDomain/9 deep",
+            "@releaseDomain/9 out9"
+        ]
+    );
+    assert_eq!(h.request(dom0, "IS_DOMAIN_INTRODUCED", 0, "9|"), "F|");
+    assert_eq!(h.request(dom0, "RELEASE", 0, "9|"), "ERROR ENOENT");
+    assert_eq!(h.request(dom0, "RELEASE", 0, "0|"), "ERROR EINVAL");
+    assert_eq!(
+        h.request(dom0, "IS_DOMAIN_INTRODUCED", 0, "32752|"),
+        "T|",
+        "DOMID_SELF"
+    );
+}
+
+#[test]
+fn shutdown_is_reported_once_until_resume() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    h.introduce(11);
+    assert_eq!(h.request(dom0, "WATCH", 0, "@releaseDomain|r|"), "OK|");
+    h.events(dom0);
+    h.engine.domain_shutdown(&mut h.platform, DomainId(11));
+    h.engine.domain_shutdown(&mut h.platform, DomainId(11));
+    assert_eq!(h.events(dom0), ["@releaseDomain r"]);
+    assert_eq!(h.request(dom0, "RESUME", 0, "11|"), "OK|");
+    h.engine.domain_shutdown(&mut h.platform, DomainId(11));
+    assert_eq!(h.events(dom0), ["@releaseDomain r"]);
+}
+
+#[test]
+fn domain_death_removes_its_nodes_watches_and_acl_entries() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    assert_eq!(h.request(dom0, "MKDIR", 0, "/local/domain/12|"), "OK|");
+    assert_eq!(
+        h.request(dom0, "SET_PERMS", 0, "/local/domain/12|n12|"),
+        "OK|"
+    );
+    assert_eq!(h.request(dom0, "WRITE", 0, "/shared|x"), "OK|");
+    assert_eq!(h.request(dom0, "SET_PERMS", 0, "/shared|n0|r12|"), "OK|");
+    let guest = h.introduce(12);
+    assert_eq!(h.request(guest, "WRITE", 0, "data/a|1"), "OK|");
+    assert_eq!(h.request(guest, "WATCH", 0, "data|w|"), "OK|");
+    assert_eq!(h.request(dom0, "WATCH", 0, "/local/domain/12|home|"), "OK|");
+    h.events(dom0);
+    h.platform.dead.insert(12);
+    h.engine.domain_died(&mut h.platform, DomainId(12));
+    assert_eq!(
+        h.request(dom0, "READ", 0, "/local/domain/12|"),
+        "ERROR ENOENT"
+    );
+    assert_eq!(h.request(dom0, "GET_PERMS", 0, "/shared|"), "n0|");
+    assert!(
+        h.events(dom0)
+            .contains(&"/local/domain/12 home".to_string())
+    );
+    assert!(!h.platform.connected.contains(&12));
+    assert_eq!(h.engine.check_accounting(), 0, "usage equals a recount");
+}
+
+#[test]
+fn keep_orphans_gives_nodes_to_the_privileged_domain() {
+    let mut h = Harness::with_config(Config {
+        keep_orphans: true,
+        ..Config::default()
+    });
+    assert_eq!(h.request(h.dom0, "MKDIR", 0, "/local/domain/13|"), "OK|");
+    assert_eq!(
+        h.request(h.dom0, "SET_PERMS", 0, "/local/domain/13|n13|"),
+        "OK|"
+    );
+    h.introduce(13);
+    h.engine.domain_died(&mut h.platform, DomainId(13));
+    assert_eq!(
+        h.request(h.dom0, "GET_PERMS", 0, "/local/domain/13|"),
+        "n0|"
+    );
+}
+
+#[test]
+fn transactions_isolate_conflict_and_fire_at_commit() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    let other = h.engine.open_socket_connection();
+    assert_eq!(h.request(dom0, "WRITE", 0, "/t/a|old"), "OK|");
+    assert_eq!(h.request(other, "WATCH", 0, "/t|w|"), "OK|");
+    h.events(other);
+    let id: u32 = h
+        .request(dom0, "TRANSACTION_START", 0, "|")
+        .trim_end_matches('|')
+        .parse()
+        .unwrap();
+    assert_ne!(id, 0);
+    assert_eq!(h.request(dom0, "READ", id, "/t/a|"), "old");
+    assert_eq!(h.request(dom0, "WRITE", id, "/t/a|new"), "OK|");
+    assert_eq!(h.request(dom0, "READ", id, "/t/a|"), "new");
+    assert_eq!(
+        h.request(other, "READ", 0, "/t/a|"),
+        "old",
+        "isolated until commit"
+    );
+    assert!(h.events(other).is_empty(), "no events before commit");
+    assert_eq!(h.request(dom0, "TRANSACTION_START", id, "|"), "ERROR EBUSY");
+    assert_eq!(h.request(dom0, "TRANSACTION_END", id, "T|"), "OK|");
+    assert_eq!(h.request(other, "READ", 0, "/t/a|"), "new");
+    assert_eq!(h.events(other), ["/t/a w"]);
+    assert_eq!(h.request(dom0, "TRANSACTION_END", id, "T|"), "ERROR ENOENT");
+
+    // A conflicting write outside makes the commit fail with EAGAIN and apply nothing.
+    let id: u32 = h
+        .request(dom0, "TRANSACTION_START", 0, "|")
+        .trim_end_matches('|')
+        .parse()
+        .unwrap();
+    assert_eq!(h.request(dom0, "READ", id, "/t/a|"), "new");
+    assert_eq!(h.request(other, "WRITE", 0, "/t/a|outside"), "OK|");
+    assert_eq!(
+        h.request(dom0, "READ", id, "/t/a|"),
+        "new",
+        "first access decides what the transaction sees"
+    );
+    assert_eq!(h.request(dom0, "WRITE", id, "/t/b|inside"), "OK|");
+    assert_eq!(h.request(dom0, "TRANSACTION_END", id, "T|"), "ERROR EAGAIN");
+    assert_eq!(h.request(dom0, "READ", 0, "/t/a|"), "outside");
+    assert_eq!(h.request(dom0, "READ", 0, "/t/b|"), "ERROR ENOENT");
+
+    // Disjoint subtrees do not conflict.
+    assert_eq!(h.request(dom0, "WRITE", 0, "/x/value|1"), "OK|");
+    assert_eq!(h.request(dom0, "WRITE", 0, "/y/value|1"), "OK|");
+    let first: u32 = h
+        .request(dom0, "TRANSACTION_START", 0, "|")
+        .trim_end_matches('|')
+        .parse()
+        .unwrap();
+    let second: u32 = h
+        .request(other, "TRANSACTION_START", 0, "|")
+        .trim_end_matches('|')
+        .parse()
+        .unwrap();
+    assert_eq!(h.request(dom0, "WRITE", first, "/x/value|2"), "OK|");
+    assert_eq!(h.request(other, "WRITE", second, "/y/value|2"), "OK|");
+    assert_eq!(h.request(other, "TRANSACTION_END", second, "T|"), "OK|");
+    assert_eq!(h.request(dom0, "TRANSACTION_END", first, "T|"), "OK|");
+
+    // Abort leaves no trace.
+    let id: u32 = h
+        .request(dom0, "TRANSACTION_START", 0, "|")
+        .trim_end_matches('|')
+        .parse()
+        .unwrap();
+    assert_eq!(h.request(dom0, "WRITE", id, "/aborted|1"), "OK|");
+    assert_eq!(h.request(dom0, "TRANSACTION_END", id, "F|"), "OK|");
+    assert_eq!(h.request(dom0, "READ", 0, "/aborted|"), "ERROR ENOENT");
+    assert_eq!(h.request(dom0, "TRANSACTION_END", 0, "T|"), "ERROR ENOENT");
+    let id: u32 = h
+        .request(dom0, "TRANSACTION_START", 0, "|")
+        .trim_end_matches('|')
+        .parse()
+        .unwrap();
+    assert_eq!(h.request(dom0, "TRANSACTION_END", id, "X|"), "ERROR EINVAL");
+}
+
+#[test]
+fn guest_quotas_are_enforced_with_c_boundaries() {
+    let mut config = Config::default();
+    config.quotas.set(QuotaKind::Nodes, 5);
+    config.quotas.set(QuotaKind::Watches, 3);
+    config.quotas.set(QuotaKind::Transactions, 2);
+    let mut h = Harness::with_config(config);
+    assert_eq!(h.request(h.dom0, "MKDIR", 0, "/local/domain/20|"), "OK|");
+    assert_eq!(
+        h.request(h.dom0, "SET_PERMS", 0, "/local/domain/20|n20|"),
+        "OK|"
+    );
+    let guest = h.introduce(20);
+    // The home itself counts: 1 owned node; limit 5 means at most 4.
+    for index in 0..3 {
+        assert_eq!(h.request(guest, "WRITE", 0, &format!("n{index}|x")), "OK|");
+    }
+    assert_eq!(h.request(guest, "WRITE", 0, "n3|x"), "ERROR ENOSPC");
+    assert_eq!(
+        h.request(guest, "WRITE", 0, "n0|overwrite"),
+        "OK|",
+        "overwriting costs no node"
+    );
+    assert_eq!(h.request(guest, "WATCH", 0, "a|1|"), "OK|");
+    assert_eq!(h.request(guest, "WATCH", 0, "a|2|"), "OK|");
+    assert_eq!(h.request(guest, "WATCH", 0, "a|3|"), "ERROR ENOSPC");
+    assert_eq!(h.request(guest, "TRANSACTION_START", 0, "|"), "1|");
+    assert_eq!(
+        h.request(guest, "TRANSACTION_START", 0, "|"),
+        "ERROR ENOSPC"
+    );
+    let big = "v".repeat(2100);
+    assert_eq!(
+        h.request(guest, "WRITE", 0, &format!("n0|{big}")),
+        "ERROR ENOSPC",
+        "node-size"
+    );
+    assert_eq!(
+        h.request(h.dom0, "WRITE", 0, &format!("/local/domain/20/n0|{big}")),
+        "OK|",
+        "dom0 exempt"
+    );
+    assert_eq!(
+        h.request(guest, "SET_PERMS", 0, "n1|n20|r1|r2|r3|r4|"),
+        "ERROR ENOSPC",
+        "permission entries"
+    );
+    let long = "p".repeat(2048);
+    assert_eq!(
+        h.request(guest, "READ", 0, &format!("{long}|")),
+        "ERROR EINVAL",
+        "path-max"
+    );
+    assert_eq!(h.engine.check_accounting(), 0);
+}
+
+#[test]
+fn transaction_node_limit_fails_the_transaction() {
+    let mut config = Config::default();
+    config.quotas.set(QuotaKind::TransactionNodes, 4);
+    let mut h = Harness::with_config(config);
+    assert_eq!(h.request(h.dom0, "MKDIR", 0, "/local/domain/21|"), "OK|");
+    assert_eq!(
+        h.request(h.dom0, "SET_PERMS", 0, "/local/domain/21|n21|"),
+        "OK|"
+    );
+    let guest = h.introduce(21);
+    let id: u32 = h
+        .request(guest, "TRANSACTION_START", 0, "|")
+        .trim_end_matches('|')
+        .parse()
+        .unwrap();
+    assert_eq!(h.request(guest, "READ", id, "a|"), "ERROR ENOENT");
+    assert_eq!(h.request(guest, "READ", id, "b|"), "ERROR ENOENT");
+    assert_eq!(h.request(guest, "READ", id, "c|"), "ERROR ENOSPC");
+    assert_eq!(
+        h.request(guest, "TRANSACTION_END", id, "T|"),
+        "ERROR ENOMEM"
+    );
+}
+
+#[test]
+fn outstanding_requests_stop_input() {
+    let mut config = Config::default();
+    config.quotas.set(QuotaKind::Outstanding, 2);
+    let mut h = Harness::with_config(config);
+    let guest = h.introduce(22);
+    let message = xenstore_engine::wire::encode_message(10, 1, 0, b"1\0");
+    let mut stream = Vec::new();
+    for _ in 0..4 {
+        stream.extend_from_slice(&message);
+    }
+    let taken = h.engine.receive(&mut h.platform, guest, &stream);
+    assert_eq!(
+        taken,
+        2 * message.len(),
+        "input stops at the outstanding quota"
+    );
+    assert!(!h.engine.wants_input(guest));
+    let output = h.engine.output(guest).len();
+    h.engine.consume_output(guest, output);
+    assert!(h.engine.wants_input(guest));
+}
+
+#[test]
+fn reset_watches_drops_watches_and_transactions() {
+    let mut h = Harness::new();
+    let client = h.engine.open_socket_connection();
+    assert_eq!(h.request(client, "WATCH", 0, "/r|t|"), "OK|");
+    let id: u32 = h
+        .request(client, "TRANSACTION_START", 0, "|")
+        .trim_end_matches('|')
+        .parse()
+        .unwrap();
+    h.events(client);
+    assert_eq!(h.request(client, "RESET_WATCHES", 0, "|"), "OK|");
+    assert_eq!(h.request(h.dom0, "WRITE", 0, "/r|1"), "OK|");
+    assert!(h.events(client).is_empty());
+    assert_eq!(
+        h.request(client, "TRANSACTION_END", id, "T|"),
+        "ERROR ENOENT"
+    );
+}
+
+#[test]
+fn features_and_quotas_over_the_wire() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    assert_eq!(h.request(dom0, "GET_FEATURE", 0, ""), "14|");
+    assert_eq!(h.request(dom0, "SET_FEATURE", 0, "30|2|"), "OK|");
+    assert_eq!(h.request(dom0, "GET_FEATURE", 0, "30|"), "2|");
+    assert_eq!(
+        h.request(dom0, "SET_FEATURE", 0, "30|1|"),
+        "ERROR EINVAL",
+        "reconnection unsupported"
+    );
+    let guest = h.introduce(30);
+    assert_eq!(h.request(guest, "GET_FEATURE", 0, ""), "2|");
+    assert_eq!(
+        h.request(guest, "WATCH", 0, "x|t|1|"),
+        "ERROR EINVAL",
+        "no watch-depth feature"
+    );
+    assert_eq!(h.request(guest, "GET_FEATURE", 0, "0|"), "ERROR EACCES");
+    assert_eq!(h.request(dom0, "SET_FEATURE", 0, "30|2|"), "ERROR EBUSY");
+    assert_eq!(h.request(dom0, "GET_QUOTA", 0, "nodes|"), "1000|");
+    assert!(
+        h.request(dom0, "GET_QUOTA", 0, "")
+            .starts_with("nodes watches outstanding memory")
+    );
+    assert_eq!(h.request(dom0, "SET_QUOTA", 0, "30|nodes|7|"), "OK|");
+    assert_eq!(h.request(dom0, "GET_QUOTA", 0, "30|nodes|"), "7|");
+    assert_eq!(h.request(dom0, "GET_QUOTA", 0, "bogus|"), "ERROR EINVAL");
+    assert_eq!(
+        h.request(dom0, "SET_QUOTA", 0, "nodes|4294967295|"),
+        "ERROR EINVAL"
+    );
+    assert_eq!(h.request(guest, "GET_QUOTA", 0, "nodes|"), "ERROR EACCES");
+}
+
+#[test]
+fn control_commands_for_xenstore_control() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    assert!(h.request(dom0, "CONTROL", 0, "help|").contains("quota"));
+    assert!(h.request(dom0, "CONTROL", 0, "quota|").contains("nodes"));
+    assert_eq!(h.request(dom0, "CONTROL", 0, "quota|set|nodes|50|"), "OK|");
+    assert_eq!(h.request(dom0, "GET_QUOTA", 0, "nodes|"), "50|");
+    assert_eq!(
+        h.request(dom0, "CONTROL", 0, "quota|set|nodes|0|"),
+        "ERROR EINVAL"
+    );
+    assert!(
+        h.request(dom0, "CONTROL", 0, "quota-soft|")
+            .contains("memory")
+    );
+    assert_eq!(h.request(dom0, "CONTROL", 0, "log|off|"), "OK|");
+    assert_eq!(h.request(dom0, "CONTROL", 0, "check|"), "OK|");
+    assert!(
+        h.request(dom0, "CONTROL", 0, "memreport|")
+            .contains("nodes:")
+    );
+    assert_eq!(h.request(dom0, "CONTROL", 0, "print|hello|"), "OK|");
+    assert!(h.request(dom0, "CONTROL", 0, "quota|0|").contains("nodes"));
+    assert_eq!(h.request(dom0, "CONTROL", 0, "bogus|"), "ERROR EINVAL");
+}
+
+#[test]
+fn introduce_failures_and_reintroduction() {
+    let mut h = Harness::new();
+    let dom0 = h.dom0;
+    assert_eq!(h.request(dom0, "INTRODUCE", 0, "5|1|"), "ERROR EINVAL");
+    assert_eq!(h.request(dom0, "INTRODUCE", 0, "5|1|0|"), "ERROR EINVAL");
+    h.platform.refuse_connect = true;
+    assert_eq!(h.request(dom0, "INTRODUCE", 0, "5|1|3|"), "ERROR EIO");
+    h.platform.refuse_connect = false;
+    let guest = h.introduce(5);
+    assert_eq!(h.request(guest, "WATCH", 0, "/x|t|"), "OK|");
+    h.events(guest);
+    assert_eq!(h.request(dom0, "INTRODUCE", 0, "5|1|4|"), "OK|");
+    assert_eq!(h.engine.domain_connection(DomainId(5)), Some(guest));
+    assert_eq!(h.request(dom0, "WRITE", 0, "/x|1"), "OK|");
+    assert!(
+        h.events(guest).is_empty(),
+        "re-introduction drops the watches"
+    );
+}
