@@ -72,6 +72,8 @@ pub struct DomainRecord {
     pub usage: Usage,
     /// The soft memory limit was reported as exceeded and not yet left.
     pub soft_memory_warned: bool,
+    /// Write-rate credit (unprivileged domains only).
+    pub write_credit: crate::write_rate::WriteCredit,
 }
 
 /// All domain records.
@@ -109,6 +111,10 @@ impl Domains {
             quotas: *quotas,
             usage: Usage::default(),
             soft_memory_warned: false,
+            write_credit: crate::write_rate::WriteCredit::full(
+                crate::write_rate::DOMAIN_BURST_WRITES,
+                0,
+            ),
         })
     }
 

@@ -14,6 +14,7 @@ use crate::store::{Node, Tree};
 use crate::transaction::{Transaction, TransactionAccess};
 use crate::watch::{Watch, WatchIndex};
 use crate::wire::{self, MessageHeader, MessageType, PAYLOAD_MAX_BYTES};
+use crate::write_rate::{self, WriteCredit};
 use crate::{ConnectionId, DomainId, Platform, StoreError, StoreResult};
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -87,6 +88,8 @@ pub struct Engine {
     now_milliseconds: u64,
     /// Whether the access trace is written (`xenstore-control log on|off`).
     pub(crate) trace_enabled: bool,
+    /// Write credit shared by all unprivileged domains.
+    global_write_credit: WriteCredit,
 }
 
 fn domain_argument(text: &[u8]) -> StoreResult<DomainId> {
@@ -134,6 +137,7 @@ impl Engine {
             pending_direct_events: Vec::new(),
             now_milliseconds: 0,
             trace_enabled: true,
+            global_write_credit: WriteCredit::full(write_rate::GLOBAL_BURST_WRITES, 0),
         };
         let owned = Permissions::owned_by(privileged);
         let mut root = Node::empty(owned.clone());
@@ -266,7 +270,50 @@ impl Engine {
             return true;
         }
         let quotas = self.quotas_of(state.domain);
-        !quotas.exceeded_by(QuotaKind::Outstanding, state.outstanding_replies() as u64)
+        if quotas.exceeded_by(QuotaKind::Outstanding, state.outstanding_replies() as u64) {
+            return false;
+        }
+        // Write-rate limiting applies to guests' rings, as in C (sockets are privileged).
+        if state.kind == ConnectionKind::Domain {
+            let now = self.now_milliseconds;
+            let domain_ok = self
+                .domains
+                .get(state.domain)
+                .is_none_or(|record| record.write_credit.allows_input(now));
+            return domain_ok && self.global_write_credit.allows_input(now);
+        }
+        true
+    }
+
+    /// Debits write credit for `writes` node writes by an unprivileged domain.
+    fn debit_writes(&mut self, caller: &Caller, writes: i64) {
+        if caller.privileged || writes <= 0 {
+            return;
+        }
+        let now = self.now_milliseconds;
+        if let Some(record) = self.domains.get_mut(caller.domain) {
+            record.write_credit.debit(now, writes);
+        }
+        self.global_write_credit.debit(now, writes);
+    }
+
+    /// Drops a connection's queued output and refunds its memory charge.
+    fn clear_output(&mut self, connection: ConnectionId) {
+        let Some(state) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        let queued_bytes: u64 = state
+            .output
+            .iter()
+            .map(|message| message.bytes.len() as u64)
+            .sum();
+        let refund = queued_bytes.saturating_sub(state.output_sent_bytes as u64);
+        state.output.clear();
+        state.output_sent_bytes = 0;
+        let domain = state.domain;
+        if let Some(record) = self.domains.get_mut(domain) {
+            record.usage.memory_bytes = record.usage.memory_bytes.saturating_sub(refund);
+        }
     }
 
     /// The bytes waiting to be sent to the connection (the rest of the first queued message).
@@ -322,19 +369,17 @@ impl Engine {
                 state.domain
             );
             state.failure = Some(failure);
-            state.output.clear();
-            state.output_sent_bytes = 0;
             state.reset_input();
         }
+        self.clear_output(connection);
     }
 
     /// Drops a domain connection's partial input, queued output, watches and transactions:
     /// the ring was reset (re-introduction or guest-initiated reconnection).
     pub fn reset_connection(&mut self, connection: ConnectionId) {
         self.drop_watches_and_transactions(connection);
+        self.clear_output(connection);
         if let Some(state) = self.connections.get_mut(&connection) {
-            state.output.clear();
-            state.output_sent_bytes = 0;
             state.reset_input();
         }
     }
@@ -398,19 +443,32 @@ impl Engine {
         }
         let now = self.now_milliseconds;
         let privileged = self.config.privileged_domain;
+        let mut refunds = Vec::new();
         for state in self.connections.values_mut() {
             if state.domain == privileged || state.kind != ConnectionKind::Domain {
                 continue;
             }
             let started = state.output_sent_bytes > 0;
             let mut index = 0;
+            let mut dropped_bytes = 0u64;
             state.output.retain(|message| {
                 let keep = message.is_reply
                     || (index == 0 && started)
                     || now.saturating_sub(message.queued_at_milliseconds) < timeout;
                 index += 1;
+                if !keep {
+                    dropped_bytes += message.bytes.len() as u64;
+                }
                 keep
             });
+            if dropped_bytes > 0 {
+                refunds.push((state.domain, dropped_bytes));
+            }
+        }
+        for (domain, dropped_bytes) in refunds {
+            if let Some(record) = self.domains.get_mut(domain) {
+                record.usage.memory_bytes = record.usage.memory_bytes.saturating_sub(dropped_bytes);
+            }
         }
     }
 
@@ -924,6 +982,7 @@ impl Engine {
     ) -> StoreResult<()> {
         let changes = self.with_view(connection, transaction_id, caller, operation)?;
         if transaction_id == 0 {
+            self.debit_writes(caller, 1);
             self.pending_changes.extend(changes);
         } else if let Some(transaction) = self
             .connections
@@ -1044,6 +1103,16 @@ impl Engine {
             }
         }
         let (writes, changes) = transaction.into_writes();
+        // Writes inside a transaction are debited at commit, and only while other
+        // transactions are open too (C's `wrl_apply_debit_trans_commit()`).
+        let open_transactions: usize = self
+            .connections
+            .values()
+            .map(|state| state.transactions.len())
+            .sum();
+        if open_transactions > 0 {
+            self.debit_writes(caller, writes.len() as i64);
+        }
         let mut view = GlobalAccess {
             tree: &mut self.tree,
             deltas: AccountingDeltas::new(),

@@ -49,6 +49,7 @@ pub mod store;
 pub mod transaction;
 pub mod watch;
 pub mod wire;
+pub mod write_rate;
 
 pub use engine::{ACCESS_LOG_TARGET, Config, ConnectionFailure, Engine};
 pub use error::{StoreError, StoreResult};

@@ -784,3 +784,30 @@ fn introduce_failures_and_reintroduction() {
         "re-introduction drops the watches"
     );
 }
+
+#[test]
+fn fast_writers_are_throttled_then_resume() {
+    let mut h = Harness::new();
+    assert_eq!(h.request(h.dom0, "MKDIR", 0, "/local/domain/23|"), "OK|");
+    assert_eq!(
+        h.request(h.dom0, "SET_PERMS", 0, "/local/domain/23|n23|"),
+        "OK|"
+    );
+    let guest = h.introduce(23);
+    let mut accepted = 0;
+    while h.engine.wants_input(guest) && accepted < 100 {
+        assert_eq!(
+            h.request(guest, "WRITE", 0, &format!("w{}|x", accepted % 5)),
+            "OK|"
+        );
+        accepted += 1;
+    }
+    assert_eq!(
+        accepted, 11,
+        "a burst of 10 writes, then the credit is negative"
+    );
+    assert!(h.engine.wants_input(h.dom0), "dom0 is never throttled");
+    h.platform.now_milliseconds += 10;
+    h.engine.tick(&mut h.platform);
+    assert!(h.engine.wants_input(guest), "credit refills over time");
+}
