@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The whole test suite, runnable on a fresh Debian bookworm machine as root: it installs what
+# it needs, then runs every check and ends with a line `N passed, M failed`.
+#
+#   tests/run-all.sh            everything (about 15-25 minutes on 2 cores)
+#   tests/run-all.sh --quick    skip the Xen-in-QEMU boots
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+quick=false
+[ "${1:-}" = "--quick" ] && quick=true
+
+tests/lib/setup.sh || exit 1
+
+passed=0
+failed=0
+failures=()
+step() {
+    local name=$1
+    shift
+    echo
+    echo "=== $name: $*"
+    local started=$SECONDS
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "=== $name: PASS ($((SECONDS - started)) s)"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        echo "=== $name: FAIL ($((SECONDS - started)) s)"
+    fi
+}
+
+step format cargo fmt --all -- --check
+step clippy-host cargo clippy --workspace --all-targets -- -D warnings
+step clippy-kernel cargo clippy --target x86_64-unknown-none -p xenstore-stubdom -- -D warnings
+step unit-and-integration-tests cargo test --workspace
+step kernel-image cargo build --release --target x86_64-unknown-none -p xenstore-stubdom
+step kernel-notes tests/kernel/check-notes.sh target/x86_64-unknown-none/release/xenstore-stubdom
+step kernel-qemu-smoke tests/kernel/qemu-smoke.sh target/x86_64-unknown-none/release/xenstore-stubdom
+step real-clients tests/real-clients/run.sh
+if ! $quick; then
+    step xen-in-qemu-self-test tests/xen-in-qemu/run.sh self-test \
+        --kernel target/x86_64-unknown-none/release/xenstore-stubdom
+fi
+
+echo
+if [ ${#failures[@]} -gt 0 ]; then
+    echo "failed steps: ${failures[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
