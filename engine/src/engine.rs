@@ -472,6 +472,11 @@ impl Engine {
         }
     }
 
+    /// Whether access-trace lines are wanted: enabled here and by the logger.
+    fn tracing(&self) -> bool {
+        self.trace_enabled && log::log_enabled!(target: ACCESS_LOG_TARGET, log::Level::Info)
+    }
+
     pub(crate) fn quotas_of(&self, domain: DomainId) -> Quotas {
         self.domains
             .get(domain)
@@ -573,7 +578,7 @@ impl Engine {
     ) {
         let message_type = MessageType::from_number(header.message_type);
         let type_name = message_type.map_or("UNKNOWN", MessageType::name);
-        if self.trace_enabled {
+        if self.tracing() {
             log::info!(target: ACCESS_LOG_TARGET, "IN  {} {} {:#x} ({})", connection.0, type_name, header.transaction_id, printable(payload));
         }
         let outcome = match message_type {
@@ -597,7 +602,7 @@ impl Engine {
                 (MessageType::Error.number(), error_payload(error))
             }
         };
-        if self.trace_enabled {
+        if self.tracing() {
             let name = MessageType::from_number(reply_type).map_or("UNKNOWN", MessageType::name);
             log::info!(target: ACCESS_LOG_TARGET, "OUT {} {} ({})", connection.0, name, printable(&reply_payload));
         }
@@ -1357,7 +1362,7 @@ impl Engine {
                     .get(&connection)
                     .is_some_and(|state| state.has_unsent_event(&message));
             if !duplicate {
-                if self.trace_enabled {
+                if self.tracing() {
                     log::info!(target: ACCESS_LOG_TARGET, "OUT {} WATCH_EVENT ({})", connection.0, printable(&payload));
                 }
                 self.queue_output(connection, message, false);
