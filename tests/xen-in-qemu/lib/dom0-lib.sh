@@ -1,0 +1,167 @@
+# Helpers for scenario scripts of the Xen-in-QEMU harness (tests/xen-in-qemu/run.sh).
+# Installed in dom0 as /harness/lib.sh and sourced (busybox sh) before every scenario, so a
+# scenario can simply call these functions. Not meant for the host.
+#
+# Output convention read by the host side (lib/harness.py):
+#   STEP <name>: PASS [detail]      STEP <name>: FAIL [detail]
+# dom0's /init prints the final `SCENARIO DONE` after the scenario script returns.
+#
+# Variables set by /harness/config (written by run.sh):
+#   SCENARIO      scenario name            INTERACTIVE  1 under --interactive, else 0
+#   STUB_KERNEL   stub image path in dom0 (empty unless the scenario declared `stub`)
+#   REPO_XEN_CFG  the repository's xen.cfg in dom0 (empty if the repository has none)
+#   GUEST_KERNEL  Debian's Linux kernel for guests (empty unless declared `linux-kernel`)
+#   GUEST_DIR     folder holding guest initramfs images <name>.cpio.gz (`guest:<name>`)
+#   FILES_DIR     the scenario's extra files (scenarios/<name>.files/), if any
+
+# step NAME PASS|FAIL [DETAIL...]
+step() {
+    _name=$1 _result=$2
+    shift 2
+    echo "STEP $_name: $_result${*:+ $*}"
+}
+pass() { _n=$1; shift; step "$_n" PASS "$@"; }
+fail() { _n=$1; shift; step "$_n" FAIL "$@"; }
+
+# show FILE [LABEL]: print a file indented, for context in the serial log.
+show() {
+    echo "---- ${2:-$1}"
+    if [ -f "$1" ]; then sed 's/^/    | /' "$1"; else echo "    (missing: $1)"; fi
+    echo "----"
+}
+
+# run_step NAME COMMAND...: run COMMAND (output kept in /tmp/steps/NAME.log, shown on
+# failure) and report the step; returns COMMAND's status.
+run_step() {
+    _name=$1
+    shift
+    mkdir -p /tmp/steps
+    if "$@" >"/tmp/steps/$_name.log" 2>&1; then
+        pass "$_name" "$*"
+        return 0
+    else
+        _rc=$?
+        show "/tmp/steps/$_name.log" "output of: $*"
+        fail "$_name" "exit status $_rc: $*"
+        return "$_rc"
+    fi
+}
+
+# wait_for SECONDS COMMAND...: retry COMMAND once a second until it succeeds.
+wait_for() {
+    _limit=$1
+    shift
+    _t=0
+    while ! "$@" >/dev/null 2>&1; do
+        _t=$((_t + 1))
+        [ "$_t" -ge "$_limit" ] && return 1
+        sleep 1
+    done
+    return 0
+}
+
+# start_xenstored: Debian's C xenstored + xen-init-dom0 (steps `xenstored`, `xen-init-dom0`).
+start_xenstored() {
+    run_step xenstored xenstored_and_wait --pid-file /run/xenstored.pid
+    run_step xen-init-dom0 xen-init-dom0
+}
+# xenstored_and_wait ARGS...: start the C xenstored (it daemonizes) and wait until it answers.
+xenstored_and_wait() {
+    xenstored "$@" || return 1
+    wait_for 20 xenstore-ls / || { echo "xenstored does not answer (xenstore-ls /)"; return 1; }
+}
+
+# start_xenconsoled: xenconsoled logging every guest console to
+# /var/log/xen/console/guest-<name>.log (step `xenconsoled`).
+start_xenconsoled() {
+    run_step xenconsoled xenconsoled --log=guest --log-dir=/var/log/xen/console --pid-file=/run/xenconsoled.pid
+}
+
+# start_stub_xenstore MEMORY_MIB [PARAM]: make the stub image ($STUB_KERNEL) the host's
+# xenstore instead of the C daemon: `init-xenstore-domain --kernel $STUB_KERNEL --memory
+# MEMORY_MIB [--param PARAM]` (step init-xenstore-domain; it blocks until the stub serves
+# dom0, so it is bounded by STUB_START_TIMEOUT seconds, default 60), then xen-init-dom0 and
+# xenconsoled. Use instead of start_c_xenstore_stack. If the stub does not answer, dom0's
+# xenbus still points at it and every xenstore client (xl list, xenstore-ls, ...) then blocks
+# for good: bound such calls with `timeout N` after a failure. (Checked with the harness's
+# fake stub: the PVH domain is built and runs, init-xenstore-domain then times out.)
+start_stub_xenstore() {
+    if [ -z "$STUB_KERNEL" ]; then
+        fail init-xenstore-domain "no stub image (declare 'harness-needs: stub')"
+        return 1
+    fi
+    run_step init-xenstore-domain timeout "${STUB_START_TIMEOUT:-60}" \
+        init-xenstore-domain --kernel "$STUB_KERNEL" --memory "$1" ${2:+--param "$2"} || return 1
+    run_step xen-init-dom0 xen-init-dom0 || return 1
+    start_xenconsoled
+}
+
+# start_c_xenstore_stack: the three above, the usual start of a scenario.
+start_c_xenstore_stack() {
+    start_xenstored
+    start_xenconsoled
+}
+
+# domain_line DOMID: the `xl list` line of a domain (empty if there is none).
+domain_line() { xl list 2>/dev/null | awk -v d="$1" 'NR > 1 && $2 == d'; }
+
+# domid_of NAME: the domain id of a running domain, or nothing.
+domid_of() { xl domid "$1" 2>/dev/null; }
+
+# wait_domain_gone DOMID SECONDS: wait until `xl list` no longer shows DOMID.
+# Returns 0 when gone, 1 on time-out, 2 if the domain crashed (state flag c; needs
+# on_crash="preserve" to be seen). Sets WAITED (seconds) and DOMAIN_STATE (last state).
+wait_domain_gone() {
+    WAITED=0
+    DOMAIN_STATE=
+    while :; do
+        _line=$(domain_line "$1")
+        [ -z "$_line" ] && return 0
+        DOMAIN_STATE=$(echo "$_line" | awk '{print $5}')
+        case $DOMAIN_STATE in *c*) return 2 ;; esac
+        [ "$WAITED" -ge "$2" ] && return 1
+        sleep 1
+        WAITED=$((WAITED + 1))
+    done
+}
+
+# xen_guest_log DOMID: what the domain wrote to Xen's console (I/O port 0xE9 with
+# guest_loglvl=all, or console_io), from `xl dmesg`, with the `(dN) ` prefix removed.
+xen_guest_log() { xl dmesg 2>/dev/null | sed -n "s/^.*(d$1) //p"; }
+
+# shutdown_reason NAME: how the domain last shut down, from the log of xl's per-domain
+# monitor (/var/log/xen/xl-NAME.log: "Domain N has shut down, reason code R ..."): prints
+# poweroff, reboot (also what Xen does on a PVH triple fault), suspend, crash, watchdog,
+# soft_reset, or nothing when the log says nothing.
+shutdown_reason() {
+    _code=$(sed -n 's/.*has shut down, reason code \([0-9]*\).*/\1/p' "/var/log/xen/xl-$1.log" 2>/dev/null | tail -n 1)
+    case $_code in
+    0) echo poweroff ;; 1) echo reboot ;; 2) echo suspend ;; 3) echo crash ;;
+    4) echo watchdog ;; 5) echo soft_reset ;; "") ;; *) echo "code $_code" ;;
+    esac
+}
+
+# console_log NAME: path of the guest's console log written by xenconsoled.
+console_log() { echo "/var/log/xen/console/guest-$1.log"; }
+
+# create_domain STEP CONFIG [KEY=VALUE...]: `xl create -p` (paused) and report STEP; sets
+# DOMID to the new domain's id. The caller then starts it with `xl unpause "$DOMID"`.
+create_domain() {
+    _step=$1
+    shift
+    mkdir -p /tmp/steps
+    DOMID=
+    _before=$(xl list 2>/dev/null | awk 'NR > 1 {print $2}' | sort -n | tr '\n' ' ')
+    if xl create -p "$@" >"/tmp/steps/$_step.log" 2>&1; then
+        for _id in $(xl list 2>/dev/null | awk 'NR > 1 {print $2}'); do
+            case " $_before " in *" $_id "*) ;; *) DOMID=$_id ;; esac
+        done
+        pass "$_step" "domain $DOMID: xl create -p $*"
+        return 0
+    else
+        _rc=$?
+        show "/tmp/steps/$_step.log" "output of: xl create -p $*"
+        fail "$_step" "exit status $_rc: xl create -p $*"
+        return 1
+    fi
+}

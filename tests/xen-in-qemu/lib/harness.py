@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Host-side helper of the Xen-in-QEMU test harness (tests/xen-in-qemu/run.sh).
+
+Two sub-commands, both called by run.sh (not meant to be run by hand, but they can be):
+
+  harness.py cpio OUT.cpio.gz DIR [--device PATH:c:MAJOR:MINOR ...]
+      Writes DIR as a gzip-compressed "newc" cpio archive (the Linux initramfs format).
+      Every entry is owned by root, so no fakeroot is needed; --device adds device nodes
+      (e.g. dev/console) that an unprivileged copy of a tree cannot hold.
+
+  harness.py run --log LOG --timeout SECONDS [--expect "STEP..."] [--verbose] -- QEMU-COMMAND...
+      Runs QEMU with the serial console on its stdout, copies the console to LOG,
+      prints progress (milestones, `STEP <name>: PASS|FAIL [detail]` lines, lines Xen
+      prints for guests as `(dN) ...`) with elapsed times, enforces the time limit and
+      prints a summary. Exit status 0 only if every reported step passed, no expected
+      step is missing and the scenario printed `SCENARIO DONE`; 1 otherwise.
+"""
+
+import argparse
+import gzip
+import os
+import re
+import selectors
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+# ---------------------------------------------------------------------------------------
+# cpio (newc) writer
+
+
+def _cpio_header(ino, mode, nlink, mtime, size, rdev_major, rdev_minor, name):
+    fields = [
+        ino, mode, 0, 0, nlink, mtime, size,  # ino mode uid gid nlink mtime filesize
+        0, 0, rdev_major, rdev_minor,  # devmajor devminor rdevmajor rdevminor
+        len(name) + 1, 0,  # namesize check
+    ]
+    header = b"070701" + b"".join(b"%08X" % f for f in fields) + name + b"\0"
+    return header + b"\0" * ((4 - len(header) % 4) % 4)
+
+
+def _pad(n):
+    return b"\0" * ((4 - n % 4) % 4)
+
+
+def write_cpio(out_path, root, devices):
+    entries = []  # (archive name, full path or None, device spec or None)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, root)
+        if rel != ".":
+            entries.append((rel, dirpath, None))
+        for name in sorted(filenames) + sorted(d for d in dirnames if os.path.islink(os.path.join(dirpath, d))):
+            full = os.path.join(dirpath, name)
+            entries.append((os.path.normpath(os.path.join(rel, name)), full, None))
+        # os.walk does not descend into symlinked dirs by default; they were added above.
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+    for spec in devices:
+        path, kind, major, minor = spec.split(":")
+        if kind not in ("c", "b"):
+            raise SystemExit(f"harness.py cpio: bad device spec {spec!r} (want PATH:c|b:MAJOR:MINOR)")
+        entries.append((path.strip("/"), None, (kind, int(major), int(minor))))
+
+    tmp = out_path + ".tmp"
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out:
+        ino = 1
+        for name, full, dev in entries:
+            bname = name.encode()
+            if dev is not None:
+                kind, major, minor = dev
+                mode = (stat.S_IFCHR if kind == "c" else stat.S_IFBLK) | 0o600
+                out.write(_cpio_header(ino, mode, 1, 0, 0, major, minor, bname))
+            else:
+                st = os.lstat(full)
+                if stat.S_ISLNK(st.st_mode):
+                    data = os.readlink(full).encode()
+                    out.write(_cpio_header(ino, st.st_mode, 1, 0, len(data), 0, 0, bname))
+                    out.write(data + _pad(len(data)))
+                elif stat.S_ISDIR(st.st_mode):
+                    out.write(_cpio_header(ino, st.st_mode, 2, 0, 0, 0, 0, bname))
+                elif stat.S_ISREG(st.st_mode):
+                    size = st.st_size
+                    out.write(_cpio_header(ino, st.st_mode, 1, 0, size, 0, 0, bname))
+                    with open(full, "rb") as f:
+                        while True:
+                            chunk = f.read(1 << 20)
+                            if not chunk:
+                                break
+                            out.write(chunk)
+                    out.write(_pad(size))
+                else:
+                    raise SystemExit(f"harness.py cpio: unsupported file type: {full}")
+            ino += 1
+        out.write(_cpio_header(ino, 0, 1, 0, 0, 0, 0, b"TRAILER!!!"))
+    os.replace(tmp, out_path)
+
+
+# ---------------------------------------------------------------------------------------
+# QEMU runner
+
+STEP_RE = re.compile(r"STEP ([A-Za-z0-9_.:/-]+): (PASS|FAIL)\b ?(.*)$")
+GUEST_RE = re.compile(r"\((d[0-9]+)\) (.*)$")
+# Milestones: (regex, description). Each is reported once, the first time it matches.
+MILESTONES = [
+    (re.compile(r"Xen version \d+\.\d+"), "Xen started"),
+    (re.compile(r"HVM: Hardware Assisted Paging \(HAP\) detected"), "Xen: HAP detected"),
+    (re.compile(r"\*\*\* LOADING DOMAIN 0 \*\*\*"), "Xen: building dom0"),
+    (re.compile(r"Freed \d+kB init memory"), "Xen: dom0 started"),
+    (re.compile(r"HARNESS: dom0 init started"), "dom0: /init started"),
+    (re.compile(r"HARNESS: dom0 set-up done"), "dom0: common set-up done"),
+    (re.compile(r"HARNESS: scenario started"), "dom0: scenario started"),
+    (re.compile(r"SCENARIO DONE"), "dom0: scenario done"),
+    (re.compile(r"Entering ACPI S5 state|Hardware Dom0 (halted|shutdown)"), "Xen: powering off"),
+]
+FATAL = [
+    re.compile(r"Panic on CPU \d+"),
+    re.compile(r"Kernel panic - not syncing"),
+]
+# After SCENARIO DONE, how long QEMU may take to power off before it is killed.
+POWEROFF_GRACE = 60
+
+
+def run_qemu(args):
+    expected = args.expect.split() if args.expect else []
+    start = time.monotonic()
+    deadline = start + args.timeout
+    steps = {}  # name -> (result, detail, elapsed); a step reported twice keeps the worst
+    order = []
+    guest_lines = []
+    seen_milestones = set()
+    done_at = None
+    fatal = None
+    fatal_at = None
+    timed_out = False
+
+    def say(msg):
+        print(f"[{time.monotonic() - start:7.1f}s] {msg}", flush=True)
+
+    log = open(args.log, "w", encoding="utf-8", errors="replace")
+    say("starting: " + " ".join(args.qemu))
+    proc = subprocess.Popen(args.qemu, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buf = b""
+    tail = []
+
+    def handle_line(raw):
+        nonlocal done_at, fatal
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n").replace("\r", "")
+        log.write(line + "\n")
+        tail.append(line)
+        del tail[:-80]
+        if args.verbose:
+            print(line, flush=True)
+        for regex, desc in MILESTONES:
+            if desc not in seen_milestones and regex.search(line):
+                seen_milestones.add(desc)
+                if not args.verbose:
+                    say(desc)
+                if desc == "dom0: scenario done" and done_at is None:
+                    done_at = time.monotonic()
+        m = STEP_RE.search(line)
+        if m:
+            name, result, detail = m.group(1), m.group(2), m.group(3).strip()
+            if name not in steps:
+                order.append(name)
+            if name not in steps or result == "FAIL":
+                steps[name] = (result, detail, time.monotonic() - start)
+            if not args.verbose:
+                say(f"STEP {name}: {result}" + (f" {detail}" if detail else ""))
+        g = GUEST_RE.search(line)
+        if g and not m:
+            guest_lines.append(line[g.start():])
+            if not args.verbose:
+                say(f"Xen console: {line[g.start():]}")
+        for regex in FATAL:
+            if fatal is None and regex.search(line):
+                fatal = line.strip()
+                say(f"fatal: {fatal}")
+
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            timed_out = True
+            break
+        if done_at is not None and now >= done_at + POWEROFF_GRACE:
+            say(f"QEMU still running {POWEROFF_GRACE}s after SCENARIO DONE; stopping it")
+            break
+        if fatal is not None:
+            # Let a few more lines (the panic message) arrive, then stop.
+            if fatal_at is None:
+                fatal_at = now
+            elif now - fatal_at > 5:
+                break
+        events = sel.select(timeout=min(1.0, max(0.05, deadline - now)))
+        if events:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                raw, buf = buf.split(b"\n", 1)
+                handle_line(raw)
+    if buf:
+        handle_line(buf)
+
+    if proc.poll() is None and not timed_out:
+        # The console closed (QEMU is exiting) or the harness gave up: give QEMU a moment.
+        try:
+            proc.wait(timeout=10 if fatal is None else 1)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        qemu_status = "stopped by the harness"
+    else:
+        proc.wait()
+        qemu_status = f"exited with status {proc.returncode}"
+    log.close()
+    elapsed = time.monotonic() - start
+
+    # Summary.
+    print("", flush=True)
+    print("=" * 72)
+    print(f"Summary ({args.name}): wall time {elapsed:.1f}s, QEMU {qemu_status}")
+    if guest_lines:
+        print(f"Lines Xen printed for guests ({len(guest_lines)}):")
+        for line in guest_lines[:60]:
+            print(f"    {line}")
+        if len(guest_lines) > 60:
+            print(f"    ... {len(guest_lines) - 60} more in the log")
+    ok = True
+    for name in order:
+        result, detail, at = steps[name]
+        ok &= result == "PASS"
+        print(f"  {result}  {name:<24} {at:7.1f}s  {detail}")
+    missing = [s for s in expected if s not in steps]
+    for name in missing:
+        print(f"  MISSING {name}")
+    ok &= not missing
+    if not steps:
+        print("  (no STEP lines)")
+        ok = False
+    if done_at is None:
+        ok = False
+        reason = "time limit reached" if timed_out else (fatal or "console closed")
+        print(f"  scenario did not finish: {reason} (SCENARIO DONE missing)")
+    elif timed_out:
+        print("  note: time limit reached while powering off (the scenario had finished)")
+    if fatal:
+        ok = False
+        print(f"  fatal console line: {fatal}")
+    print(f"Result: {'PASS' if ok else 'FAIL'}   (serial log: {args.log})")
+    if not ok and not args.verbose:
+        print("-" * 72)
+        print("Last console lines:")
+        for line in tail[-40:]:
+            print(f"    {line}")
+    print("=" * 72, flush=True)
+    return 0 if ok else 1
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("cpio")
+    p.add_argument("out")
+    p.add_argument("root")
+    p.add_argument("--device", action="append", default=[])
+    p = sub.add_parser("run")
+    p.add_argument("--log", required=True)
+    p.add_argument("--timeout", type=float, required=True)
+    p.add_argument("--expect", default="")
+    p.add_argument("--name", default="scenario")
+    p.add_argument("--verbose", action="store_true")
+    p.add_argument("qemu", nargs="+")
+    args = parser.parse_args()
+    if args.cmd == "cpio":
+        write_cpio(args.out, args.root, args.device)
+        return 0
+    return run_qemu(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
