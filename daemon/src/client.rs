@@ -1,0 +1,510 @@
+//! A xenstore client over the Unix socket or a simulated guest's ring, for `xenstore-guest` and the tests.
+//!
+//! Requests are sent one at a time; the reply is recognised by its `req_id`. Watch events that
+//! arrive meanwhile are queued for [`Client::next_event`]; replies to other request ids (left
+//! over from an earlier process acting as the same guest) are skipped.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use xenstore_engine::ring::{Ring, offset};
+
+use crate::simulation::{DomainFiles, NotificationFifo};
+use crate::sys::{self, PollEntry, SharedPage};
+use crate::wire::{Framer, Message, join_strings, message_type, split_strings};
+
+/// Why a request did not succeed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The transport failed or timed out.
+    Io(io::Error),
+    /// The store answered `XS_ERROR` with this name (`EACCES`, ...).
+    Store(String),
+    /// The store answered something that is not a valid reply.
+    Protocol(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Io(error) => write!(formatter, "{error}"),
+            ClientError::Store(name) => write!(formatter, "{name}"),
+            ClientError::Protocol(text) => write!(formatter, "protocol error: {text}"),
+        }
+    }
+}
+
+impl From<io::Error> for ClientError {
+    fn from(error: io::Error) -> Self {
+        ClientError::Io(error)
+    }
+}
+
+impl ClientError {
+    /// The store's error name, if this is a store error.
+    pub fn store_error(&self) -> Option<&str> {
+        match self {
+            ClientError::Store(name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// Moves bytes to and from a store.
+pub trait Transport {
+    /// Sends all of `bytes` (waiting for room up to `timeout`).
+    fn send(&mut self, bytes: &[u8], timeout: Duration) -> io::Result<()>;
+    /// Receives some bytes; `Ok(0)` when nothing arrived within `timeout`.
+    fn receive(&mut self, buffer: &mut [u8], timeout: Duration) -> io::Result<usize>;
+}
+
+/// The Unix socket: the client is privileged (dom0).
+pub struct SocketTransport {
+    stream: UnixStream,
+}
+
+impl SocketTransport {
+    pub fn connect(path: &Path) -> io::Result<SocketTransport> {
+        Ok(SocketTransport {
+            stream: UnixStream::connect(path)?,
+        })
+    }
+}
+
+impl Transport for SocketTransport {
+    fn send(&mut self, bytes: &[u8], timeout: Duration) -> io::Result<()> {
+        self.stream
+            .set_write_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        self.stream.write_all(bytes)
+    }
+
+    fn receive(&mut self, buffer: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        self.stream
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        match self.stream.read(buffer) {
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the store closed the connection",
+            )),
+            Ok(count) => Ok(count),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// A simulated guest's ring (see `simulation.rs`).
+pub struct RingTransport {
+    page: SharedPage,
+    to_server: NotificationFifo,
+    to_guest: NotificationFifo,
+    port: u32,
+}
+
+impl RingTransport {
+    /// Attaches to the existing files of `domid`; the port is read from the page's `evtchn_port`.
+    pub fn attach(run_directory: &Path, domid: u16) -> io::Result<RingTransport> {
+        let files = DomainFiles::new(run_directory, domid);
+        let page = SharedPage::map(&files.ring())?;
+        let port = Ring::new(&page).event_channel_port();
+        Ok(RingTransport {
+            page,
+            to_server: NotificationFifo::open(&files.to_server())?,
+            to_guest: NotificationFifo::open(&files.to_guest())?,
+            port,
+        })
+    }
+
+    /// The ring page, for tests that abuse it.
+    pub fn page(&self) -> &SharedPage {
+        &self.page
+    }
+
+    /// Notifies the store.
+    pub fn notify(&self) -> io::Result<()> {
+        self.to_server.notify(self.port)
+    }
+
+    fn check_error(&self) -> io::Result<()> {
+        use xenstore_engine::ring::RingMemory;
+        let error = self.page.load_u32_acquire(offset::ERROR);
+        if error != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("the store stopped serving this ring (error field {error})"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits for a notification from the store, at most `timeout` (and at most 50 ms, so that
+    /// the caller re-checks the ring even if a notification was lost).
+    fn wait(&self, timeout: Duration) -> io::Result<()> {
+        let slice = timeout.min(Duration::from_millis(50));
+        let mut entries = [PollEntry::new(self.to_guest.descriptor(), true, false)];
+        sys::poll(&mut entries, slice.as_millis() as i32)?;
+        if entries[0].readable {
+            self.to_guest.drain()?;
+        }
+        Ok(())
+    }
+}
+
+impl Transport for RingTransport {
+    fn send(&mut self, bytes: &[u8], timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut sent = 0;
+        while sent < bytes.len() {
+            self.check_error()?;
+            let written = Ring::new(&self.page)
+                .client_write(&bytes[sent..])
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?;
+            sent += written;
+            self.notify()?;
+            if sent < bytes.len() {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the request ring stayed full",
+                    ));
+                }
+                self.wait(deadline - now)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn receive(&mut self, buffer: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let count = Ring::new(&self.page)
+                .client_read(buffer)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?;
+            if count > 0 {
+                // The store may be waiting for room in the response ring.
+                self.notify()?;
+                return Ok(count);
+            }
+            self.check_error()?;
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(0);
+            }
+            self.wait(deadline - now)?;
+        }
+    }
+}
+
+/// A client speaking `xs_wire.h` over some transport.
+pub struct Client<T: Transport> {
+    transport: T,
+    framer: Framer,
+    next_request_id: u32,
+    events: VecDeque<Message>,
+    /// How long one request may take.
+    pub timeout: Duration,
+}
+
+impl Client<SocketTransport> {
+    /// A privileged client on the store's socket.
+    pub fn connect(socket_path: &Path) -> Result<Client<SocketTransport>, ClientError> {
+        Ok(Client::new(SocketTransport::connect(socket_path)?))
+    }
+}
+
+impl Client<RingTransport> {
+    /// Acts as `domid` through its existing ring files.
+    pub fn attach(run_directory: &Path, domid: u16) -> Result<Client<RingTransport>, ClientError> {
+        Ok(Client::new(RingTransport::attach(run_directory, domid)?))
+    }
+
+    /// Creates guest `domid`'s files, has the store introduce it (through `dom0`), and attaches.
+    pub fn create_and_introduce(
+        dom0: &mut Client<impl Transport>,
+        run_directory: &Path,
+        domid: u16,
+        port: u32,
+    ) -> Result<Client<RingTransport>, ClientError> {
+        DomainFiles::new(run_directory, domid).create(port)?;
+        // The frame number is meaningless here; grant ref 1 is the ring file.
+        dom0.introduce(domid, 0, port)?;
+        Client::attach(run_directory, domid)
+    }
+}
+
+impl<T: Transport> Client<T> {
+    pub fn new(transport: T) -> Client<T> {
+        // Request ids start from the process id so that replies left in a ring by an earlier
+        // process acting as the same guest are not mistaken for ours.
+        Client {
+            transport,
+            framer: Framer::default(),
+            next_request_id: std::process::id().wrapping_mul(65_536),
+            events: VecDeque::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// Sends raw bytes (for tests of malformed input).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        Ok(self.transport.send(bytes, self.timeout)?)
+    }
+
+    /// The next complete message, waiting at most `timeout`.
+    pub fn receive_message(&mut self, timeout: Duration) -> Result<Option<Message>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(message) = self.framer.next_message() {
+                return Ok(Some(message));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let mut buffer = [0u8; 4096];
+            let count = self.transport.receive(&mut buffer, deadline - now)?;
+            self.framer.push(&buffer[..count]);
+        }
+    }
+
+    /// Sends one request and returns the reply message (which may be `XS_ERROR`).
+    pub fn request(
+        &mut self,
+        message_type: u32,
+        transaction_id: u32,
+        payload: &[u8],
+    ) -> Result<Message, ClientError> {
+        let request_id = self.next_request_id;
+        self.next_request_id = self.next_request_id.wrapping_add(1);
+        let message = Message::new(message_type, request_id, transaction_id, payload.to_vec());
+        self.transport.send(&message.to_bytes(), self.timeout)?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Some(reply) = self.receive_message(remaining)? else {
+                return Err(ClientError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no reply from the store",
+                )));
+            };
+            if reply.header.message_type == message_type::WATCH_EVENT {
+                self.events.push_back(reply);
+            } else if reply.header.request_id == request_id {
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// Sends one request; an `XS_ERROR` reply becomes [`ClientError::Store`].
+    pub fn call(
+        &mut self,
+        message_type: u32,
+        transaction_id: u32,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
+        let reply = self.request(message_type, transaction_id, payload)?;
+        if reply.header.message_type == message_type::ERROR {
+            let name = split_strings(&reply.payload)
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            return Err(ClientError::Store(name));
+        }
+        if reply.header.message_type != message_type {
+            return Err(ClientError::Protocol(format!(
+                "reply type {} to request type {message_type}",
+                reply.header.message_type
+            )));
+        }
+        Ok(reply.payload)
+    }
+
+    fn expect_ok(payload: Vec<u8>) -> Result<(), ClientError> {
+        if payload == b"OK\0" {
+            Ok(())
+        } else {
+            Err(ClientError::Protocol(format!(
+                "expected OK, got {:?}",
+                String::from_utf8_lossy(&payload)
+            )))
+        }
+    }
+
+    pub fn read(&mut self, path: &str) -> Result<Vec<u8>, ClientError> {
+        self.read_in(0, path)
+    }
+
+    pub fn read_in(&mut self, transaction_id: u32, path: &str) -> Result<Vec<u8>, ClientError> {
+        self.call(message_type::READ, transaction_id, &join_strings(&[path]))
+    }
+
+    /// Reads a value as text.
+    pub fn read_string(&mut self, path: &str) -> Result<String, ClientError> {
+        Ok(String::from_utf8_lossy(&self.read(path)?).into_owned())
+    }
+
+    pub fn write(&mut self, path: &str, value: &[u8]) -> Result<(), ClientError> {
+        self.write_in(0, path, value)
+    }
+
+    pub fn write_in(
+        &mut self,
+        transaction_id: u32,
+        path: &str,
+        value: &[u8],
+    ) -> Result<(), ClientError> {
+        let mut payload = join_strings(&[path]);
+        payload.extend_from_slice(value);
+        Self::expect_ok(self.call(message_type::WRITE, transaction_id, &payload)?)
+    }
+
+    pub fn mkdir(&mut self, path: &str) -> Result<(), ClientError> {
+        Self::expect_ok(self.call(message_type::MKDIR, 0, &join_strings(&[path]))?)
+    }
+
+    pub fn rm(&mut self, path: &str) -> Result<(), ClientError> {
+        Self::expect_ok(self.call(message_type::RM, 0, &join_strings(&[path]))?)
+    }
+
+    pub fn directory(&mut self, path: &str) -> Result<Vec<String>, ClientError> {
+        Ok(split_strings(&self.call(
+            message_type::DIRECTORY,
+            0,
+            &join_strings(&[path]),
+        )?))
+    }
+
+    pub fn get_perms(&mut self, path: &str) -> Result<Vec<String>, ClientError> {
+        Ok(split_strings(&self.call(
+            message_type::GET_PERMS,
+            0,
+            &join_strings(&[path]),
+        )?))
+    }
+
+    pub fn set_perms(&mut self, path: &str, permissions: &[&str]) -> Result<(), ClientError> {
+        let mut parts = vec![path];
+        parts.extend_from_slice(permissions);
+        Self::expect_ok(self.call(message_type::SET_PERMS, 0, &join_strings(&parts))?)
+    }
+
+    pub fn watch(&mut self, path: &str, token: &str) -> Result<(), ClientError> {
+        Self::expect_ok(self.call(message_type::WATCH, 0, &join_strings(&[path, token]))?)
+    }
+
+    pub fn unwatch(&mut self, path: &str, token: &str) -> Result<(), ClientError> {
+        Self::expect_ok(self.call(message_type::UNWATCH, 0, &join_strings(&[path, token]))?)
+    }
+
+    pub fn transaction_start(&mut self) -> Result<u32, ClientError> {
+        let payload = self.call(message_type::TRANSACTION_START, 0, b"\0")?;
+        let text = split_strings(&payload)
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        text.parse()
+            .map_err(|_| ClientError::Protocol(format!("bad transaction id {text:?}")))
+    }
+
+    pub fn transaction_end(
+        &mut self,
+        transaction_id: u32,
+        commit: bool,
+    ) -> Result<(), ClientError> {
+        let argument = if commit { "T" } else { "F" };
+        Self::expect_ok(self.call(
+            message_type::TRANSACTION_END,
+            transaction_id,
+            &join_strings(&[argument]),
+        )?)
+    }
+
+    pub fn introduce(&mut self, domid: u16, frame: u64, port: u32) -> Result<(), ClientError> {
+        let parts = [domid.to_string(), frame.to_string(), port.to_string()];
+        Self::expect_ok(self.call(message_type::INTRODUCE, 0, &join_strings(&parts))?)
+    }
+
+    pub fn release(&mut self, domid: u16) -> Result<(), ClientError> {
+        Self::expect_ok(self.call(
+            message_type::RELEASE,
+            0,
+            &join_strings(&[domid.to_string()]),
+        )?)
+    }
+
+    pub fn is_domain_introduced(&mut self, domid: u16) -> Result<bool, ClientError> {
+        let payload = self.call(
+            message_type::IS_DOMAIN_INTRODUCED,
+            0,
+            &join_strings(&[domid.to_string()]),
+        )?;
+        Ok(payload.starts_with(b"T"))
+    }
+
+    pub fn get_domain_path(&mut self, domid: u16) -> Result<String, ClientError> {
+        let payload = self.call(
+            message_type::GET_DOMAIN_PATH,
+            0,
+            &join_strings(&[domid.to_string()]),
+        )?;
+        Ok(split_strings(&payload)
+            .into_iter()
+            .next()
+            .unwrap_or_default())
+    }
+
+    /// The next watch event `(path, token)`, waiting at most `timeout`.
+    pub fn next_event(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<(String, String)>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                let mut strings = event.strings().into_iter();
+                let path = strings.next().unwrap_or_default();
+                let token = strings.next().unwrap_or_default();
+                return Ok(Some((path, token)));
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.receive_message(remaining)? {
+                Some(message) if message.header.message_type == message_type::WATCH_EVENT => {
+                    self.events.push_back(message);
+                }
+                Some(_) => {} // a stale reply
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Every watch event arriving within `timeout`.
+    pub fn collect_events(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Vec<(String, String)>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let mut events = Vec::new();
+        while let Some(event) =
+            self.next_event(deadline.saturating_duration_since(Instant::now()))?
+        {
+            events.push(event);
+        }
+        Ok(events)
+    }
+}

@@ -1,0 +1,16 @@
+//! The Linux front end of the xenstore engine: `xenstored` on a Unix socket, simulated guest rings, and a client library.
+//!
+//! - [`options`], [`logger`], [`server`], [`platform`]: the daemon.
+//! - [`simulation`]: the file/FIFO convention through which any program acts as a guest.
+//! - [`wire`], [`client`]: `xs_wire.h` framing and a client over the socket or a ring, used
+//!   by `xenstore-guest` and the integration tests.
+//! - [`sys`]: the only `unsafe` code (mmap, poll, mkfifo).
+
+pub mod client;
+pub mod logger;
+pub mod options;
+pub mod platform;
+pub mod server;
+pub mod simulation;
+pub mod sys;
+pub mod wire;

@@ -1,0 +1,481 @@
+//! Simulated guests on rings: what an unprivileged domain may and may not do, and how it dies.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, error_name, eventually};
+use xenstore_engine::ring::{RingMemory, error as ring_error, feature, offset};
+use xenstored_linux::client::Client;
+use xenstored_linux::simulation::{self, DomainFiles};
+use xenstored_linux::wire::{Header, message_type};
+
+const EVENT_WAIT: Duration = Duration::from_secs(3);
+const QUIET_WAIT: Duration = Duration::from_millis(400);
+
+#[test]
+fn a_guest_reads_and_writes_its_own_home() {
+    let daemon = Daemon::start(&[]);
+    let mut guest = daemon.guest(5);
+    let features = guest
+        .transport()
+        .page()
+        .load_u32_acquire(offset::SERVER_FEATURES);
+    assert_eq!(features, feature::C_XENSTORED_4_22);
+    assert_eq!(guest.get_domain_path(5).unwrap(), "/local/domain/5");
+    guest.write("data/value", b"42").unwrap();
+    assert_eq!(guest.read("data/value").unwrap(), b"42");
+    assert_eq!(guest.read("/local/domain/5/data/value").unwrap(), b"42");
+    assert_eq!(guest.directory("data").unwrap(), vec!["value"]);
+    // Nodes an unprivileged domain creates are its own (C `construct_node()`).
+    assert_eq!(guest.get_perms("data/value").unwrap(), vec!["n5"]);
+    let mut dom0 = daemon.dom0();
+    assert_eq!(dom0.read("/local/domain/5/data/value").unwrap(), b"42");
+    assert!(dom0.is_domain_introduced(5).unwrap());
+}
+
+#[test]
+fn a_guest_is_refused_outside_its_home() {
+    let daemon = Daemon::start(&[]);
+    let mut dom0 = daemon.dom0();
+    dom0.write("/local/domain/0/secret", b"s").unwrap();
+    let mut guest = daemon.guest(6);
+    assert_eq!(error_name(guest.read("/local/domain/0/secret")), "EACCES");
+    assert_eq!(
+        error_name(guest.write("/local/domain/0/secret", b"x")),
+        "EACCES"
+    );
+    assert_eq!(error_name(guest.write("/elsewhere", b"x")), "EACCES");
+    // A missing node under an unreadable parent is hidden as EACCES, not ENOENT.
+    assert_eq!(error_name(guest.read("/local/domain/0/missing")), "EACCES");
+    assert_eq!(error_name(guest.read("missing")), "ENOENT");
+    // Privileged-only requests.
+    assert_eq!(error_name(guest.introduce(9, 0, 1)), "EACCES");
+    assert_eq!(error_name(guest.is_domain_introduced(0)), "EACCES");
+    assert_eq!(
+        error_name(guest.call(message_type::CONTROL, 0, b"print\0x\0")),
+        "EACCES"
+    );
+}
+
+#[test]
+fn guest_permissions_follow_c_semantics() {
+    let daemon = Daemon::start(&[]);
+    let mut dom0 = daemon.dom0();
+    dom0.write("/shared/readable", b"r").unwrap();
+    dom0.set_perms("/shared", &["n0", "r7"]).unwrap();
+    dom0.set_perms("/shared/readable", &["n0", "r7"]).unwrap();
+    let mut guest = daemon.guest(7);
+    assert_eq!(guest.read("/shared/readable").unwrap(), b"r");
+    assert_eq!(error_name(guest.write("/shared/readable", b"w")), "EACCES");
+    guest.write("mine", b"m").unwrap();
+    guest.set_perms("mine", &["n7", "r0"]).unwrap();
+    assert_eq!(guest.get_perms("mine").unwrap(), vec!["n7", "r0"]);
+    // Only the privileged domain may give a node away.
+    assert_eq!(error_name(guest.set_perms("mine", &["n0"])), "EPERM");
+    // The node-permissions quota (default 5, 4.22 boundary: at most 4 entries).
+    assert_eq!(
+        error_name(guest.set_perms("mine", &["n7", "r1", "r2", "r3", "r4", "r6"])),
+        "ENOSPC"
+    );
+}
+
+#[test]
+fn guest_quotas_nodes_watches_and_node_size() {
+    let daemon = Daemon::start(&["-E", "6", "-W", "4", "-S", "300"]);
+    let mut guest = daemon.guest(8);
+    let mut created = 0;
+    let mut refusal = None;
+    for index in 0..10 {
+        match guest.write(&format!("n{index}"), b"") {
+            Ok(()) => created += 1,
+            Err(error) => {
+                refusal = Some(error.store_error().map(String::from).unwrap_or_default());
+                break;
+            }
+        }
+    }
+    assert_eq!(refusal.as_deref(), Some("ENOSPC"), "after {created} nodes");
+    // The home counts; 4.22 refuses at the limit itself: home + 4 nodes = 5 < 6.
+    assert_eq!(created, 4);
+
+    let mut watches = 0;
+    let mut watch_refusal = None;
+    for index in 0..6 {
+        match guest.watch(&format!("w{index}"), "t") {
+            Ok(()) => watches += 1,
+            Err(error) => {
+                watch_refusal = error.store_error().map(String::from);
+                break;
+            }
+        }
+    }
+    assert_eq!(watch_refusal.as_deref(), Some("ENOSPC"));
+    assert_eq!(watches, 3);
+
+    guest.rm("n0").unwrap();
+    assert_eq!(error_name(guest.write("n0", &[b'x'; 400])), "ENOSPC");
+    guest.write("n0", b"small").unwrap();
+}
+
+#[test]
+fn watch_events_for_unreadable_nodes_do_not_reach_a_guest() {
+    let daemon = Daemon::start(&[]);
+    let mut dom0 = daemon.dom0();
+    dom0.write("/local/domain/0/private", b"p").unwrap();
+    let mut guest = daemon.guest(9);
+    guest.watch("/local/domain/0/private", "hidden").unwrap();
+    // The initial event is never filtered.
+    assert_eq!(
+        guest.next_event(EVENT_WAIT).unwrap(),
+        Some(("/local/domain/0/private".into(), "hidden".into()))
+    );
+    guest.watch("watched", "own").unwrap();
+    assert_eq!(
+        guest.next_event(EVENT_WAIT).unwrap(),
+        Some(("watched".into(), "own".into()))
+    );
+    dom0.write("/local/domain/0/private", b"changed").unwrap();
+    dom0.write("/local/domain/9/watched", b"visible").unwrap();
+    // Relative watches report relative paths; the private change is filtered out.
+    assert_eq!(
+        guest.collect_events(QUIET_WAIT).unwrap(),
+        vec![("watched".to_string(), "own".to_string())]
+    );
+}
+
+#[test]
+fn a_guest_with_impossible_ring_indices_is_ignored_while_others_are_served() {
+    let daemon = Daemon::start(&[]);
+    let mut hostile = daemon.guest(10);
+    let mut bystander = daemon.guest(11);
+    hostile.write("before", b"ok").unwrap();
+    let page = hostile.transport().page();
+    let consumer = page.load_u32_acquire(offset::REQUEST_CONSUMER);
+    page.store_u32_release(offset::REQUEST_PRODUCER, consumer.wrapping_add(5000));
+    hostile.transport().notify().unwrap();
+    assert!(
+        eventually(EVENT_WAIT, || page.load_u32_acquire(offset::ERROR)
+            == ring_error::RING_INDEX),
+        "error field: {}",
+        page.load_u32_acquire(offset::ERROR)
+    );
+    let mut dom0 = daemon.dom0();
+    dom0.write("/still/served", b"yes").unwrap();
+    bystander.write("fine", b"1").unwrap();
+    assert_eq!(bystander.read("fine").unwrap(), b"1");
+    // The hostile domain stays introduced (it is ignored, not released).
+    assert!(dom0.is_domain_introduced(10).unwrap());
+}
+
+#[test]
+fn a_guest_announcing_an_oversized_message_is_ignored() {
+    let daemon = Daemon::start(&[]);
+    let mut hostile = daemon.guest(12);
+    let header = Header {
+        message_type: message_type::WRITE,
+        request_id: 1,
+        transaction_id: 0,
+        length: 4097,
+    };
+    hostile.send_raw(&header.encode()).unwrap();
+    let page = hostile.transport().page();
+    assert!(eventually(EVENT_WAIT, || page
+        .load_u32_acquire(offset::ERROR)
+        == ring_error::PROTOCOL));
+    daemon.dom0().write("/alive", b"1").unwrap();
+}
+
+#[test]
+fn garbage_in_a_ring_never_stops_the_daemon() {
+    let mut daemon = Daemon::start(&[]);
+    let mut guest = daemon.guest(13);
+    let mut noise = Vec::new();
+    let mut state = 0x1234_5678u32;
+    for _ in 0..3000 {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        noise.push(state as u8);
+    }
+    let _ = guest.send_raw(&noise);
+    std::thread::sleep(QUIET_WAIT);
+    assert!(daemon.is_running());
+    daemon.dom0().write("/alive", b"1").unwrap();
+}
+
+#[test]
+fn domain_death_fires_release_domain_and_removes_the_guests_nodes() {
+    let daemon = Daemon::start(&[]);
+    let mut dom0 = daemon.dom0();
+    let mut watcher = daemon.dom0();
+    watcher.watch("@releaseDomain", "released").unwrap();
+    assert_eq!(
+        watcher.next_event(EVENT_WAIT).unwrap(),
+        Some(("@releaseDomain".into(), "released".into()))
+    );
+    let mut guest = daemon.guest(14);
+    guest.write("device/vif/0", b"state").unwrap();
+    // dom0 keeps a node under the guest's home that the guest does not own.
+    dom0.write("/local/domain/14/dom0-owned", b"kept").unwrap();
+    drop(guest);
+    let files = DomainFiles::new(&daemon.run_directory, 14);
+    simulation::announce_state_change(&daemon.run_directory, &files.dead_marker()).unwrap();
+    assert_eq!(
+        watcher.next_event(EVENT_WAIT).unwrap(),
+        Some(("@releaseDomain".into(), "released".into()))
+    );
+    assert!(!dom0.is_domain_introduced(14).unwrap());
+    // Nodes owned by the dead domain are deleted with their subtree (reference §2.7).
+    assert_eq!(
+        error_name(dom0.read("/local/domain/14/device/vif/0")),
+        "ENOENT"
+    );
+    assert_eq!(error_name(dom0.read("/local/domain/14")), "ENOENT");
+}
+
+#[test]
+fn introduce_and_release_fire_the_special_watches() {
+    let daemon = Daemon::start(&[]);
+    let mut watcher = daemon.dom0();
+    watcher.watch("@introduceDomain", "in").unwrap();
+    watcher.watch("@releaseDomain", "out").unwrap();
+    let initial = watcher.collect_events(QUIET_WAIT).unwrap();
+    assert_eq!(initial.len(), 2, "{initial:?}");
+    let _guest = daemon.guest(15);
+    assert_eq!(
+        watcher.next_event(EVENT_WAIT).unwrap(),
+        Some(("@introduceDomain".into(), "in".into()))
+    );
+    let mut dom0 = daemon.dom0();
+    dom0.release(15).unwrap();
+    assert_eq!(
+        watcher.next_event(EVENT_WAIT).unwrap(),
+        Some(("@releaseDomain".into(), "out".into()))
+    );
+    assert!(!dom0.is_domain_introduced(15).unwrap());
+    assert_eq!(error_name(dom0.release(15)), "ENOENT");
+}
+
+#[test]
+fn the_guest_tool_acts_as_a_domain() {
+    let daemon = Daemon::start(&[]);
+    let mut dom0 = daemon.dom0();
+    dom0.mkdir("/local/domain/16").unwrap();
+    dom0.set_perms("/local/domain/16", &["n16"]).unwrap();
+    let tool = |arguments: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_xenstore-guest"))
+            .arg("--domid")
+            .arg("16")
+            .arg("--rundir")
+            .arg(&daemon.run_directory)
+            .arg("--socket")
+            .arg(&daemon.socket_path)
+            .args(arguments)
+            .output()
+            .unwrap()
+    };
+    let written = tool(&["--introduce", "write", "name", "guest16", "other", "x"]);
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let read = tool(&["read", "name", "other"]);
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "guest16\nx\n");
+    let refused = tool(&["read", "/local/domain/0"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&refused.stdout), "ERROR EACCES\n");
+    let listed = tool(&["ls", "/local/domain/16"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "name\nother\n");
+    let raw = tool(&["raw", "GET_DOMAIN_PATH", "16"]);
+    assert_eq!(
+        String::from_utf8_lossy(&raw.stdout),
+        "GET_DOMAIN_PATH /local/domain/16\n"
+    );
+    let watched = tool(&["watch", "name", "tok", "--count", "1"]);
+    assert_eq!(String::from_utf8_lossy(&watched.stdout), "name tok\n");
+    let destroyed = tool(&["--destroy"]);
+    assert!(destroyed.status.success());
+    assert!(eventually(EVENT_WAIT, || !dom0
+        .is_domain_introduced(16)
+        .unwrap_or(true)));
+    let _ = Client::connect(&daemon.socket_path).unwrap();
+}
+
+#[test]
+fn a_simulated_shutdown_fires_release_domain_once_and_keeps_the_domain() {
+    let daemon = Daemon::start(&[]);
+    let mut watcher = daemon.dom0();
+    watcher.watch("@releaseDomain", "released").unwrap();
+    assert_eq!(watcher.collect_events(QUIET_WAIT).unwrap().len(), 1);
+    let mut guest = daemon.guest(17);
+    let files = DomainFiles::new(&daemon.run_directory, 17);
+    simulation::announce_state_change(&daemon.run_directory, &files.shutdown_marker()).unwrap();
+    assert_eq!(
+        watcher.next_event(EVENT_WAIT).unwrap(),
+        Some(("@releaseDomain".into(), "released".into()))
+    );
+    // Reported once, however often the store looks again.
+    simulation::announce_state_change(&daemon.run_directory, &files.shutdown_marker()).unwrap();
+    assert!(
+        watcher
+            .collect_events(Duration::from_millis(1500))
+            .unwrap()
+            .is_empty()
+    );
+    let mut dom0 = daemon.dom0();
+    assert!(dom0.is_domain_introduced(17).unwrap());
+    guest.write("still", b"here").unwrap();
+}
+
+#[test]
+fn introduction_answers_a_reconnect_request_and_honours_the_feature_mask() {
+    let daemon = Daemon::start(&[]);
+    let mut dom0 = daemon.dom0();
+    // XS_SET_FEATURE (24) before XS_INTRODUCE masks the advertised bits (reference §6.3).
+    dom0.call(24, 0, &xenstored_linux::wire::join_strings(&["18", "2"]))
+        .unwrap();
+    let files = DomainFiles::new(&daemon.run_directory, 18);
+    files.create(3).unwrap();
+    {
+        // The dom0less flow: the page says RECONNECT before the domain is introduced.
+        let page = xenstored_linux::sys::SharedPage::map(&files.ring()).unwrap();
+        page.store_u32_release(offset::CONNECTION, 1);
+    }
+    dom0.introduce(18, 0, 3).unwrap();
+    let guest = Client::attach(&daemon.run_directory, 18).unwrap();
+    let page = guest.transport().page();
+    assert_eq!(page.load_u32_acquire(offset::CONNECTION), 0);
+    assert!(eventually(EVENT_WAIT, || page
+        .load_u32_acquire(offset::SERVER_FEATURES)
+        == feature::ERROR));
+}
+
+#[test]
+fn the_guest_tool_runs_a_transaction_batch() {
+    use std::io::Write;
+    let daemon = Daemon::start(&[]);
+    let mut dom0 = daemon.dom0();
+    dom0.mkdir("/local/domain/19").unwrap();
+    dom0.set_perms("/local/domain/19", &["n19"]).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xenstore-guest"))
+        .args(["--domid", "19", "--introduce", "--rundir"])
+        .arg(&daemon.run_directory)
+        .arg("--socket")
+        .arg(&daemon.socket_path)
+        .arg("batch")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"start\nwrite a 1\nread a\ncommit\nread a\nread /local/domain/0\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].parse::<u32>().is_ok(), "{text}");
+    assert_eq!(&lines[1..], &["1", "1", "ERROR EACCES"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(dom0.read("/local/domain/19/a").unwrap(), b"1");
+}
+
+#[test]
+fn a_guest_flooding_requests_is_throttled_but_every_reply_arrives() {
+    let daemon = Daemon::start(&[]);
+    let mut guest = daemon.guest(20);
+    let mut bystander = daemon.guest(21);
+    guest.write("value", b"v").unwrap();
+    // 100 requests without reading a reply: more than the outstanding quota (20) and more
+    // than the response ring holds, so the store must stop reading and resume later.
+    let total = 100u32;
+    let mut requests = Vec::new();
+    for request_id in 1..=total {
+        let payload = b"value\0".to_vec();
+        let message =
+            xenstored_linux::wire::Message::new(message_type::READ, request_id, 0, payload);
+        requests.extend_from_slice(&message.to_bytes());
+    }
+    let sender = std::thread::scope(|scope| {
+        let handle = scope.spawn(|| {
+            // Meanwhile another guest is served normally.
+            bystander.write("fine", b"1").unwrap();
+            bystander.read("fine").unwrap()
+        });
+        guest.send_raw(&requests).unwrap();
+        handle.join().unwrap()
+    });
+    assert_eq!(sender, b"1");
+    let mut seen = Vec::new();
+    while seen.len() < total as usize {
+        let message = guest.receive_message(EVENT_WAIT).unwrap().expect("a reply");
+        assert_eq!(message.header.message_type, message_type::READ);
+        assert_eq!(message.payload, b"v");
+        seen.push(message.header.request_id);
+    }
+    assert_eq!(seen, (1..=total).collect::<Vec<_>>());
+}
+
+#[test]
+fn with_keep_orphans_a_dead_domains_nodes_go_to_the_privileged_domain() {
+    let daemon = Daemon::start(&["-K"]);
+    let mut guest = daemon.guest(22);
+    guest.write("kept", b"k").unwrap();
+    drop(guest);
+    let files = DomainFiles::new(&daemon.run_directory, 22);
+    simulation::announce_state_change(&daemon.run_directory, &files.dead_marker()).unwrap();
+    let mut dom0 = daemon.dom0();
+    assert!(eventually(EVENT_WAIT, || !dom0
+        .is_domain_introduced(22)
+        .unwrap_or(true)));
+    assert_eq!(dom0.read("/local/domain/22/kept").unwrap(), b"k");
+    assert_eq!(dom0.get_perms("/local/domain/22/kept").unwrap()[0], "n0");
+}
+
+#[test]
+fn without_the_error_feature_a_failed_ring_gets_no_error_code() {
+    let daemon = Daemon::start(&[]);
+    let mut dom0 = daemon.dom0();
+    // Mask every feature of domain 23 before introducing it (C-HEAD writes `error` only
+    // for domains with XENSTORE_SERVER_FEATURE_ERROR).
+    dom0.call(24, 0, &xenstored_linux::wire::join_strings(&["23", "0"]))
+        .unwrap();
+    let hostile = daemon.guest(23);
+    let page = hostile.transport().page();
+    let consumer = page.load_u32_acquire(offset::REQUEST_CONSUMER);
+    page.store_u32_release(offset::REQUEST_PRODUCER, consumer.wrapping_add(2000));
+    hostile.transport().notify().unwrap();
+    std::thread::sleep(QUIET_WAIT);
+    assert_eq!(page.load_u32_acquire(offset::ERROR), 0);
+    assert_eq!(page.load_u32_acquire(offset::SERVER_FEATURES), 0);
+    daemon.dom0().write("/alive", b"1").unwrap();
+    assert!(daemon.stderr().contains("RingIndex"), "{}", daemon.stderr());
+}
+
+#[test]
+fn many_guests_are_served_side_by_side() {
+    let daemon = Daemon::start(&[]);
+    let mut guests: Vec<_> = (30..50).map(|domid| (domid, daemon.guest(domid))).collect();
+    for round in 0..5 {
+        for (domid, guest) in &mut guests {
+            guest.write("round", round.to_string().as_bytes()).unwrap();
+            assert_eq!(
+                guest.read_string("round").unwrap(),
+                round.to_string(),
+                "domain {domid}"
+            );
+        }
+    }
+    let mut dom0 = daemon.dom0();
+    for domid in 30..50 {
+        assert_eq!(
+            dom0.read(&format!("/local/domain/{domid}/round")).unwrap(),
+            b"4"
+        );
+    }
+}
