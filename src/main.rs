@@ -1,2 +1,43 @@
-//! The xenstore stub domain: a PVH kernel that serves the xenstore engine over Xen rings (placeholder: being written).
-fn main() {}
+//! The xenstore stub domain: a PVH kernel that Xen boots and that will serve XenStore.
+//!
+//! Layers, bottom up (each module's `//!` line says more):
+//!
+//! - `boot/*.s` + [`arch::x86_64`]: the PVH entry (32-bit → long mode), port I/O, CPU helpers.
+//! - [`runtime`]: console (`log` backend on port 0xE9 and the PV console ring), heap, trace
+//!   ring, panic handler. Nothing here knows about xenstore.
+//! - [`xen`]: the platform: start info, memory map, hypercall setup, shared_info, event
+//!   channels, grant mappings. It wraps the `xen-hypercall` crate; the engine never sees it.
+//! - [`cmdline`]: the stub's command line (`--event <port>`, `--self-test`, …).
+//! - `kernel` (bare metal only): the boot sequence, and `self_test`: the `--self-test` mode.
+//!
+//! The same package builds on the host (`cargo test`): there `main()` only says that this
+//! is a kernel image, and the pure logic (parsers, layout arithmetic) is unit-tested.
+//! Invariant: inline assembly and raw pointers live only in `arch/`, `xen/` and `runtime/`
+//! (plus the `xen-hypercall` crate).
+#![cfg_attr(target_os = "none", no_std, no_main)]
+// On the host only the unit tests use most of the kernel code: the binary itself is a
+// placeholder, so unused-code warnings there are noise.
+#![cfg_attr(not(target_os = "none"), allow(dead_code))]
+
+extern crate alloc;
+
+mod arch;
+mod cmdline;
+mod runtime;
+mod xen;
+
+#[cfg(target_os = "none")]
+mod kernel;
+#[cfg(target_os = "none")]
+mod self_test;
+
+/// The prefix of every console line; the test harness greps for it.
+pub const CONSOLE_PREFIX: &str = "xenstore-stubdom: ";
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    println!(
+        "xenstore-stubdom is a PVH kernel image; build it with `cargo kernel` \
+         (cargo build --release --target x86_64-unknown-none -p xenstore-stubdom)"
+    );
+}

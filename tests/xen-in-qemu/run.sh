@@ -16,6 +16,12 @@
 #   --keep            keep the work folder (initramfs, configuration)
 #   --log FILE        serial console log (default /tmp/xen-in-qemu-SCENARIO.log)
 #   --verbose         echo the whole serial console, not just milestones and steps
+#   --xenstore c|stub which xenstore scenarios declaring `harness-needs: xenstore` run on
+#                     (default: $XENSTORE, else stub): stub = init-xenstore-domain with the
+#                     stub image (built or --kernel), c = Debian's C xenstored in dom0
+#   --set NAME=VALUE  extra scenario variable (repeatable), e.g. --set ROUNDS=5
+#   --hostile-kernel IMAGE  (or $HOSTILE_GUEST_KERNEL) a PVH image that scribbles on its
+#                     xenstore ring, copied to dom0 for the hostile-ring scenario
 #
 # What it does: installs qemu-system-x86 if missing (apt-get), fetches the Debian packages
 # with tests/lib/debian-packages.sh (nothing Xen-related is installed on the host), builds a
@@ -31,6 +37,8 @@
 # `SCENARIO DONE` afterwards and powers off. Header lines a scenario may carry:
 #   # harness-expect: STEP...      steps that must appear (a missing one fails the run)
 #   # harness-needs: WORD...       stub          the stub image (see --kernel)
+#                                  xenstore      runs on the xenstore chosen by --xenstore
+#                                                (the stub image too when that is stub)
 #                                  linux-kernel  Debian's kernel as $GUEST_KERNEL (PVH guests)
 #                                  guest:NAME    guests/NAME/ + busybox as an initramfs,
 #                                                $GUEST_DIR/NAME.cpio.gz
@@ -55,6 +63,7 @@ die() { echo "run.sh: error: $*" >&2; exit 1; }
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2; }
 
 scenario="" timeout="" kernel="" interactive=0 keep=0 log="" verbose=0
+xenstore=${XENSTORE:-stub} hostile=${HOSTILE_GUEST_KERNEL:-} sets=()
 while [ $# -gt 0 ]; do
     case $1 in
     --timeout) [ $# -ge 2 ] || usage; timeout=$2; shift 2 ;;
@@ -66,6 +75,12 @@ while [ $# -gt 0 ]; do
     --interactive) interactive=1; shift ;;
     --keep) keep=1; shift ;;
     --verbose | -v) verbose=1; shift ;;
+    --xenstore) [ $# -ge 2 ] || usage; xenstore=$2; shift 2 ;;
+    --xenstore=*) xenstore=${1#*=}; shift ;;
+    --set) [ $# -ge 2 ] || usage; sets+=("$2"); shift 2 ;;
+    --set=*) sets+=("${1#*=}"); shift ;;
+    --hostile-kernel) [ $# -ge 2 ] || usage; hostile=$2; shift 2 ;;
+    --hostile-kernel=*) hostile=${1#*=}; shift ;;
     -h | --help) usage ;;
     -*) echo "run.sh: unknown option $1" >&2; usage ;;
     *) [ -z "$scenario" ] || usage; scenario=$1; shift ;;
@@ -88,6 +103,15 @@ if [ -n "$kernel" ]; then
     kernel=$(cd "$(dirname "$kernel")" && pwd)/$(basename "$kernel")
 fi
 
+case $xenstore in c | stub) ;; *) die "--xenstore (or XENSTORE) must be c or stub, got '$xenstore'" ;; esac
+for kv in "${sets[@]}"; do
+    [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*=.*$ ]] || die "--set wants NAME=VALUE, got '$kv'"
+done
+if [ -n "$hostile" ]; then
+    [ -f "$hostile" ] || die "hostile guest kernel $hostile: no such file"
+    hostile=$(cd "$(dirname "$hostile")" && pwd)/$(basename "$hostile")
+fi
+
 # Scenario header directives.
 directive() { sed -n "s/^# *harness-$1: *//p" "$scenario_file" | tr '\n' ' '; }
 needs=$(directive needs)
@@ -96,8 +120,13 @@ case " $expect " in *" dom0-setup "*) ;; *) expect="dom0-setup $expect" ;; esac
 expect=$(echo "$expect" | xargs)
 [ -n "$timeout" ] || timeout=$(directive timeout | awk '{print $1}')
 [ -n "$timeout" ] || timeout=600
-[ -n "$log" ] || log=/tmp/xen-in-qemu-$scenario.log
 needs_word() { case " $needs " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+if needs_word xenstore; then
+    [ -n "$log" ] || log=/tmp/xen-in-qemu-$scenario-$xenstore.log
+else
+    xenstore=""   # the scenario picks its xenstore itself
+fi
+[ -n "$log" ] || log=/tmp/xen-in-qemu-$scenario.log
 
 # ---------------------------------------------------------------------------------------
 # Host prerequisites: QEMU (installed with apt-get when missing) and current package lists.
@@ -240,7 +269,7 @@ case "$base$work" in *,* | *" "*) die "paths must not contain commas or spaces (
 stub=""
 if [ -n "$kernel" ]; then
     stub=$kernel
-elif needs_word stub; then
+elif needs_word stub || { needs_word xenstore && [ "$xenstore" = stub ]; }; then
     command -v cargo >/dev/null || die "cargo not found: build the stub or pass --kernel IMAGE"
     say "building the stub: cargo build --release --target x86_64-unknown-none -p xenstore-stubdom"
     if ! (cd "$repo" && cargo build --release --target x86_64-unknown-none -p xenstore-stubdom); then
@@ -276,12 +305,22 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
     echo "GUEST_KERNEL="
     echo "GUEST_DIR=/harness/guests"
     echo "FILES_DIR="
-    echo "export SCENARIO INTERACTIVE STUB_KERNEL REPO_XEN_CFG GUEST_KERNEL GUEST_DIR FILES_DIR"
+    echo "XENSTORE=$xenstore"
+    echo "HOSTILE_GUEST_KERNEL=${hostile:+/harness/hostile/kernel}"
+    echo "export SCENARIO INTERACTIVE STUB_KERNEL REPO_XEN_CFG GUEST_KERNEL GUEST_DIR FILES_DIR XENSTORE HOSTILE_GUEST_KERNEL"
+    for kv in "${sets[@]}"; do
+        echo "${kv%%=*}=$(q "${kv#*=}")"
+        echo "export ${kv%%=*}"
+    done
 } >"$overlay/harness/config"
 setvar() { sed -i "s|^$1=.*|$1=$2|" "$overlay/harness/config"; }
 if [ -n "$stub" ]; then
     mkdir -p "$overlay/harness/stub"
     cp "$stub" "$overlay/harness/stub/xenstore-stubdom"
+fi
+if [ -n "$hostile" ]; then
+    mkdir -p "$overlay/harness/hostile"
+    cp "$hostile" "$overlay/harness/hostile/kernel"
 fi
 if [ -f "$repo/xen.cfg" ]; then
     mkdir -p "$overlay/harness/repo"
@@ -294,7 +333,7 @@ if [ -d "$here/scenarios/$scenario.files" ]; then
 fi
 for word in $needs; do
     case $word in
-    stub) ;;
+    stub | xenstore) ;;
     linux-kernel)
         mkdir -p "$overlay/harness/guest"
         cp "$base/vmlinuz" "$overlay/harness/guest/vmlinuz"
@@ -307,6 +346,22 @@ for word in $needs; do
         mkdir -p "$groot"/{bin,dev,proc,sys,tmp} "$overlay/harness/guests"
         cp -a "$here/guests/$g/." "$groot/"
         cp "$base/busybox" "$groot/bin/busybox"
+        # guests/NAME/harness-packages: Debian packages unpacked into the guest (e.g. the
+        # xenstore clients), plus the host libraries their programs need.
+        if [ -f "$groot/harness-packages" ]; then
+            read -r -a gpkgs < <(sed 's/#.*//' "$groot/harness-packages" | tr '\n' ' ')  || true
+            rm -f "$groot/harness-packages"
+            if [ "${#gpkgs[@]}" -gt 0 ]; then
+                "$repo/tests/lib/debian-packages.sh" "$work/gstage-$g" "${gpkgs[@]}" ||
+                    die "guest $g: could not fetch ${gpkgs[*]}"
+                for d in bin sbin usr/bin usr/sbin usr/lib lib; do
+                    [ -d "$work/gstage-$g/$d" ] && mkdir -p "$groot/$d" && cp -a "$work/gstage-$g/$d/." "$groot/$d/"
+                done
+                # Dangling wrapper symlinks (xen-utils-wrapper) and documentation are not needed.
+                find "$groot" -xtype l -delete
+                copy_libs "$groot"
+            fi
+        fi
         python3 "$here/lib/harness.py" cpio "$overlay/harness/guests/$g.cpio.gz" "$groot" --device dev/console:c:5:1
         ;;
     *) die "scenario $scenario: unknown harness-needs word '$word'" ;;

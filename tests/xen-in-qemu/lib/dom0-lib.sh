@@ -13,6 +13,10 @@
 #   GUEST_KERNEL  Debian's Linux kernel for guests (empty unless declared `linux-kernel`)
 #   GUEST_DIR     folder holding guest initramfs images <name>.cpio.gz (`guest:<name>`)
 #   FILES_DIR     the scenario's extra files (scenarios/<name>.files/), if any
+#   XENSTORE      stub or c for scenarios declaring `harness-needs: xenstore` (run.sh
+#                 --xenstore), else empty
+#   HOSTILE_GUEST_KERNEL  a ring-scribbling PVH image (run.sh --hostile-kernel), or empty
+#   plus any NAME=VALUE given with run.sh --set
 
 # step NAME PASS|FAIL [DETAIL...]
 step() {
@@ -22,6 +26,17 @@ step() {
 }
 pass() { _n=$1; shift; step "$_n" PASS "$@"; }
 fail() { _n=$1; shift; step "$_n" FAIL "$@"; }
+skip() { _n=$1; shift; step "$_n" SKIP "$@"; }
+
+# banner TEXT...: a line a human watching the console can spot.
+banner() {
+    echo ""
+    echo "==================== $* ===================="
+}
+
+# xs COMMAND...: run a command that talks to xenstore, bounded by XS_TIMEOUT seconds
+# (default 20): with a broken xenstore, clients block for ever.
+xs() { timeout "${XS_TIMEOUT:-20}" "$@"; }
 
 # show FILE [LABEL]: print a file indented, for context in the serial log.
 show() {
@@ -100,6 +115,86 @@ start_stub_xenstore() {
 start_c_xenstore_stack() {
     start_xenstored
     start_xenconsoled
+}
+
+# start_xenstore: the xenstore chosen by $XENSTORE (run.sh --xenstore; scenarios declaring
+# `harness-needs: xenstore`): `stub` (default) = start_stub_xenstore with STUB_MEMORY MiB
+# (default 8) and STUB_PARAM; `c` = start_c_xenstore_stack. Then checks that dom0's
+# clients get answers (step `xenstore`). Returns non-zero if anything failed; the stub's
+# lines on Xen's console (port 0xE9) are then printed, and the scenario should stop (every
+# later xenstore call would only time out).
+start_xenstore() {
+    case ${XENSTORE:-stub} in
+    c)
+        banner "xenstore: Debian's C xenstored in dom0"
+        _v=""
+        start_c_xenstore_stack
+        ;;
+    stub)
+        banner "xenstore: stub domain $STUB_KERNEL (init-xenstore-domain --memory ${STUB_MEMORY:-8}${STUB_PARAM:+ --param $STUB_PARAM})"
+        _v="init-xenstore-domain did not complete"
+        start_stub_xenstore "${STUB_MEMORY:-8}" "${STUB_PARAM:-}" && _v=""
+        ;;
+    *) fail xenstore "XENSTORE must be stub or c, not '$XENSTORE'"; return 1 ;;
+    esac
+    if [ -z "${_v:-}" ] && _v=$(xs xenstore-read /local/domain/0/name 2>&1) && [ -n "$_v" ]; then
+        pass xenstore "${XENSTORE:-stub}: dom0 reads /local/domain/0/name = $_v"
+        return 0
+    fi
+    fail xenstore "${XENSTORE:-stub}: no working xenstore (${_v:-empty answer})"
+    if [ "${XENSTORE:-stub}" = stub ]; then
+        echo "---- Xen console lines of guests (the stub domain's port 0xE9 output), last 60:"
+        timeout 10 xl dmesg 2>/dev/null | grep '(d[1-9][0-9]*)' | tail -n 60 | sed 's/^/    | /'
+        echo "----"
+    fi
+    return 1
+}
+
+# xl: every xl call of a scenario is bounded by XL_TIMEOUT seconds (default 120): libxl
+# blocks for ever when xenstore does not answer.
+xl() { timeout "${XL_TIMEOUT:-120}" /usr/lib/xen-4.17/bin/xl "$@"; }
+
+# xs_wait SECONDS PATH: wait until PATH exists (each try bounded); prints its value.
+xs_wait() {
+    _limit=$1 _t=0
+    while :; do
+        if _v=$(timeout 5 xenstore-read "$2" 2>/dev/null); then
+            echo "$_v"
+            return 0
+        fi
+        _t=$((_t + 1))
+        [ "$_t" -ge "$_limit" ] && return 1
+        sleep 1
+    done
+}
+
+# wait_lines FILE N SECONDS: wait until FILE has at least N lines.
+wait_lines() {
+    _t=0
+    while [ "$(wc -l <"$1" 2>/dev/null || echo 0)" -lt "$2" ]; do
+        _t=$((_t + 1))
+        [ "$_t" -gt "$3" ] && return 1
+        sleep 1
+    done
+    return 0
+}
+
+# guest_steps NAME [PREFIX]: re-emit the guest's `GUEST-STEP <step>: PASS|FAIL|SKIP ...`
+# console lines (xenconsoled's log of domain NAME) as `STEP PREFIX<step>: ...`.
+guest_steps() {
+    _log=$(console_log "$1")
+    tr -d '\r' <"$_log" 2>/dev/null | sed -n "s/^GUEST-STEP \([A-Za-z0-9_.:/-]*\): /STEP ${2:-guest-}\1: /p"
+}
+
+# xs_memreport FILE: `xenstore-control memreport` into FILE. The stub prints its report
+# on stdout; the C daemon writes talloc's report to a file named in the request.
+xs_memreport() {
+    if [ "${XENSTORE:-stub}" = c ]; then
+        rm -f /tmp/memreport.c
+        xs xenstore-control memreport /tmp/memreport.c >"$1" 2>&1 && cat /tmp/memreport.c >>"$1"
+    else
+        xs xenstore-control memreport >"$1" 2>&1
+    fi
 }
 
 # domain_line DOMID: the `xl list` line of a domain (empty if there is none).

@@ -1,0 +1,27 @@
+//! x86-64 support: PVH entry glue, exceptions, port I/O, the image layout, CPU helpers.
+
+#[cfg(target_os = "none")]
+mod entry;
+pub mod exceptions;
+pub mod layout;
+pub mod port_io;
+
+/// Everything below this guest-physical address is identity-mapped by `boot/pvh_entry.s`
+/// (8 GiB, except the boot stack's guard page). Must agree with the page tables
+/// built there.
+pub const IDENTITY_MAPPED_LIMIT_BYTES: u64 = 8 << 30;
+
+/// Reads the time-stamp counter (for Xen system time, `shared_info` pvclock).
+pub fn read_tsc() -> u64 {
+    // SAFETY: RDTSC has no memory effects; CR4.TSD is clear in a PVH guest (and on the host).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Stops the vCPU for good: interrupts off, `hlt` forever.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: `cli; hlt` only stops this vCPU; nothing is resumed afterwards. On Xen a
+        // `hlt` with interrupts off takes the vCPU down, which is what is wanted here.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}

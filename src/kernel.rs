@@ -1,0 +1,318 @@
+//! The boot sequence after the assembly: from `rust_entry` to the self-test or the idle loop.
+//!
+//! Order matters: the console first (port 0xE9 needs nothing), then the start info is copied
+//! out (it lies where the heap will go), then Xen is detected. Without Xen (bare QEMU, the
+//! CI smoke test) the kernel checks what it can and leaves through `isa-debug-exit`. On
+//! Xen: hypercalls, version and domid, memory map, heap, shared_info, PV console, and then
+//! either `--self-test` or (for now) an idle event loop.
+
+use log::LevelFilter;
+use xen_hypercall::cpuid::{XenCpuidLeaves, XenVersion};
+use xen_hypercall::sched::ShutdownReason;
+use xen_hypercall::{DomId, Hypervisor, XenErrno};
+
+use crate::arch::x86_64::{self, layout, port_io};
+use crate::cmdline::{CommandLine, DebugCrash};
+use crate::console_line;
+use crate::runtime::heap::{self, HeapPlan, HeapPlanError};
+use crate::runtime::{console, trace};
+use crate::xen::memory_map::{self, MemoryMap, MemoryMapSource};
+use crate::xen::pv_console::PvConsoleRing;
+use crate::xen::shared_info::{SharedInfoMapping, map_shared_info};
+use crate::xen::start_info::{BootInfo, IdentityMappedMemory, parse_start_info};
+
+/// Why the heap is not available.
+#[derive(Clone, Copy, Debug)]
+pub enum HeapSetupError {
+    /// No memory map to place it with.
+    NoMemoryMap(XenErrno),
+    Plan(HeapPlanError),
+}
+
+impl core::fmt::Display for HeapSetupError {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            HeapSetupError::NoMemoryMap(errno) => write!(formatter, "no memory map ({errno})"),
+            HeapSetupError::Plan(error) => write!(formatter, "{error}"),
+        }
+    }
+}
+
+/// What booting on Xen produced; each fallible step keeps its result so that the
+/// self-test can report failures instead of stopping at the first one.
+pub struct BootedPlatform {
+    pub hypervisor: Hypervisor,
+    pub cpuid_leaves: XenCpuidLeaves,
+    /// From CPUID leaf base+1 (no hypercall needed).
+    pub cpuid_version: XenVersion,
+    pub own_domid: Result<DomId, XenErrno>,
+    pub memory_map: Result<MemoryMap, XenErrno>,
+    pub reservation_pages: Result<u64, XenErrno>,
+    pub heap: Result<HeapPlan, HeapSetupError>,
+    pub shared_info: Result<SharedInfoMapping, XenErrno>,
+    pub pv_console_attached: bool,
+}
+
+/// Entered from `rust_entry` with the start-info address; never returns.
+pub fn kernel_main(start_info_paddr: u64) -> ! {
+    x86_64::exceptions::install_exception_handlers();
+    console::init_logging(LevelFilter::Info);
+    trace::record("boot.rust_entry", start_info_paddr);
+    let boot_info = match parse_start_info(&IdentityMappedMemory, start_info_paddr) {
+        Ok(boot_info) => boot_info,
+        Err(error) => {
+            log::error!("cannot use the PVH start info: {error}");
+            crate::runtime::panic::stop_after_failure();
+        }
+    };
+    let command_line_text = match core::str::from_utf8(&boot_info.command_line) {
+        Ok(text) => text,
+        Err(_) => {
+            log::warn!("the command line is not UTF-8; ignoring it");
+            ""
+        }
+    };
+    let command_line = CommandLine::parse(command_line_text).unwrap_or_else(|error| {
+        log::warn!("command line: {error}; ignoring it");
+        CommandLine::default()
+    });
+    if command_line.verbose {
+        log::set_max_level(LevelFilter::Debug);
+    }
+    log::info!(
+        "booting: PVH start info v{} at {:#x}, image {:#x}..{:#x}, command line \"{}\"{}",
+        boot_info.version,
+        start_info_paddr,
+        layout::kernel_start_address(),
+        layout::kernel_end_address(),
+        command_line_text,
+        if boot_info.command_line_truncated {
+            " (truncated)"
+        } else {
+            ""
+        }
+    );
+    trigger_debug_crash(command_line.debug_crash);
+    match XenCpuidLeaves::detect() {
+        None => run_without_xen(&boot_info),
+        Some(leaves) => {
+            let platform = boot_on_xen(leaves, &boot_info);
+            if command_line.self_test {
+                crate::self_test::run(&platform);
+                power_off(platform.hypervisor)
+            } else {
+                idle(&platform, &command_line)
+            }
+        }
+    }
+}
+
+/// `--debug-crash`: fail on purpose so tests can check the crash paths.
+fn trigger_debug_crash(crash: Option<DebugCrash>) {
+    match crash {
+        None => {}
+        Some(DebugCrash::Panic) => panic!("--debug-crash panic requested"),
+        Some(DebugCrash::PageFault) => x86_64::exceptions::trigger_page_fault(),
+    }
+}
+
+/// Bare QEMU (CI smoke test): check boot, start info and heap, then exit through
+/// `isa-debug-exit` (status 67 when all is well, 69 otherwise).
+fn run_without_xen(boot_info: &BootInfo) -> ! {
+    let mut healthy = true;
+    if boot_info.memory_map.is_empty() {
+        log::info!("no memory map in the start info; skipping the heap check");
+    } else {
+        let memory_map = MemoryMap::from_regions(
+            boot_info.memory_map.iter().copied(),
+            MemoryMapSource::StartInfo,
+        );
+        log::info!(
+            "memory map: {} entries from the start info, {} MiB RAM",
+            memory_map.regions.len(),
+            memory_map.total_ram_bytes() >> 20
+        );
+        match setup_heap(&Ok(memory_map), boot_info, None) {
+            Ok(plan) => match crate::self_test::check_heap() {
+                Ok(detail) => log::info!(
+                    "heap: {} KiB at {:#x}: {}",
+                    plan.size_bytes >> 10,
+                    plan.start,
+                    detail.as_str()
+                ),
+                Err(reason) => {
+                    log::error!("heap check failed: {}", reason.as_str());
+                    healthy = false;
+                }
+            },
+            Err(error) => {
+                log::error!("heap setup failed: {error}");
+                healthy = false;
+            }
+        }
+    }
+    console_line!("no Xen hypervisor found");
+    port_io::request_qemu_exit(if healthy {
+        port_io::EXIT_NO_HYPERVISOR
+    } else {
+        port_io::EXIT_FAILURE
+    });
+    // Without the isa-debug-exit device (a real machine) there is nothing left to do.
+    x86_64::halt_forever()
+}
+
+/// Brings up the Xen platform; failures are recorded, not fatal (see [`BootedPlatform`]).
+fn boot_on_xen(leaves: XenCpuidLeaves, boot_info: &BootInfo) -> BootedPlatform {
+    let hypervisor = match crate::xen::connect(leaves) {
+        Ok(hypervisor) => hypervisor,
+        Err(error) => {
+            // No way to issue hypercalls means no way to even shut down cleanly.
+            log::error!("found Xen but cannot issue hypercalls: {error:?}");
+            x86_64::halt_forever();
+        }
+    };
+    let cpuid_version = leaves.version();
+    // CPUID leaf base+4 carries the domid on Xen >= 4.11; older: the event-channel trick.
+    let own_domid = match leaves.own_domid() {
+        Some(domid) => Ok(domid),
+        None => hypervisor.own_domid_from_event_channel(),
+    };
+    let memory_map = if boot_info.memory_map.is_empty() {
+        memory_map::read_memory_map_from_xen(&hypervisor)
+    } else {
+        Ok(MemoryMap::from_regions(
+            boot_info.memory_map.iter().copied(),
+            MemoryMapSource::StartInfo,
+        ))
+    };
+    match &memory_map {
+        Ok(map) => log::info!(
+            "memory map: {} entries from {}, {} MiB RAM",
+            map.regions.len(),
+            map.source,
+            map.total_ram_bytes() >> 20
+        ),
+        Err(errno) => log::error!("no memory map: XENMEM_memory_map failed: {errno}"),
+    }
+    let reservation_pages = hypervisor.current_reservation_pages(DomId::SELF);
+    let populated_end = reservation_pages.ok().map(heap::populated_ram_end);
+    let heap = setup_heap(&memory_map, boot_info, populated_end);
+    match &heap {
+        Ok(plan) => log::info!(
+            "heap: {:#x}..{:#x} ({} KiB)",
+            plan.start,
+            plan.end(),
+            plan.size_bytes >> 10
+        ),
+        Err(error) => log::error!("no heap: {error}"),
+    }
+    let shared_info = map_shared_info(&hypervisor);
+    let pv_console = PvConsoleRing::from_hvm_params(hypervisor);
+    let pv_console_attached = pv_console.is_some();
+    if let Some(ring) = pv_console {
+        log::info!("PV console ring attached (event channel {})", ring.port());
+        console::attach_pv_console(ring);
+    }
+    log::info!(
+        "Xen {cpuid_version}, domid {}, hypercalls via {}",
+        own_domid.map(|domid| domid.0 as i64).unwrap_or(-1),
+        hypervisor.mechanism()
+    );
+    BootedPlatform {
+        hypervisor,
+        cpuid_leaves: leaves,
+        cpuid_version,
+        own_domid,
+        memory_map,
+        reservation_pages,
+        heap,
+        shared_info,
+        pv_console_attached,
+    }
+}
+
+/// Places and initialises the heap.
+fn setup_heap(
+    memory_map: &Result<MemoryMap, XenErrno>,
+    boot_info: &BootInfo,
+    populated_end: Option<u64>,
+) -> Result<HeapPlan, HeapSetupError> {
+    let memory_map = memory_map
+        .as_ref()
+        .map_err(|errno| HeapSetupError::NoMemoryMap(*errno))?;
+    let plan = heap::plan_heap(
+        layout::kernel_end_address(),
+        boot_info.boot_data_end,
+        memory_map,
+        populated_end,
+        x86_64::IDENTITY_MAPPED_LIMIT_BYTES,
+    )
+    .map_err(HeapSetupError::Plan)?;
+    // SAFETY: the plan lies in a RAM region of the memory map, above the image and all boot
+    // data, below the populated end and inside the identity map; this runs once per boot.
+    unsafe { heap::init_heap(plan) };
+    Ok(plan)
+}
+
+/// Normal mode, for now: report and wait for events. Serving xenstore comes next.
+fn idle(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
+    let shared_info = match platform.shared_info {
+        Ok(mapping) => mapping,
+        Err(errno) => {
+            log::error!("shared_info is not mapped ({errno}); cannot wait for events");
+            crate::runtime::panic::stop_after_failure()
+        }
+    };
+    let events =
+        crate::xen::event_channel::EventChannels::new(platform.hypervisor, shared_info.shared_info);
+    if let Ok(memory_map) = &platform.memory_map {
+        use crate::xen::grant_table::{GrantMapper, GrantWindow, plan_grant_window};
+        match plan_grant_window(memory_map, x86_64::IDENTITY_MAPPED_LIMIT_BYTES) {
+            Ok(plan) => match GrantWindow::new(plan) {
+                Ok(window) => {
+                    let mapper = GrantMapper::new(platform.hypervisor, window);
+                    log::info!(
+                        "grant-map window: {:#x}..{:#x} ({} frames, {} in use)",
+                        plan.first_gfn.guest_physical_address(),
+                        plan.end_address(),
+                        plan.frame_count,
+                        mapper.window().frames_in_use()
+                    );
+                }
+                Err(_) => log::warn!("no memory for the grant-map window bitmap"),
+            },
+            Err(error) => log::warn!("no grant-map window: {error}"),
+        }
+    }
+    if let Some(port) = command_line.dom0_event_port {
+        log::info!("dom0 xenstore event channel: {port} (not connected yet)");
+    }
+    if !command_line.unrecognised.is_empty() {
+        log::info!(
+            "options kept for the xenstore engine: {:?}",
+            &command_line.unrecognised[..]
+        );
+    }
+    console_line!(
+        "ready; serving xenstore is not implemented yet, idling (use --self-test to test the platform)"
+    );
+    loop {
+        // No ports listed: any event wakes us; the timeout bounds the race the empty list
+        // has (an event that arrived before the call).
+        if let Err(errno) = events.wait(&[], Some(1_000_000_000)) {
+            log::warn!("SCHEDOP_poll failed: {errno}");
+        }
+        events.drain_pending(|port| {
+            trace::record("idle.event", u64::from(port.0));
+            log::debug!("event on port {port}");
+        });
+    }
+}
+
+/// Powers the domain off (`SCHEDOP_shutdown(SHUTDOWN_poweroff)`).
+fn power_off(hypervisor: Hypervisor) -> ! {
+    trace::record("shutdown.poweroff", 0);
+    let errno = hypervisor.shutdown(ShutdownReason::PowerOff);
+    log::error!("SHUTDOWN_poweroff refused: {errno}");
+    x86_64::halt_forever()
+}

@@ -1,0 +1,213 @@
+//! Event channels on the 2-level ABI, waited for with `SCHEDOP_poll` (no interrupts).
+//!
+//! Xen sets a port's bit in `shared_info.evtchn_pending` (and, if unmasked, the selector
+//! bit and `evtchn_upcall_pending` of vCPU 0), then wakes a vCPU blocked in `SCHEDOP_poll`
+//! on that port (`xen/common/event_2l.c`, `xen/common/sched/core.c`). Polling needs no IDT,
+//! no callback vector and has no lost-wake-up race: Xen checks the listed ports after
+//! marking the vCPU blocked. The kernel's wait loop is therefore:
+//! `wait(ports, deadline)` → [`EventChannels::drain_pending`] → handle each port → repeat.
+
+use xen_hypercall::shared_info::{EVENT_WORDS, PORTS_PER_WORD, SharedInfo, port_word_and_bit};
+use xen_hypercall::{DomId, EventChannelPort, Hypervisor, XenErrno, XenResult};
+
+use core::sync::atomic::Ordering;
+
+/// Clears and returns whether `port` was pending.
+pub fn take_pending(shared_info: &SharedInfo, port: EventChannelPort) -> bool {
+    match port_word_and_bit(port.0) {
+        Some((word, bit)) => {
+            shared_info.evtchn_pending[word].fetch_and(!bit, Ordering::AcqRel) & bit != 0
+        }
+        None => false,
+    }
+}
+
+/// Whether `port` is pending (without clearing it).
+pub fn is_pending(shared_info: &SharedInfo, port: EventChannelPort) -> bool {
+    match port_word_and_bit(port.0) {
+        Some((word, bit)) => shared_info.evtchn_pending[word].load(Ordering::Acquire) & bit != 0,
+        None => false,
+    }
+}
+
+/// Clears every pending, unmasked port and calls `handle` for it, lowest port first.
+///
+/// Follows the demux order of `xen.h`: clear `evtchn_upcall_pending`, then the selector,
+/// then the pending bits. The selector is only a hint here (all 64 words are scanned, which
+/// is cheap and robust), but it must still be cleared: Xen raises the upcall only on the
+/// 0→1 edge (xen-abi §5.4).
+pub fn drain_pending(shared_info: &SharedInfo, mut handle: impl FnMut(EventChannelPort)) -> usize {
+    let vcpu = &shared_info.vcpu_info[0];
+    vcpu.evtchn_upcall_pending.store(0, Ordering::Release);
+    vcpu.evtchn_pending_sel.swap(0, Ordering::AcqRel);
+    let mut handled = 0;
+    for word in 0..EVENT_WORDS {
+        loop {
+            let ready = shared_info.evtchn_pending[word].load(Ordering::Acquire)
+                & !shared_info.evtchn_mask[word].load(Ordering::Acquire);
+            if ready == 0 {
+                break;
+            }
+            let bit_index = ready.trailing_zeros() as usize;
+            let bit = 1u64 << bit_index;
+            if shared_info.evtchn_pending[word].fetch_and(!bit, Ordering::AcqRel) & bit != 0 {
+                handled += 1;
+                handle(EventChannelPort((word * PORTS_PER_WORD + bit_index) as u32));
+            }
+        }
+    }
+    handled
+}
+
+/// The kernel's event-channel front: hypercalls plus the shared_info bitmaps.
+#[derive(Clone, Copy)]
+pub struct EventChannels {
+    hypervisor: Hypervisor,
+    shared_info: &'static SharedInfo,
+}
+
+impl EventChannels {
+    pub fn new(hypervisor: Hypervisor, shared_info: &'static SharedInfo) -> EventChannels {
+        EventChannels {
+            hypervisor,
+            shared_info,
+        }
+    }
+
+    /// A new local port that `remote` may bind (`DomId::SELF` for a loopback pair).
+    pub fn alloc_unbound(&self, remote: DomId) -> XenResult<EventChannelPort> {
+        let port = self.hypervisor.alloc_unbound(remote)?;
+        crate::runtime::trace::record("evtchn.alloc_unbound", u64::from(port.0));
+        Ok(port)
+    }
+
+    /// Binds to `remote`'s unbound `remote_port` (a guest's xenstore port, dom0's `--event`).
+    /// Xen marks the new port pending; the first drain reports it.
+    pub fn bind_interdomain(
+        &self,
+        remote: DomId,
+        remote_port: EventChannelPort,
+    ) -> XenResult<EventChannelPort> {
+        let port = self.hypervisor.bind_interdomain(remote, remote_port)?;
+        crate::runtime::trace::record("evtchn.bind_interdomain", u64::from(port.0));
+        Ok(port)
+    }
+
+    /// Binds a global virtual IRQ (e.g. `VIRQ_DOM_EXC`) on vCPU 0.
+    #[cfg_attr(
+        target_os = "none",
+        allow(dead_code, reason = "used once domain-death tracking is wired")
+    )]
+    pub fn bind_virq(&self, virq: u32) -> XenResult<EventChannelPort> {
+        self.hypervisor.bind_virq(virq, 0)
+    }
+
+    /// Signals the remote end of `port`.
+    pub fn notify(&self, port: EventChannelPort) -> XenResult<()> {
+        self.hypervisor.send(port)
+    }
+
+    /// Closes `port` and forgets any pending event on it.
+    pub fn close(&self, port: EventChannelPort) -> XenResult<()> {
+        self.hypervisor.close(port)?;
+        take_pending(self.shared_info, port);
+        Ok(())
+    }
+
+    /// Clears and returns whether `port` was pending.
+    pub fn take_pending(&self, port: EventChannelPort) -> bool {
+        take_pending(self.shared_info, port)
+    }
+
+    /// Whether `port` is pending.
+    pub fn is_pending(&self, port: EventChannelPort) -> bool {
+        is_pending(self.shared_info, port)
+    }
+
+    /// See [`drain_pending`].
+    pub fn drain_pending(&self, handle: impl FnMut(EventChannelPort)) -> usize {
+        drain_pending(self.shared_info, handle)
+    }
+
+    /// Xen system time in ns.
+    pub fn now_ns(&self) -> u64 {
+        super::shared_info::system_time_ns(self.shared_info)
+    }
+
+    /// Sleeps until one of `ports` is pending (at most 128) or `timeout_ns` passed
+    /// (`None`: no timeout). An empty `ports` waits for any event of the domain, but then
+    /// an event that arrived before the call is not noticed: pass a timeout.
+    pub fn wait(&self, ports: &[EventChannelPort], timeout_ns: Option<u64>) -> XenResult<()> {
+        let deadline_ns = match timeout_ns {
+            // Xen treats 0 as "no timeout", so a deadline is never 0.
+            Some(timeout_ns) => self.now_ns().saturating_add(timeout_ns).max(1),
+            None => 0,
+        };
+        if ports.len() > xen_hypercall::sched::MAX_POLL_PORTS {
+            return Err(XenErrno::InvalidArgument);
+        }
+        self.hypervisor.poll(ports, deadline_ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    fn zeroed_shared_info() -> Box<SharedInfo> {
+        let zeroed = Box::<SharedInfo>::new_zeroed();
+        // SAFETY: SharedInfo consists only of atomic integers, for which all-zero is valid.
+        unsafe { zeroed.assume_init() }
+    }
+
+    fn set_pending(shared_info: &SharedInfo, port: u32) {
+        let (word, bit) = port_word_and_bit(port).expect("valid port");
+        shared_info.evtchn_pending[word].fetch_or(bit, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn take_pending_clears_once() {
+        let shared_info = zeroed_shared_info();
+        set_pending(&shared_info, 70);
+        assert!(is_pending(&shared_info, EventChannelPort(70)));
+        assert!(take_pending(&shared_info, EventChannelPort(70)));
+        assert!(!take_pending(&shared_info, EventChannelPort(70)));
+        assert!(!take_pending(&shared_info, EventChannelPort(5000)));
+    }
+
+    #[test]
+    fn drain_reports_unmasked_ports_in_order() {
+        let shared_info = zeroed_shared_info();
+        for port in [3, 64, 65, 4095, 200] {
+            set_pending(&shared_info, port);
+        }
+        let (word, bit) = port_word_and_bit(200).expect("valid port");
+        shared_info.evtchn_mask[word].fetch_or(bit, Ordering::Relaxed);
+        shared_info.vcpu_info[0]
+            .evtchn_upcall_pending
+            .store(1, Ordering::Relaxed);
+        shared_info.vcpu_info[0]
+            .evtchn_pending_sel
+            .store(0b11, Ordering::Relaxed);
+        let mut seen = Vec::new();
+        let handled = drain_pending(&shared_info, |port| seen.push(port.0));
+        assert_eq!(handled, 4);
+        assert_eq!(seen, [3, 64, 65, 4095]);
+        assert_eq!(
+            shared_info.vcpu_info[0]
+                .evtchn_upcall_pending
+                .load(Ordering::Relaxed),
+            0
+        );
+        assert_eq!(
+            shared_info.vcpu_info[0]
+                .evtchn_pending_sel
+                .load(Ordering::Relaxed),
+            0
+        );
+        // The masked port stays pending for later.
+        assert!(is_pending(&shared_info, EventChannelPort(200)));
+    }
+}

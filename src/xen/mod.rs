@@ -1,0 +1,75 @@
+//! The Xen platform layer: everything the kernel needs from the hypervisor.
+//!
+//! - [`start_info`], [`memory_map`]: what the loader and the toolstack tell us at boot.
+//! - `connect`: finding Xen and setting up hypercalls (the [`Hypervisor`] handle).
+//! - [`shared_info`], [`event_channel`]: the shared_info page and 2-level event channels.
+//! - [`grant_table`]: mapping other domains' granted pages into a reserved GFN window.
+//! - [`pv_console`]: the PV console ring.
+//!
+//! Only this layer (with `arch` and `runtime`) turns guest-physical addresses into pointers.
+//!
+//! How the xenstore engine's `Platform` (engine/src/lib.rs) will sit on top of this layer:
+//! - `connect_domain(domain, _ring_frame, remote_port)`: `GrantMapper::map(domain,
+//!   GrantRef::RESERVED_XENSTORE)` (C xenstored ignores the frame and maps ref 1), cast the
+//!   [`grant_table::ForeignPage`] to the ring type in one audited place, then
+//!   `EventChannels::bind_interdomain(domain, remote_port)`; dom0 is connected the same way
+//!   at boot with the `--event` port.
+//! - `disconnect_domain`: `EventChannels::close` + `GrantMapper::unmap`.
+//! - `domain_exists`: `Hypervisor::get_domain_info_for_version` / `get_domain_state`.
+//! - `now_milliseconds`: `EventChannels::now_ns() / 1_000_000`.
+//! - The serving loop: `EventChannels::wait(&ports, timeout)` (ports: dom0, guests,
+//!   `VIRQ_DOM_EXC`), then `drain_pending` dispatching each port to its connection.
+
+pub mod event_channel;
+pub mod grant_table;
+pub mod memory_map;
+pub mod pv_console;
+pub mod shared_info;
+pub mod start_info;
+
+use xen_hypercall::Hypervisor;
+
+/// The hypervisor handle once hypercalls work (read by the panic handler).
+static HYPERVISOR: spin::Once<Hypervisor> = spin::Once::new();
+
+/// The hypervisor handle, if Xen was found and hypercalls are set up.
+pub fn hypervisor() -> Option<Hypervisor> {
+    HYPERVISOR.get().copied()
+}
+
+/// Why hypercalls could not be set up.
+#[cfg(target_os = "none")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectError {
+    /// Xen did not fill the hypercall page and the CPU vendor is unknown.
+    NoHypercallMechanism(xen_hypercall::InstallError),
+}
+
+/// Sets up hypercalls: the hypercall page (portable, as Mini-OS/XTF do), else the vendor's
+/// `vmcall`/`vmmcall` instruction.
+#[cfg(target_os = "none")]
+pub fn connect(leaves: xen_hypercall::cpuid::XenCpuidLeaves) -> Result<Hypervisor, ConnectError> {
+    use xen_hypercall::HypercallPage;
+
+    /// The page Xen fills with hypercall stubs; in `.bss`, so writable RAM, executable
+    /// because the boot page tables set no NX bit.
+    static HYPERCALL_PAGE: HypercallPage = HypercallPage::new();
+
+    // The kernel runs on an identity map, so the page's linear address is its
+    // guest-physical address.
+    let page_address = HYPERCALL_PAGE.address();
+    // SAFETY: we run at CPL 0 on Xen (the leaves were found), the page is a dedicated static
+    // and identity-mapped, executable (see above).
+    let installed =
+        unsafe { Hypervisor::install_hypercall_page(leaves, &HYPERCALL_PAGE, page_address) };
+    let hypervisor = match installed {
+        Ok(hypervisor) => hypervisor,
+        Err(error) => {
+            log::warn!("hypercall page not installed ({error:?}); using vmcall/vmmcall");
+            Hypervisor::with_vendor_instruction(leaves)
+                .ok_or(ConnectError::NoHypercallMechanism(error))?
+        }
+    };
+    crate::runtime::trace::record("xen.hypercalls_ready", page_address);
+    Ok(*HYPERVISOR.call_once(|| hypervisor))
+}

@@ -1,0 +1,225 @@
+# Scenario `guest-lifecycle`: guests use the chosen xenstore (XENSTORE=stub, the default, or
+# c) through their own rings, and it follows their lives.
+#  1. `xl create` of a PVH Linux guest (Debian's kernel, guests/xsclient with Debian's
+#     xenstore-* clients) that reads its name (relative and absolute) and domid, writes
+#     under its home (data/), is refused outside it, sees a watch event it may see
+#     (data/ping, written by dom0) and not one it may not (/test-hidden/secret, perms n0);
+#     its `GUEST-STEP` console lines are re-emitted here as `STEP guest-<name>`.
+#  2. `xl destroy` of that guest: a dom0 `xenstore-watch @releaseDomain` fires and no node
+#     naming the domain is left (/local/domain/<id>, /libxl/<id>, /vm/<uuid>, backends).
+#  3. A second guest that powers itself off: the same checks (prefix `guest2-`).
+#  4. ROUNDS (default 20) rounds of create + destroy of a guest that boots until it wrote
+#     data/booted (LOOP_BOOT=1, default; LOOP_BOOT=0: created paused, destroyed without
+#     running). `xenstore-control memreport` is printed after the 1st and the last round;
+#     with the stub its numbers (`nodes: N`, `domain D: ... memory M bytes`) must not grow;
+#     with both, the number of nodes in the store must not grow.
+# Run: tests/xen-in-qemu/run.sh guest-lifecycle [--xenstore c|stub] [--set ROUNDS=5]
+#
+# harness-needs: xenstore linux-kernel guest:xsclient
+# harness-expect: xenstore xen-init-dom0 xenconsoled xl-create guest-xenbus-device
+# harness-expect: guest-domid guest-read-name guest-read-name-absolute guest-write-home
+# harness-expect: guest-refuse-dom0-name guest-refuse-vm guest-refuse-hidden
+# harness-expect: guest-refuse-write-dom0 guest-refuse-write-name guest-watch-allowed
+# harness-expect: guest-watch-hidden destroy release-watch nodes-gone
+# harness-expect: xl-create-2 guest2-read-name guest2-write-home guest2-watch-allowed
+# harness-expect: guest2-watch-hidden guest2-poweroff release-watch-2 nodes-gone-2
+# harness-expect: loop store-nodes memreport-compare
+# harness-timeout: 900
+set -u
+
+ROUNDS=${ROUNDS:-20}
+LOOP_BOOT=${LOOP_BOOT:-1}
+GUEST_MEMORY=${GUEST_MEMORY:-128}
+GUEST_BOOT_TIMEOUT=${GUEST_BOOT_TIMEOUT:-180}
+export XS_TIMEOUT=${XS_TIMEOUT:-20}
+t_start=$(date +%s)
+
+start_xenstore || exit 1
+
+# The node a guest must not see: /test-hidden/secret, perms n0 (dom0 only).
+xs xenstore-write /test-hidden/secret 1 && xs xenstore-chmod /test-hidden n0 && xs xenstore-chmod /test-hidden/secret n0
+
+# guest_cfg NAME MODE: xl configuration for guests/xsclient in MODE (boot|stay|poweroff).
+guest_cfg() {
+    cat >"/tmp/$1.cfg" <<CFG
+name = "$1"
+type = "pvh"
+kernel = "$GUEST_KERNEL"
+ramdisk = "$GUEST_DIR/xsclient.cpio.gz"
+extra = "console=hvc0 quiet xsmode=$2 xsname=$1"
+memory = $GUEST_MEMORY
+vcpus = 1
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "preserve"
+CFG
+    echo "/tmp/$1.cfg"
+}
+
+# release_watch_start: a dom0 watch on @releaseDomain, registered (initial event seen).
+release_watch_start() {
+    rm -f /tmp/release.out
+    timeout 300 xenstore-watch -n 2 @releaseDomain >/tmp/release.out 2>&1 &
+    RWPID=$!
+    wait_lines /tmp/release.out 1 20 || echo "guest-lifecycle: @releaseDomain watch did not register"
+}
+# release_watch_check STEP: the watch saw an event after the initial one.
+release_watch_check() {
+    wait_lines /tmp/release.out 2 30
+    if [ "$(wc -l </tmp/release.out)" -ge 2 ]; then
+        pass "$1" "dom0 xenstore-watch @releaseDomain fired: $(tr '\n' ' ' </tmp/release.out)"
+    else
+        fail "$1" "no @releaseDomain event within 30s ($(tr '\n' ' ' </tmp/release.out))"
+    fi
+    kill "$RWPID" 2>/dev/null
+}
+# leftovers DOMID VMPATH: nodes that still name the domain.
+leftovers() {
+    xs xenstore-ls -f 2>/dev/null | sed 's/ = .*//' |
+        grep -E "^/local/domain/$1(/|\$)|^/libxl/$1(/|\$)|/backend/[^/]*/$1(/|\$)${2:+|^$2(/|\$)}"
+}
+# nodes_gone_check STEP DOMID VMPATH
+nodes_gone_check() {
+    left=$(leftovers "$2" "$3")
+    if [ -z "$left" ] && ! xs xenstore-exists "/local/domain/$2"; then
+        pass "$1" "no node names domain $2 (/local/domain/$2, /libxl/$2, backends${3:+, $3})"
+    else
+        echo "$left" | sed 's/^/    left: /'
+        fail "$1" "$(echo "$left" | wc -l) nodes of domain $2 remain, e.g. $(echo "$left" | head -n 1)"
+    fi
+}
+
+# --------------------------------------------------------------------------------------
+banner "guest 1: xenstore from inside a PVH Linux guest"
+name=xsguest1
+create_domain xl-create "$(guest_cfg $name stay)"
+id1=$DOMID
+vm1=$(xs xenstore-read "/local/domain/$id1/vm" 2>/dev/null)
+t0=$(date +%s)
+xl unpause "$id1"
+echo "guest-lifecycle: guest $name is domain $id1 ($vm1); home permissions:"
+xs xenstore-ls -p "/local/domain/$id1" | sed 's/^/    | /'
+if xs_wait "$GUEST_BOOT_TIMEOUT" "/local/domain/$id1/data/watch-ready" >/dev/null; then
+    echo "guest-lifecycle: guest registered its watches after $(($(date +%s) - t0))s"
+    xs xenstore-write /test-hidden/secret 2
+    xs xenstore-write "/local/domain/$id1/data/ping" hello
+else
+    echo "guest-lifecycle: guest $id1 never wrote data/watch-ready"
+fi
+xs_wait 90 "/local/domain/$id1/data/done" >/dev/null || echo "guest-lifecycle: guest $id1 never wrote data/done"
+sleep 1
+show "$(console_log $name)" "console of $name"
+guest_steps $name guest-
+echo "guest-lifecycle: guest 1 ran its checks in $(($(date +%s) - t0))s"
+
+banner "guest 1: xl destroy"
+release_watch_start
+if xl destroy "$id1" && wait_domain_gone "$id1" 30; then
+    pass destroy "xl destroy $id1"
+else
+    fail destroy "xl destroy $id1 failed or the domain is still there"
+fi
+release_watch_check release-watch
+nodes_gone_check nodes-gone "$id1" "$vm1"
+
+# --------------------------------------------------------------------------------------
+banner "guest 2: a guest that powers itself off"
+name=xsguest2
+create_domain xl-create-2 "$(guest_cfg $name poweroff)"
+id2=$DOMID
+vm2=$(xs xenstore-read "/local/domain/$id2/vm" 2>/dev/null)
+release_watch_start
+t0=$(date +%s)
+xl unpause "$id2"
+if xs_wait "$GUEST_BOOT_TIMEOUT" "/local/domain/$id2/data/watch-ready" >/dev/null; then
+    xs xenstore-write "/local/domain/$id2/data/ping" hello
+fi
+r=0
+wait_domain_gone "$id2" 120 || r=$?
+show "$(console_log $name)" "console of $name"
+guest_steps $name guest2-
+reason=$(shutdown_reason $name)
+if [ "$r" = 0 ] && [ "$reason" = poweroff ]; then
+    pass guest2-poweroff "domain $id2 powered itself off after $(($(date +%s) - t0))s"
+else
+    fail guest2-poweroff "domain $id2: wait status $r, shutdown reason '${reason:-none}'"
+    xl destroy "$id2" 2>/dev/null
+fi
+release_watch_check release-watch-2
+nodes_gone_check nodes-gone-2 "$id2" "$vm2"
+
+# --------------------------------------------------------------------------------------
+banner "create + destroy loop: $ROUNDS rounds (LOOP_BOOT=$LOOP_BOOT)"
+# memreport_numbers FILE: "nodes N" and "domain D memory M nodes N" lines from a stub report.
+memreport_numbers() {
+    sed -n 's/^ *nodes: *\([0-9]*\).*/total-nodes \1/p' "$1"
+    sed -n 's/^ *domain \([0-9]*\):.*nodes[: ]*\([0-9]*\).*memory.*/domain-\1-nodes \2/p' "$1"
+    sed -n 's/^ *domain \([0-9]*\):.*memory[: ]*\([0-9]*\) *bytes.*/domain-\1-memory \2/p' "$1"
+}
+store_nodes() { xs xenstore-ls -f 2>/dev/null | wc -l; }
+name=xsloop
+cfg=$(guest_cfg $name boot)
+loop_ok=0 loop_fail=""
+loop_t0=$(date +%s)
+i=1
+while [ "$i" -le "$ROUNDS" ]; do
+    rt0=$(date +%s)
+    if [ "$LOOP_BOOT" = 1 ]; then
+        xl create -q "$cfg" >/tmp/loop-create.out 2>&1
+    else
+        xl create -q -p "$cfg" >/tmp/loop-create.out 2>&1
+    fi
+    id=$(xl domid $name 2>/dev/null)
+    ok=1
+    if [ -z "$id" ]; then
+        show /tmp/loop-create.out "xl create, round $i"
+        ok=0
+    elif [ "$LOOP_BOOT" = 1 ] && ! xs_wait "$GUEST_BOOT_TIMEOUT" "/local/domain/$id/data/booted" >/dev/null; then
+        echo "round $i: domain $id did not write data/booted"
+        ok=0
+    fi
+    [ -n "$id" ] && { xl destroy "$id" || ok=0; }
+    [ -n "$id" ] && { wait_domain_gone "$id" 30 || ok=0; }
+    [ -n "$id" ] && [ -n "$(leftovers "$id")" ] && { echo "round $i: nodes of domain $id left"; ok=0; }
+    echo "guest-lifecycle: round $i: domain ${id:-?} $([ $ok = 1 ] && echo ok || echo FAILED) in $(($(date +%s) - rt0))s"
+    if [ "$ok" = 1 ]; then loop_ok=$((loop_ok + 1)); else loop_fail="$loop_fail $i"; fi
+    if [ "$i" = 1 ] || [ "$i" = "$ROUNDS" ]; then
+        xs_memreport "/tmp/memreport-$i" || echo "round $i: xenstore-control memreport failed"
+        store_nodes >"/tmp/store-nodes-$i"
+        memreport_numbers "/tmp/memreport-$i" >"/tmp/memnums-$i"
+        echo "---- xenstore-control memreport after round $i ($(wc -l <"/tmp/memreport-$i") lines; store holds $(cat "/tmp/store-nodes-$i") nodes)"
+        head -n "${MEMREPORT_LINES:-40}" "/tmp/memreport-$i" | sed 's/^/    | /'
+        echo "----"
+    fi
+    i=$((i + 1))
+done
+loop_s=$(($(date +%s) - loop_t0))
+if [ -z "$loop_fail" ]; then
+    pass loop "$ROUNDS rounds of create+destroy in ${loop_s}s ($((loop_s / ROUNDS))s each, LOOP_BOOT=$LOOP_BOOT)"
+else
+    fail loop "$loop_ok of $ROUNDS rounds ok; failed rounds:$loop_fail (${loop_s}s)"
+fi
+n1=$(cat /tmp/store-nodes-1 2>/dev/null) nn=$(cat "/tmp/store-nodes-$ROUNDS" 2>/dev/null)
+if [ -n "$n1" ] && [ "$n1" = "$nn" ]; then
+    pass store-nodes "the store holds $n1 nodes after round 1 and after round $ROUNDS"
+else
+    fail store-nodes "nodes after round 1: ${n1:-?}, after round $ROUNDS: ${nn:-?}"
+fi
+if [ "${XENSTORE:-stub}" = c ]; then
+    skip memreport-compare "XENSTORE=c: C xenstored's talloc report is printed, not compared ($(head -n 1 /tmp/memreport-1 | cut -c1-60) ... vs $(sed -n 2p "/tmp/memreport-$ROUNDS" | cut -c1-80))"
+elif [ ! -s /tmp/memnums-1 ]; then
+    fail memreport-compare "the stub's memreport has no 'nodes: N' / 'domain D: nodes N ... memory M bytes' lines"
+else
+    grew=""
+    while read -r key v1; do
+        vn=$(awk -v k="$key" '$1 == k {print $2}' "/tmp/memnums-$ROUNDS")
+        echo "    memreport $key: round 1 = $v1, round $ROUNDS = ${vn:-missing}"
+        if [ -z "$vn" ] || [ "$vn" -gt "$v1" ]; then grew="$grew $key:$v1->${vn:-missing}"; fi
+    done </tmp/memnums-1
+    if [ -z "$grew" ]; then
+        pass memreport-compare "no growth between round 1 and round $ROUNDS ($(tr '\n' ' ' </tmp/memnums-$ROUNDS))"
+    else
+        fail memreport-compare "grew:$grew"
+    fi
+fi
+echo "guest-lifecycle: scenario time $(($(date +%s) - t_start))s"

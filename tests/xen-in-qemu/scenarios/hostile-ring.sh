@@ -1,0 +1,183 @@
+# Scenario `hostile-ring`: a guest that misbehaves on its xenstore connection must lose
+# only its own xenstore service; the chosen xenstore (XENSTORE=stub, the default, or c) keeps
+# serving dom0 and other guests, does not report the guest as released while it lives, and
+# cleans up when it dies (hostile-guests.md T-38a/T-325 with a liveness check).
+#  1. A bystander guest (guests/xsclient, xsmode=echo) copies data/ask to data/answer
+#     through its own ring; `alive-*` steps check dom0 and that guest at each stage.
+#  2. guests/hostile (stock parts only, see its init): raw malformed messages through
+#     /dev/xen/xenbus (steps hostile-raw-*), then req_prod = req_cons + 1025 on its ring
+#     through /dev/mem + busybox devmem (hostile-devmem-ring, hostile-ring-ignored). dom0
+#     then checks: xenstore still serves dom0 and the bystander, the hostile domain still
+#     runs and no @releaseDomain fired (not-released); `xl destroy` fires @releaseDomain
+#     and removes its nodes.
+#  3. HOSTILE_GUEST_KERNEL (run.sh --hostile-kernel IMAGE): a tiny PVH kernel of the
+#     project that scribbles on its ring itself. Skipped (step hostile-kernel: SKIP) without
+#     it. Contract: a PVH ELF (XEN_ELFNOTE_PHYS32_ENTRY) started by `xl create` with
+#     type="pvh", memory=32, on_crash="preserve"; it maps its ring (HVM_PARAM_STORE_PFN)
+#     and event channel (HVM_PARAM_STORE_EVTCHN), corrupts it (e.g. req_prod = req_cons +
+#     1025, rsp_cons = rsp_prod + 2000, a header with len > 4096, garbage bytes) notifying
+#     after each, prints `hostile: <what>` lines and finally `hostile: done` to port 0xE9
+#     (Xen shows `(dN) hostile: ...`), and then idles until destroyed. The scenario waits
+#     for `hostile: done` (HOSTILE_WAIT seconds, default 60), then makes the same checks.
+# Run: tests/xen-in-qemu/run.sh hostile-ring [--xenstore c|stub] [--hostile-kernel IMAGE]
+#
+# harness-needs: xenstore linux-kernel guest:xsclient guest:hostile
+# harness-expect: xenstore xen-init-dom0 xenconsoled bystander alive-before
+# harness-expect: hostile-raw-unknown-type hostile-raw-read-no-nul hostile-raw-introduce
+# harness-expect: hostile-raw-alive hostile-devmem-ring hostile-ring-ignored
+# harness-expect: alive-after-ring not-released destroy-hostile release-watch nodes-gone
+# harness-expect: hostile-kernel alive-end
+# harness-timeout: 600
+set -u
+
+export XS_TIMEOUT=${XS_TIMEOUT:-20}
+GUEST_MEMORY=${GUEST_MEMORY:-128}
+HOSTILE_WAIT=${HOSTILE_WAIT:-60}
+t_start=$(date +%s)
+
+start_xenstore || exit 1
+
+guest_cfg() { # NAME GUEST MODE
+    cat >"/tmp/$1.cfg" <<CFG
+name = "$1"
+type = "pvh"
+kernel = "$GUEST_KERNEL"
+ramdisk = "$GUEST_DIR/$2.cpio.gz"
+extra = "console=hvc0 quiet xsmode=$3 xsname=$1"
+memory = $GUEST_MEMORY
+vcpus = 1
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "preserve"
+CFG
+    echo "/tmp/$1.cfg"
+}
+# alive STEP: dom0 writes, reads and removes a node, and the bystander echoes a value.
+ask=0
+alive() {
+    ask=$((ask + 1))
+    _d=""
+    if xs xenstore-write /hostile-test/alive "$ask" && [ "$(xs xenstore-read /hostile-test/alive)" = "$ask" ] &&
+        xs xenstore-rm /hostile-test/alive; then
+        _d="dom0 ok"
+    else
+        fail "$1" "dom0 cannot write/read/rm /hostile-test/alive"
+        return 1
+    fi
+    if [ -n "${byid:-}" ]; then
+        xs xenstore-write "/local/domain/$byid/data/ask" "$ask"
+        _n=0
+        while [ "$(xs xenstore-read "/local/domain/$byid/data/answer" 2>/dev/null)" != "$ask" ]; do
+            _n=$((_n + 1))
+            if [ "$_n" -ge 30 ]; then
+                fail "$1" "$_d; the bystander (domain $byid) did not echo $ask within 30s"
+                return 1
+            fi
+            sleep 1
+        done
+        _d="$_d; bystander domain $byid echoed $ask after ${_n}s"
+    fi
+    pass "$1" "$_d"
+}
+leftovers() {
+    xs xenstore-ls -f 2>/dev/null | sed 's/ = .*//' |
+        grep -E "^/local/domain/$1(/|\$)|^/libxl/$1(/|\$)|/backend/[^/]*/$1(/|\$)${2:+|^$2(/|\$)}"
+}
+# hostile_end PREFIX DOMID VMPATH: the domain still runs and no @releaseDomain fired; then
+# destroy it: @releaseDomain fires and no node names it any more.
+hostile_end() {
+    sleep 3
+    if [ -n "$(domain_line "$2")" ] && [ "$(wc -l </tmp/release.out)" = 1 ]; then
+        pass "${1}not-released" "domain $2 still runs and @releaseDomain did not fire ($(tr '\n' ' ' </tmp/release.out))"
+    else
+        fail "${1}not-released" "domain line '$(domain_line "$2")', @releaseDomain events: $(tr '\n' ' ' </tmp/release.out)"
+    fi
+    if xl destroy "$2" && wait_domain_gone "$2" 30; then
+        pass "${1}destroy-hostile" "xl destroy $2"
+    else
+        fail "${1}destroy-hostile" "xl destroy $2 failed or the domain is still there"
+    fi
+    wait_lines /tmp/release.out 2 30
+    if [ "$(wc -l </tmp/release.out)" -ge 2 ]; then
+        pass "${1}release-watch" "@releaseDomain fired after the destruction"
+    else
+        fail "${1}release-watch" "no @releaseDomain event within 30s of the destruction"
+    fi
+    kill "$RWPID" 2>/dev/null
+    _left=$(leftovers "$2" "$3")
+    if [ -z "$_left" ]; then
+        pass "${1}nodes-gone" "no node names domain $2"
+    else
+        echo "$_left" | sed 's/^/    left: /'
+        fail "${1}nodes-gone" "$(echo "$_left" | wc -l) nodes of domain $2 remain"
+    fi
+}
+release_watch_start() {
+    rm -f /tmp/release.out
+    timeout 600 xenstore-watch -n 2 @releaseDomain >/tmp/release.out 2>&1 &
+    RWPID=$!
+    wait_lines /tmp/release.out 1 20 || echo "hostile-ring: @releaseDomain watch did not register"
+}
+
+# --------------------------------------------------------------------------------------
+banner "a bystander guest and a hostile guest"
+create_domain xl-create-bystander "$(guest_cfg bystander xsclient echo)"
+byid=$DOMID
+create_domain xl-create-hostile "$(guest_cfg hostile hostile x)"
+hid=$DOMID
+hvm=$(xs xenstore-read "/local/domain/$hid/vm" 2>/dev/null)
+xl unpause "$byid"
+if xs_wait 240 "/local/domain/$byid/data/booted" >/dev/null; then
+    pass bystander "domain $byid is up and uses xenstore"
+else
+    fail bystander "domain $byid never wrote data/booted"
+    show "$(console_log bystander)"
+    byid=""
+fi
+alive alive-before
+release_watch_start
+t0=$(date +%s)
+xl unpause "$hid"
+log=$(console_log hostile)
+n=0
+while ! grep -q 'GUEST: hostile done' "$log" 2>/dev/null && [ $n -lt 240 ]; do sleep 1; n=$((n + 1)); done
+show "$log" "console of the hostile guest (domain $hid)"
+guest_steps hostile hostile-
+echo "hostile-ring: the hostile guest finished after $(($(date +%s) - t0))s"
+alive alive-after-ring
+hostile_end "" "$hid" "$hvm"
+
+# --------------------------------------------------------------------------------------
+banner "HOSTILE_GUEST_KERNEL"
+if [ -z "${HOSTILE_GUEST_KERNEL:-}" ]; then
+    skip hostile-kernel "no HOSTILE_GUEST_KERNEL image (run.sh --hostile-kernel IMAGE)"
+else
+    cat >/tmp/hk.cfg <<CFG
+name = "hostile-kernel"
+type = "pvh"
+kernel = "$HOSTILE_GUEST_KERNEL"
+memory = 32
+vcpus = 1
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "preserve"
+CFG
+    if create_domain xl-create-hostile-kernel /tmp/hk.cfg; then
+        kid=$DOMID
+        kvm=$(xs xenstore-read "/local/domain/$kid/vm" 2>/dev/null)
+        release_watch_start
+        xl unpause "$kid"
+        n=0
+        while ! xen_guest_log "$kid" | grep -q 'hostile: done' && [ $n -lt "$HOSTILE_WAIT" ]; do sleep 1; n=$((n + 1)); done
+        xen_guest_log "$kid" | sed 's/^/    hostile-kernel: /'
+        if xen_guest_log "$kid" | grep -q 'hostile: done'; then
+            pass hostile-kernel "domain $kid said 'hostile: done' after ${n}s"
+        else
+            fail hostile-kernel "no 'hostile: done' from domain $kid within ${HOSTILE_WAIT}s"
+        fi
+        alive alive-after-kernel
+        hostile_end kernel- "$kid" "$kvm"
+    fi
+fi
+alive alive-end
+echo "hostile-ring: scenario time $(($(date +%s) - t_start))s"

@@ -1,0 +1,185 @@
+//! `HYPERVISOR_memory_op` (`xen/include/public/memory.h`): memory map, reservations, physmap.
+
+use crate::errno::XenResult;
+use crate::hypercall::{Hypervisor, argument_address, argument_address_mut, number};
+use crate::types::{DomId, Gfn};
+
+/// `XENMEM_current_reservation`: arg = `&domid_t`, returns the number of backed pages.
+pub const XENMEM_CURRENT_RESERVATION: u64 = 3;
+/// `XENMEM_maximum_reservation`: arg = `&domid_t`, returns the page limit.
+pub const XENMEM_MAXIMUM_RESERVATION: u64 = 4;
+/// `XENMEM_add_to_physmap`.
+pub const XENMEM_ADD_TO_PHYSMAP: u64 = 7;
+/// `XENMEM_memory_map`: the guest's E820 map as set by the toolstack.
+pub const XENMEM_MEMORY_MAP: u64 = 9;
+/// `XENMEM_remove_from_physmap`.
+pub const XENMEM_REMOVE_FROM_PHYSMAP: u64 = 15;
+
+/// `XENMAPSPACE_*`: what `add_to_physmap` maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum MapSpace {
+    /// The domain's shared_info page (`idx` 0).
+    SharedInfo = 0,
+    /// A grant-table frame (`idx` = frame number).
+    GrantTable = 1,
+    /// An existing guest frame (`idx` = GFN).
+    GuestFrame = 2,
+}
+
+/// `struct xen_add_to_physmap` (24 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenAddToPhysmap {
+    pub domid: u16,
+    /// Only for `XENMAPSPACE_gmfn_range`.
+    pub size: u16,
+    pub space: u32,
+    pub idx: u64,
+    /// Where the frame should appear.
+    pub gpfn: u64,
+}
+
+/// `struct xen_remove_from_physmap` (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenRemoveFromPhysmap {
+    pub domid: u16,
+    pub gpfn: u64,
+}
+
+/// `struct xen_memory_map` (16 bytes): `nr_entries` is capacity in, count out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenMemoryMap {
+    pub nr_entries: u32,
+    /// Guest handle: linear address of an array of [`E820Entry`].
+    pub buffer: u64,
+}
+
+/// One entry of the `XENMEM_memory_map` buffer: a *packed* 20-byte E820 entry
+/// (`xen/arch/x86/include/asm/e820.h`), not the 24-byte `hvm_memmap_table_entry`.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct E820Entry {
+    pub addr: u64,
+    pub size: u64,
+    /// `E820_RAM` 1, `E820_RESERVED` 2, `E820_ACPI` 3, `E820_NVS` 4, `E820_UNUSABLE` 5.
+    pub entry_type: u32,
+}
+
+impl Hypervisor {
+    /// `XENMEM_memory_map`: fills `entries` and returns how many were written.
+    ///
+    /// Fails with `ENOSYS` if the toolstack set no memory map.
+    pub fn memory_map(&self, entries: &mut [E820Entry]) -> XenResult<usize> {
+        let mut map = XenMemoryMap {
+            nr_entries: u32::try_from(entries.len()).unwrap_or(u32::MAX),
+            buffer: entries.as_mut_ptr() as u64,
+        };
+        let address = argument_address_mut(&mut map);
+        // SAFETY: Xen writes at most `nr_entries` 20-byte entries to `entries`, which is that
+        // long and lives for the call, and updates `map`.
+        unsafe { self.hypercall(number::MEMORY_OP, [XENMEM_MEMORY_MAP, address, 0, 0, 0]) }?;
+        Ok((map.nr_entries as usize).min(entries.len()))
+    }
+
+    /// `XENMEM_current_reservation` for `domid`: the number of pages currently backed.
+    pub fn current_reservation_pages(&self, domid: DomId) -> XenResult<u64> {
+        let domid = domid.0;
+        let address = argument_address(&domid);
+        // SAFETY: Xen reads one domid_t, which lives for the call; nothing changes.
+        unsafe {
+            self.hypercall(
+                number::MEMORY_OP,
+                [XENMEM_CURRENT_RESERVATION, address, 0, 0, 0],
+            )
+        }
+    }
+
+    /// `XENMEM_maximum_reservation` for `domid`: the page limit.
+    pub fn maximum_reservation_pages(&self, domid: DomId) -> XenResult<u64> {
+        let domid = domid.0;
+        let address = argument_address(&domid);
+        // SAFETY: Xen reads one domid_t, which lives for the call; nothing changes.
+        unsafe {
+            self.hypercall(
+                number::MEMORY_OP,
+                [XENMEM_MAXIMUM_RESERVATION, address, 0, 0, 0],
+            )
+        }
+    }
+
+    /// `XENMEM_add_to_physmap` for the calling domain: makes frame `index` of `space` appear
+    /// at `gfn`. RAM previously at `gfn` is freed by Xen; a frame already mapped elsewhere
+    /// is moved (`xen/arch/x86/mm/p2m.c` `xenmem_add_to_physmap_one()`).
+    ///
+    /// # Safety
+    ///
+    /// The contents of guest frame `gfn` are replaced: the caller must ensure nothing relies
+    /// on the old contents of that frame (e.g. it is a dedicated, page-aligned buffer).
+    pub unsafe fn add_to_physmap(&self, space: MapSpace, index: u64, gfn: Gfn) -> XenResult<()> {
+        let request = XenAddToPhysmap {
+            domid: DomId::SELF.0,
+            size: 0,
+            space: space as u32,
+            idx: index,
+            gpfn: gfn.0,
+        };
+        let address = argument_address(&request);
+        // SAFETY: Xen reads one xen_add_to_physmap; the caller accepts that `gfn` changes.
+        unsafe { self.hypercall(number::MEMORY_OP, [XENMEM_ADD_TO_PHYSMAP, address, 0, 0, 0]) }?;
+        Ok(())
+    }
+
+    /// `XENMEM_remove_from_physmap` for the calling domain: leaves a hole at `gfn`.
+    ///
+    /// # Safety
+    ///
+    /// Nothing may access guest frame `gfn` afterwards until it is mapped again.
+    pub unsafe fn remove_from_physmap(&self, gfn: Gfn) -> XenResult<()> {
+        let request = XenRemoveFromPhysmap {
+            domid: DomId::SELF.0,
+            gpfn: gfn.0,
+        };
+        let address = argument_address(&request);
+        // SAFETY: Xen reads one xen_remove_from_physmap; the caller stops using `gfn`.
+        unsafe {
+            self.hypercall(
+                number::MEMORY_OP,
+                [XENMEM_REMOVE_FROM_PHYSMAP, address, 0, 0, 0],
+            )
+        }?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn add_to_physmap_layout() {
+        assert_eq!(size_of::<XenAddToPhysmap>(), 24);
+        assert_eq!(offset_of!(XenAddToPhysmap, size), 2);
+        assert_eq!(offset_of!(XenAddToPhysmap, space), 4);
+        assert_eq!(offset_of!(XenAddToPhysmap, idx), 8);
+        assert_eq!(offset_of!(XenAddToPhysmap, gpfn), 16);
+    }
+
+    #[test]
+    fn remove_from_physmap_layout() {
+        assert_eq!(size_of::<XenRemoveFromPhysmap>(), 16);
+        assert_eq!(offset_of!(XenRemoveFromPhysmap, gpfn), 8);
+    }
+
+    #[test]
+    fn memory_map_layout() {
+        assert_eq!(size_of::<XenMemoryMap>(), 16);
+        assert_eq!(offset_of!(XenMemoryMap, buffer), 8);
+        assert_eq!(size_of::<E820Entry>(), 20);
+        assert_eq!(offset_of!(E820Entry, size), 8);
+        assert_eq!(offset_of!(E820Entry, entry_type), 16);
+    }
+}
