@@ -14,8 +14,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use xenstore_engine::ring::feature;
-use xenstore_engine::{ConnectionFailure, ConnectionId, DomainId, Engine};
+use xenstore_engine::{ConnectionId, DomainId, Engine};
 
 use crate::platform::{GuestRing, LinuxPlatform};
 use crate::simulation::{self, NotificationFifo};
@@ -224,12 +223,8 @@ impl Server {
     /// Offers every socket's kept bytes to the engine while it wants them.
     fn offer_socket_input(&mut self) {
         for (connection, client) in &mut self.sockets {
-            offer(
-                &mut self.engine,
-                &mut self.platform,
-                *connection,
-                &mut client.pending_input,
-            );
+            self.engine
+                .receive_from(&mut self.platform, *connection, &mut client.pending_input);
             if self.engine.failure(*connection).is_some() {
                 // C closes a socket that broke the protocol (oversized header).
                 client.closing = true;
@@ -342,84 +337,28 @@ impl Server {
     }
 }
 
-/// Offers `pending` to the engine while it wants input and takes some.
-fn offer(
-    engine: &mut Engine,
-    platform: &mut LinuxPlatform,
-    connection: ConnectionId,
-    pending: &mut Vec<u8>,
-) {
-    while !pending.is_empty()
-        && engine.wants_input(connection)
-        && engine.failure(connection).is_none()
-    {
-        let taken = engine
-            .receive(platform, connection, pending)
-            .min(pending.len());
-        if taken == 0 {
-            break;
-        }
-        pending.drain(..taken);
-    }
-}
-
-/// One ring: requests in (while the engine wants them), responses out, notify on progress.
+/// One ring: the engine's shared ring service, then the notification and failure marking
+/// that belong to this front end.
 fn service_ring(
     engine: &mut Engine,
     platform: &mut LinuxPlatform,
     connection: ConnectionId,
     guest: &mut GuestRing,
 ) {
-    let mut progressed = false;
-    loop {
-        offer(engine, platform, connection, &mut guest.pending_input);
-        if !guest.pending_input.is_empty()
-            || !engine.wants_input(connection)
-            || engine.failure(connection).is_some()
-        {
-            break;
-        }
-        let mut buffer = [0u8; 1024];
-        match guest.ring().server_read(&mut buffer) {
-            Ok(0) => break,
-            Ok(count) => {
-                progressed = true;
-                guest
-                    .pending_input
-                    .extend_from_slice(buffer.get(..count).unwrap_or(&[]));
-            }
-            Err(error) => {
-                log::warn!("domain {}: {error}", guest.domain);
-                engine.fail_connection(connection, ConnectionFailure::RingIndex);
-                break;
-            }
-        }
-    }
-    let report_errors = engine.domain_features(guest.domain) & feature::ERROR != 0;
-    if let Some(failure) = engine.failure(connection) {
-        guest.mark_failed(failure, report_errors);
-        return;
-    }
-    loop {
-        let output = engine.output(connection);
-        if output.is_empty() {
-            break;
-        }
-        match guest.ring().server_write(output) {
-            Ok(0) => break,
-            Ok(count) => {
-                progressed = true;
-                engine.consume_output(connection, count);
-            }
-            Err(error) => {
-                log::warn!("domain {}: {error}", guest.domain);
-                engine.fail_connection(connection, ConnectionFailure::RingIndex);
-                guest.mark_failed(ConnectionFailure::RingIndex, report_errors);
-                return;
-            }
-        }
-    }
-    if progressed {
+    let mut pending_input = core::mem::take(&mut guest.pending_input);
+    let outcome = xenstore_engine::ring_service::service_ring(
+        engine,
+        platform,
+        connection,
+        guest.domain,
+        &guest.ring(),
+        &mut pending_input,
+    );
+    guest.pending_input = pending_input;
+    if let Some(failure) = outcome.failure {
+        // The engine already wrote the error field when the domain may see it.
+        guest.mark_failed(failure, false);
+    } else if outcome.progressed {
         guest.notify();
     }
 }

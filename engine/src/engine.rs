@@ -257,6 +257,25 @@ impl Engine {
         consumed_bytes
     }
 
+    /// Offers bytes kept from earlier reads to the engine while it wants input, and removes
+    /// what it took from `pending_input` (the rest must wait for [`Engine::wants_input`]).
+    pub fn receive_from(
+        &mut self,
+        platform: &mut dyn Platform,
+        connection: ConnectionId,
+        pending_input: &mut Vec<u8>,
+    ) {
+        while !pending_input.is_empty() && self.wants_input(connection) {
+            let taken = self
+                .receive(platform, connection, pending_input)
+                .min(pending_input.len());
+            if taken == 0 {
+                break;
+            }
+            pending_input.drain(..taken);
+        }
+    }
+
     /// Whether the connection may send more requests now (it is healthy and, if
     /// unprivileged, below its outstanding-request quota).
     pub fn wants_input(&self, connection: ConnectionId) -> bool {

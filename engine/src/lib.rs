@@ -45,6 +45,7 @@ pub mod path;
 pub mod permissions;
 pub mod quota;
 pub mod ring;
+pub mod ring_service;
 pub mod store;
 pub mod transaction;
 pub mod watch;
