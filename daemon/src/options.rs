@@ -5,13 +5,13 @@
 
 use std::path::PathBuf;
 
-use xenstore_engine::quota::QuotaKind;
-use xenstore_engine::{Config, DomainId};
+use xenstore_engine::Config;
+use xenstore_engine::options::{
+    OptionError, OptionName, STORE_FLAGS, STORE_OPTIONS_WITH_VALUE, apply_store_option,
+    domain_value, for_each_option,
+};
 
 use crate::simulation::DEFAULT_RUN_DIRECTORY;
-
-/// C clamps `-M` to `XENSTORE_REL_PATH_MAX`.
-const PATH_MAX_LIMIT_BYTES: u32 = 2048;
 
 /// What the daemon was asked to do.
 #[derive(Debug)]
@@ -81,143 +81,66 @@ where options may include:
   -h, --help              print this text.
 ";
 
-/// Options that take a value: (short, long).
-const WITH_VALUE: [(char, &str); 14] = [
-    ('F', "pid-file"),
-    ('E', "entry-nb"),
-    ('S', "entry-size"),
-    ('W', "watch-nb"),
-    ('t', "transaction"),
-    ('A', "perm-nb"),
-    ('M', "path-max"),
-    ('Q', "quota"),
-    ('q', "quota-soft"),
-    ('w', "timeout"),
-    ('T', "trace-file"),
-    ('\0', "priv-domid"),
-    ('\0', "master-domid"),
-    ('\0', "socket"),
+/// The daemon's own options that take a value (the store's come from the engine).
+const DAEMON_OPTIONS_WITH_VALUE: [OptionName; 5] = [
+    OptionName {
+        short: 'F',
+        long: "pid-file",
+    },
+    OptionName {
+        short: 'T',
+        long: "trace-file",
+    },
+    OptionName {
+        short: '\0',
+        long: "master-domid",
+    },
+    OptionName {
+        short: '\0',
+        long: "socket",
+    },
+    OptionName {
+        short: '\0',
+        long: "rundir",
+    },
 ];
 
-/// Flags: (short, long).
-const FLAGS: [(char, &str); 8] = [
-    ('N', "no-fork"),
-    ('D', "no-domain-init"),
-    ('K', "keep-orphans"),
-    ('V', "verbose"),
-    ('h', "help"),
-    ('P', "output-pid"),
-    ('R', "no-recovery"),
-    ('I', "internal-db"),
+/// The daemon's own flags.
+const DAEMON_FLAGS: [OptionName; 7] = [
+    OptionName {
+        short: 'N',
+        long: "no-fork",
+    },
+    OptionName {
+        short: 'D',
+        long: "no-domain-init",
+    },
+    OptionName {
+        short: 'V',
+        long: "verbose",
+    },
+    OptionName {
+        short: 'h',
+        long: "help",
+    },
+    OptionName {
+        short: 'P',
+        long: "output-pid",
+    },
+    OptionName {
+        short: 'R',
+        long: "no-recovery",
+    },
+    OptionName {
+        short: 'I',
+        long: "internal-db",
+    },
 ];
 
-/// One recognised option occurrence, named by its long name.
-struct Occurrence {
-    name: &'static str,
-    value: Option<String>,
-}
-
-fn split_arguments(arguments: &[String]) -> Result<Vec<Occurrence>, UsageError> {
-    let mut occurrences = Vec::new();
-    let mut index = 0;
-    let take_value = |index: &mut usize, option: &str| -> Result<String, UsageError> {
-        *index += 1;
-        arguments
-            .get(*index)
-            .cloned()
-            .ok_or_else(|| UsageError(format!("option {option} requires an argument")))
-    };
-    while let Some(argument) = arguments.get(index) {
-        if let Some(long) = argument.strip_prefix("--") {
-            let (name, inline) = match long.split_once('=') {
-                Some((name, value)) => (name, Some(value.to_string())),
-                None => (long, None),
-            };
-            if name == "rundir" {
-                let value = match inline {
-                    Some(value) => value,
-                    None => take_value(&mut index, argument)?,
-                };
-                occurrences.push(Occurrence {
-                    name: "rundir",
-                    value: Some(value),
-                });
-            } else if let Some((_, canonical)) = WITH_VALUE.iter().find(|(_, long)| *long == name) {
-                let value = match inline {
-                    Some(value) => value,
-                    None => take_value(&mut index, argument)?,
-                };
-                occurrences.push(Occurrence {
-                    name: canonical,
-                    value: Some(value),
-                });
-            } else if let Some((_, canonical)) = FLAGS.iter().find(|(_, long)| *long == name) {
-                if inline.is_some() {
-                    return Err(UsageError(format!("option --{name} takes no argument")));
-                }
-                occurrences.push(Occurrence {
-                    name: canonical,
-                    value: None,
-                });
-            } else {
-                return Err(UsageError(format!("unrecognized option '{argument}'")));
-            }
-        } else if let Some(cluster) = argument.strip_prefix('-').filter(|rest| !rest.is_empty()) {
-            for (position, letter) in cluster.char_indices() {
-                if let Some((_, canonical)) = WITH_VALUE.iter().find(|(short, _)| *short == letter)
-                {
-                    let rest = &cluster[position + letter.len_utf8()..];
-                    let value = if rest.is_empty() {
-                        take_value(&mut index, &format!("-{letter}"))?
-                    } else {
-                        rest.to_string()
-                    };
-                    occurrences.push(Occurrence {
-                        name: canonical,
-                        value: Some(value),
-                    });
-                    break;
-                } else if let Some((_, canonical)) =
-                    FLAGS.iter().find(|(short, _)| *short == letter)
-                {
-                    occurrences.push(Occurrence {
-                        name: canonical,
-                        value: None,
-                    });
-                } else {
-                    return Err(UsageError(format!("invalid option -- '{letter}'")));
-                }
-            }
-        } else {
-            return Err(UsageError(format!("unexpected argument '{argument}'")));
-        }
-        index += 1;
+impl From<OptionError<'_>> for UsageError {
+    fn from(error: OptionError<'_>) -> Self {
+        UsageError(error.to_string())
     }
-    Ok(occurrences)
-}
-
-fn parse_number(option: &str, value: &str) -> Result<u32, UsageError> {
-    value
-        .parse::<u32>()
-        .map_err(|_| UsageError(format!("option --{option}: '{value}' is not a number")))
-}
-
-fn parse_domid(option: &str, value: &str) -> Result<DomainId, UsageError> {
-    let number = parse_number(option, value)?;
-    u16::try_from(number)
-        .ok()
-        .filter(|domid| *domid < DomainId::FIRST_RESERVED)
-        .map(DomainId)
-        .ok_or_else(|| UsageError(format!("option --{option}: '{value}' is not a domain id")))
-}
-
-fn parse_assignment<'a>(option: &str, value: &'a str) -> Result<(&'a str, u32), UsageError> {
-    let (name, number) = value.split_once('=').ok_or_else(|| {
-        UsageError(format!(
-            "option --{option} needs <what>=<value>, got '{value}'"
-        ))
-    })?;
-    Ok((name, parse_number(option, number)?))
 }
 
 /// Parses the arguments after the program name; `environment` looks variables up
@@ -234,57 +157,39 @@ pub fn parse(
     let mut print_pid = false;
     let mut verbosity = 0u8;
     let mut master_domain = None;
-    for occurrence in split_arguments(arguments)? {
-        let name = occurrence.name;
-        let value = occurrence.value.unwrap_or_default();
-        let quotas = &mut config.quotas;
-        match name {
-            "help" => return Ok(Command::Help),
-            "no-fork" | "no-domain-init" | "no-recovery" | "internal-db" => {}
-            "keep-orphans" => config.keep_orphans = true,
-            "verbose" => verbosity = verbosity.saturating_add(1),
-            "output-pid" => print_pid = true,
-            "pid-file" => pid_file = Some(PathBuf::from(value)),
-            "trace-file" => trace_file = Some(PathBuf::from(value)),
-            "socket" => socket_path = Some(PathBuf::from(value)),
-            "rundir" => run_directory = Some(PathBuf::from(value)),
-            "entry-nb" => quotas.set(QuotaKind::Nodes, parse_number(name, &value)?),
-            "entry-size" => quotas.set(QuotaKind::NodeSizeBytes, parse_number(name, &value)?),
-            "watch-nb" => quotas.set(QuotaKind::Watches, parse_number(name, &value)?),
-            "transaction" => quotas.set(QuotaKind::Transactions, parse_number(name, &value)?),
-            "perm-nb" => quotas.set(QuotaKind::NodePermissions, parse_number(name, &value)?),
-            "path-max" => quotas.set(
-                QuotaKind::PathMaxBytes,
-                parse_number(name, &value)?.min(PATH_MAX_LIMIT_BYTES),
-            ),
-            "quota" => {
-                let (what, number) = parse_assignment(name, &value)?;
-                // `soft-<name>` is accepted here too, as XS_SET_QUOTA names soft quotas.
-                let result = match what.strip_prefix("soft-") {
-                    Some(base) => quotas.set_soft_by_name(base, number),
-                    None => quotas.set_by_name(what, number),
-                };
-                result.map_err(|_| UsageError(format!("unknown quota '{what}'")))?;
+    let with_value: Vec<OptionName> = STORE_OPTIONS_WITH_VALUE
+        .iter()
+        .chain(&DAEMON_OPTIONS_WITH_VALUE)
+        .copied()
+        .collect();
+    let flags: Vec<OptionName> = STORE_FLAGS.iter().chain(&DAEMON_FLAGS).copied().collect();
+    let mut wants_help = false;
+    for_each_option(
+        arguments.iter().map(String::as_str),
+        &with_value,
+        &flags,
+        |name, value| -> Result<(), UsageError> {
+            if apply_store_option(&mut config, name, value)? {
+                return Ok(());
             }
-            "quota-soft" => {
-                let (what, number) = parse_assignment(name, &value)?;
-                quotas
-                    .set_soft_by_name(what, number)
-                    .map_err(|_| UsageError(format!("unknown soft quota '{what}'")))?;
+            let text = value.unwrap_or_default();
+            match name {
+                "help" => wants_help = true,
+                "no-fork" | "no-domain-init" | "no-recovery" | "internal-db" => {}
+                "verbose" => verbosity = verbosity.saturating_add(1),
+                "output-pid" => print_pid = true,
+                "pid-file" => pid_file = Some(PathBuf::from(text)),
+                "trace-file" => trace_file = Some(PathBuf::from(text)),
+                "socket" => socket_path = Some(PathBuf::from(text)),
+                "rundir" => run_directory = Some(PathBuf::from(text)),
+                "master-domid" => master_domain = Some(domain_value(name, text)?),
+                _ => return Err(UsageError(format!("option --{name} is not supported"))),
             }
-            "timeout" => {
-                let (what, seconds) = parse_assignment(name, &value)?;
-                match what {
-                    "watch-event" => {
-                        config.watch_event_timeout_milliseconds = u64::from(seconds) * 1000;
-                    }
-                    _ => return Err(UsageError(format!("unknown timeout '{what}'"))),
-                }
-            }
-            "priv-domid" => config.privileged_domain = parse_domid(name, &value)?,
-            "master-domid" => master_domain = Some(parse_domid(name, &value)?),
-            _ => return Err(UsageError(format!("option --{name} is not supported"))),
-        }
+            Ok(())
+        },
+    )?;
+    if wants_help {
+        return Ok(Command::Help);
     }
     // C-HEAD: the store domain is --master-domid, else the privileged domain (reference §2.5).
     config.store_domain = master_domain.unwrap_or(config.privileged_domain);
@@ -316,6 +221,8 @@ pub fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xenstore_engine::DomainId;
+    use xenstore_engine::quota::QuotaKind;
 
     fn arguments(text: &str) -> Vec<String> {
         text.split_whitespace().map(String::from).collect()

@@ -41,6 +41,7 @@ pub mod domain;
 mod engine;
 pub mod error;
 pub mod operations;
+pub mod options;
 pub mod path;
 pub mod permissions;
 pub mod quota;
