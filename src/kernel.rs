@@ -101,7 +101,7 @@ pub fn kernel_main(start_info_paddr: u64) -> ! {
                 crate::self_test::run(&platform);
                 power_off(platform.hypervisor)
             } else {
-                idle(&platform, &command_line)
+                crate::xenstore::serve(&platform, &command_line)
             }
         }
     }
@@ -252,61 +252,6 @@ fn setup_heap(
     // data, below the populated end and inside the identity map; this runs once per boot.
     unsafe { heap::init_heap(plan) };
     Ok(plan)
-}
-
-/// Normal mode, for now: report and wait for events. Serving xenstore comes next.
-fn idle(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
-    let shared_info = match platform.shared_info {
-        Ok(mapping) => mapping,
-        Err(errno) => {
-            log::error!("shared_info is not mapped ({errno}); cannot wait for events");
-            crate::runtime::panic::stop_after_failure()
-        }
-    };
-    let events =
-        crate::xen::event_channel::EventChannels::new(platform.hypervisor, shared_info.shared_info);
-    if let Ok(memory_map) = &platform.memory_map {
-        use crate::xen::grant_table::{GrantMapper, GrantWindow, plan_grant_window};
-        match plan_grant_window(memory_map, x86_64::IDENTITY_MAPPED_LIMIT_BYTES) {
-            Ok(plan) => match GrantWindow::new(plan) {
-                Ok(window) => {
-                    let mapper = GrantMapper::new(platform.hypervisor, window);
-                    log::info!(
-                        "grant-map window: {:#x}..{:#x} ({} frames, {} in use)",
-                        plan.first_gfn.guest_physical_address(),
-                        plan.end_address(),
-                        plan.frame_count,
-                        mapper.window().frames_in_use()
-                    );
-                }
-                Err(_) => log::warn!("no memory for the grant-map window bitmap"),
-            },
-            Err(error) => log::warn!("no grant-map window: {error}"),
-        }
-    }
-    if let Some(port) = command_line.dom0_event_port {
-        log::info!("dom0 xenstore event channel: {port} (not connected yet)");
-    }
-    if !command_line.unrecognised.is_empty() {
-        log::info!(
-            "options kept for the xenstore engine: {:?}",
-            &command_line.unrecognised[..]
-        );
-    }
-    console_line!(
-        "ready; serving xenstore is not implemented yet, idling (use --self-test to test the platform)"
-    );
-    loop {
-        // No ports listed: any event wakes us; the timeout bounds the race the empty list
-        // has (an event that arrived before the call).
-        if let Err(errno) = events.wait(&[], Some(1_000_000_000)) {
-            log::warn!("SCHEDOP_poll failed: {errno}");
-        }
-        events.drain_pending(|port| {
-            trace::record("idle.event", u64::from(port.0));
-            log::debug!("event on port {port}");
-        });
-    }
 }
 
 /// Powers the domain off (`SCHEDOP_shutdown(SHUTDOWN_poweroff)`).

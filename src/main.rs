@@ -30,6 +30,8 @@ mod xen;
 mod kernel;
 #[cfg(target_os = "none")]
 mod self_test;
+#[cfg(target_os = "none")]
+mod xenstore;
 
 /// The prefix of every console line; the test harness greps for it.
 pub const CONSOLE_PREFIX: &str = "xenstore-stubdom: ";

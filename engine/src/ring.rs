@@ -273,6 +273,11 @@ impl<'memory, M: RingMemory + ?Sized> Ring<'memory, M> {
         reconnecting
     }
 
+    /// Server: sets the `connection` field (only the server sets CONNECTED).
+    pub fn set_connection(&self, state: u32) {
+        self.memory.store_u32_release(offset::CONNECTION, state);
+    }
+
     /// Whether the guest has set `connection = RECONNECT`.
     pub fn reconnect_requested(&self) -> bool {
         self.memory.load_u32_acquire(offset::CONNECTION) == connection::RECONNECT

@@ -65,11 +65,25 @@ macro_rules! console_line {
     };
 }
 
+/// Whether the engine's access trace (`-T`) is printed; it is off by default because every
+/// request would cost a console line.
+static ACCESS_TRACE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Prints the engine's access trace (requests, replies, watch events) from now on.
+pub fn enable_access_trace() {
+    ACCESS_TRACE.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// The `log` backend: info lines are plain, other levels are labelled.
 struct ConsoleLogger;
 
 impl Log for ConsoleLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        if metadata.target() == xenstore_engine::ACCESS_LOG_TARGET
+            && !ACCESS_TRACE.load(core::sync::atomic::Ordering::Relaxed)
+        {
+            return false;
+        }
         metadata.level() <= log::max_level()
     }
 

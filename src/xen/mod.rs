@@ -26,6 +26,7 @@ pub mod memory_map;
 pub mod pv_console;
 pub mod shared_info;
 pub mod start_info;
+pub mod xenstore_ring;
 
 use xen_hypercall::Hypervisor;
 
