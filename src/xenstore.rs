@@ -12,9 +12,12 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use xen_hypercall::cpuid::XenVersion;
-use xen_hypercall::domctl::dominf;
+use xen_hypercall::domctl::{self, dominf};
 use xen_hypercall::event_channel::VIRQ_DOM_EXC;
 use xen_hypercall::{DomId, EventChannelPort, GrantRef, Hypervisor, XenErrno};
+use xenstore_engine::domain_state::{
+    DomainState, DomainStateError, DomainStateSource, DomainStateTracker,
+};
 use xenstore_engine::options::{
     OptionError, OptionName, STORE_FLAGS, STORE_OPTIONS_WITH_VALUE, apply_store_option,
     domain_value, for_each_option,
@@ -198,6 +201,43 @@ impl Platform for StubPlatform {
     }
 }
 
+/// Xen 4.21's `XEN_DOMCTL_get_domain_state(DOMID_INVALID)`: the next changed domain.
+struct HypervisorDomainStates(Hypervisor);
+
+impl DomainStateSource for HypervisorDomainStates {
+    fn next_changed_domain(&mut self) -> Result<(DomainId, DomainState), DomainStateError> {
+        match self.0.get_domain_state(DomId::INVALID) {
+            Ok((domain, reported)) => {
+                let bit = |flag: u16| reported.state & flag != 0;
+                Ok((
+                    DomainId(domain.0),
+                    DomainState {
+                        exists: bit(domctl::domain_state::EXIST),
+                        shutdown: bit(domctl::domain_state::SHUTDOWN),
+                        dying: bit(domctl::domain_state::DYING),
+                        dead: bit(domctl::domain_state::DEAD),
+                        unique_id: reported.unique_id,
+                    },
+                ))
+            }
+            Err(XenErrno::NoEntry) => Err(DomainStateError::NoneChanged),
+            Err(XenErrno::AccessDenied) => Err(DomainStateError::NotHandler),
+            Err(errno) => {
+                log::warn!("get_domain_state failed: {errno}");
+                Err(DomainStateError::Other)
+            }
+        }
+    }
+}
+
+/// How this hypervisor tells us about domains.
+enum DomainWatcher {
+    /// Xen 4.21+: the stable interface, with unique ids.
+    DomainState(DomainStateTracker),
+    /// Older Xen: scan the introduced domains with `getdomaininfo`.
+    DomainInfo,
+}
+
 /// The engine's configuration from the command line.
 fn configure(command_line: &CommandLine<'_>, own_domid: DomId) -> (Config, DomainId) {
     let mut config = Config {
@@ -279,6 +319,11 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         rings: BTreeMap::new(),
         changed_domains: Vec::new(),
     };
+    let mut domain_watcher = if domctl::has_get_domain_state(platform.cpuid_version) {
+        DomainWatcher::DomainState(DomainStateTracker::default())
+    } else {
+        DomainWatcher::DomainInfo
+    };
     let domain_state_port = match events.bind_virq(VIRQ_DOM_EXC) {
         Ok(port) => Some(port),
         Err(errno) => {
@@ -303,6 +348,8 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         Ring::new(&guest.page).set_connection(connection::CONNECTED);
         let _ = stub.events.notify(guest.local_port);
     }
+    // Binding the VIRQ marked every existing domain changed (4.21+): learn them now.
+    watch_domains(&mut domain_watcher, &mut engine, &mut stub);
     crate::console_line!("serving xenstore (dom0 connected)");
     trace::record("xenstore.serving", u64::from(dom0_port.0));
 
@@ -339,7 +386,7 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
             }
         });
         if domains_changed {
-            check_domains(&mut engine, &mut stub);
+            watch_domains(&mut domain_watcher, &mut engine, &mut stub);
         }
         let now_ns = stub.events.now_ns();
         if now_ns >= next_tick_ns {
@@ -394,6 +441,21 @@ fn service_all_rings(engine: &mut Engine, stub: &mut StubPlatform) {
         } else {
             stub.rings.insert(domid, guest);
         }
+    }
+}
+
+/// `VIRQ_DOM_EXC` fired: find out who shut down or died.
+fn watch_domains(watcher: &mut DomainWatcher, engine: &mut Engine, stub: &mut StubPlatform) {
+    match watcher {
+        DomainWatcher::DomainState(tracker) => {
+            let mut source = HypervisorDomainStates(stub.hypervisor);
+            if let Err(error) = tracker.drain(&mut source, engine, stub) {
+                log::warn!("domain states unavailable ({error:?}); scanning with getdomaininfo");
+                *watcher = DomainWatcher::DomainInfo;
+                check_domains(engine, stub);
+            }
+        }
+        DomainWatcher::DomainInfo => check_domains(engine, stub),
     }
 }
 

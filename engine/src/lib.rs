@@ -38,6 +38,7 @@ extern crate std;
 pub mod connection;
 mod control;
 pub mod domain;
+pub mod domain_state;
 mod engine;
 pub mod error;
 pub mod operations;
