@@ -73,6 +73,8 @@ pub enum DebugCrash {
 pub struct CommandLine<'a> {
     /// `--self-test`: run the platform self-test and power off.
     pub self_test: bool,
+    /// `--hostile-ring`: test mode, act as a guest that corrupts its own xenstore ring.
+    pub hostile_ring: bool,
     /// `--verbose`: log at debug level.
     pub verbose: bool,
     /// `--event <port>`: dom0's unbound port for its xenstore connection.
@@ -150,6 +152,7 @@ impl<'a> CommandLine<'a> {
             };
             match option {
                 "--self-test" if inline_value.is_none() => parsed.self_test = true,
+                "--hostile-ring" if inline_value.is_none() => parsed.hostile_ring = true,
                 "--verbose" if inline_value.is_none() => parsed.verbose = true,
                 "--event" => {
                     let text = value(option)?;

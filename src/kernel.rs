@@ -97,7 +97,9 @@ pub fn kernel_main(start_info_paddr: u64) -> ! {
         None => run_without_xen(&boot_info),
         Some(leaves) => {
             let platform = boot_on_xen(leaves, &boot_info);
-            if command_line.self_test {
+            if command_line.hostile_ring {
+                crate::hostile_ring::run(&platform)
+            } else if command_line.self_test {
                 crate::self_test::run(&platform);
                 power_off(platform.hypervisor)
             } else {

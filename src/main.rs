@@ -27,6 +27,8 @@ mod runtime;
 mod xen;
 
 #[cfg(target_os = "none")]
+mod hostile_ring;
+#[cfg(target_os = "none")]
 mod kernel;
 #[cfg(target_os = "none")]
 mod self_test;

@@ -17,6 +17,113 @@ pub struct MappedRingPage {
     page: ForeignPage,
 }
 
+/// This domain's own xenstore page (`HVM_PARAM_STORE_PFN`), for the `--hostile-ring` test mode
+/// in which the kernel plays a guest.
+pub struct OwnRingPage {
+    base: core::ptr::NonNull<u8>,
+}
+
+impl OwnRingPage {
+    /// The page at guest frame `frame`, if it lies inside the identity map.
+    pub fn at_frame(frame: u64) -> Option<OwnRingPage> {
+        let address = frame.checked_mul(xen_hypercall::PAGE_SIZE_BYTES)?;
+        if frame == 0
+            || address.checked_add(xen_hypercall::PAGE_SIZE_BYTES)?
+                > crate::arch::x86_64::IDENTITY_MAPPED_LIMIT_BYTES
+        {
+            return None;
+        }
+        core::ptr::NonNull::new(address as *mut u8).map(|base| OwnRingPage { base })
+    }
+
+    /// Reads an index word (test mode helpers, outside the ring protocol's rules).
+    pub fn load_u32_acquire_at(&self, offset: usize) -> u32 {
+        self.load_u32_acquire(offset)
+    }
+
+    /// Writes an index word, whatever the protocol says.
+    pub fn store_at(&self, offset: usize, value: u32) {
+        self.store_u32_release(offset, value);
+    }
+
+    fn word(&self, offset: usize) -> Option<&AtomicU32> {
+        // SAFETY: our own xenstore page, populated by the toolstack and never removed while
+        // the domain runs, inside the identity map (checked by `at_frame`).
+        unsafe { word_at(self.base, offset) }
+    }
+
+    fn byte(&self, offset: usize) -> Option<&AtomicU8> {
+        // SAFETY: as in `word`.
+        unsafe { byte_at(self.base, offset) }
+    }
+}
+
+/// The aligned word at `offset` of the page at `base` (`None` when out of bounds).
+///
+/// # Safety
+/// `base` must be the start of a 4096-byte page that stays mapped read-write for `'page`.
+unsafe fn word_at<'page>(base: core::ptr::NonNull<u8>, offset: usize) -> Option<&'page AtomicU32> {
+    if !offset.is_multiple_of(4) || offset.checked_add(4)? > PAGE_SIZE_BYTES {
+        return None;
+    }
+    let pointer = base.as_ptr().wrapping_add(offset).cast::<AtomicU32>();
+    // SAFETY: the page is mapped for 'page (the caller's contract); `offset` is aligned and in
+    // bounds (checked above); `AtomicU32` has the layout of `u32`, and the other side's
+    // concurrent writes are atomic with respect to ours.
+    Some(unsafe { &*pointer })
+}
+
+/// The byte at `offset` of the page at `base` (`None` when out of bounds).
+///
+/// # Safety
+/// As for [`word_at`].
+unsafe fn byte_at<'page>(base: core::ptr::NonNull<u8>, offset: usize) -> Option<&'page AtomicU8> {
+    if offset >= PAGE_SIZE_BYTES {
+        return None;
+    }
+    let pointer = base.as_ptr().wrapping_add(offset).cast::<AtomicU8>();
+    // SAFETY: in bounds of the page, mapped for 'page (the caller's contract); bytes need no
+    // alignment.
+    Some(unsafe { &*pointer })
+}
+
+/// `RingMemory` over any page type with `word`/`byte` accessors.
+macro_rules! ring_memory_over_atomics {
+    ($page:ty) => {
+        impl RingMemory for $page {
+            fn load_u32_acquire(&self, offset: usize) -> u32 {
+                self.word(offset)
+                    .map_or(0, |word| word.load(Ordering::Acquire))
+            }
+
+            fn store_u32_release(&self, offset: usize, value: u32) {
+                if let Some(word) = self.word(offset) {
+                    word.store(value, Ordering::Release);
+                }
+            }
+
+            fn read_bytes(&self, offset: usize, destination: &mut [u8]) {
+                for (index, slot) in destination.iter_mut().enumerate() {
+                    *slot = self
+                        .byte(offset + index)
+                        .map_or(0, |byte| byte.load(Ordering::Relaxed));
+                }
+            }
+
+            fn write_bytes(&self, offset: usize, source: &[u8]) {
+                for (index, value) in source.iter().enumerate() {
+                    if let Some(byte) = self.byte(offset + index) {
+                        byte.store(*value, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    };
+}
+
+ring_memory_over_atomics!(OwnRingPage);
+ring_memory_over_atomics!(MappedRingPage);
+
 impl MappedRingPage {
     /// Uses a freshly mapped foreign page as a ring.
     pub fn new(page: ForeignPage) -> MappedRingPage {
@@ -29,62 +136,13 @@ impl MappedRingPage {
     }
 
     fn word(&self, offset: usize) -> Option<&AtomicU32> {
-        if !offset.is_multiple_of(4) || offset.checked_add(4)? > PAGE_SIZE_BYTES {
-            return None;
-        }
-        let pointer = self
-            .page
-            .address()
-            .as_ptr()
-            .wrapping_add(offset)
-            .cast::<AtomicU32>();
-        // SAFETY: the page is mapped read-write for as long as `self.page` lives (it owns the
-        // mapping), is 4096 bytes long and page-aligned, so `offset` (checked above: aligned,
-        // in bounds) addresses a valid, aligned u32. `AtomicU32` has the layout of `u32`,
-        // and the other domain's concurrent writes are atomic with respect to ours.
-        Some(unsafe { &*pointer })
+        // SAFETY: `self.page` owns the grant mapping, so the page stays mapped read-write for
+        // as long as `self` is borrowed.
+        unsafe { word_at(self.page.address(), offset) }
     }
 
     fn byte(&self, offset: usize) -> Option<&AtomicU8> {
-        if offset >= PAGE_SIZE_BYTES {
-            return None;
-        }
-        let pointer = self
-            .page
-            .address()
-            .as_ptr()
-            .wrapping_add(offset)
-            .cast::<AtomicU8>();
-        // SAFETY: as in `word`: in bounds of the live mapping; bytes need no alignment.
-        Some(unsafe { &*pointer })
-    }
-}
-
-impl RingMemory for MappedRingPage {
-    fn load_u32_acquire(&self, offset: usize) -> u32 {
-        self.word(offset)
-            .map_or(0, |word| word.load(Ordering::Acquire))
-    }
-
-    fn store_u32_release(&self, offset: usize, value: u32) {
-        if let Some(word) = self.word(offset) {
-            word.store(value, Ordering::Release);
-        }
-    }
-
-    fn read_bytes(&self, offset: usize, destination: &mut [u8]) {
-        for (index, slot) in destination.iter_mut().enumerate() {
-            *slot = self
-                .byte(offset + index)
-                .map_or(0, |byte| byte.load(Ordering::Relaxed));
-        }
-    }
-
-    fn write_bytes(&self, offset: usize, source: &[u8]) {
-        for (index, value) in source.iter().enumerate() {
-            if let Some(byte) = self.byte(offset + index) {
-                byte.store(*value, Ordering::Relaxed);
-            }
-        }
+        // SAFETY: as in `word`.
+        unsafe { byte_at(self.page.address(), offset) }
     }
 }
