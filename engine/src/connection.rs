@@ -47,8 +47,15 @@ pub struct Connection {
     header_filled_bytes: usize,
     header: Option<MessageHeader>,
     payload: Vec<u8>,
-    /// Messages to send; the first may be partly sent.
+    /// Messages to send; the first may be partly sent. Change it only through
+    /// [`Connection::push_output`], [`Connection::pop_output`], [`Connection::clear_output`]
+    /// and [`Connection::retain_output`], which keep `event_hashes` in step.
     pub output: VecDeque<OutputMessage>,
+    /// How many queued watch events have each FNV-1a hash. Duplicate suppression asks
+    /// "is an identical event queued?" for every event; without this index each question
+    /// scans the queue, and a writer flooding a non-reading guest (XSA-326) would make
+    /// the store spend time quadratic in the queue length (tens of thousands of events).
+    event_hashes: BTreeMap<u64, u32>,
     /// Bytes of the first message already sent.
     pub output_sent_bytes: usize,
     /// Open transactions by id.
@@ -71,6 +78,7 @@ impl Connection {
             header: None,
             payload: Vec::new(),
             output: VecDeque::new(),
+            event_hashes: BTreeMap::new(),
             output_sent_bytes: 0,
             transactions: BTreeMap::new(),
             next_transaction_id: 1,
@@ -160,14 +168,78 @@ impl Connection {
             .count()
     }
 
+    /// Queues a message at the end.
+    pub fn push_output(&mut self, message: OutputMessage) {
+        if !message.is_reply {
+            *self.event_hashes.entry(fnv1a(&message.bytes)).or_insert(0) += 1;
+        }
+        self.output.push_back(message);
+    }
+
+    /// Removes the first message.
+    pub fn pop_output(&mut self) -> Option<OutputMessage> {
+        let message = self.output.pop_front()?;
+        self.forget_event(&message);
+        Some(message)
+    }
+
+    /// Drops every queued message.
+    pub fn clear_output(&mut self) {
+        self.output.clear();
+        self.event_hashes.clear();
+    }
+
+    /// Keeps only the messages `keep` accepts (called with each message and its position).
+    pub fn retain_output(&mut self, mut keep: impl FnMut(usize, &OutputMessage) -> bool) {
+        let mut index = 0;
+        let mut dropped = Vec::new();
+        self.output.retain(|message| {
+            let kept = keep(index, message);
+            index += 1;
+            if !kept && !message.is_reply {
+                dropped.push(fnv1a(&message.bytes));
+            }
+            kept
+        });
+        for hash in dropped {
+            self.forget_hash(hash);
+        }
+    }
+
+    fn forget_event(&mut self, message: &OutputMessage) {
+        if !message.is_reply {
+            self.forget_hash(fnv1a(&message.bytes));
+        }
+    }
+
+    fn forget_hash(&mut self, hash: u64) {
+        if let Some(count) = self.event_hashes.get_mut(&hash) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.event_hashes.remove(&hash);
+            }
+        }
+    }
+
     /// Whether an identical watch event is queued and not yet started (C suppresses duplicates).
     pub fn has_unsent_event(&self, bytes: &[u8]) -> bool {
+        // Only a hash hit (a real duplicate, or a rare collision) pays for the scan.
+        if !self.event_hashes.contains_key(&fnv1a(bytes)) {
+            return false;
+        }
         self.output.iter().enumerate().any(|(index, message)| {
             !message.is_reply
                 && message.bytes == bytes
                 && (index > 0 || self.output_sent_bytes == 0)
         })
     }
+}
+
+/// The 64-bit FNV-1a hash: cheap, no_std, good enough for an index whose hits are verified.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

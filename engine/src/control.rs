@@ -1,6 +1,7 @@
 //! `XS_CONTROL`: the administrator's commands of C xenstored (`tools/xenstored/control.c`),
 //! as used by `xenstore-control`.
 
+use crate::domain::Usage;
 use crate::engine::Engine;
 use crate::quota::QuotaKind;
 use crate::wire;
@@ -57,9 +58,12 @@ impl Engine {
                 Ok(text_reply("OK"))
             }
             (b"check", []) => {
+                // `OK` only when every count matched a full recount; otherwise the counters
+                // are corrected and the reply says how many were wrong (tests look for it).
                 let repaired = self.check_accounting();
                 if repaired > 0 {
-                    log::warn!("check: corrected the accounting of {repaired} domains");
+                    log::warn!("check: corrected {repaired} accounting counters");
+                    return Ok(text_reply(&format!("corrected {repaired} counters")));
                 }
                 Ok(text_reply("OK"))
             }
@@ -155,27 +159,141 @@ impl Engine {
         }
     }
 
-    /// Recounts every domain's nodes and node memory from the tree and corrects the
-    /// records; returns how many domains were wrong. The counts must always match.
+    /// Recounts everything the per-domain accounting tracks and corrects the records;
+    /// returns how many counters were wrong (0 when the books balance, which they must).
+    ///
+    /// Recounted per domain, from the objects themselves:
+    /// - nodes owned, from the tree;
+    /// - memory: node records and paths of owned nodes, watch paths and tokens, queued
+    ///   output (replies and events, each charged in full until completely sent), and the
+    ///   private copies held by open transactions;
+    /// - watches and open transactions, from the connections.
+    ///
+    /// Also counted as wrong (not repairable here): a watch registered with a connection but
+    /// missing from the watch index or the other way round, and every tree-shape defect
+    /// [`Engine::check_tree`] finds.
     pub fn check_accounting(&mut self) -> usize {
-        let recount = self.recount_nodes();
+        let recount = self.recount_usage();
         let mut repaired = 0;
         let generation = self.tree.current_generation();
         let quotas = self.config.quotas;
-        for (domain, (nodes, _)) in &recount {
+        for (domain, expected) in &recount {
             let record = self.domains.ensure(*domain, generation, &quotas);
-            if record.usage.nodes != *nodes {
-                repaired += 1;
-                record.usage.nodes = *nodes;
+            let usage = &mut record.usage;
+            for (stored, counted) in [
+                (&mut usage.nodes, expected.nodes),
+                (&mut usage.watches, expected.watches),
+                (&mut usage.transactions, expected.transactions),
+                (&mut usage.memory_bytes, expected.memory_bytes),
+            ] {
+                if *stored != counted {
+                    repaired += 1;
+                    *stored = counted;
+                }
             }
         }
         for (domain, record) in self.domains.iter_mut() {
-            if !recount.contains_key(domain) && record.usage.nodes != 0 {
-                repaired += 1;
-                record.usage.nodes = 0;
+            if recount.contains_key(domain) {
+                continue;
+            }
+            let usage = &mut record.usage;
+            for stored in [
+                &mut usage.nodes,
+                &mut usage.watches,
+                &mut usage.transactions,
+                &mut usage.memory_bytes,
+            ] {
+                if *stored != 0 {
+                    repaired += 1;
+                    *stored = 0;
+                }
             }
         }
-        repaired
+        let listed: usize = self
+            .connections
+            .values()
+            .map(|state| state.watches.len())
+            .sum();
+        if listed != self.watches.len() {
+            repaired += 1;
+        }
+        for (connection, state) in &self.connections {
+            for (watched, token) in &state.watches {
+                if !self.watches.contains(*connection, watched, token) {
+                    repaired += 1;
+                }
+            }
+        }
+        repaired + self.check_tree()
+    }
+
+    /// Counts tree-shape defects: a node whose parent is missing or does not list it, a
+    /// listed child that does not exist, or a child listed twice. Must always be 0.
+    pub fn check_tree(&self) -> usize {
+        let mut defects = 0;
+        for (node_path, node) in self.tree.iter() {
+            if node_path != "/" && !crate::path::is_special(node_path) {
+                let listed = crate::path::parent(node_path)
+                    .and_then(|parent| self.tree.get(parent))
+                    .is_some_and(|parent| {
+                        let name = crate::path::base_name(node_path);
+                        parent.children.iter().any(|child| child == name)
+                    });
+                if !listed {
+                    defects += 1;
+                }
+            }
+            for (index, child) in node.children.iter().enumerate() {
+                if self
+                    .tree
+                    .get(&crate::path::join(node_path, child))
+                    .is_none()
+                {
+                    defects += 1;
+                }
+                if node
+                    .children
+                    .iter()
+                    .skip(index + 1)
+                    .any(|other| other == child)
+                {
+                    defects += 1;
+                }
+            }
+        }
+        defects
+    }
+
+    /// Per-domain usage counted from the tree, the connections and their transactions.
+    pub fn recount_usage(&self) -> BTreeMap<DomainId, Usage> {
+        let mut usage: BTreeMap<DomainId, Usage> = BTreeMap::new();
+        for (domain, (nodes, node_bytes)) in self.recount_nodes() {
+            let entry = usage.entry(domain).or_default();
+            entry.nodes = nodes;
+            entry.memory_bytes = node_bytes;
+        }
+        for state in self.connections.values() {
+            let entry = usage.entry(state.domain).or_default();
+            entry.watches += state.watches.len() as u64;
+            entry.transactions += state.transactions.len() as u64;
+            let watch_bytes: u64 = state
+                .watches
+                .iter()
+                .map(|(watched, token)| crate::watch::Watch::memory_bytes(watched, token))
+                .sum();
+            let output_bytes: u64 = state
+                .output
+                .iter()
+                .map(|message| message.bytes.len() as u64)
+                .sum();
+            let transaction_bytes: u64 = state
+                .transactions
+                .values()
+                .map(crate::transaction::Transaction::recount_memory_bytes)
+                .sum();
+            entry.memory_bytes += watch_bytes + output_bytes + transaction_bytes;
+        }
+        usage
     }
 
     /// Nodes and node bytes per owner, counted from the tree.

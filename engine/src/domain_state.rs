@@ -64,11 +64,13 @@ impl DomainStateTracker {
     pub fn observe(&mut self, domain: DomainId, state: DomainState) -> Vec<DomainChange> {
         let mut changes = Vec::new();
         if let Some(known) = self.unique_ids.get(&domain).copied()
-            && state.exists && known != state.unique_id {
-                // The id was reused: the domain we knew is gone.
-                changes.push(DomainChange::Died(domain));
-                self.unique_ids.remove(&domain);
-            }
+            && state.exists
+            && known != state.unique_id
+        {
+            // The id was reused: the domain we knew is gone.
+            changes.push(DomainChange::Died(domain));
+            self.unique_ids.remove(&domain);
+        }
         if !state.exists || state.dying || state.dead {
             self.unique_ids.remove(&domain);
             if !changes.contains(&DomainChange::Died(domain)) {

@@ -208,6 +208,8 @@ impl Engine {
     /// The client went away: its watches and transactions are dropped.
     pub fn close_connection(&mut self, _platform: &mut dyn Platform, connection: ConnectionId) {
         self.drop_watches_and_transactions(connection);
+        // Unsent output is charged to the domain: refund it, or the count drifts upwards.
+        self.clear_output(connection);
         if let Some(closed) = self.connections.remove(&connection)
             && closed.kind == ConnectionKind::Domain
             && let Some(record) = self.domains.get_mut(closed.domain)
@@ -321,13 +323,14 @@ impl Engine {
         let Some(state) = self.connections.get_mut(&connection) else {
             return;
         };
-        let queued_bytes: u64 = state
+        // Every queued message is charged in full until it is completely sent
+        // (`consume_output`), the partly sent first one included.
+        let refund: u64 = state
             .output
             .iter()
             .map(|message| message.bytes.len() as u64)
             .sum();
-        let refund = queued_bytes.saturating_sub(state.output_sent_bytes as u64);
-        state.output.clear();
+        state.clear_output();
         state.output_sent_bytes = 0;
         let domain = state.domain;
         if let Some(record) = self.domains.get_mut(domain) {
@@ -361,7 +364,7 @@ impl Engine {
             }
             state.output_sent_bytes -= front.bytes.len();
             freed_bytes += front.bytes.len() as u64;
-            state.output.pop_front();
+            state.pop_output();
         }
         let domain = state.domain;
         if let Some(record) = self.domains.get_mut(domain) {
@@ -468,13 +471,11 @@ impl Engine {
                 continue;
             }
             let started = state.output_sent_bytes > 0;
-            let mut index = 0;
             let mut dropped_bytes = 0u64;
-            state.output.retain(|message| {
+            state.retain_output(|index, message| {
                 let keep = message.is_reply
                     || (index == 0 && started)
                     || now.saturating_sub(message.queued_at_milliseconds) < timeout;
-                index += 1;
                 if !keep {
                     dropped_bytes += message.bytes.len() as u64;
                 }
@@ -578,7 +579,22 @@ impl Engine {
         }
         let domain = state.domain;
         let size = bytes.len() as u64;
-        state.output.push_back(OutputMessage {
+        // A watch event that would take an unprivileged domain over its hard memory quota
+        // is dropped (C `send_event()`, XSA-326 `f6d0013364`): a guest that does not read
+        // its ring cannot make the store hold unbounded events for it. Replies are bounded
+        // by the outstanding-request quota instead and are always queued.
+        if !is_reply && domain != self.config.privileged_domain {
+            let quotas = self
+                .domains
+                .get(domain)
+                .map_or(self.config.quotas, |record| record.quotas);
+            let usage = self.domains.usage(domain).memory_bytes;
+            if quotas.exceeded_by(QuotaKind::MemoryBytes, usage.saturating_add(size)) {
+                log::debug!("domain {domain}: watch event dropped, memory quota reached");
+                return;
+            }
+        }
+        state.push_output(OutputMessage {
             bytes,
             is_reply,
             queued_at_milliseconds: now,
@@ -978,6 +994,10 @@ impl Engine {
             self.apply_deltas(&deltas);
             return result;
         }
+        // Every access inside a transaction may copy a node into it, so an unprivileged
+        // domain over its hard memory quota gets `ENOMEM` before the copy is made (C
+        // checks the memory quota "sloppily" the same way, `00e9e32d02`).
+        self.check_memory(caller)?;
         let transaction = self
             .connections
             .get_mut(&connection)
@@ -988,12 +1008,23 @@ impl Engine {
         } else {
             Some(u64::from(quotas.get(QuotaKind::TransactionNodes)))
         };
+        let memory_before = transaction.memory_bytes;
         let mut view = TransactionAccess {
             tree: &self.tree,
             transaction,
             node_limit,
         };
-        operation(&mut view, &self.domains, &quotas)
+        let result = operation(&mut view, &self.domains, &quotas);
+        let memory_after = view.transaction.memory_bytes;
+        // The transaction's private copies are charged to the domain that opened it.
+        if let Some(record) = self.domains.get_mut(caller.domain) {
+            record.usage.memory_bytes = record
+                .usage
+                .memory_bytes
+                .saturating_add(memory_after)
+                .saturating_sub(memory_before);
+        }
+        result
     }
 
     /// Runs a modifying operation; its changes fire now, or at commit inside a transaction.
@@ -1004,7 +1035,20 @@ impl Engine {
         caller: &Caller,
         operation: impl FnOnce(&mut dyn NodeAccess, &Domains, &Quotas) -> StoreResult<Vec<Change>>,
     ) -> StoreResult<()> {
-        let changes = self.with_view(connection, transaction_id, caller, operation)?;
+        let outcome = self.with_view(connection, transaction_id, caller, operation);
+        if transaction_id != 0
+            && matches!(outcome, Err(StoreError::NoSpace | StoreError::OutOfMemory))
+            && let Some(transaction) = self
+                .connections
+                .get_mut(&connection)
+                .and_then(|state| state.transactions.get_mut(&transaction_id))
+        {
+            // A change refused for lack of quota or memory poisons the transaction: its
+            // commit fails (`ENOMEM`, C `do_transaction_end()`), so a client can never
+            // commit half of what it meant to do (XSA-415).
+            transaction.failed = true;
+        }
+        let changes = outcome?;
         if transaction_id == 0 {
             self.debit_writes(caller, 1);
             self.pending_changes.extend(changes);
@@ -1107,6 +1151,10 @@ impl Engine {
             .ok_or(StoreError::NoEntry)?;
         if let Some(record) = self.domains.get_mut(caller.domain) {
             record.usage.transactions = record.usage.transactions.saturating_sub(1);
+            record.usage.memory_bytes = record
+                .usage
+                .memory_bytes
+                .saturating_sub(transaction.memory_bytes);
         }
         if !commit {
             return Ok(b"OK\0".to_vec());
@@ -1219,6 +1267,7 @@ impl Engine {
     ) {
         if let Some(connection) = self.domain_connection(domain) {
             self.drop_watches_and_transactions(connection);
+            self.clear_output(connection);
             self.connections.remove(&connection);
             platform.disconnect_domain(domain);
         }
@@ -1250,12 +1299,21 @@ impl Engine {
         };
         for node_path in &with_entries {
             if let Some(node) = view.tree.get_mut(node_path) {
+                // Changed in place (not a modification: the generation stays), but the
+                // record shrinks, so the owner's memory charge must follow.
+                let before = node.clone();
                 node.permissions
                     .entries_mut()
                     .retain(|entry| entry.domain != domain);
                 if node.permissions.entries().is_empty() {
                     node.permissions = Permissions::owned_by(privileged);
                 }
+                operations::account_replacement(
+                    &mut view.deltas,
+                    node_path,
+                    Some(&before),
+                    Some(node),
+                );
             }
         }
         let mut changes = Vec::new();
@@ -1310,9 +1368,13 @@ impl Engine {
             return;
         };
         let watches = core::mem::take(&mut state.watches);
-        let transactions = core::mem::take(&mut state.transactions).len() as u64;
+        let dropped_transactions = core::mem::take(&mut state.transactions);
+        let transactions = dropped_transactions.len() as u64;
         let domain = state.domain;
-        let mut memory = 0;
+        let mut memory: u64 = dropped_transactions
+            .values()
+            .map(|transaction| transaction.memory_bytes)
+            .sum();
         for (watched, token) in &watches {
             self.watches.remove(connection, watched, token);
             memory += Watch::memory_bytes(watched, token);
@@ -1474,6 +1536,16 @@ impl Engine {
     /// Number of nodes in the store (special nodes included).
     pub fn node_count(&self) -> usize {
         self.tree.len()
+    }
+
+    /// The committed tree, read only (consistency checks, fuzzing and property tests).
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// What `domain` uses now, as the accounting records it (zero for an unknown domain).
+    pub fn domain_usage(&self, domain: DomainId) -> crate::domain::Usage {
+        self.domains.usage(domain)
     }
 }
 

@@ -18,8 +18,22 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
-    clippy::panic
+    clippy::panic,
+    // Further ways to stop the store from guest input (hostile-guests.md §1.4 items 3, 7).
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::get_unwrap,
+    clippy::string_slice,
+    clippy::exit,
+    // A guest-sized length silently cut to a narrower type is how ring and header
+    // arithmetic goes wrong (XSA-38, XSA-420): convert with `try_from`.
+    clippy::cast_possible_truncation,
+    clippy::mem_forget
 )]
+// `clippy::arithmetic_side_effects` is not denied: it flags every `+` (82 sites, nearly all
+// on bounded counters); overflow is instead caught by the fuzz targets and property tests,
+// which run with debug assertions (overflow checks on).
 // Tests may panic: that is how they fail.
 #![cfg_attr(
     test,
@@ -27,7 +41,8 @@
         clippy::unwrap_used,
         clippy::expect_used,
         clippy::indexing_slicing,
-        clippy::panic
+        clippy::panic,
+        clippy::cast_possible_truncation
     )
 )]
 

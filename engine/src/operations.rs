@@ -465,6 +465,9 @@ pub fn remove(
     path: &str,
 ) -> StoreResult<Vec<Change>> {
     if path == "/" {
+        // The root cannot be removed, but only a caller who may write it learns that:
+        // others get `EACCES` like for any unwritable node (XSA-353, C `do_rm()`).
+        node_with_access(view, domains, caller, path, Access::WRITE)?;
         return Err(StoreError::Invalid);
     }
     let node = match node_with_access(view, domains, caller, path, Access::WRITE) {

@@ -147,6 +147,12 @@ fn unread_bytes(producer: u32, consumer: u32) -> Result<usize, RingError> {
     Ok(unread as usize)
 }
 
+/// A byte count within one ring (at most 1024) as an index distance; saturates instead of
+/// truncating, so that a bug could never wrap an index silently.
+fn index_distance(count: usize) -> u32 {
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
 /// The position of stream index `index` inside a ring (`MASK_XENSTORE_IDX`).
 fn ring_position(index: u32) -> usize {
     (index & (RING_SIZE_INDEX - 1)) as usize
@@ -172,7 +178,7 @@ impl<'memory, M: RingMemory + ?Sized> Ring<'memory, M> {
         let count = available.min(destination.len());
         let mut copied = 0;
         while copied < count {
-            let index = consumer.wrapping_add(copied as u32);
+            let index = consumer.wrapping_add(index_distance(copied));
             let position = ring_position(index);
             // Copy up to the end of the ring, then continue at its start.
             let chunk = (count - copied).min(RING_SIZE_BYTES - position);
@@ -186,7 +192,7 @@ impl<'memory, M: RingMemory + ?Sized> Ring<'memory, M> {
             // Release: our reads of the data happen before the producer may overwrite it.
             self.memory.store_u32_release(
                 direction.consumer_offset,
-                consumer.wrapping_add(count as u32),
+                consumer.wrapping_add(index_distance(count)),
             );
         }
         Ok(count)
@@ -200,7 +206,7 @@ impl<'memory, M: RingMemory + ?Sized> Ring<'memory, M> {
         let count = (RING_SIZE_BYTES - unread).min(source.len());
         let mut copied = 0;
         while copied < count {
-            let index = producer.wrapping_add(copied as u32);
+            let index = producer.wrapping_add(index_distance(copied));
             let position = ring_position(index);
             let chunk = (count - copied).min(RING_SIZE_BYTES - position);
             if let Some(chunk_bytes) = source.get(copied..copied + chunk) {
@@ -213,7 +219,7 @@ impl<'memory, M: RingMemory + ?Sized> Ring<'memory, M> {
             // Release: the data is visible before the consumer sees the new producer index.
             self.memory.store_u32_release(
                 direction.producer_offset,
-                producer.wrapping_add(count as u32),
+                producer.wrapping_add(index_distance(count)),
             );
         }
         Ok(count)
@@ -377,9 +383,9 @@ impl RingMemory for InMemoryPage {
             let byte_offset = offset + index;
             let shift = (byte_offset % 4) * 8;
             // Little-endian layout inside the word, as on x86 and Arm.
-            *byte = self
-                .word(byte_offset)
-                .map_or(0, |word| (word.load(Ordering::Relaxed) >> shift) as u8);
+            *byte = self.word(byte_offset).map_or(0, |word| {
+                u8::try_from((word.load(Ordering::Relaxed) >> shift) & 0xFF).unwrap_or(0)
+            });
         }
     }
 

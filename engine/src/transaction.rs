@@ -37,9 +37,26 @@ pub struct Transaction {
     pub failed: bool,
     /// Node and memory deltas per owner, for quota checks.
     pub deltas: AccountingDeltas,
+    /// Bytes of the private copies (paths and node records) the transaction holds; the
+    /// engine charges them to the domain that opened it (C counts transaction memory in
+    /// the domain's `memory` quota, XSA-326).
+    pub memory_bytes: u64,
+}
+
+/// What one recorded node costs: its path and, when present, its stored record.
+fn copy_size_bytes(path: &str, node: Option<&Node>) -> u64 {
+    (path.len() + node.map_or(0, Node::stored_size_bytes)) as u64
 }
 
 impl Transaction {
+    /// Recounts [`Transaction::memory_bytes`] from the private copies (accounting checks).
+    pub fn recount_memory_bytes(&self) -> u64 {
+        self.accessed
+            .iter()
+            .map(|(path, accessed)| copy_size_bytes(path, accessed.node.as_ref()))
+            .sum()
+    }
+
     /// Checks that nothing the transaction touched has changed since.
     pub fn validate(&self, tree: &Tree) -> StoreResult<()> {
         for (path, accessed) in &self.accessed {
@@ -87,6 +104,10 @@ impl TransactionAccess<'_> {
         let committed = self.tree.get(path);
         let generation_seen = committed.map(|node| node.generation);
         let node = committed.cloned();
+        self.transaction.memory_bytes = self
+            .transaction
+            .memory_bytes
+            .saturating_add(copy_size_bytes(path, node.as_ref()));
         self.transaction.accessed.insert(
             String::from(path),
             AccessedNode {
@@ -114,6 +135,13 @@ impl TransactionAccess<'_> {
             old.as_ref(),
             node.as_ref(),
         );
+        let old_size = copy_size_bytes(path, old.as_ref());
+        let new_size = copy_size_bytes(path, node.as_ref());
+        self.transaction.memory_bytes = self
+            .transaction
+            .memory_bytes
+            .saturating_sub(old_size)
+            .saturating_add(new_size);
         if let Some(accessed) = self.transaction.accessed.get_mut(path) {
             accessed.node = node;
             accessed.written = true;

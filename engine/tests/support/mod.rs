@@ -46,6 +46,44 @@ pub struct Harness {
     pub dom0: ConnectionId,
     next_request_id: u32,
     pending: std::collections::BTreeMap<ConnectionId, Vec<Message>>,
+    /// Every request sent, in order, for seeding the fuzz corpora (see `Drop`).
+    recorded_requests: Vec<u8>,
+}
+
+/// With `XENSTORE_FUZZ_SEED_DIR` set, each test's request stream is written there as one
+/// file named after the test: `fuzz/run.sh` seeds the `wire_framing` and `ring_reader`
+/// corpora from the transcript tests this way.
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let Some(directory) = std::env::var_os("XENSTORE_FUZZ_SEED_DIR") else {
+            return;
+        };
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .replace("::", "-");
+        let directory = std::path::Path::new(&directory);
+        // `wire_framing` input: a control byte (bit 0: dom0 or a guest; the rest: the chunk
+        // size) and then the stream.
+        for (prefix, control) in [("dom0", 0xFEu8), ("guest", 0x21)] {
+            let mut input = vec![control];
+            input.extend_from_slice(&self.recorded_requests);
+            let target = directory.join("wire_framing");
+            let _ = std::fs::create_dir_all(&target);
+            let _ = std::fs::write(target.join(format!("{prefix}-{name}")), input);
+        }
+        // `ring_reader` input: client writes of up to 50 bytes (action 1 + 5 * length), each
+        // followed by a pass of the store (action 4) and a client read (action 3 + 5 * 40).
+        let mut actions = Vec::new();
+        for chunk in self.recorded_requests.chunks(50) {
+            actions.push(1 + 5 * chunk.len() as u8);
+            actions.extend_from_slice(chunk);
+            actions.extend_from_slice(&[4, 3 + 5 * 40, 4]);
+        }
+        let target = directory.join("ring_reader");
+        let _ = std::fs::create_dir_all(&target);
+        let _ = std::fs::write(target.join(name), actions);
+    }
 }
 
 /// A received message: its type name and payload with NULs shown as `|`.
@@ -85,6 +123,7 @@ impl Harness {
             platform: FakePlatform::default(),
             dom0,
             next_request_id: 1,
+            recorded_requests: Vec::new(),
             pending: Default::default(),
         }
     }
@@ -139,6 +178,7 @@ impl Harness {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
         let message = encode_message(message_type, request_id, transaction_id, payload);
+        self.recorded_requests.extend_from_slice(&message);
         let taken = self
             .engine
             .receive(&mut self.platform, connection, &message);
