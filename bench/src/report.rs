@@ -1,0 +1,452 @@
+//! The outputs: the printed table with ratios to our server, the goals of performance.md §4.4,
+//! `results.csv` and the scaling curves as a hand-written SVG.
+
+use std::fmt::Write as _;
+
+use crate::servers::ServerKind;
+use crate::workloads::{Row, ScalingPoint};
+
+fn format_number(value: f64, decimals: usize) -> String {
+    if value.is_finite() {
+        format!("{value:.decimals$}")
+    } else {
+        "-".to_string()
+    }
+}
+
+/// Our row for the same workload and variant.
+fn ours<'a>(rows: &'a [Row], row: &Row) -> Option<&'a Row> {
+    rows.iter().find(|candidate| {
+        candidate.server == ServerKind::Ours
+            && candidate.workload == row.workload
+            && candidate.variant == row.variant
+    })
+}
+
+/// The server/ours ratio: throughput where there is one, else p50 latency, else the figure.
+fn ratio_to_ours(rows: &[Row], row: &Row) -> f64 {
+    let Some(our_row) = ours(rows, row) else {
+        return f64::NAN;
+    };
+    let (theirs, mine) = if row.summary.operations_per_second.is_finite() {
+        (
+            row.summary.operations_per_second,
+            our_row.summary.operations_per_second,
+        )
+    } else if row.summary.p50_microseconds.is_finite() {
+        (
+            row.summary.p50_microseconds,
+            our_row.summary.p50_microseconds,
+        )
+    } else {
+        match (row.figure, our_row.figure) {
+            (Some((_, theirs)), Some((_, mine))) => (theirs, mine),
+            _ => return f64::NAN,
+        }
+    };
+    theirs / mine
+}
+
+pub fn table(rows: &[Row]) -> String {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{:<5} {:<40} {:<12} {:>10} {:>9} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8} {:>10}  note",
+        "work",
+        "variant",
+        "server",
+        "ops/s",
+        "p50 us",
+        "p99 us",
+        "max us",
+        "retry/c",
+        "cpu us/op",
+        "peak MiB",
+        "vs ours",
+        "figure",
+    );
+    for row in rows {
+        let figure = row
+            .figure
+            .map_or("-".to_string(), |(_, value)| format_number(value, 2));
+        let note = match row.figure {
+            Some((label, _)) if row.note.is_empty() => label.to_string(),
+            Some((label, _)) => format!("figure = {label}; {}", row.note),
+            None => row.note.clone(),
+        };
+        let retries = if row.workload == "W7" {
+            format_number(row.summary.retries_per_commit, 3)
+        } else {
+            "-".to_string()
+        };
+        let _ = writeln!(
+            text,
+            "{:<5} {:<40} {:<12} {:>10} {:>9} {:>9} {:>10} {:>8} {:>8} {:>9} {:>8} {:>10}  {}",
+            row.workload,
+            row.variant,
+            row.server.name(),
+            format_number(row.summary.operations_per_second, 0),
+            format_number(row.summary.p50_microseconds, 1),
+            format_number(row.summary.p99_microseconds, 1),
+            format_number(row.summary.max_microseconds, 0),
+            retries,
+            format_number(row.summary.server_cpu_microseconds_per_operation, 1),
+            format_number(row.peak_memory_kibibytes as f64 / 1024.0, 1),
+            format_number(ratio_to_ours(rows, row), 2),
+            figure,
+            note
+        );
+    }
+    text
+}
+
+pub fn csv(rows: &[Row]) -> String {
+    let mut text = String::from(
+        "workload,variant,server,operations_per_second,p50_microseconds,p99_microseconds,\
+         max_microseconds,retries_per_commit,server_cpu_microseconds_per_operation,peak_memory_kibibytes,ratio_to_ours,figure_name,figure,note\n",
+    );
+    let quote = |field: &str| format!("\"{}\"", field.replace('"', "\"\""));
+    for row in rows {
+        let (figure_name, figure) = row.figure.unwrap_or(("", f64::NAN));
+        let _ = writeln!(
+            text,
+            "{},{},{},{:.1},{:.2},{:.2},{:.2},{:.4},{:.2},{},{:.3},{},{:.2},{}",
+            row.workload,
+            quote(&row.variant),
+            row.server.name(),
+            row.summary.operations_per_second,
+            row.summary.p50_microseconds,
+            row.summary.p99_microseconds,
+            row.summary.max_microseconds,
+            row.summary.retries_per_commit,
+            row.summary.server_cpu_microseconds_per_operation,
+            row.peak_memory_kibibytes,
+            ratio_to_ours(rows, row),
+            quote(figure_name),
+            figure,
+            quote(&row.note)
+        );
+    }
+    text
+}
+
+fn find(rows: &[Row], server: ServerKind, workload: &str, variant: &str) -> Option<Row> {
+    rows.iter()
+        .find(|row| row.server == server && row.workload == workload && row.variant == variant)
+        .cloned()
+}
+
+/// The goals of performance.md §4.4 as reported figures: (goal, met?, figure).
+pub fn goals(rows: &[Row], checkpoints: &[usize]) -> Vec<(String, Option<bool>, String)> {
+    let mut goals = Vec::new();
+    let floor = find(rows, ServerKind::Floor, "W0", "echo small, 1 client");
+    let our_read = find(rows, ServerKind::Ours, "W1", "read 1 B");
+    match (floor, our_read) {
+        (Some(floor), Some(read)) => {
+            let ratio = read.summary.p50_microseconds / floor.summary.p50_microseconds;
+            goals.push((
+                "small-op socket latency <= 1.3x W0 floor".to_string(),
+                Some(ratio <= 1.3),
+                format!(
+                    "read p50 {:.1} us / floor p50 {:.1} us = {ratio:.2}x",
+                    read.summary.p50_microseconds, floor.summary.p50_microseconds
+                ),
+            ));
+        }
+        _ => goals.push((
+            "small-op socket latency <= 1.3x W0 floor".into(),
+            None,
+            "not measured".into(),
+        )),
+    }
+    let variant = "read 8 socket clients";
+    match (
+        find(rows, ServerKind::Ours, "W3", variant),
+        find(rows, ServerKind::CXenstored, "W3", variant),
+    ) {
+        (Some(mine), Some(theirs)) => {
+            let ratio = mine.summary.operations_per_second / theirs.summary.operations_per_second;
+            goals.push((
+                "8-client throughput >= 2x C xenstored".into(),
+                Some(ratio >= 2.0),
+                format!(
+                    "{:.0} vs {:.0} ops/s = {ratio:.2}x (server CPU per read {:.1} vs {:.1} us = {:.2}x)",
+                    mine.summary.operations_per_second,
+                    theirs.summary.operations_per_second,
+                    mine.summary.server_cpu_microseconds_per_operation,
+                    theirs.summary.server_cpu_microseconds_per_operation,
+                    theirs.summary.server_cpu_microseconds_per_operation
+                        / mine.summary.server_cpu_microseconds_per_operation
+                ),
+            ));
+        }
+        _ => goals.push((
+            "8-client throughput >= 2x C xenstored".into(),
+            None,
+            "C xenstored did not run".into(),
+        )),
+    }
+    let first = checkpoints.first().copied().unwrap_or(0);
+    let last = checkpoints.last().copied().unwrap_or(0);
+    for transport in [
+        "socket read",
+        "ring read, newest domain",
+        "ring read, first domain",
+    ] {
+        let name = format!("latency growth {first}->{last} domains <= 1.2x ({transport}, p50)");
+        match (
+            find(
+                rows,
+                ServerKind::Ours,
+                "W9",
+                &format!("{transport} @ {first} domains"),
+            ),
+            find(
+                rows,
+                ServerKind::Ours,
+                "W9",
+                &format!("{transport} @ {last} domains"),
+            ),
+        ) {
+            (Some(start), Some(end)) => {
+                let ratio = end.summary.p50_microseconds / start.summary.p50_microseconds;
+                goals.push((
+                    name,
+                    Some(ratio <= 1.2),
+                    format!(
+                        "{:.1} -> {:.1} us = {ratio:.2}x",
+                        start.summary.p50_microseconds, end.summary.p50_microseconds
+                    ),
+                ));
+            }
+            _ => goals.push((name, None, "not measured".into())),
+        }
+    }
+    let conflict_goal = "conflicting transactions (8 clients): retries/commit <= C, max <= 10 ms";
+    let variant = "conflicting, 8 clients";
+    match (
+        find(rows, ServerKind::Ours, "W7", variant),
+        find(rows, ServerKind::CXenstored, "W7", variant),
+    ) {
+        (Some(mine), Some(theirs)) => goals.push((
+            conflict_goal.into(),
+            Some(
+                mine.summary.retries_per_commit <= theirs.summary.retries_per_commit
+                    && mine.summary.max_microseconds <= 10_000.0,
+            ),
+            format!(
+                "{:.2} vs C {:.2} retries/commit; max {:.1} ms",
+                mine.summary.retries_per_commit,
+                theirs.summary.retries_per_commit,
+                mine.summary.max_microseconds / 1000.0
+            ),
+        )),
+        _ => goals.push((conflict_goal.into(), None, "not measured".into())),
+    }
+    match find(rows, ServerKind::Ours, "W7", "disjoint, 8 clients") {
+        Some(row) => goals.push((
+            "disjoint transactions: zero retries".into(),
+            Some(row.summary.retries_per_commit == 0.0),
+            format!(
+                "{:.4} retries/commit over {:.0} commits/s",
+                row.summary.retries_per_commit, row.summary.operations_per_second
+            ),
+        )),
+        None => goals.push((
+            "disjoint transactions: zero retries".into(),
+            None,
+            "not measured".into(),
+        )),
+    }
+    let memory = |workload: &str, prefix: &str| {
+        rows.iter()
+            .find(|row| {
+                row.server == ServerKind::Ours
+                    && row.workload == workload
+                    && row.variant.starts_with(prefix)
+            })
+            .and_then(|row| row.figure)
+    };
+    match memory("W13", "memory per node") {
+        Some((_, bytes)) => goals.push((
+            "<= 100 B per node beyond key+value".into(),
+            Some(bytes <= 100.0),
+            format!("{bytes:.0} B/node (RSS delta)"),
+        )),
+        None => goals.push((
+            "<= 100 B per node beyond key+value".into(),
+            None,
+            "not measured".into(),
+        )),
+    }
+    match memory("W13", "memory per domain") {
+        Some((_, bytes)) => goals.push((
+            "<= 2 KiB per domain beyond its ring page".into(),
+            Some(bytes <= 2048.0),
+            format!("{bytes:.0} B/domain (RSS delta)"),
+        )),
+        None => goals.push((
+            "<= 2 KiB per domain beyond its ring page".into(),
+            None,
+            "not measured".into(),
+        )),
+    }
+    goals
+}
+
+pub fn goals_text(goals: &[(String, Option<bool>, String)]) -> String {
+    let mut text = String::from("Goals (performance.md 4.4), our server:\n");
+    for (goal, met, figure) in goals {
+        let verdict = match met {
+            Some(true) => "met",
+            Some(false) => "NOT MET",
+            None => "n/a",
+        };
+        let _ = writeln!(text, "  {verdict:<8} {goal}: {figure}");
+    }
+    text
+}
+
+fn server_colour(server: ServerKind) -> &'static str {
+    match server {
+        ServerKind::Ours => "#d62728",
+        ServerKind::CXenstored => "#1f77b4",
+        ServerKind::OXenstored => "#2ca02c",
+        ServerKind::Floor => "#7f7f7f",
+    }
+}
+
+/// Draws one panel per curve name: the value against the number of domains, one polyline per
+/// server (dashed for the ring transport).
+pub fn svg(points: &[ScalingPoint]) -> String {
+    let panels: Vec<(&str, &str)> = vec![
+        (
+            "socket read",
+            "p50 read latency (us), socket, vs live domains",
+        ),
+        (
+            "ring read, newest domain",
+            "p50 read latency (us), newest guest's ring",
+        ),
+        (
+            "ring read, first domain",
+            "p50 read latency (us), first guest's ring",
+        ),
+        (
+            "socket write",
+            "p50 write latency (us), socket, vs live domains",
+        ),
+        (
+            "boot ms/domain",
+            "boot-storm cost per domain (ms) vs live domains",
+        ),
+        ("rss MiB", "server RSS (MiB) vs live domains"),
+    ];
+    let (panel_width, panel_height) = (460.0, 300.0);
+    let (left, right, top, bottom) = (60.0, 20.0, 40.0, 40.0);
+    let columns = 2usize;
+    let rows = panels.len().div_ceil(columns);
+    let mut text = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+        panel_width * columns as f64,
+        panel_height * rows as f64 + 30.0
+    );
+    for (index, (curve, title)) in panels.iter().enumerate() {
+        let origin_x = (index % columns) as f64 * panel_width;
+        let origin_y = (index / columns) as f64 * panel_height;
+        let selected: Vec<&ScalingPoint> = points
+            .iter()
+            .filter(|point| point.curve == *curve && point.value.is_finite())
+            .collect();
+        let max_x = selected
+            .iter()
+            .map(|point| point.domains)
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        let max_y = selected
+            .iter()
+            .map(|point| point.value)
+            .fold(0.0, f64::max)
+            .max(1e-9)
+            * 1.1;
+        let plot_width = panel_width - left - right;
+        let plot_height = panel_height - top - bottom;
+        let x_of = |domains: usize| origin_x + left + domains as f64 / max_x * plot_width;
+        let y_of = |value: f64| origin_y + top + plot_height - value / max_y * plot_height;
+        let _ = writeln!(
+            text,
+            "<text x=\"{}\" y=\"{}\" font-weight=\"bold\">{title}</text>",
+            origin_x + left,
+            origin_y + 20.0
+        );
+        let _ = writeln!(
+            text,
+            "<rect x=\"{}\" y=\"{}\" width=\"{plot_width}\" height=\"{plot_height}\" fill=\"none\" stroke=\"#444\"/>",
+            origin_x + left,
+            origin_y + top
+        );
+        // Whole numbers once the axis reaches 10; small values keep two decimals.
+        let decimals = if max_y >= 10.0 { 0 } else { 2 };
+        for tick in 0..=4 {
+            let fraction = tick as f64 / 4.0;
+            let _ = writeln!(
+                text,
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{:.decimals$}</text>\n\
+                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.0}</text>",
+                origin_x + left - 4.0,
+                y_of(max_y * fraction) + 4.0,
+                max_y * fraction,
+                x_of((max_x * fraction) as usize),
+                origin_y + top + plot_height + 14.0,
+                max_x * fraction
+            );
+        }
+        let mut legend_y = origin_y + top + 14.0;
+        for server in [
+            ServerKind::Ours,
+            ServerKind::CXenstored,
+            ServerKind::OXenstored,
+        ] {
+            let mut series: Vec<&&ScalingPoint> = selected
+                .iter()
+                .filter(|point| point.server == server)
+                .collect();
+            if series.is_empty() {
+                continue;
+            }
+            series.sort_by_key(|point| point.domains);
+            let coordinates: Vec<String> = series
+                .iter()
+                .map(|point| format!("{:.1},{:.1}", x_of(point.domains), y_of(point.value)))
+                .collect();
+            let colour = server_colour(server);
+            let _ = writeln!(
+                text,
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>",
+                coordinates.join(" ")
+            );
+            for coordinate in &coordinates {
+                let (x, y) = coordinate.split_once(',').unwrap_or(("0", "0"));
+                let _ = writeln!(
+                    text,
+                    "<circle cx=\"{x}\" cy=\"{y}\" r=\"2.5\" fill=\"{colour}\"/>"
+                );
+            }
+            let _ = writeln!(
+                text,
+                "<text x=\"{:.1}\" y=\"{legend_y:.1}\" fill=\"{colour}\">{}</text>",
+                origin_x + left + 8.0,
+                server.name()
+            );
+            legend_y += 14.0;
+        }
+    }
+    let _ = writeln!(
+        text,
+        "<text x=\"10\" y=\"{}\">x axis: live introduced (simulated) domains. Generated by xenstore-bench.</text>\n</svg>",
+        panel_height * rows as f64 + 20.0
+    );
+    text
+}
