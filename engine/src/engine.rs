@@ -90,6 +90,8 @@ pub struct Engine {
     pub(crate) trace_enabled: bool,
     /// Write credit shared by all unprivileged domains.
     global_write_credit: WriteCredit,
+    /// Transactions open on all connections (write-rate limiting applies only then).
+    open_transactions: usize,
 }
 
 fn domain_argument(text: &[u8]) -> StoreResult<DomainId> {
@@ -138,6 +140,7 @@ impl Engine {
             now_milliseconds: 0,
             trace_enabled: true,
             global_write_credit: WriteCredit::full(write_rate::GLOBAL_BURST_WRITES, 0),
+            open_transactions: 0,
         };
         let owned = Permissions::owned_by(privileged);
         let mut root = Node::empty(owned.clone());
@@ -307,8 +310,11 @@ impl Engine {
     }
 
     /// Debits write credit for `writes` node writes by an unprivileged domain.
+    ///
+    /// As in C (`wrl_apply_debit_direct()`), nothing is debited while no transaction is open
+    /// anywhere: the limit protects transactions from being starved by writers.
     fn debit_writes(&mut self, caller: &Caller, writes: i64) {
-        if caller.privileged || writes <= 0 {
+        if caller.privileged || writes <= 0 || self.open_transactions == 0 {
             return;
         }
         let now = self.now_milliseconds;
@@ -829,6 +835,7 @@ impl Engine {
                     .ok_or(StoreError::Invalid)?;
                 let id = state.allocate_transaction_id()?;
                 state.transactions.insert(id, Transaction::default());
+                self.open_transactions += 1;
                 let generation = self.tree.next_generation();
                 let record = self
                     .domains
@@ -1149,6 +1156,7 @@ impl Engine {
             .get_mut(&connection)
             .and_then(|state| state.transactions.remove(&transaction_id))
             .ok_or(StoreError::NoEntry)?;
+        self.open_transactions = self.open_transactions.saturating_sub(1);
         if let Some(record) = self.domains.get_mut(caller.domain) {
             record.usage.transactions = record.usage.transactions.saturating_sub(1);
             record.usage.memory_bytes = record
@@ -1177,14 +1185,7 @@ impl Engine {
         let (writes, changes) = transaction.into_writes();
         // Writes inside a transaction are debited at commit, and only while other
         // transactions are open too (C's `wrl_apply_debit_trans_commit()`).
-        let open_transactions: usize = self
-            .connections
-            .values()
-            .map(|state| state.transactions.len())
-            .sum();
-        if open_transactions > 0 {
-            self.debit_writes(caller, writes.len() as i64);
-        }
+        self.debit_writes(caller, writes.len() as i64);
         let mut view = GlobalAccess {
             tree: &mut self.tree,
             deltas: AccountingDeltas::new(),
@@ -1370,6 +1371,9 @@ impl Engine {
         let watches = core::mem::take(&mut state.watches);
         let dropped_transactions = core::mem::take(&mut state.transactions);
         let transactions = dropped_transactions.len() as u64;
+        self.open_transactions = self
+            .open_transactions
+            .saturating_sub(dropped_transactions.len());
         let domain = state.domain;
         let mut memory: u64 = dropped_transactions
             .values()

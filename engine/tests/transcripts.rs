@@ -794,6 +794,16 @@ fn fast_writers_are_throttled_then_resume() {
         "OK|"
     );
     let guest = h.introduce(23);
+    // C limits the write rate only while some transaction is open.
+    for index in 0..20 {
+        assert_eq!(
+            h.request(guest, "WRITE", 0, &format!("free{}|x", index % 3)),
+            "OK|"
+        );
+    }
+    assert!(h.engine.wants_input(guest), "no transaction open: no limit");
+    let other = h.engine.open_socket_connection();
+    assert_eq!(h.request(other, "TRANSACTION_START", 0, "|"), "1|");
     let mut accepted = 0;
     while h.engine.wants_input(guest) && accepted < 100 {
         assert_eq!(
