@@ -78,6 +78,8 @@ pub struct LinuxPlatform {
     /// Domains connected or disconnected since the event loop last cleared this set; the loop
     /// uses it to notice that the engine replaced or dropped a ring while serving it.
     pub changed_domains: BTreeSet<u16>,
+    /// Rings with work for the event loop: notified by their guest or just connected.
+    pub needs_service: BTreeSet<u16>,
 }
 
 impl LinuxPlatform {
@@ -89,6 +91,7 @@ impl LinuxPlatform {
             shutdown_domains: BTreeSet::new(),
             started: Instant::now(),
             changed_domains: BTreeSet::new(),
+            needs_service: BTreeSet::new(),
         }
     }
 
@@ -147,6 +150,7 @@ impl Platform for LinuxPlatform {
         self.shutdown_domains.remove(&domain.0);
         log::info!("domain {domain}: ring connected, port {remote_port}");
         self.changed_domains.insert(domain.0);
+        self.needs_service.insert(domain.0);
         self.rings.insert(domain.0, guest_ring);
         Ok(())
     }

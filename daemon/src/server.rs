@@ -7,7 +7,7 @@
 //! reference §6.2). [`Engine::tick`] runs every 100 ms; simulated domain deaths are picked up
 //! from `$RUNDIR/dom-exc` and by a rescan every second.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -44,6 +44,8 @@ pub struct Server {
     domain_exception: NotificationFifo,
     last_tick: Instant,
     last_marker_scan: Instant,
+    /// Rings holding input the engine could not take yet (quota or rate limit).
+    blocked_rings: BTreeSet<u16>,
 }
 
 /// Which descriptor a poll entry belongs to.
@@ -80,6 +82,7 @@ impl Server {
             domain_exception,
             last_tick: now,
             last_marker_scan: now,
+            blocked_rings: BTreeSet::new(),
         })
     }
 
@@ -135,6 +138,7 @@ impl Server {
                 Source::Guest(domid) if entry.readable => {
                     if let Some(guest) = self.platform.rings.get(&domid) {
                         let _ = guest.to_server.drain();
+                        self.platform.needs_service.insert(domid);
                     }
                 }
                 _ => {}
@@ -272,8 +276,30 @@ impl Server {
     }
 
     /// Moves bytes between every served ring and the engine.
+    ///
+    /// Only rings with work are visited: those their guest notified, those just connected,
+    /// those the engine queued output for, and those holding input the engine could not take
+    /// yet. Serving one ring can queue watch events for others, so this repeats until no ring
+    /// has new work (a bounded number of passes; the next round picks up the rest).
     fn service_rings(&mut self) {
-        let domids: Vec<u16> = self.platform.rings.keys().copied().collect();
+        for _ in 0..4 {
+            let mut domids = core::mem::take(&mut self.platform.needs_service);
+            domids.extend(self.blocked_rings.iter().copied());
+            for connection in self.engine.take_output_ready() {
+                if let Some(domain) = self.engine.connection_domain(connection)
+                    && self.platform.rings.contains_key(&domain.0)
+                {
+                    domids.insert(domain.0);
+                }
+            }
+            if domids.is_empty() {
+                return;
+            }
+            self.service_ring_set(domids);
+        }
+    }
+
+    fn service_ring_set(&mut self, domids: BTreeSet<u16>) {
         for domid in domids {
             let Some(connection) = self.engine.domain_connection(DomainId(domid)) else {
                 continue;
@@ -294,6 +320,14 @@ impl Server {
             }
             if guest.failure.is_none() {
                 service_ring(&mut self.engine, &mut self.platform, connection, &mut guest);
+            }
+            // A ring whose input waits for the engine (outstanding-request or write-rate
+            // limit) is visited again each round until the engine takes it.
+            let waiting = !guest.pending_input.is_empty() || !self.engine.wants_input(connection);
+            if waiting && guest.failure.is_none() {
+                self.blocked_rings.insert(domid);
+            } else {
+                self.blocked_rings.remove(&domid);
             }
             // Keep the ring unless the engine disconnected or replaced it meanwhile.
             if !self.platform.changed_domains.contains(&domid) {

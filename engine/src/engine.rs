@@ -92,6 +92,8 @@ pub struct Engine {
     global_write_credit: WriteCredit,
     /// Transactions open on all connections (write-rate limiting applies only then).
     open_transactions: usize,
+    /// Connections that got output since the front end last asked.
+    output_ready: alloc::collections::BTreeSet<ConnectionId>,
 }
 
 fn domain_argument(text: &[u8]) -> StoreResult<DomainId> {
@@ -141,6 +143,7 @@ impl Engine {
             trace_enabled: true,
             global_write_credit: WriteCredit::full(write_rate::GLOBAL_BURST_WRITES, 0),
             open_transactions: 0,
+            output_ready: alloc::collections::BTreeSet::new(),
         };
         let owned = Permissions::owned_by(privileged);
         let mut root = Node::empty(owned.clone());
@@ -279,6 +282,12 @@ impl Engine {
             }
             pending_input.drain(..taken);
         }
+    }
+
+    /// The connections that got output queued since the last call: front ends serve these
+    /// (plus the rings that notified them) instead of visiting every connection.
+    pub fn take_output_ready(&mut self) -> alloc::collections::BTreeSet<ConnectionId> {
+        core::mem::take(&mut self.output_ready)
     }
 
     /// Whether the connection may send more requests now (it is healthy and, if
@@ -605,6 +614,7 @@ impl Engine {
             is_reply,
             queued_at_milliseconds: now,
         });
+        self.output_ready.insert(connection);
         if let Some(record) = self.domains.get_mut(domain) {
             record.usage.memory_bytes = record.usage.memory_bytes.saturating_add(size);
         }
