@@ -8,7 +8,7 @@
 //! (their grant reference 1 and the given port). `VIRQ_DOM_EXC` tells us a domain changed
 //! state; `XEN_DOMCTL_getdomaininfo` says which (Xen 4.17's interface).
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use xen_hypercall::cpuid::XenVersion;
@@ -95,8 +95,14 @@ pub struct StubPlatform {
     events: EventChannels,
     mapper: GrantMapper,
     rings: BTreeMap<u16, GuestRing>,
+    /// Which domain's ring each local event-channel port serves.
+    port_domains: BTreeMap<u32, u16>,
     /// Domains whose ring was connected or disconnected while the engine ran.
     changed_domains: Vec<u16>,
+    /// Rings with work: notified by their guest, or just connected.
+    needs_service: BTreeSet<u16>,
+    /// Rings whose input waits for the engine (outstanding-request or write-rate limit).
+    blocked: BTreeSet<u16>,
 }
 
 impl StubPlatform {
@@ -121,6 +127,7 @@ impl StubPlatform {
                 return Err(StoreError::Invalid);
             }
         };
+        self.port_domains.insert(local_port.0, domain.0);
         Ok(GuestRing {
             domain,
             page: MappedRingPage::new(page),
@@ -132,6 +139,9 @@ impl StubPlatform {
     }
 
     fn release_ring(&mut self, guest: GuestRing) {
+        if self.port_domains.get(&guest.local_port.0) == Some(&guest.domain.0) {
+            self.port_domains.remove(&guest.local_port.0);
+        }
         if let Err(errno) = self.events.close(guest.local_port) {
             log::warn!(
                 "domain {}: closing port {} failed: {errno}",
@@ -178,6 +188,7 @@ impl Platform for StubPlatform {
         let ring = Ring::new(&guest.page);
         ring.server_reset(0);
         self.changed_domains.push(domain.0);
+        self.needs_service.insert(domain.0);
         if let Some(previous) = self.rings.insert(domain.0, guest) {
             self.release_ring(previous);
         }
@@ -317,7 +328,10 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         events,
         mapper: GrantMapper::new(platform.hypervisor, window),
         rings: BTreeMap::new(),
+        port_domains: BTreeMap::new(),
         changed_domains: Vec::new(),
+        needs_service: BTreeSet::new(),
+        blocked: BTreeSet::new(),
     };
     let mut domain_watcher = if domctl::has_get_domain_state(platform.cpuid_version) {
         DomainWatcher::DomainState(DomainStateTracker::default())
@@ -350,13 +364,14 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
     }
     // Binding the VIRQ marked every existing domain changed (4.21+): learn them now.
     watch_domains(&mut domain_watcher, &mut engine, &mut stub);
+    stub.needs_service.insert(master.0);
     crate::console_line!("serving xenstore (dom0 connected)");
     trace::record("xenstore.serving", u64::from(dom0_port.0));
 
     let mut next_tick_ns = 0u64;
     let mut ports: Vec<EventChannelPort> = Vec::new();
     loop {
-        service_all_rings(&mut engine, &mut stub);
+        service_rings(&mut engine, &mut stub);
 
         ports.clear();
         ports.extend(
@@ -380,9 +395,13 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
             log::warn!("SCHEDOP_poll failed: {errno}");
         }
         let mut domains_changed = false;
+        let port_domains = &stub.port_domains;
+        let needs_service = &mut stub.needs_service;
         stub.events.drain_pending(|port| {
             if Some(port) == domain_state_port {
                 domains_changed = true;
+            } else if let Some(domid) = port_domains.get(&port.0) {
+                needs_service.insert(*domid);
             }
         });
         if domains_changed {
@@ -396,9 +415,26 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
     }
 }
 
-/// Moves bytes for every ring (cheap when idle: two index loads and a queue check each).
-fn service_all_rings(engine: &mut Engine, stub: &mut StubPlatform) {
-    let domids: Vec<u16> = stub.rings.keys().copied().collect();
+/// Moves bytes for the rings with work: notified, newly connected, given output by the
+/// engine, or holding input the engine could not take yet. Serving one ring can queue
+/// watch events for others, so this repeats a bounded number of times.
+fn service_rings(engine: &mut Engine, stub: &mut StubPlatform) {
+    for _ in 0..4 {
+        let mut domids = core::mem::take(&mut stub.needs_service);
+        domids.extend(stub.blocked.iter().copied());
+        for connection in engine.take_output_ready() {
+            if let Some(domain) = engine.connection_domain(connection) {
+                domids.insert(domain.0);
+            }
+        }
+        if domids.is_empty() {
+            return;
+        }
+        service_ring_set(engine, stub, domids);
+    }
+}
+
+fn service_ring_set(engine: &mut Engine, stub: &mut StubPlatform, domids: BTreeSet<u16>) {
     for domid in domids {
         let domain = DomainId(domid);
         let Some(connection) = engine.domain_connection(domain) else {
@@ -431,6 +467,12 @@ fn service_all_rings(engine: &mut Engine, stub: &mut StubPlatform) {
                 log::warn!("domain {domain}: ring ignored from now on ({failure:?})");
                 guest.ignored = true;
             }
+        }
+        let waiting = !guest.pending_input.is_empty() || !engine.wants_input(connection);
+        if waiting && !guest.ignored {
+            stub.blocked.insert(domid);
+        } else {
+            stub.blocked.remove(&domid);
         }
         if notify {
             let _ = stub.events.notify(guest.local_port);
