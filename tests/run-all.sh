@@ -38,6 +38,18 @@ step unit-and-integration-tests cargo test --workspace
 step kernel-image cargo build --release --target x86_64-unknown-none -p xenstore-stubdom
 step kernel-notes tests/kernel/check-notes.sh target/x86_64-unknown-none/release/xenstore-stubdom
 step kernel-qemu-smoke tests/kernel/qemu-smoke.sh target/x86_64-unknown-none/release/xenstore-stubdom
+
+# The nightly-only alternative build with the custom target spec, when a nightly is there.
+if rustup run nightly rustc --version >/dev/null 2>&1 \
+    && { rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src' \
+        || rustup +nightly component add rust-src >/dev/null 2>&1; }; then
+    step kernel-image-json-target cargo +nightly build --release -p xenstore-stubdom \
+        --target x86_64-xen.json -Zjson-target-spec \
+        -Zbuild-std=core,alloc,compiler_builtins -Zbuild-std-features=compiler-builtins-mem
+    step kernel-notes-json-target tests/kernel/check-notes.sh target/x86_64-xen/release/xenstore-stubdom
+else
+    echo "=== kernel-image-json-target: skipped (no nightly toolchain with rust-src)"
+fi
 step real-clients tests/real-clients/run.sh
 if ! $quick; then
     step xen-in-qemu-self-test tests/xen-in-qemu/run.sh self-test \
