@@ -3,7 +3,7 @@
 # it needs, then runs every check and ends with a line `N passed, M failed`.
 #
 #   tests/run-all.sh            everything (about 15-25 minutes on 2 cores)
-#   tests/run-all.sh --quick    skip the Xen-in-QEMU boots
+#   tests/run-all.sh --quick    skip the Xen-in-QEMU boots, fuzzing and the benchmark
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +54,8 @@ step real-clients tests/real-clients/run.sh
 if ! $quick; then
     step xen-in-qemu-self-test tests/xen-in-qemu/run.sh self-test \
         --kernel target/x86_64-unknown-none/release/xenstore-stubdom
+    step fuzz-smoke fuzz/run.sh 20
+    step benchmark-quick bench/run.sh --quick
 fi
 
 echo
