@@ -4,7 +4,8 @@
 #
 # Usage: tests/xen-in-qemu/run.sh SCENARIO [options]
 #        tests/xen-in-qemu/run.sh --interactive [SCENARIO]      (default scenario: shell)
-#   SCENARIO          a name from tests/xen-in-qemu/scenarios/ (self-test, linux-guest, shell)
+#   SCENARIO          a name from tests/xen-in-qemu/scenarios/ (main, stub-xenstore,
+#                     guest-lifecycle, hostile-ring, self-test, linux-guest, shell)
 #                     or the path of a scenario file
 #   --timeout SECONDS time limit for the boot-to-power-off run (default: the scenario's
 #                     `harness-timeout:`, else 600)
@@ -22,6 +23,9 @@
 #   --set NAME=VALUE  extra scenario variable (repeatable), e.g. --set ROUNDS=5
 #   --hostile-kernel IMAGE  (or $HOSTILE_GUEST_KERNEL) a PVH image that scribbles on its
 #                     xenstore ring, copied to dom0 for the hostile-ring scenario
+#   --tcg-thread single|multi  QEMU's TCG threading (default: $XEN_QEMU_TCG_THREAD, else
+#                     multi, one host thread per vCPU); single runs both vCPUs on one
+#                     host thread
 #
 # What it does: installs qemu-system-x86 if missing (apt-get), fetches the Debian packages
 # with tests/lib/debian-packages.sh (nothing Xen-related is installed on the host), builds a
@@ -40,6 +44,9 @@
 #                                  xenstore      runs on the xenstore chosen by --xenstore
 #                                                (the stub image too when that is stub)
 #                                  linux-kernel  Debian's kernel as $GUEST_KERNEL (PVH guests)
+#                                  linux-vmlinux the same, decompressed (ELF vmlinux): much
+#                                                faster `xl create` under TCG
+#                                  ringpoke      tools/ringpoke.c built with cc, $RINGPOKE
 #                                  guest:NAME    guests/NAME/ + busybox as an initramfs,
 #                                                $GUEST_DIR/NAME.cpio.gz
 #   # harness-timeout: SECONDS     default time limit
@@ -64,6 +71,7 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2
 
 scenario="" timeout="" kernel="" interactive=0 keep=0 log="" verbose=0
 xenstore=${XENSTORE:-stub} hostile=${HOSTILE_GUEST_KERNEL:-} sets=()
+tcg_thread=${XEN_QEMU_TCG_THREAD:-multi}
 while [ $# -gt 0 ]; do
     case $1 in
     --timeout) [ $# -ge 2 ] || usage; timeout=$2; shift 2 ;;
@@ -79,6 +87,8 @@ while [ $# -gt 0 ]; do
     --xenstore=*) xenstore=${1#*=}; shift ;;
     --set) [ $# -ge 2 ] || usage; sets+=("$2"); shift 2 ;;
     --set=*) sets+=("${1#*=}"); shift ;;
+    --tcg-thread) [ $# -ge 2 ] || usage; tcg_thread=$2; shift 2 ;;
+    --tcg-thread=*) tcg_thread=${1#*=}; shift ;;
     --hostile-kernel) [ $# -ge 2 ] || usage; hostile=$2; shift 2 ;;
     --hostile-kernel=*) hostile=${1#*=}; shift ;;
     -h | --help) usage ;;
@@ -104,6 +114,7 @@ if [ -n "$kernel" ]; then
 fi
 
 case $xenstore in c | stub) ;; *) die "--xenstore (or XENSTORE) must be c or stub, got '$xenstore'" ;; esac
+case $tcg_thread in single | multi) ;; *) die "--tcg-thread must be single or multi, got '$tcg_thread'" ;; esac
 for kv in "${sets[@]}"; do
     [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*=.*$ ]] || die "--set wants NAME=VALUE, got '$kv'"
 done
@@ -307,7 +318,8 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
     echo "FILES_DIR="
     echo "XENSTORE=$xenstore"
     echo "HOSTILE_GUEST_KERNEL=${hostile:+/harness/hostile/kernel}"
-    echo "export SCENARIO INTERACTIVE STUB_KERNEL REPO_XEN_CFG GUEST_KERNEL GUEST_DIR FILES_DIR XENSTORE HOSTILE_GUEST_KERNEL"
+    echo "RINGPOKE="
+    echo "export SCENARIO INTERACTIVE STUB_KERNEL REPO_XEN_CFG GUEST_KERNEL GUEST_DIR FILES_DIR XENSTORE HOSTILE_GUEST_KERNEL RINGPOKE"
     for kv in "${sets[@]}"; do
         echo "${kv%%=*}=$(q "${kv#*=}")"
         echo "export ${kv%%=*}"
@@ -338,6 +350,30 @@ for word in $needs; do
         mkdir -p "$overlay/harness/guest"
         cp "$base/vmlinuz" "$overlay/harness/guest/vmlinuz"
         setvar GUEST_KERNEL /harness/guest/vmlinuz
+        ;;
+    ringpoke)
+        # tools/ringpoke.c, built with the host's C compiler (dom0 runs the host's glibc).
+        if command -v cc >/dev/null; then
+            mkdir -p "$overlay/harness/bin"
+            cc -O2 -o "$overlay/harness/bin/ringpoke" "$here/tools/ringpoke.c" -ldl ||
+                die "cannot build tools/ringpoke.c"
+            setvar RINGPOKE /harness/bin/ringpoke
+        else
+            say "warning: no C compiler (cc): steps that need tools/ringpoke.c will be skipped"
+        fi
+        ;;
+    linux-vmlinux)
+        # The same kernel, decompressed on the host (the xz payload of the bzImage): xl then
+        # only copies an ELF, instead of inflating 8 MB of xz in dom0 under TCG per guest.
+        if [ ! -s "$base/vmlinux" ]; then
+            if ! python3 "$here/lib/harness.py" vmlinux "$base/vmlinuz" "$base/vmlinux.tmp.$$"; then
+                die "cannot extract vmlinux from $base/vmlinuz"
+            fi
+            mv "$base/vmlinux.tmp.$$" "$base/vmlinux"
+        fi
+        mkdir -p "$overlay/harness/guest"
+        cp "$base/vmlinux" "$overlay/harness/guest/vmlinux"
+        setvar GUEST_KERNEL /harness/guest/vmlinux
         ;;
     guest:*)
         g=${word#guest:}
@@ -376,7 +412,7 @@ say "dom0 initramfs: $(du -sh "$work/dom0.cpio.gz" | cut -f1) (base + $(du -sh "
 # lets `xl dmesg` in dom0 still see early guest lines after Xen's boot messages.
 xen_args="console=com1 com1=115200 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all noreboot conring_size=1M"
 # shellcheck disable=SC2054 # the commas belong to QEMU's -cpu syntax
-qemu=(qemu-system-x86_64 -machine q35 -cpu max,-pku,-smap,-smep,-la57,-rdtscp
+qemu=(qemu-system-x86_64 -machine q35 -accel "tcg,thread=$tcg_thread" -cpu max,-pku,-smap,-smep,-la57,-rdtscp
     -smp 2 -m 2048 -no-reboot -display none
     -kernel "$base/xen" -append "$xen_args"
     -initrd "$base/vmlinuz console=hvc0 quiet,$work/dom0.cpio.gz")

@@ -168,6 +168,52 @@ xs_wait() {
     done
 }
 
+# boot_wait DOMID PATH SECONDS: wait until PATH exists (status 0), the time is up (1), or
+# the domain is gone, shut down or crashed first (2; Xen's last lines about it are shown).
+# A Linux PVH guest under TCG occasionally dies with a triple fault early in its boot.
+boot_wait() {
+    _t=0
+    _bn=$(timeout 10 /usr/lib/xen-4.17/bin/xl domname "$1" 2>/dev/null)
+    while :; do
+        timeout 5 xenstore-exists "$2" 2>/dev/null && return 0
+        _l=$(domain_line "$1")
+        if [ -z "$_l" ] || echo "$_l" | awk '{print $5}' | grep -q '[cs]'; then
+            echo "INFO: domain $1 died before it wrote $2 (state '$(echo "$_l" | awk '{print $5}')'):"
+            timeout 10 xl dmesg 2>/dev/null | grep -E "d$1(v[0-9]+)? " | grep -v -e ' save: ' -e ' restore: ' |
+                tail -n 4 | sed 's/^/    /'
+            if [ -n "$_bn" ]; then
+                echo "    last lines of its console ($(console_log "$_bn")):"
+                tr -d '\r' <"$(console_log "$_bn")" 2>/dev/null | tail -n 25 | sed 's/^/    | /'
+            fi
+            return 2
+        fi
+        _t=$((_t + 1))
+        [ "$_t" -ge "$3" ] && return 1
+        sleep 1
+    done
+}
+
+# launch_guest STEP CONFIG NODE SECONDS [HOOK]: create_domain STEP CONFIG (sets DOMID),
+# eval HOOK (e.g. start a watch), unpause, then boot_wait for /local/domain/DOMID/NODE. A
+# domain that dies before writing NODE is created once more (BOOT_RETRIES, default 1; the
+# early triple fault above). Returns boot_wait's status (3 if xl create failed).
+launch_guest() {
+    _tries=0
+    while :; do
+        create_domain "$1" "$2" || return 3
+        [ -z "${5:-}" ] || eval "$5"
+        xl unpause "$DOMID"
+        _r=0
+        boot_wait "$DOMID" "/local/domain/$DOMID/$3" "$4" || _r=$?
+        if [ "$_r" != 2 ] || [ "$_tries" -ge "${BOOT_RETRIES:-1}" ]; then
+            return "$_r"
+        fi
+        _tries=$((_tries + 1))
+        echo "INFO: domain $DOMID died while booting; creating it again (attempt $((_tries + 1)))"
+        xl destroy "$DOMID" >/dev/null 2>&1
+    done
+}
+
 # wait_lines FILE N SECONDS: wait until FILE has at least N lines.
 wait_lines() {
     _t=0
@@ -191,7 +237,7 @@ guest_steps() {
 xs_memreport() {
     if [ "${XENSTORE:-stub}" = c ]; then
         rm -f /tmp/memreport.c
-        xs xenstore-control memreport /tmp/memreport.c >"$1" 2>&1 && cat /tmp/memreport.c >>"$1"
+        xs xenstore-control memreport /tmp/memreport.c >/dev/null 2>&1 && cat /tmp/memreport.c >"$1"
     else
         xs xenstore-control memreport >"$1" 2>&1
     fi
@@ -251,6 +297,18 @@ create_domain() {
         for _id in $(xl list 2>/dev/null | awk 'NR > 1 {print $2}'); do
             case " $_before " in *" $_id "*) ;; *) DOMID=$_id ;; esac
         done
+        if [ -z "$DOMID" ]; then
+            # Not found by comparing `xl list` before and after: ask by name, and show why.
+            echo "create_domain: no new domain in \`xl list\` (status/output below); asking xl domid"
+            xl list 2>&1 | sed 's/^/    xl list: /'
+            _cname=$(sed -n 's/^ *name *= *"\(.*\)".*/\1/p' "$1" | head -n 1)
+            for _a in "$@"; do case $_a in name=*) _cname=$(echo "${_a#name=}" | tr -d '"') ;; esac; done
+            [ -n "$_cname" ] && DOMID=$(xl domid "$_cname" 2>/dev/null)
+        fi
+        if [ -z "$DOMID" ]; then
+            fail "$_step" "xl create -p $* succeeded but the new domain's id is unknown"
+            return 1
+        fi
         pass "$_step" "domain $DOMID: xl create -p $*"
         return 0
     else

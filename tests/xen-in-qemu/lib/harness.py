@@ -8,9 +8,13 @@ Two sub-commands, both called by run.sh (not meant to be run by hand, but they c
       Every entry is owned by root, so no fakeroot is needed; --device adds device nodes
       (e.g. dev/console) that an unprivileged copy of a tree cannot hold.
 
+  harness.py vmlinux BZIMAGE OUT
+      Writes the ELF vmlinux inside a bzImage compressed with xz or gzip (Debian's kernels).
+
   harness.py run --log LOG --timeout SECONDS [--expect "STEP..."] [--verbose] -- QEMU-COMMAND...
       Runs QEMU with the serial console on its stdout, copies the console to LOG,
-      prints progress (milestones, `STEP <name>: PASS|FAIL [detail]` lines, lines Xen
+      prints progress (milestones, `STEP <name>: PASS|FAIL|SKIP [detail]` lines, banner
+      lines `==================== ...` and `INFO: ...` lines of scenarios, lines Xen
       prints for guests as `(dN) ...`) with elapsed times, enforces the time limit and
       prints a summary. Exit status 0 only if no reported step failed (SKIP is not a
       failure), no expected
@@ -101,7 +105,9 @@ def write_cpio(out_path, root, devices):
 # ---------------------------------------------------------------------------------------
 # QEMU runner
 
-STEP_RE = re.compile(r"STEP ([A-Za-z0-9_.:/-]+): (PASS|FAIL|SKIP)\b ?(.*)$")
+# Not preceded by a word character or '-': a guest's `GUEST-STEP ...` lines (re-emitted by
+# the scenario as STEP lines of its own) must not count when a scenario prints a guest log.
+STEP_RE = re.compile(r"(?<![A-Za-z0-9_-])STEP ([A-Za-z0-9_.:/-]+): (PASS|FAIL|SKIP)\b ?(.*)$")
 GUEST_RE = re.compile(r"\((d[0-9]+)\) (.*)$")
 # Milestones: (regex, description). Each is reported once, the first time it matches.
 MILESTONES = [
@@ -115,9 +121,11 @@ MILESTONES = [
     (re.compile(r"SCENARIO DONE"), "dom0: scenario done"),
     (re.compile(r"Entering ACPI S5 state|Hardware Dom0 (halted|shutdown)"), "Xen: powering off"),
 ]
+# Anchored: a guest's console log printed by a scenario (indented, `    | ...`) may hold a
+# panic of that guest, which must not stop the host.
 FATAL = [
-    re.compile(r"Panic on CPU \d+"),
-    re.compile(r"Kernel panic - not syncing"),
+    re.compile(r"^(\(XEN\) )?Panic on CPU \d+"),
+    re.compile(r"^(\[ *[0-9.]+\] )?Kernel panic - not syncing"),
 ]
 # After SCENARIO DONE, how long QEMU may take to power off before it is killed.
 POWEROFF_GRACE = 60
@@ -172,6 +180,8 @@ def run_qemu(args):
                 steps[name] = (result, detail, time.monotonic() - start)
             if not args.verbose:
                 say(f"STEP {name}: {result}" + (f" {detail}" if detail else ""))
+        if not args.verbose and (line.startswith("==================== ") or line.startswith("INFO: ")):
+            say(line)
         g = GUEST_RE.search(line)
         if g and not m:
             guest_lines.append(line[g.start():])
@@ -272,6 +282,26 @@ def run_qemu(args):
     return 0 if ok else 1
 
 
+def extract_vmlinux(bzimage, out):
+    import lzma
+    import zlib
+    data = open(bzimage, "rb").read()
+    for magic, inflate in ((b"\xfd7zXZ\x00", lambda b: lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(b)),
+                           (b"\x1f\x8b\x08", lambda b: zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(b))):
+        at = data.find(magic)
+        while at >= 0:
+            try:
+                elf = inflate(data[at:])
+            except (lzma.LZMAError, zlib.error):
+                elf = b""
+            if elf[:4] == b"\x7fELF":
+                with open(out, "wb") as f:
+                    f.write(elf)
+                return 0
+            at = data.find(magic, at + 1)
+    raise SystemExit(f"harness.py vmlinux: no xz or gzip ELF payload in {bzimage}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -279,6 +309,9 @@ def main():
     p.add_argument("out")
     p.add_argument("root")
     p.add_argument("--device", action="append", default=[])
+    p = sub.add_parser("vmlinux")
+    p.add_argument("bzimage")
+    p.add_argument("out")
     p = sub.add_parser("run")
     p.add_argument("--log", required=True)
     p.add_argument("--timeout", type=float, required=True)
@@ -287,6 +320,8 @@ def main():
     p.add_argument("--verbose", action="store_true")
     p.add_argument("qemu", nargs="+")
     args = parser.parse_args()
+    if args.cmd == "vmlinux":
+        return extract_vmlinux(args.bzimage, args.out)
     if args.cmd == "cpio":
         write_cpio(args.out, args.root, args.device)
         return 0
