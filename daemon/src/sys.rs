@@ -10,9 +10,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32};
 
-use xenstore_engine::ring::{PAGE_SIZE_BYTES, RingMemory};
+use xenstore_engine::ring::{AtomicPage, PAGE_SIZE_BYTES};
 
 /// A 4 KiB file mapped `MAP_SHARED`: a simulated guest's ring page (what grant ref 1 maps to).
 ///
@@ -72,7 +72,19 @@ impl SharedPage {
             .map(|base| SharedPage { base })
             .ok_or_else(|| io::Error::other("mmap returned null"))
     }
+}
 
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        // SAFETY: `base` came from a successful mmap of PAGE_SIZE_BYTES and is unmapped once;
+        // no reference derived from it outlives `self` (they borrow `self`).
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), PAGE_SIZE_BYTES);
+        }
+    }
+}
+
+impl AtomicPage for SharedPage {
     fn word(&self, offset: usize) -> Option<&AtomicU32> {
         if !offset.is_multiple_of(4) || offset.checked_add(4)? > PAGE_SIZE_BYTES {
             return None;
@@ -90,49 +102,6 @@ impl SharedPage {
         // SAFETY: `offset < 4096` keeps the pointer inside the live mapping owned by `self`;
         // bytes are only ever accessed atomically.
         Some(unsafe { AtomicU8::from_ptr(self.base.as_ptr().add(offset)) })
-    }
-}
-
-impl Drop for SharedPage {
-    fn drop(&mut self) {
-        // SAFETY: `base` came from a successful mmap of PAGE_SIZE_BYTES and is unmapped once;
-        // no reference derived from it outlives `self` (they borrow `self`).
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), PAGE_SIZE_BYTES);
-        }
-    }
-}
-
-impl RingMemory for SharedPage {
-    fn load_u32_acquire(&self, offset: usize) -> u32 {
-        self.word(offset)
-            .map_or(0, |word| word.load(Ordering::Acquire))
-    }
-
-    fn store_u32_release(&self, offset: usize, value: u32) {
-        if let Some(word) = self.word(offset) {
-            word.store(value, Ordering::Release);
-        }
-    }
-
-    fn read_bytes(&self, offset: usize, destination: &mut [u8]) {
-        for (index, slot) in destination.iter_mut().enumerate() {
-            *slot = offset
-                .checked_add(index)
-                .and_then(|position| self.byte(position))
-                .map_or(0, |byte| byte.load(Ordering::Relaxed));
-        }
-    }
-
-    fn write_bytes(&self, offset: usize, source: &[u8]) {
-        for (index, value) in source.iter().enumerate() {
-            if let Some(byte) = offset
-                .checked_add(index)
-                .and_then(|position| self.byte(position))
-            {
-                byte.store(*value, Ordering::Relaxed);
-            }
-        }
     }
 }
 

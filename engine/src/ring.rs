@@ -82,6 +82,49 @@ pub mod error {
     pub const PROTOCOL: u32 = 3;
 }
 
+/// A shared page whose words and bytes the front end can hand out as atomics (a mapped
+/// grant, a mapped file). Implementing it gives [`RingMemory`]: the copy loops are written
+/// once, here. Accessors return `None` for offsets outside the page.
+pub trait AtomicPage {
+    /// The aligned word at byte `offset`.
+    fn word(&self, offset: usize) -> Option<&AtomicU32>;
+    /// The byte at `offset`.
+    fn byte(&self, offset: usize) -> Option<&core::sync::atomic::AtomicU8>;
+}
+
+impl<P: AtomicPage + ?Sized> RingMemory for P {
+    fn load_u32_acquire(&self, offset: usize) -> u32 {
+        self.word(offset)
+            .map_or(0, |word| word.load(Ordering::Acquire))
+    }
+
+    fn store_u32_release(&self, offset: usize, value: u32) {
+        if let Some(word) = self.word(offset) {
+            word.store(value, Ordering::Release);
+        }
+    }
+
+    fn read_bytes(&self, offset: usize, destination: &mut [u8]) {
+        for (index, slot) in destination.iter_mut().enumerate() {
+            *slot = offset
+                .checked_add(index)
+                .and_then(|position| self.byte(position))
+                .map_or(0, |byte| byte.load(Ordering::Relaxed));
+        }
+    }
+
+    fn write_bytes(&self, offset: usize, source: &[u8]) {
+        for (index, value) in source.iter().enumerate() {
+            if let Some(byte) = offset
+                .checked_add(index)
+                .and_then(|position| self.byte(position))
+            {
+                byte.store(*value, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// Access to the 4 KiB shared page.
 ///
 /// Offsets are byte offsets into the page. Implementations must ignore (or clamp) accesses

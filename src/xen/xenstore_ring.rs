@@ -5,9 +5,9 @@
 //! store of the shared memory; the engine's ring logic reads each index once and validates
 //! it (`docs/misc/xenstore-ring.txt`).
 
-use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32};
 
-use xenstore_engine::ring::{PAGE_SIZE_BYTES, RingMemory};
+use xenstore_engine::ring::{AtomicPage, PAGE_SIZE_BYTES, RingMemory};
 
 use super::grant_table::ForeignPage;
 
@@ -45,7 +45,9 @@ impl OwnRingPage {
     pub fn store_at(&self, offset: usize, value: u32) {
         self.store_u32_release(offset, value);
     }
+}
 
+impl AtomicPage for OwnRingPage {
     fn word(&self, offset: usize) -> Option<&AtomicU32> {
         // SAFETY: our own xenstore page, populated by the toolstack and never removed while
         // the domain runs, inside the identity map (checked by `at_frame`).
@@ -87,43 +89,6 @@ unsafe fn byte_at<'page>(base: core::ptr::NonNull<u8>, offset: usize) -> Option<
     Some(unsafe { &*pointer })
 }
 
-/// `RingMemory` over any page type with `word`/`byte` accessors.
-macro_rules! ring_memory_over_atomics {
-    ($page:ty) => {
-        impl RingMemory for $page {
-            fn load_u32_acquire(&self, offset: usize) -> u32 {
-                self.word(offset)
-                    .map_or(0, |word| word.load(Ordering::Acquire))
-            }
-
-            fn store_u32_release(&self, offset: usize, value: u32) {
-                if let Some(word) = self.word(offset) {
-                    word.store(value, Ordering::Release);
-                }
-            }
-
-            fn read_bytes(&self, offset: usize, destination: &mut [u8]) {
-                for (index, slot) in destination.iter_mut().enumerate() {
-                    *slot = self
-                        .byte(offset + index)
-                        .map_or(0, |byte| byte.load(Ordering::Relaxed));
-                }
-            }
-
-            fn write_bytes(&self, offset: usize, source: &[u8]) {
-                for (index, value) in source.iter().enumerate() {
-                    if let Some(byte) = self.byte(offset + index) {
-                        byte.store(*value, Ordering::Relaxed);
-                    }
-                }
-            }
-        }
-    };
-}
-
-ring_memory_over_atomics!(OwnRingPage);
-ring_memory_over_atomics!(MappedRingPage);
-
 impl MappedRingPage {
     /// Uses a freshly mapped foreign page as a ring.
     pub fn new(page: ForeignPage) -> MappedRingPage {
@@ -134,7 +99,9 @@ impl MappedRingPage {
     pub fn into_page(self) -> ForeignPage {
         self.page
     }
+}
 
+impl AtomicPage for MappedRingPage {
     fn word(&self, offset: usize) -> Option<&AtomicU32> {
         // SAFETY: `self.page` owns the grant mapping, so the page stays mapped read-write for
         // as long as `self` is borrowed.
