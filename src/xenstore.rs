@@ -255,6 +255,11 @@ fn configure(command_line: &CommandLine<'_>, own_domid: DomId) -> (Config, Domai
         privileged_domain: DomainId(command_line.privileged_domid.map_or(0, |domid| domid.0)),
         // The store domain is where the store runs: here (C-HEAD `store_domid`).
         store_domain: DomainId(own_domid.0),
+        // The node index's secret hash key (guests must not be able to compute collisions).
+        hash_key: [
+            crate::arch::x86_64::random_u64(),
+            crate::arch::x86_64::random_u64(),
+        ],
         ..Config::default()
     };
     // The domain whose ring `--event` names (4.17's `--master-domid`, default dom0).

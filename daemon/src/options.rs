@@ -143,13 +143,41 @@ impl From<OptionError<'_>> for UsageError {
     }
 }
 
+/// A secret key for the engine's node index, from the kernel's random source (guests must
+/// not be able to compute colliding paths). Falls back to the clock and the process id,
+/// with a warning, if `/dev/urandom` cannot be read.
+fn random_hash_key() -> [u64; 2] {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut file| file.read_exact(&mut bytes))
+        .is_err()
+    {
+        log::warn!("cannot read /dev/urandom: the node index key comes from the clock");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        bytes = (now ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+    }
+    let (first, second) = bytes.split_at(8);
+    let word = |half: &[u8]| {
+        half.iter()
+            .rev()
+            .fold(0u64, |word, byte| (word << 8) | u64::from(*byte))
+    };
+    [word(first), word(second)]
+}
+
 /// Parses the arguments after the program name; `environment` looks variables up
 /// (`XENSTORED_PATH`, `XENSTORED_RUNDIR`).
 pub fn parse(
     arguments: &[String],
     environment: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Command, UsageError> {
-    let mut config = Config::default();
+    let mut config = Config {
+        hash_key: random_hash_key(),
+        ..Config::default()
+    };
     let mut socket_path = None;
     let mut run_directory = None;
     let mut trace_file = None;

@@ -230,33 +230,26 @@ impl Engine {
     /// Counts tree-shape defects: a node whose parent is missing or does not list it, a
     /// listed child that does not exist, or a child listed twice. Must always be 0.
     pub fn check_tree(&self) -> usize {
-        let mut defects = 0;
-        for (node_path, node) in self.tree.iter() {
-            if node_path != "/" && !crate::path::is_special(node_path) {
-                let listed = crate::path::parent(node_path)
+        let mut defects = usize::from(!self.tree.index_is_consistent());
+        for (node_path, node) in self.tree.nodes() {
+            if node_path != "/" && !crate::path::is_special(&node_path) {
+                let listed = crate::path::parent(&node_path)
                     .and_then(|parent| self.tree.get(parent))
-                    .is_some_and(|parent| {
-                        let name = crate::path::base_name(node_path);
-                        parent.children.iter().any(|child| child == name)
-                    });
+                    .is_some_and(|parent| parent.has_child(crate::path::base_name(&node_path)));
                 if !listed {
                     defects += 1;
                 }
             }
-            for (index, child) in node.children.iter().enumerate() {
+            let children: Vec<&str> = node.children().collect();
+            for (index, child) in children.iter().enumerate() {
                 if self
                     .tree
-                    .get(&crate::path::join(node_path, child))
+                    .get(&crate::path::join(&node_path, child))
                     .is_none()
                 {
                     defects += 1;
                 }
-                if node
-                    .children
-                    .iter()
-                    .skip(index + 1)
-                    .any(|other| other == child)
-                {
+                if children.iter().skip(index + 1).any(|other| other == child) {
                     defects += 1;
                 }
             }
@@ -299,7 +292,7 @@ impl Engine {
     /// Nodes and node bytes per owner, counted from the tree.
     pub fn recount_nodes(&self) -> BTreeMap<DomainId, (u64, u64)> {
         let mut counts: BTreeMap<DomainId, (u64, u64)> = BTreeMap::new();
-        for (node_path, node) in self.tree.iter() {
+        for (node_path, node) in self.tree.nodes() {
             let entry = counts.entry(node.permissions.owner()).or_insert((0, 0));
             entry.0 += 1;
             entry.1 += (node.stored_size_bytes() + node_path.len()) as u64;
@@ -312,7 +305,7 @@ impl Engine {
         let mut text = String::new();
         let node_bytes: usize = self
             .tree
-            .iter()
+            .nodes()
             .map(|(node_path, node)| node_path.len() + node.stored_size_bytes())
             .sum();
         let _ = writeln!(

@@ -57,6 +57,9 @@ pub struct Config {
     /// How long a watch event queued for an unprivileged domain may wait before it is dropped
     /// (`-w watch-event=<seconds>`, default 20 s; 0 = never).
     pub watch_event_timeout_milliseconds: u64,
+    /// The secret key of the node index's SipHash. Front ends draw it at random at start-up
+    /// so that guests cannot compute colliding paths; the default is fixed (for tests).
+    pub hash_key: [u64; 2],
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             keep_orphans: false,
             quotas: Quotas::default(),
             watch_event_timeout_milliseconds: 20_000,
+            hash_key: [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210],
         }
     }
 }
@@ -125,13 +129,14 @@ impl Engine {
     /// domain only) and `@releaseDomain` (readable by every domain).
     pub fn new(config: Config) -> Engine {
         let privileged = config.privileged_domain;
-        let mut tree = Tree::new(privileged);
+        let hash_key = config.hash_key;
+        let mut tree = Tree::new(privileged, hash_key);
         let mut domains = Domains::default();
         domains.ensure(privileged, 0, &config.quotas);
         domains.ensure(config.store_domain, 0, &config.quotas);
         let mut engine = Engine {
             config,
-            tree: Tree::new(privileged),
+            tree: Tree::new(privileged, hash_key),
             domains,
             connections: BTreeMap::new(),
             next_connection_id: 1,
@@ -147,11 +152,11 @@ impl Engine {
         };
         let owned = Permissions::owned_by(privileged);
         let mut root = Node::empty(owned.clone());
-        root.children.push(String::from("tool"));
+        let _ = root.add_child("tool");
         let mut tool = Node::empty(owned.clone());
-        tool.children.push(String::from("xenstored"));
+        let _ = tool.add_child("xenstored");
         let mut release_permissions = owned.clone();
-        release_permissions.entries_mut().push(Permission {
+        release_permissions.push(Permission {
             domain: DomainId::ANY,
             access: Access::READ,
             ignored: false,
@@ -1200,12 +1205,19 @@ impl Engine {
             tree: &mut self.tree,
             deltas: AccountingDeltas::new(),
         };
-        for (node_path, node) in writes {
-            // GlobalAccess never fails.
-            let _ = match node {
-                Some(node) => view.put(&node_path, node),
-                None => view.delete(&node_path),
-            };
+        // Deletions first, deepest first (the writes are in path order), so that the tree
+        // never holds a node whose parent is gone; then the stores, parents before children.
+        // The transaction's view was consistent, so every store finds its parent. A store
+        // can only fail for want of memory, and then only that node is left as it was.
+        let (deletions, stores): (Vec<_>, Vec<_>) =
+            writes.into_iter().partition(|(_, node)| node.is_none());
+        for (node_path, _) in deletions.iter().rev() {
+            let _ = view.delete(node_path);
+        }
+        for (node_path, node) in stores {
+            if let Some(node) = node {
+                let _ = view.put(&node_path, node);
+            }
         }
         let deltas = view.deltas;
         self.apply_deltas(&deltas);
@@ -1283,27 +1295,29 @@ impl Engine {
             platform.disconnect_domain(domain);
         }
         let privileged = self.config.privileged_domain;
-        let mut owned_roots: Vec<String> = Vec::new();
-        let mut with_entries: Vec<String> = Vec::new();
-        for (node_path, node) in self.tree.iter() {
-            if node.permissions.owner() == domain && domain != privileged {
-                let inside_owned = owned_roots
-                    .last()
-                    .is_some_and(|root| path::is_ancestor_or_self(root, node_path));
-                if !inside_owned {
-                    owned_roots.push(node_path.clone());
-                }
-            }
-            if node
-                .permissions
+        // One scan of the whole tree (as C's clean-up walks it); paths are built only for the
+        // nodes that match. The dead domain's owned subtrees are its owned nodes whose
+        // parent it does not own.
+        let owned: alloc::collections::BTreeSet<String> = if domain == privileged {
+            alloc::collections::BTreeSet::new()
+        } else {
+            self.tree
+                .matching_nodes(|node| node.permissions.owner() == domain)
+                .into_iter()
+                .collect()
+        };
+        let owned_roots: Vec<String> = owned
+            .iter()
+            .filter(|node_path| path::parent(node_path).is_none_or(|parent| !owned.contains(parent)))
+            .cloned()
+            .collect();
+        let with_entries = self.tree.matching_nodes(|node| {
+            node.permissions
                 .entries()
                 .iter()
                 .skip(1)
                 .any(|entry| entry.domain == domain)
-            {
-                with_entries.push(node_path.clone());
-            }
-        }
+        });
         let mut view = GlobalAccess {
             tree: &mut self.tree,
             deltas: AccountingDeltas::new(),
@@ -1313,12 +1327,10 @@ impl Engine {
                 // Changed in place (not a modification: the generation stays), but the
                 // record shrinks, so the owner's memory charge must follow.
                 let before = node.clone();
-                node.permissions
-                    .entries_mut()
-                    .retain(|entry| entry.domain != domain);
-                if node.permissions.entries().is_empty() {
-                    node.permissions = Permissions::owned_by(privileged);
-                }
+                node.permissions = node
+                    .permissions
+                    .retained(|entry| entry.domain != domain)
+                    .unwrap_or_else(|| Permissions::owned_by(privileged));
                 operations::account_replacement(
                     &mut view.deltas,
                     node_path,
@@ -1347,10 +1359,7 @@ impl Engine {
             // Descendants owned by the dead domain below re-owned roots are re-owned too.
             let stragglers: Vec<String> = view
                 .tree
-                .iter()
-                .filter(|(_, node)| node.permissions.owner() == domain)
-                .map(|(node_path, _)| node_path.clone())
-                .collect();
+                .matching_nodes(|node| node.permissions.owner() == domain);
             for node_path in stragglers {
                 if let Some(mut node) = view.tree.get(&node_path).cloned() {
                     node.permissions.set_owner(privileged);

@@ -63,6 +63,7 @@ pub mod permissions;
 pub mod quota;
 pub mod ring;
 pub mod ring_service;
+pub mod siphash;
 pub mod store;
 pub mod transaction;
 pub mod watch;

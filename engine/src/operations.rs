@@ -66,15 +66,24 @@ pub fn account_replacement(
     new: Option<&Node>,
 ) {
     if let Some(old) = old {
-        let entry = deltas.entry(old.permissions.owner()).or_insert((0, 0));
-        entry.0 -= 1;
-        entry.1 -= (old.stored_size_bytes() + path.len()) as i64;
+        account(deltas, path, old.permissions.owner(), old.stored_size_bytes(), -1);
     }
     if let Some(new) = new {
-        let entry = deltas.entry(new.permissions.owner()).or_insert((0, 0));
-        entry.0 += 1;
-        entry.1 += (new.stored_size_bytes() + path.len()) as i64;
+        account(deltas, path, new.permissions.owner(), new.stored_size_bytes(), 1);
     }
+}
+
+/// Adds (`sign` 1) or removes (`sign` -1) one node of `owner` with a record of `size_bytes`.
+fn account(
+    deltas: &mut AccountingDeltas,
+    path: &str,
+    owner: DomainId,
+    size_bytes: usize,
+    sign: i64,
+) {
+    let entry = deltas.entry(owner).or_insert((0, 0));
+    entry.0 += sign;
+    entry.1 += sign * (size_bytes + path.len()) as i64;
 }
 
 /// The committed tree; accounting deltas are collected for the engine to apply.
@@ -91,14 +100,10 @@ impl NodeAccess for GlobalAccess<'_> {
     }
 
     fn put(&mut self, path: &str, node: Node) -> StoreResult<()> {
-        let new_delta_source = node.clone();
-        let old = self.tree.insert(path, node);
-        account_replacement(
-            &mut self.deltas,
-            path,
-            old.as_ref(),
-            Some(&new_delta_source),
-        );
+        let (owner, size_bytes) = (node.permissions.owner(), node.stored_size_bytes());
+        let old = self.tree.insert(path, node)?;
+        account_replacement(&mut self.deltas, path, old.as_ref(), None);
+        account(&mut self.deltas, path, owner, size_bytes, 1);
         Ok(())
     }
 
@@ -236,7 +241,7 @@ pub fn read(
     caller: &Caller,
     path: &str,
 ) -> StoreResult<Vec<u8>> {
-    with_readable_node(view, domains, caller, path, |node| Ok(node.value.clone()))
+    with_readable_node(view, domains, caller, path, |node| Ok(node.value().to_vec()))
 }
 
 /// `XS_DIRECTORY`: child names, each NUL-terminated; `E2BIG` when they do not fit a reply.
@@ -251,7 +256,7 @@ pub fn directory(
         if listing.len() > PAYLOAD_MAX_BYTES {
             Err(StoreError::TooBig)
         } else {
-            Ok(listing)
+            Ok(listing.to_vec())
         }
     })
 }
@@ -337,11 +342,7 @@ fn write_or_create(
             return Ok(false);
         };
         let mut node = existing;
-        node.value.clear();
-        node.value
-            .try_reserve(value.len())
-            .map_err(|_| StoreError::OutOfMemory)?;
-        node.value.extend_from_slice(value);
+        node.set_value(value)?;
         check_node_size(caller, quotas, &node)?;
         view.put(path, node)?;
         return Ok(true);
@@ -381,9 +382,7 @@ fn write_or_create(
 
     let mut parent_node = ancestor;
     let first_missing = missing.last().copied().unwrap_or(path);
-    parent_node
-        .children
-        .push(String::from(path::base_name(first_missing)));
+    parent_node.add_child(path::base_name(first_missing))?;
     check_node_size(caller, quotas, &parent_node)?;
 
     // Build every node first so that a failure leaves the store untouched.
@@ -394,15 +393,12 @@ fn write_or_create(
     for (index, new_path) in missing.iter().rev().enumerate() {
         let mut node = Node::empty(permissions.clone());
         if let Some(child) = missing.iter().rev().nth(index + 1) {
-            node.children.push(String::from(path::base_name(child)));
+            node.add_child(path::base_name(child))?;
         }
         if *new_path == path
             && let Some(value) = value
         {
-            node.value
-                .try_reserve(value.len())
-                .map_err(|_| StoreError::OutOfMemory)?;
-            node.value.extend_from_slice(value);
+            node.set_value(value)?;
         }
         check_node_size(caller, quotas, &node)?;
         created.push((new_path, node));
@@ -494,18 +490,12 @@ pub fn remove_subtree(
     // Collect the subtree with an explicit work list: guest-shaped trees are never recursed.
     let mut doomed: Vec<(String, Permissions)> = Vec::new();
     let mut pending: Vec<String> = node
-        .children
-        .iter()
+        .children()
         .map(|name| path::join(path, name))
         .collect();
     while let Some(child_path) = pending.pop() {
         if let Some(child) = view.node(&child_path)? {
-            pending.extend(
-                child
-                    .children
-                    .iter()
-                    .map(|name| path::join(&child_path, name)),
-            );
+            pending.extend(child.children().map(|name| path::join(&child_path, name)));
             doomed.push((child_path, child.permissions.clone()));
         }
     }
@@ -514,7 +504,7 @@ pub fn remove_subtree(
     {
         let mut parent = parent.clone();
         let name = path::base_name(path);
-        parent.children.retain(|child| child != name);
+        parent.remove_child(name)?;
         view.put(parent_path, parent)?;
     }
     let mut changes = Vec::new();

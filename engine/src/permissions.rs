@@ -5,6 +5,7 @@
 //! `DOMID_ANY`, to every domain). Text form: one of `n r w b` followed by the domid.
 
 use crate::{DomainId, StoreError, StoreResult};
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 /// Access bits (`XS_PERM_READ`, `XS_PERM_WRITE` in `xenstore_lib.h`).
@@ -60,52 +61,83 @@ pub struct Permission {
 }
 
 /// A node's permission list (never empty).
+///
+/// Most nodes carry one entry (the owner), so that case is stored inline: a list costs
+/// 16 bytes in the node and allocates only when it has more than one entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Permissions {
-    entries: Vec<Permission>,
+    entries: EntryList,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum EntryList {
+    One(Permission),
+    Many(Box<[Permission]>),
 }
 
 impl Permissions {
     /// `[n<owner>]`: owned by `owner`, nobody else has access.
     pub fn owned_by(owner: DomainId) -> Permissions {
         Permissions {
-            entries: alloc::vec![Permission {
+            entries: EntryList::One(Permission {
                 domain: owner,
                 access: Access::NONE,
-                ignored: false
-            }],
+                ignored: false,
+            }),
         }
     }
 
     /// Builds a list from its entries; `None` when empty.
     pub fn from_entries(entries: Vec<Permission>) -> Option<Permissions> {
-        if entries.is_empty() {
-            None
-        } else {
-            Some(Permissions { entries })
+        match entries.as_slice() {
+            [] => None,
+            [only] => Some(Permissions {
+                entries: EntryList::One(*only),
+            }),
+            _ => Some(Permissions {
+                entries: EntryList::Many(entries.into_boxed_slice()),
+            }),
         }
     }
 
     /// The entries, owner first.
     pub fn entries(&self) -> &[Permission] {
-        &self.entries
+        match &self.entries {
+            EntryList::One(entry) => core::slice::from_ref(entry),
+            EntryList::Many(entries) => entries,
+        }
     }
 
-    /// Mutable entries (to flag or drop entries of dead domains).
-    pub fn entries_mut(&mut self) -> &mut Vec<Permission> {
-        &mut self.entries
+    /// Mutable entries (to flag entries of dead domains).
+    pub fn entries_mut(&mut self) -> &mut [Permission] {
+        match &mut self.entries {
+            EntryList::One(entry) => core::slice::from_mut(entry),
+            EntryList::Many(entries) => entries,
+        }
+    }
+
+    /// Appends an entry.
+    pub fn push(&mut self, entry: Permission) {
+        let mut entries = self.entries().to_vec();
+        entries.push(entry);
+        self.entries = EntryList::Many(entries.into_boxed_slice());
+    }
+
+    /// The list of the entries `keep` accepts, in order; `None` when none is left.
+    pub fn retained(&self, keep: impl FnMut(&&Permission) -> bool) -> Option<Permissions> {
+        Permissions::from_entries(self.entries().iter().filter(keep).copied().collect())
     }
 
     /// The owner (entry 0).
     pub fn owner(&self) -> DomainId {
-        self.entries
+        self.entries()
             .first()
             .map_or(DomainId(0), |entry| entry.domain)
     }
 
     /// Replaces the owner, keeping the default access.
     pub fn set_owner(&mut self, owner: DomainId) {
-        if let Some(entry) = self.entries.first_mut() {
+        if let Some(entry) = self.entries_mut().first_mut() {
             entry.domain = owner;
             entry.ignored = false;
         }
@@ -136,7 +168,7 @@ impl Permissions {
     /// The `XS_GET_PERMS` reply: every entry as `<letter><domid>\0` (ignored ones included).
     pub fn to_wire(&self) -> Vec<u8> {
         let mut bytes = Vec::new();
-        for entry in &self.entries {
+        for entry in self.entries() {
             bytes.push(entry.access.letter());
             bytes.extend_from_slice(alloc::format!("{}", entry.domain.0).as_bytes());
             bytes.push(0);
@@ -146,7 +178,7 @@ impl Permissions {
 
     /// The bytes C xenstored charges for the list in a node record (8 per entry).
     pub fn stored_size_bytes(&self) -> usize {
-        self.entries.len() * 8
+        self.entries().len() * 8
     }
 }
 

@@ -1,88 +1,292 @@
 //! The node tree: values, permissions, child lists and generation counts.
 //!
-//! Nodes live in a `BTreeMap` keyed by absolute path. A B-tree rather than a hash map: keys
-//! come from guests and a B-tree has no hash to attack, its worst case is O(log n), and it
-//! keeps a node's descendants in one contiguous key range (`"/a/"` up to `"/a0"`, because
-//! `'0'` follows `'/'`). Each node keeps its children's names in insertion order, which is
-//! the order C xenstored's `XS_DIRECTORY` returns.
+//! Memory per node is what limits how many domains one stub domain serves, so the layout is
+//! compact (`performance.md`, W13: at most 100 bytes per node beyond key and value):
+//!
+//! - Nodes live in an arena (`Vec` of slots; freed slots are reused). A node keeps its own
+//!   name and its parent's slot, not its whole path: the path is the chain of names.
+//! - One allocation per node holds its name, its value and its children's names (each
+//!   NUL-terminated, in creation order, which is the order C xenstored's `XS_DIRECTORY`
+//!   returns, `docs/misc/xenstore.txt`). A one-entry permission list is stored inline.
+//! - Paths are found through a hash index of slot numbers. The hash is SipHash with a key the
+//!   front end draws at start-up ([`crate::siphash`]), so a guest cannot choose colliding
+//!   paths; every candidate is verified name by name up the parent chain.
+//!
+//! The index hashes a path's components from the last to the first (then the top: `/` or a
+//! special name such as `@releaseDomain`), which is the order a slot's parent chain gives,
+//! so neither a lookup nor a rehash needs to build a path string.
 
-use crate::path;
 use crate::permissions::Permissions;
-use alloc::collections::BTreeMap;
+use crate::siphash::SipHasher;
+use crate::{StoreError, StoreResult};
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
+use hashbrown::HashTable;
 
 /// Size C xenstored charges for a node record's header (`struct node_hdr`).
 pub const NODE_HEADER_SIZE_BYTES: usize = 16;
 
+/// The parent of the tops of the tree: `/` and the special nodes.
+const NO_PARENT: u32 = u32::MAX;
+
+/// Fed to the hash between path components: never part of a path (paths are ASCII).
+const COMPONENT_SEPARATOR: [u8; 1] = [0xff];
+
 /// One node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Node {
-    /// The value: any bytes, possibly empty.
-    pub value: Vec<u8>,
-    /// Owner, default access and ACL.
-    pub permissions: Permissions,
-    /// Names of the children, in the order they were created.
-    pub children: Vec<String>,
     /// Value of the global generation counter when the node was last modified.
     pub generation: u64,
+    /// Owner, default access and ACL.
+    pub permissions: Permissions,
+    /// The node's name, then its value, then its children's names, each followed by a NUL.
+    bytes: Box<[u8]>,
+    name_length: u16,
+    value_length: u16,
+    /// The parent's slot in the tree ([`NO_PARENT`] for tops and for detached copies).
+    parent: u32,
+}
+
+impl PartialEq for Node {
+    /// Equal content: generation, permissions, value and children (not the tree placement).
+    fn eq(&self, other: &Node) -> bool {
+        self.generation == other.generation
+            && self.permissions == other.permissions
+            && self.value() == other.value()
+            && self.children_wire() == other.children_wire()
+    }
+}
+
+impl Eq for Node {}
+
+/// `name`, `value` and `children` as one boxed record; `ENOMEM` when it cannot be allocated.
+fn pack(name: &[u8], value: &[u8], children: &[u8]) -> StoreResult<Box<[u8]>> {
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(name.len() + value.len() + children.len())
+        .map_err(|_| StoreError::OutOfMemory)?;
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(value);
+    bytes.extend_from_slice(children);
+    Ok(bytes.into_boxed_slice())
 }
 
 impl Node {
     /// A node with no value and no children.
     pub fn empty(permissions: Permissions) -> Node {
         Node {
-            value: Vec::new(),
-            permissions,
-            children: Vec::new(),
             generation: 0,
+            permissions,
+            bytes: Box::default(),
+            name_length: 0,
+            value_length: 0,
+            parent: NO_PARENT,
         }
+    }
+
+    fn name(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.name_length)).unwrap_or(&[])
+    }
+
+    /// The value: any bytes, possibly empty.
+    pub fn value(&self) -> &[u8] {
+        let start = usize::from(self.name_length);
+        self.bytes
+            .get(start..start + usize::from(self.value_length))
+            .unwrap_or(&[])
+    }
+
+    /// The child names as the `XS_DIRECTORY` reply lists them: each followed by a NUL.
+    pub fn children_wire(&self) -> &[u8] {
+        let start = usize::from(self.name_length) + usize::from(self.value_length);
+        self.bytes.get(start..).unwrap_or(&[])
+    }
+
+    /// The child names, in creation order.
+    pub fn children(&self) -> impl Iterator<Item = &str> {
+        self.children_wire()
+            .split(|byte| *byte == 0)
+            .filter(|name| !name.is_empty())
+            .filter_map(|name| core::str::from_utf8(name).ok())
+    }
+
+    /// Whether a child is called `name`.
+    pub fn has_child(&self, name: &str) -> bool {
+        self.children().any(|child| child == name)
+    }
+
+    /// Replaces the value (`E2BIG` past 64 KiB, which no request can carry).
+    pub fn set_value(&mut self, value: &[u8]) -> StoreResult<()> {
+        let value_length = u16::try_from(value.len()).map_err(|_| StoreError::TooBig)?;
+        self.bytes = pack(self.name(), value, self.children_wire())?;
+        self.value_length = value_length;
+        Ok(())
+    }
+
+    /// Appends `name` to the child list.
+    pub fn add_child(&mut self, name: &str) -> StoreResult<()> {
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(self.bytes.len() + name.len() + 1)
+            .map_err(|_| StoreError::OutOfMemory)?;
+        bytes.extend_from_slice(&self.bytes);
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+        self.bytes = bytes.into_boxed_slice();
+        Ok(())
+    }
+
+    /// Removes `name` from the child list (nothing when it is not there).
+    pub fn remove_child(&mut self, name: &str) -> StoreResult<()> {
+        if !self.has_child(name) {
+            return Ok(());
+        }
+        let mut children = Vec::new();
+        children
+            .try_reserve_exact(self.children_wire().len())
+            .map_err(|_| StoreError::OutOfMemory)?;
+        for child in self.children().filter(|child| *child != name) {
+            children.extend_from_slice(child.as_bytes());
+            children.push(0);
+        }
+        self.bytes = pack(self.name(), self.value(), &children)?;
+        Ok(())
     }
 
     /// Size of the stored record as C xenstored's `node-size` quota measures it: header,
     /// permissions, value and the NUL-terminated child names.
     pub fn stored_size_bytes(&self) -> usize {
-        let children: usize = self.children.iter().map(|name| name.len() + 1).sum();
-        NODE_HEADER_SIZE_BYTES + self.permissions.stored_size_bytes() + self.value.len() + children
+        NODE_HEADER_SIZE_BYTES
+            + self.permissions.stored_size_bytes()
+            + self.value().len()
+            + self.children_wire().len()
     }
 
-    /// The child names as the `XS_DIRECTORY` reply lists them: each followed by a NUL.
-    pub fn children_wire(&self) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        for name in &self.children {
-            bytes.extend_from_slice(name.as_bytes());
-            bytes.push(0);
+    /// Gives the node `name` (reallocating only when it differs).
+    fn rename(&mut self, name: &str) -> StoreResult<()> {
+        if self.name() == name.as_bytes() {
+            return Ok(());
         }
-        bytes
+        let name_length = u16::try_from(name.len()).map_err(|_| StoreError::TooBig)?;
+        self.bytes = pack(name.as_bytes(), self.value(), self.children_wire())?;
+        self.name_length = name_length;
+        Ok(())
     }
+}
+
+/// A path split as the tree stores it: the top (`/` or a special name) and the components
+/// below it.
+fn split_path(path: &str) -> (&str, Option<&str>) {
+    match path.strip_prefix('/') {
+        Some("") => ("/", None),
+        Some(rest) => ("/", Some(rest)),
+        None => (path, None),
+    }
+}
+
+fn hash_path(key: [u64; 2], path: &str) -> u64 {
+    let (top, below) = split_path(path);
+    let mut hasher = SipHasher::new(key);
+    for component in below.into_iter().flat_map(|below| below.rsplit('/')) {
+        hasher.write(component.as_bytes());
+        hasher.write(&COMPONENT_SEPARATOR);
+    }
+    hasher.write(top.as_bytes());
+    hasher.finish()
+}
+
+fn node_at(slots: &[Option<Node>], slot: u32) -> Option<&Node> {
+    slots
+        .get(usize::try_from(slot).ok()?)
+        .and_then(Option::as_ref)
+}
+
+/// The same hash as [`hash_path`] of the slot's path, from the parent chain.
+fn hash_slot(key: [u64; 2], slots: &[Option<Node>], slot: u32) -> u64 {
+    let mut hasher = SipHasher::new(key);
+    let mut current = node_at(slots, slot);
+    while let Some(node) = current {
+        hasher.write(node.name());
+        if node.parent == NO_PARENT {
+            break;
+        }
+        hasher.write(&COMPONENT_SEPARATOR);
+        current = node_at(slots, node.parent);
+    }
+    hasher.finish()
+}
+
+/// Whether the slot's chain of names spells `path`.
+fn slot_has_path(slots: &[Option<Node>], slot: u32, path: &str) -> bool {
+    let (top, below) = split_path(path);
+    let mut current = slot;
+    for component in below.into_iter().flat_map(|below| below.rsplit('/')) {
+        match node_at(slots, current) {
+            Some(node) if node.parent != NO_PARENT && node.name() == component.as_bytes() => {
+                current = node.parent;
+            }
+            _ => return false,
+        }
+    }
+    node_at(slots, current)
+        .is_some_and(|node| node.parent == NO_PARENT && node.name() == top.as_bytes())
 }
 
 /// The committed tree.
 #[derive(Debug)]
 pub struct Tree {
-    nodes: BTreeMap<String, Node>,
+    slots: Vec<Option<Node>>,
+    free_slots: Vec<u32>,
+    index: HashTable<u32>,
+    hash_key: [u64; 2],
+    count: usize,
     generation: u64,
 }
 
 impl Tree {
-    /// A tree holding only `/` (owned by `owner`, no access for others).
-    pub fn new(owner: crate::DomainId) -> Tree {
-        let mut nodes = BTreeMap::new();
-        nodes.insert(String::from("/"), Node::empty(Permissions::owned_by(owner)));
-        Tree {
-            nodes,
+    /// A tree holding only `/` (owned by `owner`, no access for others), indexed with
+    /// `hash_key` (which should be secret and random: see [`crate::siphash`]).
+    pub fn new(owner: crate::DomainId, hash_key: [u64; 2]) -> Tree {
+        let mut tree = Tree {
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            index: HashTable::new(),
+            hash_key,
+            count: 0,
             generation: 0,
+        };
+        let _ = tree.insert("/", Node::empty(Permissions::owned_by(owner)));
+        tree.generation = 0;
+        if let Some(root) = tree.get_mut("/") {
+            root.generation = 0;
         }
+        tree
+    }
+
+    fn slot_of(&self, path: &str) -> Option<u32> {
+        let hash = hash_path(self.hash_key, path);
+        let slots = &self.slots;
+        self.index
+            .find(hash, |slot| slot_has_path(slots, *slot, path))
+            .copied()
+    }
+
+    fn slot_mut(&mut self, slot: u32) -> Option<&mut Node> {
+        self.slots
+            .get_mut(usize::try_from(slot).ok()?)
+            .and_then(Option::as_mut)
     }
 
     /// The node at `path`.
     pub fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path)
+        node_at(&self.slots, self.slot_of(path)?)
     }
 
     /// Mutable access for in-place repairs that are not modifications (flagging stale entries).
     pub fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
-        self.nodes.get_mut(path)
+        let slot = self.slot_of(path)?;
+        self.slot_mut(slot)
     }
 
     /// Takes the next value of the global generation counter.
@@ -97,57 +301,184 @@ impl Tree {
     }
 
     /// Stores `node` at `path` with a fresh generation; returns the node it replaced.
-    pub fn insert(&mut self, path: &str, mut node: Node) -> Option<Node> {
-        node.generation = self.next_generation();
-        if let Some(slot) = self.nodes.get_mut(path) {
-            return Some(core::mem::replace(slot, node));
+    ///
+    /// A new node's parent must exist (`ENOENT` otherwise); `ENOMEM` when the node or the
+    /// index cannot grow. Nothing changes on failure.
+    pub fn insert(&mut self, path: &str, mut node: Node) -> StoreResult<Option<Node>> {
+        if let Some(slot) = self.slot_of(path) {
+            let generation = self.next_generation();
+            let existing = self.slot_mut(slot).ok_or(StoreError::NoEntry)?;
+            node.rename(
+                core::str::from_utf8(existing.name()).map_err(|_| StoreError::Invalid)?,
+            )?;
+            node.parent = existing.parent;
+            node.generation = generation;
+            return Ok(Some(core::mem::replace(existing, node)));
         }
-        self.nodes.insert(String::from(path), node);
-        None
+        let (name, parent) = match crate::path::parent(path) {
+            Some(parent_path) => (
+                crate::path::base_name(path),
+                self.slot_of(parent_path).ok_or(StoreError::NoEntry)?,
+            ),
+            None => (path, NO_PARENT),
+        };
+        node.rename(name)?;
+        node.parent = parent;
+        node.generation = self.next_generation();
+        // Reserve everything before changing anything.
+        let Tree {
+            slots,
+            free_slots,
+            index,
+            hash_key,
+            ..
+        } = self;
+        let key = *hash_key;
+        index
+            .try_reserve(1, |slot| hash_slot(key, slots, *slot))
+            .map_err(|_| StoreError::OutOfMemory)?;
+        let slot = match free_slots.pop() {
+            Some(slot) => slot,
+            None => {
+                slots
+                    .try_reserve(1)
+                    .map_err(|_| StoreError::OutOfMemory)?;
+                slots.push(None);
+                u32::try_from(slots.len() - 1).map_err(|_| StoreError::NoSpace)?
+            }
+        };
+        if let Some(entry) = slots.get_mut(slot as usize) {
+            *entry = Some(node);
+        }
+        let hash = hash_slot(key, slots, slot);
+        index.insert_unique(hash, slot, |slot| hash_slot(key, slots, *slot));
+        self.count += 1;
+        Ok(None)
     }
 
-    /// Removes the node at `path` (children are not touched).
+    /// Removes the node at `path`. Callers remove children first; any child still present
+    /// (listed by the node) goes with it, so that no slot is left pointing at a reused one.
     pub fn remove(&mut self, path: &str) -> Option<Node> {
-        self.nodes.remove(path)
+        // Descendants are found through their parents, so collect them all first and remove
+        // the deepest first.
+        let mut doomed: Vec<String> = Vec::new();
+        let mut pending: Vec<String> = Vec::new();
+        if let Some(node) = self.get(path) {
+            pending.extend(node.children().map(|name| crate::path::join(path, name)));
+        }
+        while let Some(child_path) = pending.pop() {
+            if let Some(child) = self.get(&child_path) {
+                pending.extend(
+                    child
+                        .children()
+                        .map(|name| crate::path::join(&child_path, name)),
+                );
+                doomed.push(child_path);
+            }
+        }
+        for child_path in doomed.iter().rev() {
+            self.remove_one(child_path);
+        }
+        self.remove_one(path)
+    }
+
+    fn remove_one(&mut self, path: &str) -> Option<Node> {
+        let hash = hash_path(self.hash_key, path);
+        let slots = &self.slots;
+        let entry = self
+            .index
+            .find_entry(hash, |slot| slot_has_path(slots, *slot, path))
+            .ok()?;
+        let (slot, _) = entry.remove();
+        let node = self
+            .slots
+            .get_mut(usize::try_from(slot).ok()?)
+            .and_then(Option::take)?;
+        // The free list never needs more room than the slots it describes.
+        if self.free_slots.try_reserve(1).is_ok() {
+            self.free_slots.push(slot);
+        }
+        self.count -= 1;
+        Some(node)
     }
 
     /// Number of nodes, special nodes included.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.count
     }
 
     /// Whether the tree is empty (never true: the root always exists).
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.count == 0
+    }
+
+    /// The path of the node in `slot`, built from its chain of names.
+    fn path_of(&self, slot: u32) -> String {
+        let mut names: Vec<&[u8]> = Vec::new();
+        let mut current = node_at(&self.slots, slot);
+        let mut top: &[u8] = b"/";
+        while let Some(node) = current {
+            if node.parent == NO_PARENT {
+                top = node.name();
+                break;
+            }
+            names.push(node.name());
+            current = node_at(&self.slots, node.parent);
+        }
+        let mut path = String::from_utf8_lossy(top).into_owned();
+        for name in names.iter().rev() {
+            if !path.ends_with('/') {
+                path.push('/');
+            }
+            path.push_str(&String::from_utf8_lossy(name));
+        }
+        path
+    }
+
+    /// Every node with its path, in no particular order (no sorting: for whole-tree scans).
+    pub fn nodes(&self) -> impl Iterator<Item = (String, &Node)> {
+        self.slots.iter().enumerate().filter_map(|(slot, node)| {
+            let node = node.as_ref()?;
+            Some((self.path_of(u32::try_from(slot).ok()?), node))
+        })
+    }
+
+    /// Every node whose record `wanted` accepts, with its path (paths are built only for those).
+    pub fn matching_nodes(&self, mut wanted: impl FnMut(&Node) -> bool) -> Vec<String> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, node)| {
+                let node = node.as_ref()?;
+                if !wanted(node) {
+                    return None;
+                }
+                Some(self.path_of(u32::try_from(slot).ok()?))
+            })
+            .collect()
     }
 
     /// Every node in path order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
-        self.nodes.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (String, &Node)> {
+        let mut all: Vec<(String, &Node)> = self.nodes().collect();
+        all.sort_unstable_by(|left, right| left.0.cmp(&right.0));
+        all.into_iter()
     }
 
-    /// Every node mutably, in path order.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut Node)> {
-        self.nodes.iter_mut()
-    }
-
-    /// The paths of every descendant of `path` (not `path` itself), in path order.
-    pub fn descendant_paths(&self, path: &str) -> Vec<String> {
-        let start = if path == "/" {
-            String::from("/")
-        } else {
-            alloc::format!("{path}/")
-        };
-        let end = if path == "/" {
-            String::from("0")
-        } else {
-            alloc::format!("{path}0")
-        };
-        self.nodes
-            .range(start..end)
-            .map(|(key, _)| key.clone())
-            .filter(|key| key != path && !path::is_special(key))
-            .collect()
+    /// Whether the hash index and the slots agree: every node is found under its own path
+    /// exactly once (used by the accounting check).
+    pub fn index_is_consistent(&self) -> bool {
+        let indexed = self.index.len() == self.count;
+        indexed
+            && self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, node)| node.is_some())
+                .all(|(slot, _)| {
+                    u32::try_from(slot)
+                        .is_ok_and(|slot| self.slot_of(&self.path_of(slot)) == Some(slot))
+                })
     }
 }
 
@@ -156,31 +487,103 @@ mod tests {
     use super::*;
     use crate::DomainId;
 
+    const KEY: [u64; 2] = [1, 2];
+
+    fn owned() -> Node {
+        Node::empty(Permissions::owned_by(DomainId(0)))
+    }
+
     #[test]
     fn insert_assigns_increasing_generations() {
-        let mut tree = Tree::new(DomainId(0));
-        let node = Node::empty(Permissions::owned_by(DomainId(0)));
-        assert!(tree.insert("/a", node.clone()).is_none());
+        let mut tree = Tree::new(DomainId(0), KEY);
+        assert!(tree.insert("/a", owned()).unwrap().is_none());
         let first = tree.get("/a").unwrap().generation;
-        assert!(tree.insert("/a", node).is_some());
+        assert!(tree.insert("/a", owned()).unwrap().is_some());
         assert!(tree.get("/a").unwrap().generation > first);
     }
 
     #[test]
-    fn descendants_are_a_key_range() {
-        let mut tree = Tree::new(DomainId(0));
-        for path in ["/a", "/a/b", "/a/b/c", "/a-x", "/ab", "/a0"] {
-            tree.insert(path, Node::empty(Permissions::owned_by(DomainId(0))));
+    fn paths_are_found_through_their_chain_of_names() {
+        let mut tree = Tree::new(DomainId(0), KEY);
+        for path in ["/a", "/a/b", "/a/b/c", "/a-x", "/ab", "/b", "/b/b", "@special"] {
+            let mut node = owned();
+            node.set_value(path.as_bytes()).unwrap();
+            tree.insert(path, node).unwrap();
         }
-        assert_eq!(tree.descendant_paths("/a"), ["/a/b", "/a/b/c"]);
-        assert_eq!(tree.descendant_paths("/").len(), 6);
+        for path in ["/a", "/a/b", "/a/b/c", "/a-x", "/ab", "/b", "/b/b", "@special"] {
+            assert_eq!(tree.get(path).unwrap().value(), path.as_bytes(), "{path}");
+        }
+        for missing in ["/c", "/a/c", "/b/a", "/a/b/c/d", "/b/b/c", "@other", "/a/a"] {
+            assert!(tree.get(missing).is_none(), "{missing}");
+        }
+        assert_eq!(tree.len(), 9);
+        assert!(tree.index_is_consistent());
+        let paths: Vec<String> = tree.iter().map(|(path, _)| path).collect();
+        assert_eq!(
+            paths,
+            ["/", "/a", "/a-x", "/a/b", "/a/b/c", "/ab", "/b", "/b/b", "@special"]
+        );
     }
 
     #[test]
-    fn stored_size_counts_header_permissions_value_and_children() {
+    fn a_new_node_needs_its_parent() {
+        let mut tree = Tree::new(DomainId(0), KEY);
+        assert_eq!(tree.insert("/a/b", owned()), Err(StoreError::NoEntry));
+        assert_eq!(tree.len(), 1);
+    }
+
+    #[test]
+    fn removed_slots_are_reused_without_confusing_paths() {
+        let mut tree = Tree::new(DomainId(0), KEY);
+        let mut parent = owned();
+        parent.add_child("b").unwrap();
+        tree.insert("/a", parent).unwrap();
+        tree.insert("/a/b", owned()).unwrap();
+        // Removing a parent takes listed children with it: no slot keeps a stale parent.
+        assert!(tree.remove("/a").is_some());
+        assert!(tree.get("/a/b").is_none());
+        assert_eq!(tree.len(), 1);
+        tree.insert("/x", owned()).unwrap();
+        tree.insert("/x/a", owned()).unwrap();
+        tree.insert("/x/a/b", owned()).unwrap();
+        assert!(tree.get("/a/b").is_none());
+        assert!(tree.get("/x/a/b").is_some());
+        assert!(tree.index_is_consistent());
+    }
+
+    #[test]
+    fn many_nodes_survive_index_growth() {
+        let mut tree = Tree::new(DomainId(0), KEY);
+        for directory in 0..20 {
+            tree.insert(&alloc::format!("/d{directory}"), owned()).unwrap();
+            for leaf in 0..50 {
+                let mut node = owned();
+                node.set_value(alloc::format!("{directory}-{leaf}").as_bytes())
+                    .unwrap();
+                tree.insert(&alloc::format!("/d{directory}/{leaf}"), node)
+                    .unwrap();
+            }
+        }
+        assert_eq!(tree.len(), 1 + 20 + 20 * 50);
+        assert_eq!(tree.get("/d7/42").unwrap().value(), b"7-42");
+        assert!(tree.index_is_consistent());
+    }
+
+    #[test]
+    fn the_record_holds_value_and_children_independently() {
         let mut node = Node::empty(Permissions::owned_by(DomainId(1)));
-        node.value = alloc::vec![0; 10];
-        node.children.push(String::from("abc"));
-        assert_eq!(node.stored_size_bytes(), 16 + 8 + 10 + 4);
+        node.set_value(&[0; 10]).unwrap();
+        node.add_child("abc").unwrap();
+        node.add_child("de").unwrap();
+        assert_eq!(node.stored_size_bytes(), 16 + 8 + 10 + 4 + 3);
+        node.set_value(b"v").unwrap();
+        assert_eq!(node.children_wire(), b"abc\0de\0");
+        node.remove_child("abc").unwrap();
+        assert_eq!(node.value(), b"v");
+        assert_eq!(node.children().collect::<Vec<_>>(), ["de"]);
+        assert!(!node.has_child("abc"));
+        node.rename("named").unwrap();
+        assert_eq!(node.value(), b"v");
+        assert_eq!(node.children_wire(), b"de\0");
     }
 }

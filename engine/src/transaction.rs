@@ -186,8 +186,8 @@ mod tests {
 
     #[test]
     fn reads_see_private_copies_and_commit_validates_generations() {
-        let mut tree = Tree::new(DomainId(0));
-        tree.insert("/a", node());
+        let mut tree = Tree::new(DomainId(0), [3, 4]);
+        tree.insert("/a", node()).unwrap();
         let mut transaction = Transaction::default();
         {
             let mut view = TransactionAccess {
@@ -196,19 +196,19 @@ mod tests {
                 node_limit: None,
             };
             let mut changed = node();
-            changed.value = b"x".to_vec();
+            changed.set_value(b"x").unwrap();
             view.put("/a", changed).unwrap();
-            assert_eq!(view.node("/a").unwrap().unwrap().value, b"x");
+            assert_eq!(view.node("/a").unwrap().unwrap().value(), b"x");
         }
-        assert_eq!(tree.get("/a").unwrap().value, b"");
+        assert_eq!(tree.get("/a").unwrap().value(), b"");
         assert!(transaction.validate(&tree).is_ok());
-        tree.insert("/a", node());
+        tree.insert("/a", node()).unwrap();
         assert_eq!(transaction.validate(&tree), Err(StoreError::Again));
     }
 
     #[test]
     fn untouched_nodes_do_not_conflict_and_absence_is_recorded() {
-        let mut tree = Tree::new(DomainId(0));
+        let mut tree = Tree::new(DomainId(0), [3, 4]);
         let mut transaction = Transaction::default();
         {
             let mut view = TransactionAccess {
@@ -218,15 +218,15 @@ mod tests {
             };
             assert!(view.node("/missing").unwrap().is_none());
         }
-        tree.insert("/other", node());
+        tree.insert("/other", node()).unwrap();
         assert!(transaction.validate(&tree).is_ok());
-        tree.insert("/missing", node());
+        tree.insert("/missing", node()).unwrap();
         assert_eq!(transaction.validate(&tree), Err(StoreError::Again));
     }
 
     #[test]
     fn node_limit_fails_the_transaction() {
-        let tree = Tree::new(DomainId(0));
+        let tree = Tree::new(DomainId(0), [3, 4]);
         let mut transaction = Transaction::default();
         let mut view = TransactionAccess {
             tree: &tree,

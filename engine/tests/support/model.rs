@@ -587,10 +587,10 @@ impl Model {
                             let current = before
                                 .iter()
                                 .find(|(node_path, _)| node_path == read_path)
-                                .map(|(_, node)| &node.value);
+                                .map(|(_, node)| node.value());
                             assert_eq!(
                                 current,
-                                Some(value),
+                                Some(value.as_slice()),
                                 "a committed transaction read {read_path}, which changed since"
                             );
                         }
@@ -598,10 +598,10 @@ impl Model {
                             let current = after
                                 .iter()
                                 .find(|(node_path, _)| node_path == written_path)
-                                .map(|(_, node)| &node.value);
+                                .map(|(_, node)| node.value());
                             assert_eq!(
                                 current,
-                                Some(value),
+                                Some(value.as_slice()),
                                 "a committed write to {written_path} is visible"
                             );
                         }

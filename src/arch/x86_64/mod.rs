@@ -17,6 +17,24 @@ pub fn read_tsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// 64 bits for a secret key: RDRAND when the CPU has it (CPUID.01H:ECX bit 30, the Intel
+/// SDM's "RDRAND" entry), mixed with the time-stamp counter, which is all there is otherwise.
+pub fn random_u64() -> u64 {
+    let features = core::arch::x86_64::__cpuid(1);
+    let mut value = read_tsc().rotate_left(29);
+    if features.ecx & (1 << 30) != 0 {
+        for _ in 0..10 {
+            let mut random = 0u64;
+            // SAFETY: RDRAND is present (checked above); it only writes `random`.
+            if unsafe { core::arch::x86_64::_rdrand64_step(&mut random) } == 1 {
+                value ^= random;
+                break;
+            }
+        }
+    }
+    value ^ read_tsc()
+}
+
 /// Stops the vCPU for good: interrupts off, `hlt` forever.
 pub fn halt_forever() -> ! {
     loop {
