@@ -291,6 +291,18 @@ pub fn goals(rows: &[Row], checkpoints: &[usize]) -> Vec<(String, Option<bool>, 
             "not measured".into(),
         )),
     }
+    match memory("W13", "store of 1000 domains") {
+        Some((_, mebibytes)) => goals.push((
+            "1000 domains x 100 nodes in 16 MiB".into(),
+            Some(mebibytes <= 16.0),
+            format!("{mebibytes:.1} MiB (RSS delta beyond ring pages)"),
+        )),
+        None => goals.push((
+            "1000 domains x 100 nodes in 16 MiB".into(),
+            None,
+            "not measured (needs 1000 domains in W9)".into(),
+        )),
+    }
     goals
 }
 

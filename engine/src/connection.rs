@@ -3,7 +3,7 @@
 use crate::engine::ConnectionFailure;
 use crate::transaction::Transaction;
 use crate::wire::{HEADER_SIZE_BYTES, MessageHeader, PAYLOAD_MAX_BYTES};
-use crate::{DomainId, StoreError, StoreResult};
+use crate::{ConnectionId, DomainId, StoreError, StoreResult};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -26,6 +26,11 @@ pub struct OutputMessage {
     pub is_reply: bool,
     /// When it was queued (watch events expire).
     pub queued_at_milliseconds: u64,
+    /// For a watch event: the connection whose request caused it. Until the event is sent
+    /// or dropped it counts as one of that connection's outstanding requests, so a writer
+    /// cannot flood a guest that does not read its ring without being slowed itself (C
+    /// `send_event()`, `pend.req`; `hostile-guests.md` T-326b).
+    pub caused_by: Option<ConnectionId>,
 }
 
 /// Result of feeding bytes: how many were taken and the complete request, if one is ready.
@@ -65,6 +70,9 @@ pub struct Connection {
     pub watches: Vec<(String, Vec<u8>)>,
     /// Set once the connection broke the protocol.
     pub failure: Option<ConnectionFailure>,
+    /// Watch events this connection's requests caused that are still queued somewhere
+    /// ([`OutputMessage::caused_by`]); kept by the engine.
+    pub caused_events_pending: usize,
 }
 
 impl Connection {
@@ -84,6 +92,7 @@ impl Connection {
             next_transaction_id: 1,
             watches: Vec::new(),
             failure: None,
+            caused_events_pending: 0,
         }
     }
 
@@ -166,6 +175,12 @@ impl Connection {
             .iter()
             .filter(|message| message.is_reply)
             .count()
+    }
+
+    /// Requests not yet fully answered: queued replies plus the watch events they caused
+    /// that are still queued (C's `outstanding` quota counts both).
+    pub fn outstanding_requests(&self) -> usize {
+        self.outstanding_replies() + self.caused_events_pending
     }
 
     /// Queues a message at the end.

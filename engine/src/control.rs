@@ -5,7 +5,7 @@ use crate::domain::Usage;
 use crate::engine::Engine;
 use crate::quota::QuotaKind;
 use crate::wire;
-use crate::{DomainId, StoreError, StoreResult};
+use crate::{ConnectionId, DomainId, StoreError, StoreResult};
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
@@ -139,9 +139,11 @@ impl Engine {
                     .map(DomainId)
                     .ok_or(StoreError::Invalid)?;
                 let record = self.domains.get(domain).ok_or(StoreError::NoEntry)?;
+                let mut usage = record.usage;
+                usage.outstanding = self.outstanding_requests_of(domain);
                 let mut text = String::new();
                 for kind in QuotaKind::ALL {
-                    if let Some(value) = record.usage.counter(kind)
+                    if let Some(value) = usage.counter(kind)
                         && kind != QuotaKind::SoftMemoryBytes
                     {
                         let _ = writeln!(
@@ -207,6 +209,20 @@ impl Engine {
                     repaired += 1;
                     *stored = 0;
                 }
+            }
+        }
+        // Each connection's count of the events it caused that are still queued.
+        let mut caused: BTreeMap<ConnectionId, usize> = BTreeMap::new();
+        for state in self.connections.values() {
+            for cause in state.output.iter().filter_map(|message| message.caused_by) {
+                *caused.entry(cause).or_insert(0) += 1;
+            }
+        }
+        for (connection, state) in self.connections.iter_mut() {
+            let counted = caused.get(connection).copied().unwrap_or(0);
+            if state.caused_events_pending != counted {
+                repaired += 1;
+                state.caused_events_pending = counted;
             }
         }
         let listed: usize = self
@@ -300,6 +316,16 @@ impl Engine {
         counts
     }
 
+    /// Requests of `domain`'s connections not yet fully answered (replies and the events
+    /// they caused, still queued): what the `outstanding` quota limits.
+    pub fn outstanding_requests_of(&self, domain: DomainId) -> u64 {
+        self.connections
+            .values()
+            .filter(|state| state.domain == domain)
+            .map(|state| state.outstanding_requests() as u64)
+            .sum()
+    }
+
     /// A summary of what the store holds and what each domain uses.
     pub fn memory_report(&self) -> String {
         let mut text = String::new();
@@ -317,7 +343,8 @@ impl Engine {
         let _ = writeln!(text, "connections: {}", self.connections.len());
         let _ = writeln!(text, "watches: {}", self.watches.len());
         for (domain, record) in self.domains.iter() {
-            let usage = record.usage;
+            let mut usage = record.usage;
+            usage.outstanding = self.outstanding_requests_of(*domain);
             let _ = writeln!(
                 text,
                 "domain {domain}: nodes {} watches {} transactions {} memory {} bytes outstanding {}",

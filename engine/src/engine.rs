@@ -308,7 +308,13 @@ impl Engine {
             return true;
         }
         let quotas = self.quotas_of(state.domain);
-        if quotas.exceeded_by(QuotaKind::Outstanding, state.outstanding_replies() as u64) {
+        if quotas.exceeded_by(QuotaKind::Outstanding, state.outstanding_requests() as u64) {
+            return false;
+        }
+        // At the hard memory quota the domain's requests wait until its queued replies and
+        // events drain (C `domain_can_read()`, `ACC_MEM`): the guest only stalls itself.
+        let memory_bytes = self.domains.usage(state.domain).memory_bytes;
+        if quotas.exceeded_by(QuotaKind::MemoryBytes, memory_bytes) {
             return false;
         }
         // Write-rate limiting applies to guests' rings, as in C (sockets are privileged).
@@ -350,11 +356,26 @@ impl Engine {
             .iter()
             .map(|message| message.bytes.len() as u64)
             .sum();
+        let causes: Vec<ConnectionId> = state
+            .output
+            .iter()
+            .filter_map(|message| message.caused_by)
+            .collect();
         state.clear_output();
         state.output_sent_bytes = 0;
         let domain = state.domain;
         if let Some(record) = self.domains.get_mut(domain) {
             record.usage.memory_bytes = record.usage.memory_bytes.saturating_sub(refund);
+        }
+        self.settle_caused_events(causes);
+    }
+
+    /// The events caused by these connections left their queues (sent or dropped).
+    fn settle_caused_events(&mut self, causes: impl IntoIterator<Item = ConnectionId>) {
+        for cause in causes {
+            if let Some(state) = self.connections.get_mut(&cause) {
+                state.caused_events_pending = state.caused_events_pending.saturating_sub(1);
+            }
         }
     }
 
@@ -378,18 +399,22 @@ impl Engine {
         };
         state.output_sent_bytes += sent_bytes;
         let mut freed_bytes = 0u64;
+        let mut causes = Vec::new();
         while let Some(front) = state.output.front() {
             if state.output_sent_bytes < front.bytes.len() {
                 break;
             }
             state.output_sent_bytes -= front.bytes.len();
             freed_bytes += front.bytes.len() as u64;
-            state.pop_output();
+            if let Some(cause) = state.pop_output().and_then(|message| message.caused_by) {
+                causes.push(cause);
+            }
         }
         let domain = state.domain;
         if let Some(record) = self.domains.get_mut(domain) {
             record.usage.memory_bytes = record.usage.memory_bytes.saturating_sub(freed_bytes);
         }
+        self.settle_caused_events(causes);
     }
 
     /// Set once the connection has broken the protocol; the front end stops serving it.
@@ -465,7 +490,7 @@ impl Engine {
         }
         record.shutdown_reported = true;
         self.pending_special.push((RELEASE_DOMAIN, domain));
-        self.flush_events();
+        self.flush_events(None);
     }
 
     /// The domain is dead: release it as `XS_RELEASE` would, and forget it.
@@ -473,7 +498,7 @@ impl Engine {
         self.now_milliseconds = platform.now_milliseconds();
         let introduced = self.domain_connection(domain).is_some();
         self.destroy_domain(platform, domain, introduced);
-        self.flush_events();
+        self.flush_events(None);
     }
 
     /// Time-driven work: watch events queued too long for unprivileged domains are dropped.
@@ -486,6 +511,7 @@ impl Engine {
         let now = self.now_milliseconds;
         let privileged = self.config.privileged_domain;
         let mut refunds = Vec::new();
+        let mut causes = Vec::new();
         for state in self.connections.values_mut() {
             if state.domain == privileged || state.kind != ConnectionKind::Domain {
                 continue;
@@ -498,6 +524,7 @@ impl Engine {
                     || now.saturating_sub(message.queued_at_milliseconds) < timeout;
                 if !keep {
                     dropped_bytes += message.bytes.len() as u64;
+                    causes.extend(message.caused_by);
                 }
                 keep
             });
@@ -510,6 +537,7 @@ impl Engine {
                 record.usage.memory_bytes = record.usage.memory_bytes.saturating_sub(dropped_bytes);
             }
         }
+        self.settle_caused_events(causes);
     }
 
     /// Whether access-trace lines are wanted: enabled here and by the logger.
@@ -589,7 +617,13 @@ impl Engine {
         Ok(canonical)
     }
 
-    fn queue_output(&mut self, connection: ConnectionId, bytes: Vec<u8>, is_reply: bool) {
+    fn queue_output(
+        &mut self,
+        connection: ConnectionId,
+        bytes: Vec<u8>,
+        is_reply: bool,
+        caused_by: Option<ConnectionId>,
+    ) {
         let now = self.now_milliseconds;
         let Some(state) = self.connections.get_mut(&connection) else {
             return;
@@ -618,10 +652,16 @@ impl Engine {
             bytes,
             is_reply,
             queued_at_milliseconds: now,
+            caused_by,
         });
         self.output_ready.insert(connection);
         if let Some(record) = self.domains.get_mut(domain) {
             record.usage.memory_bytes = record.usage.memory_bytes.saturating_add(size);
+        }
+        if let Some(cause) = caused_by
+            && let Some(state) = self.connections.get_mut(&cause)
+        {
+            state.caused_events_pending += 1;
         }
     }
 
@@ -668,8 +708,8 @@ impl Engine {
             header.transaction_id,
             &reply_payload,
         );
-        self.queue_output(connection, reply, true);
-        self.flush_events();
+        self.queue_output(connection, reply, true, None);
+        self.flush_events(Some(connection));
     }
 
     fn dispatch(
@@ -1308,7 +1348,9 @@ impl Engine {
         };
         let owned_roots: Vec<String> = owned
             .iter()
-            .filter(|node_path| path::parent(node_path).is_none_or(|parent| !owned.contains(parent)))
+            .filter(|node_path| {
+                path::parent(node_path).is_none_or(|parent| !owned.contains(parent))
+            })
             .cloned()
             .collect();
         let with_entries = self.tree.matching_nodes(|node| {
@@ -1433,7 +1475,9 @@ impl Engine {
             })
     }
 
-    fn flush_events(&mut self) {
+    /// Queues the events of the pending changes; `cause` is the connection whose request
+    /// made them (`None`: the store itself, e.g. a domain's death).
+    fn flush_events(&mut self, cause: Option<ConnectionId>) {
         let changes = core::mem::take(&mut self.pending_changes);
         let mut events: Vec<(ConnectionId, Vec<u8>, bool)> = Vec::new();
         for change in &changes {
@@ -1469,7 +1513,7 @@ impl Engine {
                 if self.tracing() {
                     log::info!(target: ACCESS_LOG_TARGET, "OUT {} WATCH_EVENT ({})", connection.0, printable(&payload));
                 }
-                self.queue_output(connection, message, false);
+                self.queue_output(connection, message, false, cause);
             }
         }
     }

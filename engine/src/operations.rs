@@ -66,10 +66,22 @@ pub fn account_replacement(
     new: Option<&Node>,
 ) {
     if let Some(old) = old {
-        account(deltas, path, old.permissions.owner(), old.stored_size_bytes(), -1);
+        account(
+            deltas,
+            path,
+            old.permissions.owner(),
+            old.stored_size_bytes(),
+            -1,
+        );
     }
     if let Some(new) = new {
-        account(deltas, path, new.permissions.owner(), new.stored_size_bytes(), 1);
+        account(
+            deltas,
+            path,
+            new.permissions.owner(),
+            new.stored_size_bytes(),
+            1,
+        );
     }
 }
 
@@ -241,7 +253,9 @@ pub fn read(
     caller: &Caller,
     path: &str,
 ) -> StoreResult<Vec<u8>> {
-    with_readable_node(view, domains, caller, path, |node| Ok(node.value().to_vec()))
+    with_readable_node(view, domains, caller, path, |node| {
+        Ok(node.value().to_vec())
+    })
 }
 
 /// `XS_DIRECTORY`: child names, each NUL-terminated; `E2BIG` when they do not fit a reply.
@@ -489,10 +503,7 @@ pub fn remove_subtree(
 ) -> StoreResult<Vec<Change>> {
     // Collect the subtree with an explicit work list: guest-shaped trees are never recursed.
     let mut doomed: Vec<(String, Permissions)> = Vec::new();
-    let mut pending: Vec<String> = node
-        .children()
-        .map(|name| path::join(path, name))
-        .collect();
+    let mut pending: Vec<String> = node.children().map(|name| path::join(path, name)).collect();
     while let Some(child_path) = pending.pop() {
         if let Some(child) = view.node(&child_path)? {
             pending.extend(child.children().map(|name| path::join(&child_path, name)));

@@ -86,7 +86,9 @@ impl Node {
     }
 
     fn name(&self) -> &[u8] {
-        self.bytes.get(..usize::from(self.name_length)).unwrap_or(&[])
+        self.bytes
+            .get(..usize::from(self.name_length))
+            .unwrap_or(&[])
     }
 
     /// The value: any bytes, possibly empty.
@@ -308,9 +310,7 @@ impl Tree {
         if let Some(slot) = self.slot_of(path) {
             let generation = self.next_generation();
             let existing = self.slot_mut(slot).ok_or(StoreError::NoEntry)?;
-            node.rename(
-                core::str::from_utf8(existing.name()).map_err(|_| StoreError::Invalid)?,
-            )?;
+            node.rename(core::str::from_utf8(existing.name()).map_err(|_| StoreError::Invalid)?)?;
             node.parent = existing.parent;
             node.generation = generation;
             return Ok(Some(core::mem::replace(existing, node)));
@@ -340,9 +340,7 @@ impl Tree {
         let slot = match free_slots.pop() {
             Some(slot) => slot,
             None => {
-                slots
-                    .try_reserve(1)
-                    .map_err(|_| StoreError::OutOfMemory)?;
+                slots.try_reserve(1).map_err(|_| StoreError::OutOfMemory)?;
                 slots.push(None);
                 u32::try_from(slots.len() - 1).map_err(|_| StoreError::NoSpace)?
             }
@@ -505,12 +503,16 @@ mod tests {
     #[test]
     fn paths_are_found_through_their_chain_of_names() {
         let mut tree = Tree::new(DomainId(0), KEY);
-        for path in ["/a", "/a/b", "/a/b/c", "/a-x", "/ab", "/b", "/b/b", "@special"] {
+        for path in [
+            "/a", "/a/b", "/a/b/c", "/a-x", "/ab", "/b", "/b/b", "@special",
+        ] {
             let mut node = owned();
             node.set_value(path.as_bytes()).unwrap();
             tree.insert(path, node).unwrap();
         }
-        for path in ["/a", "/a/b", "/a/b/c", "/a-x", "/ab", "/b", "/b/b", "@special"] {
+        for path in [
+            "/a", "/a/b", "/a/b/c", "/a-x", "/ab", "/b", "/b/b", "@special",
+        ] {
             assert_eq!(tree.get(path).unwrap().value(), path.as_bytes(), "{path}");
         }
         for missing in ["/c", "/a/c", "/b/a", "/a/b/c/d", "/b/b/c", "@other", "/a/a"] {
@@ -521,7 +523,9 @@ mod tests {
         let paths: Vec<String> = tree.iter().map(|(path, _)| path).collect();
         assert_eq!(
             paths,
-            ["/", "/a", "/a-x", "/a/b", "/a/b/c", "/ab", "/b", "/b/b", "@special"]
+            [
+                "/", "/a", "/a-x", "/a/b", "/a/b/c", "/ab", "/b", "/b/b", "@special"
+            ]
         );
     }
 
@@ -555,7 +559,8 @@ mod tests {
     fn many_nodes_survive_index_growth() {
         let mut tree = Tree::new(DomainId(0), KEY);
         for directory in 0..20 {
-            tree.insert(&alloc::format!("/d{directory}"), owned()).unwrap();
+            tree.insert(&alloc::format!("/d{directory}"), owned())
+                .unwrap();
             for leaf in 0..50 {
                 let mut node = owned();
                 node.set_value(alloc::format!("{directory}-{leaf}").as_bytes())
