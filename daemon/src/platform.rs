@@ -9,19 +9,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use xenstore_engine::ring::Ring;
 use xenstore_engine::{ConnectionFailure, DomainId, Platform, StoreError, StoreResult};
 
+use crate::server::Source;
 use crate::simulation::{DomainFiles, NotificationFifo};
-use crate::sys::SharedPage;
+use crate::sys::{Epoll, Interest, Registered, SharedPage};
 
 /// A mapped guest ring and its notification FIFOs.
 pub struct GuestRing {
     pub domain: DomainId,
     pub page: SharedPage,
-    pub to_server: NotificationFifo,
+    /// Registered in the event loop's epoll set while the ring is served (not once failed).
+    pub to_server: Registered<NotificationFifo>,
     pub to_guest: NotificationFifo,
     /// The guest's event-channel port: the value carried by notifications.
     pub port: u32,
@@ -60,6 +63,13 @@ impl GuestRing {
             }
             self.pending_input.clear();
             self.failure = Some(failure);
+            // An ignored ring's notifications no longer wake the event loop.
+            if let Err(error) = self.to_server.set_interest(None) {
+                log::warn!(
+                    "domain {}: cannot stop watching its FIFO: {error}",
+                    self.domain
+                );
+            }
             self.notify();
         }
     }
@@ -68,6 +78,8 @@ impl GuestRing {
 /// The daemon's platform: rings, simulated domain states, the clock.
 pub struct LinuxPlatform {
     run_directory: PathBuf,
+    /// The event loop's epoll set: a connected ring's `to-server` FIFO is registered in it.
+    epoll: Arc<Epoll>,
     /// Introduced domains whose ring is mapped.
     pub rings: BTreeMap<u16, GuestRing>,
     /// Domains whose death the simulation announced (they no longer "exist").
@@ -83,9 +95,10 @@ pub struct LinuxPlatform {
 }
 
 impl LinuxPlatform {
-    pub fn new(run_directory: &Path) -> LinuxPlatform {
+    pub fn new(run_directory: &Path, epoll: Arc<Epoll>) -> LinuxPlatform {
         LinuxPlatform {
             run_directory: run_directory.to_path_buf(),
+            epoll,
             rings: BTreeMap::new(),
             dead_domains: BTreeSet::new(),
             shutdown_domains: BTreeSet::new(),
@@ -105,7 +118,11 @@ impl LinuxPlatform {
             return Err(io::Error::new(io::ErrorKind::NotFound, "domain is dead"));
         }
         let page = SharedPage::map(&files.ring())?;
-        let to_server = NotificationFifo::open(&files.to_server())?;
+        let to_server = Registered::new(
+            &self.epoll,
+            NotificationFifo::open(&files.to_server())?,
+            Source::Guest(domain.0).token(),
+        );
         let to_guest = NotificationFifo::open(&files.to_guest())?;
         Ok(GuestRing {
             domain,
@@ -120,6 +137,15 @@ impl LinuxPlatform {
     }
 }
 
+/// The engine's answer when setting up a simulated ring fails.
+fn store_error(error: &io::Error) -> StoreError {
+    match error.kind() {
+        io::ErrorKind::NotFound => StoreError::NoEntry,
+        io::ErrorKind::PermissionDenied => StoreError::AccessDenied,
+        _ => StoreError::Invalid,
+    }
+}
+
 impl Platform for LinuxPlatform {
     fn connect_domain(
         &mut self,
@@ -130,17 +156,26 @@ impl Platform for LinuxPlatform {
         // The frame number is ignored, as C xenstored ignores it and maps grant ref 1.
         let mut guest_ring = self.map_ring(domain, remote_port).map_err(|error| {
             log::warn!("domain {domain}: cannot map its simulated ring: {error}");
-            match error.kind() {
-                io::ErrorKind::NotFound => StoreError::NoEntry,
-                io::ErrorKind::PermissionDenied => StoreError::AccessDenied,
-                _ => StoreError::Invalid,
-            }
+            store_error(&error)
         })?;
         // A re-introduction keeps an earlier protocol failure: C never revives an ignored
-        // connection (reference §6.4).
-        if let Some(previous) = self.rings.remove(&domain.0) {
-            guest_ring.failure = previous.failure;
+        // connection (reference §6.4). Dropping the previous ring unregisters its FIFO.
+        let previous_failure = self
+            .rings
+            .get(&domain.0)
+            .and_then(|previous| previous.failure);
+        if previous_failure.is_none() {
+            // The "event channel" is bound: the loop wakes when the guest notifies.
+            guest_ring
+                .to_server
+                .set_interest(Some(Interest::READ))
+                .map_err(|error| {
+                    log::warn!("domain {domain}: cannot watch its FIFO: {error}");
+                    store_error(&error)
+                })?;
         }
+        guest_ring.failure = previous_failure;
+        self.rings.remove(&domain.0);
         // C-HEAD `introduce_domain()`/`domain_conn_reset()`: zero the indices and answer a
         // pending RECONNECT. The features start empty: the event loop writes the engine's
         // per-domain set right after this request and then notifies (4.18+ notifies after the

@@ -22,7 +22,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -158,12 +158,28 @@ impl NotificationFifo {
     }
 }
 
+impl AsFd for NotificationFifo {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 /// The state a simulated domain's markers announce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DomainMarkers {
     pub domid: u16,
     pub shutdown: bool,
     pub dead: bool,
+}
+
+/// The markers of one domain (none when its directory does not exist).
+pub fn domain_markers(run_directory: &Path, domid: u16) -> DomainMarkers {
+    let files = DomainFiles::new(run_directory, domid);
+    DomainMarkers {
+        domid,
+        shutdown: files.shutdown_marker().exists(),
+        dead: files.dead_marker().exists(),
+    }
 }
 
 /// Every domain directory under `$RUNDIR/domains` that carries a marker.
@@ -180,12 +196,7 @@ pub fn scan_markers(run_directory: &Path) -> Vec<DomainMarkers> {
         else {
             continue;
         };
-        let files = DomainFiles::new(run_directory, domid);
-        let markers = DomainMarkers {
-            domid,
-            shutdown: files.shutdown_marker().exists(),
-            dead: files.dead_marker().exists(),
-        };
+        let markers = domain_markers(run_directory, domid);
         if markers.shutdown || markers.dead {
             found.push(markers);
         }

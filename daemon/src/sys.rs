@@ -1,15 +1,17 @@
-//! The daemon's only `unsafe` code: `mmap` of a simulated guest's ring page, `poll(2)`, `mkfifo(3)`.
+//! The daemon's only `unsafe` code: `mmap` of a simulated guest's ring page, `poll(2)`, `epoll(7)`,
+//! `inotify(7)`, `mkfifo(3)`.
 //!
 //! Each function wraps one system call behind a safe signature; the `// SAFETY:` comments say
 //! why each call is sound. Everything else in the crate is safe Rust.
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32};
 
 use xenstore_engine::ring::{AtomicPage, PAGE_SIZE_BYTES};
@@ -162,6 +164,309 @@ pub fn poll(entries: &mut [PollEntry], timeout_milliseconds: i32) -> io::Result<
         entry.writable = events & (libc::POLLOUT | libc::POLLERR) != 0;
     }
     Ok(ready as usize)
+}
+
+/// What a registered descriptor is watched for. Hang-up and error are always reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interest {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Interest {
+    pub const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+
+    fn events(self) -> u32 {
+        (if self.read { libc::EPOLLIN as u32 } else { 0 })
+            | (if self.write { libc::EPOLLOUT as u32 } else { 0 })
+    }
+}
+
+/// One ready descriptor reported by [`Epoll::wait`], named by the token it was registered with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    pub token: u64,
+    /// Readable, or hung up / in error (a read will tell which).
+    pub readable: bool,
+    pub writable: bool,
+}
+
+/// How many ready descriptors one [`Epoll::wait`] reports at most.
+pub const EVENTS_PER_WAIT: usize = 256;
+
+/// An `epoll(7)` instance (level-triggered): descriptors are registered once, and a wait
+/// costs in proportion to the descriptors that are ready, not to those registered.
+#[derive(Debug)]
+pub struct Epoll {
+    descriptor: OwnedFd,
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: no pointers are involved; a non-negative result is a new descriptor that
+        // nothing else owns, so `OwnedFd` may take it.
+        let descriptor = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if descriptor < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `descriptor` is open (checked above) and owned by no one else.
+        let descriptor = unsafe { OwnedFd::from_raw_fd(descriptor) };
+        Ok(Epoll { descriptor })
+    }
+
+    fn control(
+        &self,
+        operation: libc::c_int,
+        descriptor: BorrowedFd<'_>,
+        event: Option<libc::epoll_event>,
+    ) -> io::Result<()> {
+        let mut event = event;
+        let pointer = event.as_mut().map_or(std::ptr::null_mut(), |event| {
+            event as *mut libc::epoll_event
+        });
+        // SAFETY: both descriptors are open for the duration of the call (`OwnedFd` and
+        // `BorrowedFd` guarantee it); `pointer` is null (only for EPOLL_CTL_DEL, which ignores
+        // it since Linux 2.6.9) or points to a live `epoll_event` on this stack frame.
+        let result = unsafe {
+            libc::epoll_ctl(
+                self.descriptor.as_raw_fd(),
+                operation,
+                descriptor.as_raw_fd(),
+                pointer,
+            )
+        };
+        if result < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// `EPOLL_CTL_ADD`: reports `descriptor` under `token` from now on.
+    pub fn add(
+        &self,
+        descriptor: BorrowedFd<'_>,
+        token: u64,
+        interest: Interest,
+    ) -> io::Result<()> {
+        let event = libc::epoll_event {
+            events: interest.events(),
+            u64: token,
+        };
+        self.control(libc::EPOLL_CTL_ADD, descriptor, Some(event))
+    }
+
+    /// `EPOLL_CTL_MOD`: changes what a registered descriptor is watched for.
+    pub fn modify(
+        &self,
+        descriptor: BorrowedFd<'_>,
+        token: u64,
+        interest: Interest,
+    ) -> io::Result<()> {
+        let event = libc::epoll_event {
+            events: interest.events(),
+            u64: token,
+        };
+        self.control(libc::EPOLL_CTL_MOD, descriptor, Some(event))
+    }
+
+    /// `EPOLL_CTL_DEL`.
+    pub fn remove(&self, descriptor: BorrowedFd<'_>) -> io::Result<()> {
+        self.control(libc::EPOLL_CTL_DEL, descriptor, None)
+    }
+
+    /// Waits up to `timeout_milliseconds` and replaces `ready` with the ready descriptors, at
+    /// most [`EVENTS_PER_WAIT`] (level-triggered: the others are reported by the next wait, and
+    /// the kernel rotates its ready list, so none is starved). EINTR is an empty result.
+    pub fn wait(&self, ready: &mut Vec<Readiness>, timeout_milliseconds: i32) -> io::Result<()> {
+        ready.clear();
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
+        // SAFETY: the epoll descriptor is open; the pointer and length describe a live,
+        // exclusively borrowed array of EVENTS_PER_WAIT events.
+        let count = unsafe {
+            libc::epoll_wait(
+                self.descriptor.as_raw_fd(),
+                events.as_mut_ptr(),
+                EVENTS_PER_WAIT as libc::c_int,
+                timeout_milliseconds,
+            )
+        };
+        if count < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                return Ok(());
+            }
+            return Err(error);
+        }
+        for event in events.iter().take(count as usize) {
+            // Copies out of the packed struct (no references to its fields).
+            let (flags, token) = (event.events, event.u64);
+            ready.push(Readiness {
+                token,
+                readable: flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0,
+                writable: flags & (libc::EPOLLOUT | libc::EPOLLERR) as u32 != 0,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A descriptor owner (`T`) with its registration in an [`Epoll`].
+///
+/// The registration follows the owner: it is removed before `T` closes its descriptor (on
+/// drop), so a later descriptor with the same number never inherits it. `T` is reachable
+/// only through `&T`, so the descriptor cannot be swapped behind the registration's back.
+#[derive(Debug)]
+pub struct Registered<T: AsFd> {
+    epoll: Arc<Epoll>,
+    token: u64,
+    /// `None`: not registered.
+    interest: Option<Interest>,
+    inner: T,
+}
+
+impl<T: AsFd> Registered<T> {
+    /// Not registered yet: see [`Registered::set_interest`].
+    pub fn new(epoll: &Arc<Epoll>, inner: T, token: u64) -> Registered<T> {
+        Registered {
+            epoll: Arc::clone(epoll),
+            token,
+            interest: None,
+            inner,
+        }
+    }
+
+    /// Registers, changes or (`None`) removes the registration; a no-op when unchanged.
+    pub fn set_interest(&mut self, interest: Option<Interest>) -> io::Result<()> {
+        if interest == self.interest {
+            return Ok(());
+        }
+        let descriptor = self.inner.as_fd();
+        match (self.interest, interest) {
+            (None, Some(new)) => self.epoll.add(descriptor, self.token, new)?,
+            (Some(_), Some(new)) => self.epoll.modify(descriptor, self.token, new)?,
+            (Some(_), None) => self.epoll.remove(descriptor)?,
+            (None, None) => {}
+        }
+        self.interest = interest;
+        Ok(())
+    }
+}
+
+impl<T: AsFd> std::ops::Deref for Registered<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: AsFd> Drop for Registered<T> {
+    fn drop(&mut self) {
+        if self.interest.is_some() {
+            // Runs before `inner` is dropped, so the descriptor is still open here.
+            let _ = self.epoll.remove(self.inner.as_fd());
+        }
+    }
+}
+
+/// One `inotify(7)` event: the watch it belongs to, what happened, and the entry's name
+/// (empty for events about the watched directory itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InotifyEvent {
+    pub watch: i32,
+    pub mask: u32,
+    pub name: Vec<u8>,
+}
+
+/// A non-blocking `inotify(7)` instance.
+#[derive(Debug)]
+pub struct Inotify {
+    file: File,
+}
+
+impl Inotify {
+    pub fn new() -> io::Result<Inotify> {
+        // SAFETY: no pointers are involved; a non-negative result is a new descriptor that
+        // nothing else owns.
+        let descriptor = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if descriptor < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `descriptor` is open (checked above) and owned by no one else.
+        let owned = unsafe { OwnedFd::from_raw_fd(descriptor) };
+        Ok(Inotify {
+            file: File::from(owned),
+        })
+    }
+
+    /// `inotify_add_watch(2)`: returns the watch descriptor (the same one again for a path
+    /// already watched, whose mask is then replaced).
+    pub fn add_watch(&self, path: &Path, mask: u32) -> io::Result<i32> {
+        let name = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+        // SAFETY: the inotify descriptor is open and `name` is a valid NUL-terminated string
+        // that outlives the call.
+        let watch = unsafe { libc::inotify_add_watch(self.file.as_raw_fd(), name.as_ptr(), mask) };
+        if watch < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(watch)
+    }
+
+    /// `inotify_rm_watch(2)`.
+    pub fn remove_watch(&self, watch: i32) -> io::Result<()> {
+        // SAFETY: the inotify descriptor is open; no pointers are involved.
+        let result = unsafe { libc::inotify_rm_watch(self.file.as_raw_fd(), watch) };
+        if result < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Reads every queued event (none when the queue is empty).
+    pub fn read_events(&self) -> io::Result<Vec<InotifyEvent>> {
+        const HEADER_BYTES: usize = 16; // struct inotify_event without the name
+        let mut events = Vec::new();
+        // Large enough for any single event (header + NAME_MAX + 1), as read(2) requires.
+        let mut buffer = [0u8; 16 * 1024];
+        loop {
+            let count = match (&self.file).read(&mut buffer) {
+                Ok(0) => break,
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            };
+            let mut rest = buffer.get(..count).unwrap_or(&[]);
+            while let Some(header) = rest.get(..HEADER_BYTES) {
+                let field = |index: usize| {
+                    let mut bytes = [0u8; 4];
+                    bytes.copy_from_slice(header.get(index * 4..index * 4 + 4).unwrap_or(&[0; 4]));
+                    bytes
+                };
+                let watch = i32::from_ne_bytes(field(0));
+                let mask = u32::from_ne_bytes(field(1));
+                let name_bytes = u32::from_ne_bytes(field(3)) as usize;
+                let name = rest
+                    .get(HEADER_BYTES..HEADER_BYTES + name_bytes)
+                    .unwrap_or(&[]);
+                // The name is NUL-padded.
+                let name = name.split(|byte| *byte == 0).next().unwrap_or(&[]).to_vec();
+                events.push(InotifyEvent { watch, mask, name });
+                rest = rest.get(HEADER_BYTES + name_bytes..).unwrap_or(&[]);
+            }
+        }
+        Ok(events)
+    }
+}
+
+impl AsFd for Inotify {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
 }
 
 /// `mkfifo(path, mode)`; an existing FIFO is accepted as is.

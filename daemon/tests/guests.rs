@@ -235,6 +235,31 @@ fn domain_death_fires_release_domain_and_removes_the_guests_nodes() {
 }
 
 #[test]
+fn a_death_is_noticed_without_the_dom_exc_prompt() {
+    let daemon = Daemon::start(&[]);
+    let mut watcher = daemon.dom0();
+    watcher.watch("@releaseDomain", "released").unwrap();
+    assert_eq!(watcher.collect_events(QUIET_WAIT).unwrap().len(), 1);
+    let guest = daemon.guest(18);
+    drop(guest);
+    // Only the marker: the store watches the domain directories (inotify).
+    let files = DomainFiles::new(&daemon.run_directory, 18);
+    std::fs::write(files.dead_marker(), b"").unwrap();
+    assert_eq!(
+        watcher.next_event(EVENT_WAIT).unwrap(),
+        Some(("@releaseDomain".into(), "released".into()))
+    );
+    let mut dom0 = daemon.dom0();
+    assert!(!dom0.is_domain_introduced(18).unwrap());
+    // Removing the marker makes the domid exist again: it can be introduced anew.
+    std::fs::remove_file(files.dead_marker()).unwrap();
+    let mut again = Client::create_and_introduce(&mut dom0, &daemon.run_directory, 18, 7).unwrap();
+    assert!(dom0.is_domain_introduced(18).unwrap());
+    // Its ring is served (its old home went with the death).
+    assert_eq!(again.get_domain_path(18).unwrap(), "/local/domain/18");
+}
+
+#[test]
 fn introduce_and_release_fire_the_special_watches() {
     let daemon = Daemon::start(&[]);
     let mut watcher = daemon.dom0();

@@ -820,7 +820,10 @@ fn xsa_326_memory_exhaustion_is_bounded() {
     // writer's outstanding requests (C `send_event()`, `pend.req`), so the writer's ring is
     // not read while they wait: the writer is slowed, not the store.
     writer.write("/local/domain/17/data/w/same", b"v").unwrap();
-    let outstanding = usage(&mut dom0, 18).get("outstanding").copied().unwrap_or(0);
+    let outstanding = usage(&mut dom0, 18)
+        .get("outstanding")
+        .copied()
+        .unwrap_or(0);
     // (Those that fit guest 17's response ring, about 25, have left the queue.)
     assert!(
         (64..=127).contains(&outstanding),
@@ -895,7 +898,11 @@ fn xsa_326_memory_exhaustion_is_bounded() {
         "the flood filled the quota ({memory}), so events were dropped, not all queued"
     );
     let events = flooded.collect_events(Duration::from_secs(2)).unwrap();
-    assert!(events.len() > 1000, "the queued events arrive: {}", events.len());
+    assert!(
+        events.len() > 1000,
+        "the queued events arrive: {}",
+        events.len()
+    );
     assert_accounting_balances(&mut dom0);
 
     // (c) a transaction reading 1100 distinct nodes fails near 1024 with ENOSPC.

@@ -141,3 +141,103 @@ fn trace_file_gets_access_lines() {
         "{text}"
     );
 }
+
+#[test]
+fn a_socket_that_stops_reading_gets_every_event_once_it_reads_again() {
+    let daemon = Daemon::start(&[]);
+    let mut writer = daemon.dom0();
+    let mut slow = daemon.dom0();
+    // Long tokens, so that the events overflow the socket's buffer: the daemon keeps the rest
+    // and writes it when epoll reports the socket writable again.
+    let token = "t".repeat(200);
+    slow.watch("/flood", &token).unwrap();
+    assert_eq!(
+        slow.next_event(Duration::from_secs(2)).unwrap(),
+        Some(("/flood".into(), token.clone()))
+    );
+    const WRITES: usize = 3000;
+    for index in 0..WRITES {
+        writer.write(&format!("/flood/{index}"), b"x").unwrap();
+    }
+    // Other clients are served meanwhile.
+    assert_eq!(daemon.dom0().read("/flood/0").unwrap(), b"x");
+    for index in 0..WRITES {
+        assert_eq!(
+            slow.next_event(Duration::from_secs(5)).unwrap(),
+            Some((format!("/flood/{index}"), token.clone()))
+        );
+    }
+    assert_eq!(slow.read("/flood/1").unwrap(), b"x");
+}
+
+#[test]
+fn a_partial_request_leaves_the_daemon_idle_until_the_rest_arrives() {
+    let daemon = Daemon::start(&[]);
+    let mut client = daemon.dom0();
+    client.write("/partial", b"value").unwrap();
+    let payload = b"/partial\0";
+    let header = Header {
+        message_type: message_type::READ,
+        request_id: 9,
+        transaction_id: 0,
+        length: payload.len() as u32,
+    };
+    client.send_raw(&header.encode()).unwrap();
+    client.send_raw(&payload[..3]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let before = daemon.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(1));
+    // Waiting for the rest is a wait in epoll, not a busy loop (100 ticks per busy second).
+    let used = daemon.cpu_ticks() - before;
+    assert!(used < 30, "the daemon used {used} ticks while waiting");
+    client.send_raw(&payload[3..]).unwrap();
+    let reply = client
+        .receive_message(Duration::from_secs(5))
+        .unwrap()
+        .expect("a reply");
+    assert_eq!(reply.header.request_id, 9);
+    assert_eq!(reply.payload, b"value");
+}
+
+#[test]
+fn many_socket_clients_come_and_go() {
+    let daemon = Daemon::start(&[]);
+    let mut watcher = daemon.dom0();
+    watcher.watch("/clients", "w").unwrap();
+    assert!(
+        watcher
+            .next_event(Duration::from_secs(2))
+            .unwrap()
+            .is_some()
+    );
+    for round in 0..3 {
+        let mut clients: Vec<_> = (0..100).map(|_| daemon.dom0()).collect();
+        for (index, client) in clients.iter_mut().enumerate() {
+            client.watch(&format!("/clients/{index}"), "mine").unwrap();
+            client
+                .write(&format!("/clients/{index}"), round.to_string().as_bytes())
+                .unwrap();
+        }
+        // Half of them go away (their watches with them); the rest are still served.
+        let kept: Vec<_> = clients.into_iter().skip(50).collect();
+        let mut dom0 = daemon.dom0();
+        for index in 0..100 {
+            dom0.write(&format!("/clients/{index}"), b"again").unwrap();
+        }
+        for (offset, mut client) in kept.into_iter().enumerate() {
+            let index = 50 + offset;
+            assert_eq!(client.read(&format!("/clients/{index}")).unwrap(), b"again");
+        }
+        // Every node's event reached the watcher (identical unread ones are merged).
+        let mut paths: Vec<String> = watcher
+            .collect_events(Duration::from_millis(300))
+            .unwrap()
+            .into_iter()
+            .map(|(path, _)| path)
+            .filter(|path| path.starts_with("/clients/"))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        assert_eq!(paths.len(), 100, "round {round}");
+    }
+}

@@ -90,6 +90,19 @@ impl Daemon {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// CPU time the daemon has used so far, in clock ticks (`/proc/<pid>/stat`: utime + stime).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("read /proc/<pid>/stat");
+        // The command name may hold spaces: count the fields after its closing parenthesis.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // Fields 14 and 15 of the whole line; the slice starts at field 3 (state).
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
     pub fn run_directory(&self) -> &Path {
         &self.run_directory
     }
