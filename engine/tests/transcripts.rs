@@ -821,3 +821,67 @@ fn fast_writers_are_throttled_then_resume() {
     h.engine.tick(&mut h.platform);
     assert!(h.engine.wants_input(guest), "credit refills over time");
 }
+
+/// A domain at its hard memory quota is not read until its queued output drains (C
+/// `domain_can_read()`), and a writer's outstanding requests include the watch events it
+/// caused that are still queued (C `send_event()`, `pend.req`).
+#[test]
+fn reading_waits_for_the_memory_quota_and_for_caused_events() {
+    let mut config = Config::default();
+    config.quotas.set(QuotaKind::MemoryBytes, 3000);
+    config.quotas.set(QuotaKind::SoftMemoryBytes, 2000);
+    let mut h = Harness::with_config(config);
+    let dom0 = h.dom0;
+    let big = "v".repeat(3500);
+    assert_eq!(h.request(dom0, "WRITE", 0, &format!("/big|{big}")), "OK|");
+    assert_eq!(h.request(dom0, "SET_PERMS", 0, "/big|n0|r7|"), "OK|");
+    let guest = h.introduce(7);
+    assert!(h.engine.wants_input(guest));
+    // A READ whose reply (3.5 kB) stays queued takes guest 7 over its 3000-byte quota.
+    let request = xenstore_engine::wire::encode_message(2, 99, 0, b"/big\0");
+    h.engine.receive(&mut h.platform, guest, &request);
+    assert!(
+        !h.engine.wants_input(guest),
+        "over the hard quota: not read"
+    );
+    let queued = h.engine.output(guest).len();
+    h.engine.consume_output(guest, queued);
+    assert!(
+        h.engine.wants_input(guest),
+        "read again once the reply is out"
+    );
+
+    // Guest 8 writes where 30 of guest 9's watches fire; 9 does not read.
+    assert_eq!(h.request(dom0, "MKDIR", 0, "/w|"), "OK|");
+    assert_eq!(h.request(dom0, "SET_PERMS", 0, "/w|n0|b8|r9|"), "OK|");
+    let writer = h.introduce(8);
+    let watcher = h.introduce(9);
+    for index in 0..30 {
+        assert_eq!(
+            h.request(watcher, "WATCH", 0, &format!("/w|t{index}|")),
+            "OK|"
+        );
+    }
+    assert!(h.engine.wants_input(writer));
+    assert_eq!(h.request(writer, "WRITE", 0, "/w/x|1"), "OK|");
+    assert!(
+        !h.engine.wants_input(writer),
+        "30 queued events caused by guest 8 exceed its 20 outstanding requests"
+    );
+    assert!(
+        h.request(dom0, "CONTROL", 0, "quota|8|")
+            .contains("outstanding      :       30"),
+        "{}",
+        h.request(dom0, "CONTROL", 0, "quota|8|")
+    );
+    assert_eq!(h.engine.check_accounting(), 0);
+    assert_eq!(
+        h.events(watcher).len(),
+        60,
+        "30 initial events, 30 for the write"
+    );
+    assert!(
+        h.engine.wants_input(writer),
+        "served again once they are delivered"
+    );
+}
