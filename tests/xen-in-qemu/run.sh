@@ -5,7 +5,8 @@
 # Usage: tests/xen-in-qemu/run.sh SCENARIO [options]
 #        tests/xen-in-qemu/run.sh --interactive [SCENARIO]      (default scenario: shell)
 #   SCENARIO          a name from tests/xen-in-qemu/scenarios/ (main, stub-xenstore,
-#                     guest-lifecycle, hostile-ring, self-test, linux-guest, shell)
+#                     guest-lifecycle, hostile-ring, self-test, linux-guest, shell,
+#                     bench: see bench/xen-in-qemu.sh)
 #                     or the path of a scenario file
 #   --timeout SECONDS time limit for the boot-to-power-off run (default: the scenario's
 #                     `harness-timeout:`, else 600)

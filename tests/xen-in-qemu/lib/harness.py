@@ -14,7 +14,7 @@ Two sub-commands, both called by run.sh (not meant to be run by hand, but they c
   harness.py run --log LOG --timeout SECONDS [--expect "STEP..."] [--verbose] -- QEMU-COMMAND...
       Runs QEMU with the serial console on its stdout, copies the console to LOG,
       prints progress (milestones, `STEP <name>: PASS|FAIL|SKIP [detail]` lines, banner
-      lines `==================== ...` and `INFO: ...` lines of scenarios, lines Xen
+      lines `==================== ...`, `INFO: ...` and `BENCH ...` lines of scenarios, lines Xen
       prints for guests as `(dN) ...`) with elapsed times, enforces the time limit and
       prints a summary. Exit status 0 only if no reported step failed (SKIP is not a
       failure), no expected
@@ -180,7 +180,7 @@ def run_qemu(args):
                 steps[name] = (result, detail, time.monotonic() - start)
             if not args.verbose:
                 say(f"STEP {name}: {result}" + (f" {detail}" if detail else ""))
-        if not args.verbose and (line.startswith("==================== ") or line.startswith("INFO: ")):
+        if not args.verbose and line.startswith(("==================== ", "INFO: ", "BENCH ")):
             say(line)
         g = GUEST_RE.search(line)
         if g and not m:
