@@ -540,6 +540,21 @@ impl Engine {
         self.settle_caused_events(causes);
     }
 
+    /// Whether [`Engine::tick`] has work to do at some later time: a watch event queued for
+    /// an unprivileged domain can expire. Front ends that sleep may skip their periodic
+    /// tick while this is false (an idle store then uses no CPU at all).
+    pub fn has_timed_work(&self) -> bool {
+        if self.config.watch_event_timeout_milliseconds == 0 {
+            return false;
+        }
+        let privileged = self.config.privileged_domain;
+        self.connections.values().any(|state| {
+            state.domain != privileged
+                && state.kind == ConnectionKind::Domain
+                && state.output.iter().any(|message| !message.is_reply)
+        })
+    }
+
     /// Whether access-trace lines are wanted: enabled here and by the logger.
     fn tracing(&self) -> bool {
         self.trace_enabled && log::log_enabled!(target: ACCESS_LOG_TARGET, log::Level::Info)
