@@ -98,6 +98,9 @@ pub struct Engine {
     open_transactions: usize,
     /// Connections that got output since the front end last asked.
     output_ready: alloc::collections::BTreeSet<ConnectionId>,
+    /// Unprivileged domains' connections that were queued a watch event (which may expire)
+    /// and may still hold it: the only connections [`Engine::tick`] needs to visit.
+    event_holders: alloc::collections::BTreeSet<ConnectionId>,
 }
 
 fn domain_argument(text: &[u8]) -> StoreResult<DomainId> {
@@ -149,6 +152,7 @@ impl Engine {
             global_write_credit: WriteCredit::full(write_rate::GLOBAL_BURST_WRITES, 0),
             open_transactions: 0,
             output_ready: alloc::collections::BTreeSet::new(),
+            event_holders: alloc::collections::BTreeSet::new(),
         };
         let owned = Permissions::owned_by(privileged);
         let mut root = Node::empty(owned.clone());
@@ -512,7 +516,11 @@ impl Engine {
         let privileged = self.config.privileged_domain;
         let mut refunds = Vec::new();
         let mut causes = Vec::new();
-        for state in self.connections.values_mut() {
+        self.forget_former_event_holders();
+        for connection in &self.event_holders {
+            let Some(state) = self.connections.get_mut(connection) else {
+                continue;
+            };
             if state.domain == privileged || state.kind != ConnectionKind::Domain {
                 continue;
             }
@@ -543,16 +551,23 @@ impl Engine {
     /// Whether [`Engine::tick`] has work to do at some later time: a watch event queued for
     /// an unprivileged domain can expire. Front ends that sleep may skip their periodic
     /// tick while this is false (an idle store then uses no CPU at all).
-    pub fn has_timed_work(&self) -> bool {
+    pub fn has_timed_work(&mut self) -> bool {
         if self.config.watch_event_timeout_milliseconds == 0 {
             return false;
         }
-        let privileged = self.config.privileged_domain;
-        self.connections.values().any(|state| {
-            state.domain != privileged
-                && state.kind == ConnectionKind::Domain
-                && state.output.iter().any(|message| !message.is_reply)
-        })
+        self.forget_former_event_holders();
+        !self.event_holders.is_empty()
+    }
+
+    /// Drops from [`Engine::event_holders`] the connections that no longer hold an event
+    /// (sent, expired, dropped or closed): the set stays as small as the work it stands for.
+    fn forget_former_event_holders(&mut self) {
+        let connections = &self.connections;
+        self.event_holders.retain(|connection| {
+            connections
+                .get(connection)
+                .is_some_and(|state| state.output.iter().any(|message| !message.is_reply))
+        });
     }
 
     /// Whether access-trace lines are wanted: enabled here and by the logger.
@@ -670,6 +685,9 @@ impl Engine {
             caused_by,
         });
         self.output_ready.insert(connection);
+        if !is_reply && domain != self.config.privileged_domain {
+            self.event_holders.insert(connection);
+        }
         if let Some(record) = self.domains.get_mut(domain) {
             record.usage.memory_bytes = record.usage.memory_bytes.saturating_add(size);
         }
