@@ -54,30 +54,32 @@ pub fn run(platform: &BootedPlatform) -> ! {
     let request = encode_message(2, 1, 0, b"name\0");
     let written = ring.client_write(&request).unwrap_or(0);
     let _ = events.notify(port);
-    let mut reply = [0u8; 256];
-    let mut received = 0;
-    for _ in 0..50 {
-        let _ = events.wait(&[port], Some(SECOND_NANOSECONDS / 10));
-        events.take_pending(port);
-        received += ring
-            .client_read(reply.get_mut(received..).unwrap_or(&mut []))
-            .unwrap_or(0);
-        if received >= 16 {
-            let header_bytes: [u8; 16] = reply
-                .get(..16)
-                .and_then(|bytes| bytes.try_into().ok())
-                .unwrap_or([0; 16]);
-            let header = MessageHeader::from_bytes(&header_bytes);
-            if received >= 16 + header.payload_length_bytes as usize {
-                break;
-            }
-        }
-    }
-    let value = reply.get(16..received).unwrap_or(&[]);
+    let (value, _) = await_reply(&ring, &events, port, 5 * SECOND_NANOSECONDS);
     say(format_args!(
         "legitimate read of name ({written} bytes sent): {:?}",
-        core::str::from_utf8(value).unwrap_or("<not UTF-8>")
+        core::str::from_utf8(&value).unwrap_or("<not UTF-8>")
     ));
+
+    // 1b. The same request without a notification: what a lost wake-up looks like to the
+    // server. A server that sweeps its rings answers within seconds; one that trusts
+    // notifications alone leaves the guest waiting until something else wakes it.
+    let written = ring.client_write(&request).unwrap_or(0);
+    let started_ns = events.now_ns();
+    let (value, answered) = await_reply(&ring, &events, port, 20 * SECOND_NANOSECONDS);
+    let waited_ms = events.now_ns().saturating_sub(started_ns) / 1_000_000;
+    if answered {
+        say(format_args!(
+            "unannounced read of name ({written} bytes sent) answered after {waited_ms} ms: {:?}",
+            core::str::from_utf8(&value).unwrap_or("<not UTF-8>")
+        ));
+    } else {
+        say(format_args!(
+            "unannounced read of name ({written} bytes sent) not answered within {waited_ms} ms"
+        ));
+        // Announce it now, so the abuse below starts from an idle ring.
+        let _ = events.notify(port);
+        let _ = await_reply(&ring, &events, port, 5 * SECOND_NANOSECONDS);
+    }
 
     // 2. Abuse, notifying after each step. After the first, a correct server ignores us.
     let consumer = page.load_u32_acquire_at(offset::REQUEST_CONSUMER);
@@ -125,6 +127,37 @@ pub fn run(platform: &BootedPlatform) -> ! {
 
     say(format_args!("done"));
     idle(Some(&events));
+}
+
+/// Reads one reply from the ring, waiting at most `timeout_ns`: its payload, and whether
+/// it was complete.
+fn await_reply<M: xenstore_engine::ring::RingMemory + ?Sized>(
+    ring: &Ring<'_, M>,
+    events: &EventChannels,
+    port: EventChannelPort,
+    timeout_ns: u64,
+) -> (alloc::vec::Vec<u8>, bool) {
+    let mut reply = [0u8; 256];
+    let mut received = 0;
+    let deadline_ns = events.now_ns().saturating_add(timeout_ns);
+    while events.now_ns() < deadline_ns {
+        let _ = events.wait(&[port], Some(SECOND_NANOSECONDS / 10));
+        events.take_pending(port);
+        received += ring
+            .client_read(reply.get_mut(received..).unwrap_or(&mut []))
+            .unwrap_or(0);
+        if received >= 16 {
+            let header_bytes: [u8; 16] = reply
+                .get(..16)
+                .and_then(|bytes| bytes.try_into().ok())
+                .unwrap_or([0; 16]);
+            let header = MessageHeader::from_bytes(&header_bytes);
+            if received >= 16 + header.payload_length_bytes as usize {
+                return (reply.get(16..received).unwrap_or(&[]).to_vec(), true);
+            }
+        }
+    }
+    (reply.get(16..received).unwrap_or(&[]).to_vec(), false)
 }
 
 /// Notifies the server and gives it a moment.

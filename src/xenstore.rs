@@ -40,6 +40,16 @@ const TICK_NANOSECONDS: u64 = 100_000_000;
 const POLLED_PORTS_MAX: usize = 128;
 /// Sleep when there are too many ports to list.
 const UNLISTED_WAIT_NANOSECONDS: u64 = 5_000_000;
+/// How often every ring is checked for work that arrived without an event (see
+/// [`sweep_rings`]): rare enough to cost nothing at idle (one wake-up a second), soon
+/// enough that a guest whose notification was lost waits a second, not forever.
+const SWEEP_NANOSECONDS: u64 = 1_000_000_000;
+/// Ticks during which a ring left full with replies still queued is retried (see
+/// [`GuestRing::full_ring_retries_left`]).
+const FULL_RING_RETRIES: u8 = 10;
+/// Missed wake-ups reported one by one on the console; later ones only every 1000th (a
+/// guest that writes without notifying must not flood the slow debug console).
+const MISSED_WAKEUPS_REPORTED: u64 = 20;
 
 /// Options the stub accepts besides the store's (C xenstored's, ignored where meaningless here).
 const STUB_OPTIONS_WITH_VALUE: [OptionName; 3] = [
@@ -86,6 +96,12 @@ struct GuestRing {
     features_written: bool,
     /// The connection broke the protocol: the ring is ignored (not released).
     ignored: bool,
+    /// Ticks left to retry a ring that the last service left full with replies queued.
+    /// Linux's `xb_read()` frees space and then re-reads `rsp_prod` without a full
+    /// barrier, so it can miss that the ring was full and skip the notification that
+    /// would have woken us; retrying briefly covers that race without polling forever
+    /// a guest that stopped reading (a paused domain). The sweep covers what is left.
+    full_ring_retries_left: u8,
 }
 
 /// The engine's view of Xen.
@@ -103,6 +119,64 @@ pub struct StubPlatform {
     needs_service: BTreeSet<u16>,
     /// Rings whose input waits for the engine (outstanding-request or write-rate limit).
     blocked: BTreeSet<u16>,
+    /// Rings with [`GuestRing::full_ring_retries_left`] above zero.
+    full_rings: BTreeSet<u16>,
+    /// Work found by [`sweep_rings`] that no event had announced.
+    missed_wakeups: u64,
+    /// Ports of the rings served this round: notified together with the next sleep.
+    to_notify: Vec<EventChannelPort>,
+    /// Xen refused `HYPERVISOR_multicall`: notify and sleep with separate hypercalls.
+    multicall_refused: bool,
+}
+
+impl StubPlatform {
+    /// Sends this round's notifications, then sleeps until an event or `timeout_ns`.
+    /// `ports: None`: too many to list; sleep for any event of the domain, with a timeout.
+    /// `timeout_ns: None`: do not sleep at all.
+    fn notify_then_wait(
+        &mut self,
+        ports: Option<&[EventChannelPort]>,
+        timeout_ns: Option<u64>,
+    ) -> Result<(), XenErrno> {
+        let mut notify = core::mem::take(&mut self.to_notify);
+        notify.sort_unstable_by_key(|port| port.0);
+        notify.dedup();
+        let result = match (ports, timeout_ns) {
+            (Some(ports), Some(_)) if !self.multicall_refused => {
+                match self.events.notify_then_wait(&notify, ports, timeout_ns) {
+                    Err(XenErrno::NotImplemented) => {
+                        log::info!("multicall refused: notifying and polling separately");
+                        self.multicall_refused = true;
+                        self.notify_and_wait_separately(&notify, Some(ports), timeout_ns)
+                    }
+                    result => result,
+                }
+            }
+            _ => self.notify_and_wait_separately(&notify, ports, timeout_ns),
+        };
+        notify.clear();
+        self.to_notify = notify;
+        result
+    }
+
+    fn notify_and_wait_separately(
+        &self,
+        notify: &[EventChannelPort],
+        ports: Option<&[EventChannelPort]>,
+        timeout_ns: Option<u64>,
+    ) -> Result<(), XenErrno> {
+        for port in notify {
+            // A port closed meanwhile (its domain went away) has nobody to wake.
+            let _ = self.events.notify(*port);
+        }
+        match (ports, timeout_ns) {
+            (_, None) => Ok(()),
+            (Some(ports), Some(timeout_ns)) => self.events.wait(ports, Some(timeout_ns)),
+            (None, Some(timeout_ns)) => self
+                .events
+                .wait(&[], Some(timeout_ns.min(UNLISTED_WAIT_NANOSECONDS))),
+        }
+    }
 }
 
 impl StubPlatform {
@@ -135,6 +209,7 @@ impl StubPlatform {
             pending_input: Vec::new(),
             features_written: false,
             ignored: false,
+            full_ring_retries_left: 0,
         })
     }
 
@@ -337,6 +412,10 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         changed_domains: Vec::new(),
         needs_service: BTreeSet::new(),
         blocked: BTreeSet::new(),
+        full_rings: BTreeSet::new(),
+        missed_wakeups: 0,
+        to_notify: Vec::new(),
+        multicall_refused: false,
     };
     let mut domain_watcher = if domctl::has_get_domain_state(platform.cpuid_version) {
         DomainWatcher::DomainState(DomainStateTracker::default())
@@ -374,9 +453,10 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
     trace::record("xenstore.serving", u64::from(dom0_port.0));
 
     let mut next_tick_ns = 0u64;
+    let mut next_sweep_ns = stub.events.now_ns().saturating_add(SWEEP_NANOSECONDS);
     let mut ports: Vec<EventChannelPort> = Vec::new();
     loop {
-        service_rings(&mut engine, &mut stub);
+        let work_remains = service_rings(&mut engine, &mut stub);
 
         ports.clear();
         ports.extend(
@@ -387,20 +467,23 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         );
         ports.extend(domain_state_port);
         let now_ns = stub.events.now_ns();
-        let until_tick_ns = next_tick_ns
-            .saturating_sub(now_ns)
-            .clamp(1, TICK_NANOSECONDS);
-        // Sleep until an event unless time-driven work waits: rings held back by a quota or
-        // the write rate (retried each tick), or watch events that may expire. An idle
-        // store then costs no CPU (a 100 ms tick cost about 1% of a TCG vCPU).
-        let timed_work = !stub.blocked.is_empty() || engine.has_timed_work();
-        let waited = if ports.len() <= POLLED_PORTS_MAX {
-            stub.events
-                .wait(&ports, timed_work.then_some(until_tick_ns))
+        let until_sweep_ns = next_sweep_ns.saturating_sub(now_ns).max(1);
+        // Sleep until an event or the next sweep, or sooner when time-driven work waits:
+        // rings held back by a quota or the write rate (retried each tick), or watch events
+        // that may expire. An idle store then wakes once per sweep (a 100 ms tick cost about
+        // 1% of a TCG vCPU). With work left over from this round there is no sleep at all.
+        let timed_work =
+            !stub.blocked.is_empty() || !stub.full_rings.is_empty() || engine.has_timed_work();
+        let timeout_ns = if timed_work {
+            next_tick_ns
+                .saturating_sub(now_ns)
+                .clamp(1, TICK_NANOSECONDS)
+                .min(until_sweep_ns)
         } else {
-            stub.events
-                .wait(&[], Some(until_tick_ns.min(UNLISTED_WAIT_NANOSECONDS)))
+            until_sweep_ns
         };
+        let listed_ports = (ports.len() <= POLLED_PORTS_MAX).then_some(ports.as_slice());
+        let waited = stub.notify_then_wait(listed_ports, (!work_remains).then_some(timeout_ns));
         if let Err(errno) = waited {
             log::warn!("SCHEDOP_poll failed: {errno}");
         }
@@ -420,15 +503,76 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         let now_ns = stub.events.now_ns();
         if now_ns >= next_tick_ns {
             engine.tick(&mut stub);
+            retry_full_rings(&mut stub);
             next_tick_ns = now_ns + TICK_NANOSECONDS;
+        }
+        if now_ns >= next_sweep_ns {
+            sweep_rings(&mut engine, &mut stub);
+            next_sweep_ns = now_ns.saturating_add(SWEEP_NANOSECONDS);
         }
     }
 }
 
+/// Marks for service every ring that holds work no event announced: request bytes not
+/// read, or queued replies with room in the ring. Our side of the index protocol is fenced
+/// (see `xenstore_engine::ring`), but Linux's `xb_write()`/`xb_read()` store their index
+/// and then read ours without a full barrier, so a guest can, rarely, skip a notification
+/// we needed. C xenstored recovers from that by checking every connection on every loop
+/// (`domain_can_read()`), which costs O(domains) per request; once a second it costs
+/// nothing. Each find is counted and reported as a missed wake-up.
+fn sweep_rings(engine: &mut Engine, stub: &mut StubPlatform) {
+    for (domid, guest) in &stub.rings {
+        if guest.ignored
+            || stub.blocked.contains(domid)
+            || stub.needs_service.contains(domid)
+            || stub.events.is_pending(guest.local_port)
+        {
+            continue;
+        }
+        let ring = Ring::new(&guest.page);
+        let unread_request_bytes = ring.server_pending_requests().unwrap_or(1);
+        let reply_bytes_waiting = engine
+            .domain_connection(DomainId(*domid))
+            .map_or(0, |connection| engine.output(connection).len());
+        let reply_room_bytes = ring.server_response_space().unwrap_or(1);
+        if unread_request_bytes == 0 && (reply_bytes_waiting == 0 || reply_room_bytes == 0) {
+            continue;
+        }
+        stub.missed_wakeups += 1;
+        let count = stub.missed_wakeups;
+        if count <= MISSED_WAKEUPS_REPORTED || count.is_multiple_of(1000) {
+            log::warn!(
+                "domain {domid}: missed wake-up #{count}: {unread_request_bytes} request bytes \
+                 unread, {reply_bytes_waiting} reply bytes queued with {reply_room_bytes} bytes \
+                 of room, no event pending; serving the ring"
+            );
+        }
+        trace::record("xenstore.missed_wakeup", u64::from(*domid));
+        stub.needs_service.insert(*domid);
+    }
+}
+
+/// Serves again, once per tick, the rings left full with replies queued (see
+/// [`GuestRing::full_ring_retries_left`]).
+fn retry_full_rings(stub: &mut StubPlatform) {
+    let rings = &mut stub.rings;
+    let needs_service = &mut stub.needs_service;
+    stub.full_rings.retain(|domid| {
+        let Some(guest) = rings.get_mut(domid) else {
+            return false;
+        };
+        guest.full_ring_retries_left = guest.full_ring_retries_left.saturating_sub(1);
+        needs_service.insert(*domid);
+        guest.full_ring_retries_left > 0
+    });
+}
+
 /// Moves bytes for the rings with work: notified, newly connected, given output by the
 /// engine, or holding input the engine could not take yet. Serving one ring can queue
-/// watch events for others, so this repeats a bounded number of times.
-fn service_rings(engine: &mut Engine, stub: &mut StubPlatform) {
+/// watch events for others, so this repeats a bounded number of times (fairness towards
+/// the event channels). Returns whether work is left: then the caller must not sleep, since
+/// no event would announce that work.
+fn service_rings(engine: &mut Engine, stub: &mut StubPlatform) -> bool {
     for _ in 0..4 {
         let mut domids = core::mem::take(&mut stub.needs_service);
         domids.extend(stub.blocked.iter().copied());
@@ -438,10 +582,12 @@ fn service_rings(engine: &mut Engine, stub: &mut StubPlatform) {
             }
         }
         if domids.is_empty() {
-            return;
+            return false;
         }
         service_ring_set(engine, stub, domids);
     }
+    // Blocked rings alone are not left-over work: the tick retries them.
+    !stub.needs_service.is_empty() || engine.has_output_ready()
 }
 
 fn service_ring_set(engine: &mut Engine, stub: &mut StubPlatform, domids: BTreeSet<u16>) {
@@ -479,13 +625,24 @@ fn service_ring_set(engine: &mut Engine, stub: &mut StubPlatform, domids: BTreeS
             }
         }
         let waiting = !guest.pending_input.is_empty() || !engine.wants_input(connection);
+        // Replies left over because the ring is full: retried for a few ticks, since the
+        // guest's notification of freed space can be lost (see `full_ring_retries_left`).
+        let replies_left = !guest.ignored && !engine.output(connection).is_empty();
+        if !replies_left {
+            guest.full_ring_retries_left = 0;
+            stub.full_rings.remove(&domid);
+        } else if notify {
+            // Progress restarts the count: only a ring that stays full runs out of retries.
+            guest.full_ring_retries_left = FULL_RING_RETRIES;
+            stub.full_rings.insert(domid);
+        }
         if waiting && !guest.ignored {
             stub.blocked.insert(domid);
         } else {
             stub.blocked.remove(&domid);
         }
         if notify {
-            let _ = stub.events.notify(guest.local_port);
+            stub.to_notify.push(guest.local_port);
         }
         if stub.changed_domains.contains(&domid) {
             // The engine reconnected or released this domain meanwhile: this copy is stale.

@@ -299,6 +299,11 @@ impl Engine {
         core::mem::take(&mut self.output_ready)
     }
 
+    /// Whether output was queued since the last [`Engine::take_output_ready`].
+    pub fn has_output_ready(&self) -> bool {
+        !self.output_ready.is_empty()
+    }
+
     /// Whether the connection may send more requests now (it is healthy and, if
     /// unprivileged, below its outstanding-request quota).
     pub fn wants_input(&self, connection: ConnectionId) -> bool {

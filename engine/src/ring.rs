@@ -15,7 +15,7 @@
 //! Every index is read from shared memory exactly once per operation and validated before use,
 //! because the other side may change it at any moment (`X-HEAD domain.c:check_indexes()`).
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering, fence};
 
 /// Size of the shared page in bytes.
 pub const PAGE_SIZE_BYTES: usize = 4096;
@@ -201,6 +201,20 @@ fn ring_position(index: u32) -> usize {
     (index & (RING_SIZE_INDEX - 1)) as usize
 }
 
+/// Orders an index just published before the next read of the other side's index.
+///
+/// Both sides decide whether to signal by "store my index, then load yours": the guest
+/// stores `req_prod` and notifies only if our `req_cons` had caught up (Linux `xb_write`);
+/// we store `req_cons` and then re-read `req_prod` before sleeping. Release/acquire does not
+/// order a store before a later load (x86 store buffers reorder exactly that), so without a
+/// full fence both sides can read the other's old index: the guest skips the notification,
+/// we see an empty ring and sleep on a request forever. `xenstore-ring.txt` lets either side
+/// inspect the ring at any time; this is the re-check that `RING_FINAL_CHECK_FOR_REQUESTS`
+/// in `xen/include/public/io/ring.h` makes with a full barrier for the same reason.
+fn publication_fence() {
+    fence(Ordering::SeqCst);
+}
+
 /// A view of a shared page through which one side speaks the ring protocol.
 pub struct Ring<'memory, M: RingMemory + ?Sized> {
     memory: &'memory M,
@@ -237,6 +251,7 @@ impl<'memory, M: RingMemory + ?Sized> Ring<'memory, M> {
                 direction.consumer_offset,
                 consumer.wrapping_add(index_distance(count)),
             );
+            publication_fence();
         }
         Ok(count)
     }
@@ -264,6 +279,7 @@ impl<'memory, M: RingMemory + ?Sized> Ring<'memory, M> {
                 direction.producer_offset,
                 producer.wrapping_add(index_distance(count)),
             );
+            publication_fence();
         }
         Ok(count)
     }

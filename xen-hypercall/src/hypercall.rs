@@ -14,6 +14,7 @@ use crate::errno::{XenErrno, XenResult};
 /// Hypercall numbers (`xen/include/public/xen.h`, `__HYPERVISOR_*`).
 pub mod number {
     pub const MEMORY_OP: u64 = 12;
+    pub const MULTICALL: u64 = 13;
     pub const XEN_VERSION: u64 = 17;
     pub const CONSOLE_IO: u64 = 18;
     pub const GRANT_TABLE_OP: u64 = 20;
