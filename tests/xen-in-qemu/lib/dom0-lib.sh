@@ -188,9 +188,28 @@ boot_wait() {
             return 2
         fi
         _t=$((_t + 1))
-        [ "$_t" -ge "$3" ] && return 1
+        if [ "$_t" -ge "$3" ]; then
+            boot_stall_report "$1" "$_bn"
+            return 1
+        fi
         sleep 1
     done
+}
+
+# boot_stall_report DOMID NAME: what a guest that neither booted nor died was doing, to
+# tell a xenstore stall (xenconsoled never connected, so the guest's console ring filled
+# and its kernel spins in its console write) from a guest stuck on its own.
+boot_stall_report() {
+    echo "INFO: domain $1 is alive but did not boot in time:"
+    echo "    $(domain_line "$1")"
+    timeout 10 xl dmesg 2>/dev/null | grep -E "d$1(v[0-9]+)?[: ]" | grep -v -e ' save: ' -e ' restore: ' |
+        tail -n 4 | sed 's/^/    /'
+    echo "    xenconsoled: $(pidof xenconsoled >/dev/null && echo running || echo 'NOT running')"
+    echo "    console nodes: $(timeout 5 xenstore-ls "/local/domain/$1/console" 2>&1 | tr '\n' ' ' | cut -c1-300)"
+    if [ -n "$2" ]; then
+        echo "    console log $(console_log "$2"): $(wc -c <"$(console_log "$2")" 2>/dev/null || echo missing) bytes; last lines:"
+        tr -d '\r' <"$(console_log "$2")" 2>/dev/null | tail -n 10 | sed 's/^/    | /'
+    fi
 }
 
 # launch_guest STEP CONFIG NODE SECONDS [HOOK]: create_domain STEP CONFIG (sets DOMID),
