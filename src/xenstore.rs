@@ -123,58 +123,75 @@ pub struct StubPlatform {
     full_rings: BTreeSet<u16>,
     /// Work found by [`sweep_rings`] that no event had announced.
     missed_wakeups: u64,
+    /// Rings served since the last sweep, and in the interval before it: the ones the next
+    /// sweep checks. A lost notification happens while a guest and we touch the ring at
+    /// the same moment, so an idle ring needs no sweep, and an idle store no wake-ups.
+    served_since_sweep: BTreeSet<u16>,
+    served_before_sweep: BTreeSet<u16>,
     /// Ports of the rings served this round: notified together with the next sleep.
     to_notify: Vec<EventChannelPort>,
     /// Xen refused `HYPERVISOR_multicall`: notify and sleep with separate hypercalls.
     multicall_refused: bool,
 }
 
+/// How the loop rests after a round.
+#[derive(Clone, Copy)]
+enum Rest {
+    /// Work is left: send the notifications and go on.
+    None,
+    /// Sleep until an event, or at most this many ns (`None`: no limit).
+    UntilEvent(Option<u64>),
+}
+
 impl StubPlatform {
-    /// Sends this round's notifications, then sleeps until an event or `timeout_ns`.
-    /// `ports: None`: too many to list; sleep for any event of the domain, with a timeout.
-    /// `timeout_ns: None`: do not sleep at all.
-    fn notify_then_wait(
+    /// Sends this round's notifications, then rests as `rest` says. `ports: None`: too
+    /// many to list; sleep for any event of the domain, always with a short timeout (an
+    /// event that came before the call would not end the sleep).
+    fn notify_then_rest(
         &mut self,
         ports: Option<&[EventChannelPort]>,
-        timeout_ns: Option<u64>,
+        rest: Rest,
     ) -> Result<(), XenErrno> {
         let mut notify = core::mem::take(&mut self.to_notify);
         notify.sort_unstable_by_key(|port| port.0);
         notify.dedup();
-        let result = match (ports, timeout_ns) {
-            (Some(ports), Some(_)) if !self.multicall_refused => {
+        let result = match (ports, rest) {
+            (Some(ports), Rest::UntilEvent(timeout_ns)) if !self.multicall_refused => {
                 match self.events.notify_then_wait(&notify, ports, timeout_ns) {
                     Err(XenErrno::NotImplemented) => {
                         log::info!("multicall refused: notifying and polling separately");
                         self.multicall_refused = true;
-                        self.notify_and_wait_separately(&notify, Some(ports), timeout_ns)
+                        self.notify_then_rest_separately(&notify, Some(ports), rest)
                     }
                     result => result,
                 }
             }
-            _ => self.notify_and_wait_separately(&notify, ports, timeout_ns),
+            _ => self.notify_then_rest_separately(&notify, ports, rest),
         };
         notify.clear();
         self.to_notify = notify;
         result
     }
 
-    fn notify_and_wait_separately(
+    fn notify_then_rest_separately(
         &self,
         notify: &[EventChannelPort],
         ports: Option<&[EventChannelPort]>,
-        timeout_ns: Option<u64>,
+        rest: Rest,
     ) -> Result<(), XenErrno> {
         for port in notify {
             // A port closed meanwhile (its domain went away) has nobody to wake.
             let _ = self.events.notify(*port);
         }
-        match (ports, timeout_ns) {
-            (_, None) => Ok(()),
-            (Some(ports), Some(timeout_ns)) => self.events.wait(ports, Some(timeout_ns)),
-            (None, Some(timeout_ns)) => self
-                .events
-                .wait(&[], Some(timeout_ns.min(UNLISTED_WAIT_NANOSECONDS))),
+        match (ports, rest) {
+            (_, Rest::None) => Ok(()),
+            (Some(ports), Rest::UntilEvent(timeout_ns)) => self.events.wait(ports, timeout_ns),
+            (None, Rest::UntilEvent(timeout_ns)) => {
+                let timeout_ns = timeout_ns.map_or(UNLISTED_WAIT_NANOSECONDS, |timeout_ns| {
+                    timeout_ns.min(UNLISTED_WAIT_NANOSECONDS)
+                });
+                self.events.wait(&[], Some(timeout_ns))
+            }
         }
     }
 }
@@ -414,6 +431,8 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         blocked: BTreeSet::new(),
         full_rings: BTreeSet::new(),
         missed_wakeups: 0,
+        served_since_sweep: BTreeSet::new(),
+        served_before_sweep: BTreeSet::new(),
         to_notify: Vec::new(),
         multicall_refused: false,
     };
@@ -467,23 +486,31 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         );
         ports.extend(domain_state_port);
         let now_ns = stub.events.now_ns();
-        let until_sweep_ns = next_sweep_ns.saturating_sub(now_ns).max(1);
-        // Sleep until an event or the next sweep, or sooner when time-driven work waits:
-        // rings held back by a quota or the write rate (retried each tick), or watch events
-        // that may expire. An idle store then wakes once per sweep (a 100 ms tick cost about
-        // 1% of a TCG vCPU). With work left over from this round there is no sleep at all.
+        // Sleep until an event, or sooner when time-driven work waits: rings held back by
+        // a quota or the write rate or left full (retried each tick), watch events that may
+        // expire, or a sweep of recently served rings. An idle store sleeps without a
+        // timeout (a 100 ms tick cost about 1% of a TCG vCPU). With work left over from
+        // this round there is no sleep at all.
+        let sweep_due = !stub.served_since_sweep.is_empty() || !stub.served_before_sweep.is_empty();
+        let until_sweep_ns = sweep_due.then(|| next_sweep_ns.saturating_sub(now_ns).max(1));
         let timed_work =
             !stub.blocked.is_empty() || !stub.full_rings.is_empty() || engine.has_timed_work();
-        let timeout_ns = if timed_work {
+        let until_tick_ns = timed_work.then(|| {
             next_tick_ns
                 .saturating_sub(now_ns)
                 .clamp(1, TICK_NANOSECONDS)
-                .min(until_sweep_ns)
-        } else {
-            until_sweep_ns
+        });
+        let timeout_ns = match (until_tick_ns, until_sweep_ns) {
+            (Some(tick), Some(sweep)) => Some(tick.min(sweep)),
+            (tick, sweep) => tick.or(sweep),
         };
         let listed_ports = (ports.len() <= POLLED_PORTS_MAX).then_some(ports.as_slice());
-        let waited = stub.notify_then_wait(listed_ports, (!work_remains).then_some(timeout_ns));
+        let rest = if work_remains {
+            Rest::None
+        } else {
+            Rest::UntilEvent(timeout_ns)
+        };
+        let waited = stub.notify_then_rest(listed_ports, rest);
         if let Err(errno) = waited {
             log::warn!("SCHEDOP_poll failed: {errno}");
         }
@@ -508,6 +535,7 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         }
         if now_ns >= next_sweep_ns {
             sweep_rings(&mut engine, &mut stub);
+            stub.served_before_sweep = core::mem::take(&mut stub.served_since_sweep);
             next_sweep_ns = now_ns.saturating_add(SWEEP_NANOSECONDS);
         }
     }
@@ -519,9 +547,14 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
 /// and then read ours without a full barrier, so a guest can, rarely, skip a notification
 /// we needed. C xenstored recovers from that by checking every connection on every loop
 /// (`domain_can_read()`), which costs O(domains) per request; once a second it costs
-/// nothing. Each find is counted and reported as a missed wake-up.
+/// nothing. Only rings served in the last two intervals are checked (see
+/// `served_since_sweep`). Each find is counted and reported as a missed wake-up.
 fn sweep_rings(engine: &mut Engine, stub: &mut StubPlatform) {
-    for (domid, guest) in &stub.rings {
+    let recently_served = stub
+        .served_since_sweep
+        .union(&stub.served_before_sweep)
+        .filter_map(|domid| stub.rings.get_key_value(domid));
+    for (domid, guest) in recently_served {
         if guest.ignored
             || stub.blocked.contains(domid)
             || stub.needs_service.contains(domid)
@@ -601,6 +634,7 @@ fn service_ring_set(engine: &mut Engine, stub: &mut StubPlatform, domids: BTreeS
             continue;
         };
         stub.changed_domains.clear();
+        stub.served_since_sweep.insert(domid);
         let mut notify = false;
         if !guest.features_written {
             // SET_FEATURE before INTRODUCE may have masked bits; the ring document allows

@@ -25,7 +25,7 @@
 #     (Xen shows `(dN) hostile: ...`), and then idles until destroyed. The scenario waits
 #     for `hostile: done` (HOSTILE_WAIT seconds, default 60), then makes the same checks.
 #     Before the abuse the kernel also writes one request without notifying (step
-#     unannounced-request): the stub must answer it within its 5 s ring sweep; C
+#     unannounced-request): the stub must answer it within its 1 s ring sweep; C
 #     xenstored answers only when some other event wakes it (SKIP with XENSTORE=c).
 # Run: tests/xen-in-qemu/run.sh hostile-ring [--xenstore c|stub] [--hostile-kernel IMAGE]
 #
