@@ -2,6 +2,8 @@
 # Runs the benchmark suite: our xenstored, Debian bookworm's C xenstored and oxenstored (Xen 4.17,
 # under bench/shim/fake-xen.c) through every workload; prints the table, the ratios and the goals
 # of performance.md §4.4, and writes target/bench/results.csv and target/bench/scaling.svg.
+# Then stub-heap measures the stub domain's heap (its allocator, the real engine) under 1000
+# domains x 100 nodes and appends its row and verdict to the same results.
 #
 # Usage: bench/run.sh [--quick] [xenstore-bench options...]
 #   --quick            small sizes for CI (all three servers in well under 2 minutes)
@@ -55,3 +57,18 @@ trap 'rm -rf "$work"' EXIT
     --work-dir "$work" \
     --output-dir "$output" \
     "$@" | tee "$output/results.txt"
+
+# stub-heap's row is a W13 figure: skipped when --workloads names other workloads only. It runs
+# the same size in quick and full mode (a second or two: no server, no rings on disk).
+run_stub_heap=1
+previous=
+for word in "$@"; do
+    if [ "$previous" = --workloads ] && [[ ",$word," != *,W13,* ]]; then
+        run_stub_heap=0
+    fi
+    previous=$word
+done
+if [ "$run_stub_heap" = 1 ]; then
+    echo | tee -a "$output/results.txt"
+    "$target/release/stub-heap" --append-csv "$output/results.csv" | tee -a "$output/results.txt"
+fi

@@ -1,0 +1,581 @@
+//! A model of the stub domain serving a host, around the real engine: the serving loop of
+//! `src/xenstore.rs` with the same per-ring state on the heap and the same calls into the
+//! engine (`service_ring` on each ring with work, `take_output_ready`), in-memory ring pages
+//! in place of grant-mapped frames, and the other side of every ring (dom0's toolstack, each
+//! guest's kernel) writing requests into it and reading the replies and watch events.
+//!
+//! The stub's state and the engine live in the arena (see [`crate::arena`]); the ring pages and
+//! the guests' side do not, because in the stub they are not on its heap.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Instant;
+
+use xenstore_engine::domain_state::{
+    DomainState, DomainStateError, DomainStateSource, DomainStateTracker,
+};
+use xenstore_engine::ring::{InMemoryPage, Ring, RingError, connection};
+use xenstore_engine::ring_service::service_ring;
+use xenstore_engine::wire::{self, HEADER_SIZE_BYTES, MessageHeader, MessageType};
+use xenstore_engine::{Config, DomainId, Engine, Platform, StoreError, StoreResult};
+
+use crate::arena::{inside_stub, outside_stub};
+
+/// The privileged domain, whose toolstack introduces the guests.
+pub const DOM0: u16 = 0;
+/// The stub domain's own id: `init-xenstore-domain` creates it first after dom0.
+pub const STUB_DOMID: u16 = 1;
+/// The stub's serving loop also polls `VIRQ_DOM_EXC`'s port (one more entry in its port list).
+const VIRQ_PORTS: usize = 1;
+/// Rounds of `service_rings` per wake-up, as in the stub.
+const SERVICE_ROUNDS: usize = 4;
+/// Wake-ups without any byte moved after which a request is declared stuck.
+const STALLED_WAKEUPS: usize = 16;
+
+/// `ForeignPage` (`src/xen/grant_table.rs`), the stub's `MappedRingPage`: `DomId`, `GrantRef`
+/// and `GrantMapping { gfn: Gfn, handle: u32 }` as the integers they wrap.
+#[expect(
+    dead_code,
+    reason = "only its size matters: it stands for the grant mapping"
+)]
+struct MappedRingPageLayout {
+    domain: u16,
+    grant_ref: u32,
+    gfn: u64,
+    handle: u32,
+}
+
+/// The stub's `GuestRing` (`src/xenstore.rs`) field for field, with the Xen handle types as
+/// the integers they wrap: the same size, and the same heap behaviour (`pending_input` keeps
+/// the capacity its largest read needed).
+pub struct StubGuestRing {
+    domain: DomainId,
+    #[expect(dead_code, reason = "only its size matters: the page is grant-mapped")]
+    page: MappedRingPageLayout,
+    local_port: u32,
+    pending_input: Vec<u8>,
+    features_written: bool,
+    ignored: bool,
+    #[expect(dead_code, reason = "only its size matters: lost-notification retries")]
+    full_ring_retries_left: u8,
+}
+
+/// The stub's `StubPlatform` minus its hypervisor handles: the collections it keeps per ring.
+pub struct StubModel {
+    rings: BTreeMap<u16, StubGuestRing>,
+    /// Which domain's ring each local event-channel port serves.
+    port_domains: BTreeMap<u32, u16>,
+    changed_domains: Vec<u16>,
+    needs_service: BTreeSet<u16>,
+    blocked: BTreeSet<u16>,
+    /// Ports notified this round (the stub keeps the vector's capacity between rounds).
+    to_notify: Vec<u32>,
+    /// The serving loop's list of ports to poll, rebuilt each wake-up with one entry per ring.
+    poll_ports: Vec<u32>,
+    rings_changed: bool,
+    next_local_port: u32,
+    /// Not the stub's heap: the ring pages stand for grant-mapped frames. Filled outside the
+    /// arena; leaked, because a page lives as long as the process.
+    pages: BTreeMap<u16, &'static InMemoryPage>,
+    clock: Instant,
+}
+
+impl StubModel {
+    fn new() -> StubModel {
+        StubModel {
+            rings: BTreeMap::new(),
+            port_domains: BTreeMap::new(),
+            changed_domains: Vec::new(),
+            needs_service: BTreeSet::new(),
+            blocked: BTreeSet::new(),
+            to_notify: Vec::new(),
+            poll_ports: Vec::new(),
+            rings_changed: false,
+            next_local_port: 1,
+            pages: BTreeMap::new(),
+            clock: Instant::now(),
+        }
+    }
+
+    /// The stub's `map_ring`: the grant mapping (here: the domain's page) and a bound port.
+    fn map_ring(&mut self, domain: DomainId) -> StubGuestRing {
+        let pages = &mut self.pages;
+        outside_stub(|| {
+            pages
+                .entry(domain.0)
+                .or_insert_with(|| Box::leak(Box::new(InMemoryPage::new())));
+        });
+        let local_port = self.next_local_port;
+        self.next_local_port += 1;
+        self.port_domains.insert(local_port, domain.0);
+        StubGuestRing {
+            domain,
+            page: MappedRingPageLayout {
+                domain: domain.0,
+                grant_ref: 1,
+                gfn: 0,
+                handle: 0,
+            },
+            local_port,
+            pending_input: Vec::new(),
+            features_written: false,
+            ignored: false,
+            full_ring_retries_left: 0,
+        }
+    }
+
+    fn release_ring(&mut self, guest: StubGuestRing) {
+        if self.port_domains.get(&guest.local_port) == Some(&guest.domain.0) {
+            self.port_domains.remove(&guest.local_port);
+        }
+    }
+
+    fn page(&self, domid: u16) -> Option<&'static InMemoryPage> {
+        self.pages.get(&domid).copied()
+    }
+
+    /// The stub's `service_rings`: serve the rings with work, a bounded number of rounds.
+    /// Returns whether a round found no work left.
+    fn service_rings(&mut self, engine: &mut Engine) -> bool {
+        let mut idle = false;
+        for _ in 0..SERVICE_ROUNDS {
+            let mut domids = core::mem::take(&mut self.needs_service);
+            domids.extend(self.blocked.iter().copied());
+            for connection in engine.take_output_ready() {
+                if let Some(domain) = engine.connection_domain(connection) {
+                    domids.insert(domain.0);
+                }
+            }
+            if domids.is_empty() {
+                idle = true;
+                break;
+            }
+            self.service_ring_set(engine, domids);
+        }
+        if self.rings_changed {
+            // The serving loop rebuilds its port list on every wake-up; the capacity only
+            // changes when rings come or go.
+            self.poll_ports.clear();
+            let ports = self
+                .rings
+                .values()
+                .filter(|guest| !guest.ignored)
+                .map(|guest| guest.local_port);
+            self.poll_ports.extend(ports);
+            self.poll_ports.extend([0; VIRQ_PORTS]);
+            self.rings_changed = false;
+        }
+        idle
+    }
+
+    /// The stub's `service_ring_set`, without the lost-notification retries (no
+    /// notification is lost here).
+    fn service_ring_set(&mut self, engine: &mut Engine, domids: BTreeSet<u16>) {
+        for domid in domids {
+            let domain = DomainId(domid);
+            let Some(connection) = engine.domain_connection(domain) else {
+                continue;
+            };
+            let Some(page) = self.page(domid) else {
+                continue;
+            };
+            // Out of the map while the engine runs: it may call back into the platform.
+            let Some(mut guest) = self.rings.remove(&domid) else {
+                continue;
+            };
+            self.changed_domains.clear();
+            let ring = Ring::new(page);
+            let mut notify = false;
+            if !guest.features_written {
+                ring.set_server_features(engine.domain_features(domain));
+                guest.features_written = true;
+                notify = true;
+            }
+            if !guest.ignored {
+                let outcome = service_ring(
+                    engine,
+                    self,
+                    connection,
+                    domain,
+                    &ring,
+                    &mut guest.pending_input,
+                );
+                notify |= outcome.progressed;
+                if outcome.failure.is_some() {
+                    guest.ignored = true;
+                }
+            }
+            let waiting = !guest.pending_input.is_empty() || !engine.wants_input(connection);
+            if waiting && !guest.ignored {
+                self.blocked.insert(domid);
+            } else {
+                self.blocked.remove(&domid);
+            }
+            if notify {
+                self.to_notify.push(guest.local_port);
+            }
+            if self.changed_domains.contains(&domid) {
+                self.release_ring(guest);
+            } else {
+                self.rings.insert(domid, guest);
+            }
+        }
+    }
+}
+
+impl Platform for StubModel {
+    fn connect_domain(
+        &mut self,
+        domain: DomainId,
+        _ring_frame: u64,
+        _remote_port: u32,
+    ) -> StoreResult<()> {
+        let guest = self.map_ring(domain);
+        let page = self.page(domain.0).ok_or(StoreError::Invalid)?;
+        Ring::new(page).server_reset(0);
+        self.changed_domains.push(domain.0);
+        self.needs_service.insert(domain.0);
+        self.rings_changed = true;
+        if let Some(previous) = self.rings.insert(domain.0, guest) {
+            self.release_ring(previous);
+        }
+        Ok(())
+    }
+
+    fn disconnect_domain(&mut self, domain: DomainId) {
+        self.changed_domains.push(domain.0);
+        self.rings_changed = true;
+        if let Some(guest) = self.rings.remove(&domain.0) {
+            self.release_ring(guest);
+        }
+    }
+
+    fn domain_exists(&mut self, _domain: DomainId) -> bool {
+        true
+    }
+
+    fn now_milliseconds(&mut self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+}
+
+/// `XEN_DOMCTL_get_domain_state(DOMID_INVALID)` right after the hypervisor created domains:
+/// each reported once as existing and running.
+struct CreatedDomains(Vec<u16>);
+
+impl DomainStateSource for CreatedDomains {
+    fn next_changed_domain(&mut self) -> Result<(DomainId, DomainState), DomainStateError> {
+        let domid = self.0.pop().ok_or(DomainStateError::NoneChanged)?;
+        Ok((
+            DomainId(domid),
+            DomainState {
+                exists: true,
+                shutdown: false,
+                dying: false,
+                dead: false,
+                unique_id: 0x1000 + u64::from(domid),
+            },
+        ))
+    }
+}
+
+/// Why a request of the simulated host failed.
+#[derive(Debug)]
+pub enum HostError {
+    /// The domain has no ring.
+    NoRing(u16),
+    Ring(u16, RingError),
+    /// The store answered `XS_ERROR`.
+    Refused {
+        domid: u16,
+        request: MessageType,
+        errno: String,
+    },
+    /// Neither the store nor the guest could move a byte.
+    Stalled {
+        domid: u16,
+        request: MessageType,
+    },
+    /// The domain-state tracker refused a report.
+    DomainState(DomainStateError),
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostError::NoRing(domid) => write!(formatter, "domain {domid} has no ring"),
+            HostError::Ring(domid, error) => write!(formatter, "domain {domid}: ring: {error:?}"),
+            HostError::Refused {
+                domid,
+                request,
+                errno,
+            } => write!(
+                formatter,
+                "domain {domid}: XS_{} refused: {errno}",
+                request.name()
+            ),
+            HostError::Stalled { domid, request } => write!(
+                formatter,
+                "domain {domid}: XS_{} got no reply and nothing moves",
+                request.name()
+            ),
+            HostError::DomainState(error) => write!(formatter, "domain states: {error:?}"),
+        }
+    }
+}
+
+impl std::error::Error for HostError {}
+
+/// The client side of the rings (not the stub's memory).
+#[derive(Default)]
+struct GuestSide {
+    next_request_id: u32,
+    /// Bytes read from each ring that do not make a whole message yet.
+    inboxes: BTreeMap<u16, Vec<u8>>,
+    watch_events_received: u64,
+}
+
+/// A reply a guest read from its ring.
+struct Reply {
+    domid: u16,
+    header: MessageHeader,
+    payload: Vec<u8>,
+}
+
+/// The store serving dom0 and the introduced guests, one request at a time (each client waits
+/// for its reply, as libxl and Linux's xenbus do).
+pub struct SimulatedHost {
+    pub engine: Engine,
+    stub: StubModel,
+    /// The stub's `DomainWatcher::DomainState` (Xen 4.21+; on older Xen the stub scans with
+    /// `getdomaininfo` and keeps nothing per domain): a unique id per domain that exists.
+    domain_states: DomainStateTracker,
+    guests: GuestSide,
+}
+
+impl SimulatedHost {
+    /// The stub after start-up: engine created, dom0's ring mapped and connected.
+    pub fn start() -> Result<SimulatedHost, HostError> {
+        let config = Config {
+            privileged_domain: DomainId(DOM0),
+            store_domain: DomainId(STUB_DOMID),
+            ..Config::default()
+        };
+        let mut host = inside_stub(|| {
+            let mut engine = Engine::new(config);
+            let mut stub = StubModel::new();
+            let master = DomainId(DOM0);
+            // As the stub starts: dom0's ring is mapped before its connection is opened.
+            let mut guest = stub.map_ring(master);
+            let page = stub.page(DOM0).ok_or(HostError::NoRing(DOM0))?;
+            let ring = Ring::new(page);
+            ring.set_server_features(engine.domain_features(master));
+            engine.open_domain_connection(&mut stub, master);
+            guest.features_written = true;
+            ring.set_connection(connection::CONNECTED);
+            stub.rings.insert(DOM0, guest);
+            stub.rings_changed = true;
+            stub.needs_service.insert(DOM0);
+            let _ = stub.service_rings(&mut engine);
+            Ok(SimulatedHost {
+                engine,
+                stub,
+                domain_states: DomainStateTracker::default(),
+                guests: GuestSide::default(),
+            })
+        })?;
+        // Binding VIRQ_DOM_EXC reports every existing domain: dom0 and the stub domain.
+        host.domains_created(vec![DOM0, STUB_DOMID])?;
+        host.collect_replies()?;
+        Ok(host)
+    }
+
+    /// The hypervisor created `domids`: the stub's `VIRQ_DOM_EXC` handler learns them.
+    pub fn domains_created(&mut self, domids: Vec<u16>) -> Result<(), HostError> {
+        let mut source = CreatedDomains(domids);
+        let tracker = &mut self.domain_states;
+        let engine = &mut self.engine;
+        let stub = &mut self.stub;
+        inside_stub(|| tracker.drain(&mut source, engine, stub))
+            .map(|_| ())
+            .map_err(HostError::DomainState)
+    }
+
+    /// Sends one request from `domid` through its ring and returns the reply's payload once
+    /// every queue is drained (the reply read, watch events read and dropped).
+    pub fn request(
+        &mut self,
+        domid: u16,
+        request: MessageType,
+        transaction_id: u32,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, HostError> {
+        let page = self.stub.page(domid).ok_or(HostError::NoRing(domid))?;
+        let request_id = self.guests.next_request_id;
+        self.guests.next_request_id = request_id.wrapping_add(1);
+        let message = wire::encode_message(request.number(), request_id, transaction_id, payload);
+        let ring = Ring::new(page);
+        let mut written_bytes = 0;
+        let mut reply = None;
+        let mut idle_wakeups = 0;
+        loop {
+            let mut moved = false;
+            if written_bytes < message.len() {
+                let rest = message.get(written_bytes..).unwrap_or(&[]);
+                let count = ring
+                    .client_write(rest)
+                    .map_err(|error| HostError::Ring(domid, error))?;
+                written_bytes += count;
+                moved |= count > 0;
+                // The guest's event: the stub's event-channel drain marks its ring.
+                inside_stub(|| self.stub.needs_service.insert(domid));
+            }
+            let stub = &mut self.stub;
+            let engine = &mut self.engine;
+            let store_idle = inside_stub(|| stub.service_rings(engine));
+            let (read_any, replies) = self.collect_replies()?;
+            moved |= read_any;
+            for candidate in replies {
+                if candidate.domid == domid && candidate.header.request_id == request_id {
+                    reply = Some(candidate);
+                }
+            }
+            let quiet =
+                store_idle && self.stub.needs_service.is_empty() && self.stub.blocked.is_empty();
+            if written_bytes == message.len()
+                && quiet
+                && let Some(reply) = reply.take()
+            {
+                if reply.header.message_type == MessageType::Error.number() {
+                    let errno = String::from_utf8_lossy(&reply.payload)
+                        .trim_end_matches('\0')
+                        .to_string();
+                    return Err(HostError::Refused {
+                        domid,
+                        request,
+                        errno,
+                    });
+                }
+                return Ok(reply.payload);
+            }
+            idle_wakeups = if moved { 0 } else { idle_wakeups + 1 };
+            if idle_wakeups > STALLED_WAKEUPS {
+                return Err(HostError::Stalled { domid, request });
+            }
+        }
+    }
+
+    /// The guests whose rings were notified read what they were sent; watch events are
+    /// counted and dropped, replies returned. A guest that read while the store still has
+    /// output for it notifies the store (its ring had been full).
+    fn collect_replies(&mut self) -> Result<(bool, Vec<Reply>), HostError> {
+        let notified_ports = self.stub.to_notify.clone();
+        self.stub.to_notify.clear();
+        let mut replies = Vec::new();
+        let mut read_any = false;
+        for port in notified_ports {
+            let Some(&domid) = self.stub.port_domains.get(&port) else {
+                continue;
+            };
+            let page = self.stub.page(domid).ok_or(HostError::NoRing(domid))?;
+            let ring = Ring::new(page);
+            let inbox = self.guests.inboxes.entry(domid).or_default();
+            let mut buffer = [0u8; xenstore_engine::ring::RING_SIZE_BYTES];
+            loop {
+                let count = ring
+                    .client_read(&mut buffer)
+                    .map_err(|error| HostError::Ring(domid, error))?;
+                if count == 0 {
+                    break;
+                }
+                read_any = true;
+                inbox.extend_from_slice(buffer.get(..count).unwrap_or(&[]));
+            }
+            while let Some((header, payload, length)) = next_message(inbox) {
+                inbox.drain(..length);
+                if header.message_type == MessageType::WatchEvent.number() {
+                    self.guests.watch_events_received += 1;
+                } else {
+                    replies.push(Reply {
+                        domid,
+                        header,
+                        payload,
+                    });
+                }
+            }
+            let store_has_more = self
+                .engine
+                .domain_connection(DomainId(domid))
+                .is_some_and(|connection| !self.engine.output(connection).is_empty());
+            if store_has_more {
+                inside_stub(|| self.stub.needs_service.insert(domid));
+            }
+        }
+        Ok((read_any, replies))
+    }
+
+    /// Watch events the guests have read so far.
+    pub fn watch_events_received(&self) -> u64 {
+        self.guests.watch_events_received
+    }
+
+    /// Whether every output queue, every ring's pending input and every guest's partly read
+    /// message is empty.
+    pub fn drained(&self) -> bool {
+        let outputs_empty = self.stub.rings.values().all(|guest| {
+            match self.engine.domain_connection(guest.domain) {
+                Some(connection) => self.engine.output(connection).is_empty(),
+                None => true,
+            }
+        });
+        let inputs_empty = self
+            .stub
+            .rings
+            .values()
+            .all(|guest| guest.pending_input.is_empty());
+        let nothing_half_read = self.guests.inboxes.values().all(Vec::is_empty);
+        outputs_empty && inputs_empty && nothing_half_read
+    }
+
+    /// Rings the stub serves (dom0's included).
+    pub fn ring_count(&self) -> usize {
+        self.stub.rings.len()
+    }
+
+    /// The capacity the rings' `pending_input` buffers keep, bytes.
+    pub fn pending_input_capacity_bytes(&self) -> usize {
+        self.stub
+            .rings
+            .values()
+            .map(|guest| guest.pending_input.capacity())
+            .sum()
+    }
+
+    /// Drops the domain-state tracker; the caller measures what that frees.
+    pub fn drop_domain_states(&mut self) {
+        self.domain_states = DomainStateTracker::default();
+    }
+
+    /// Drops the stub's per-ring state (ring map, port map, port list), as if every ring
+    /// were released; the caller measures what that frees.
+    pub fn drop_ring_state(&mut self) {
+        self.stub.rings = BTreeMap::new();
+        self.stub.port_domains = BTreeMap::new();
+        self.stub.poll_ports = Vec::new();
+        self.stub.to_notify = Vec::new();
+    }
+}
+
+/// The first whole message in `bytes`: header, payload, and its length on the wire.
+fn next_message(bytes: &[u8]) -> Option<(MessageHeader, Vec<u8>, usize)> {
+    let header_bytes: &[u8; HEADER_SIZE_BYTES] = bytes.get(..HEADER_SIZE_BYTES)?.try_into().ok()?;
+    let header = MessageHeader::from_bytes(header_bytes);
+    let length = HEADER_SIZE_BYTES + header.payload_length_bytes as usize;
+    let payload = bytes.get(HEADER_SIZE_BYTES..length)?.to_vec();
+    Some((header, payload, length))
+}
+
+/// The size of the stub's `GuestRing` (for the estimate from struct sizes).
+pub const fn guest_ring_size_bytes() -> usize {
+    size_of::<StubGuestRing>()
+}
