@@ -32,6 +32,9 @@ impl Watch {
     }
 }
 
+/// Watchers of one path up to which its list grows exactly, one entry at a time.
+const SMALL_WATCHER_LIST: usize = 4;
+
 /// All watches, by watched (absolute or `@`) path.
 #[derive(Debug, Default)]
 pub struct WatchIndex {
@@ -51,10 +54,14 @@ impl WatchIndex {
 
     /// Registers a watch.
     pub fn add(&mut self, path: &str, watch: Watch) {
-        self.by_path
-            .entry(String::from(path))
-            .or_default()
-            .push(watch);
+        let watches = self.by_path.entry(String::from(path)).or_default();
+        // Most watched paths have one or two watchers (a guest's own device paths): grow
+        // those one at a time instead of to a first capacity of four (48 bytes each), which
+        // stub-heap showed as about 150 bytes of a watch's 480. Busy paths grow as usual.
+        if watches.len() < SMALL_WATCHER_LIST {
+            watches.reserve_exact(1);
+        }
+        watches.push(watch);
         self.count += 1;
     }
 
