@@ -40,13 +40,13 @@ const TICK_NANOSECONDS: u64 = 100_000_000;
 const POLLED_PORTS_MAX: usize = 128;
 /// Sleep when there are too many ports to list.
 const UNLISTED_WAIT_NANOSECONDS: u64 = 5_000_000;
-/// How often every ring is checked for work that arrived without an event (see
-/// [`sweep_rings`]): rare enough to cost nothing at idle (one wake-up a second), soon
-/// enough that a guest whose notification was lost waits a second, not forever.
-const SWEEP_NANOSECONDS: u64 = 1_000_000_000;
-/// Ticks during which a ring left full with replies still queued is retried (see
-/// [`GuestRing::full_ring_retries_left`]).
-const FULL_RING_RETRIES: u8 = 10;
+/// How soon after serving a ring it is checked again for work that arrived without an
+/// event (see [`sweep_rings`]). Only rings served in the last two such intervals are
+/// checked, so an idle store does not wake up at all.
+const SWEEP_NANOSECONDS: u64 = 100_000_000;
+/// Longest interval between checks of a ring that waits for room for its replies (the
+/// interval doubles from [`SWEEP_NANOSECONDS`] while the guest does not read).
+const ROOM_CHECK_MAX_NANOSECONDS: u64 = 10_000_000_000;
 /// Missed wake-ups reported one by one on the console; later ones only every 1000th (a
 /// guest that writes without notifying must not flood the slow debug console).
 const MISSED_WAKEUPS_REPORTED: u64 = 20;
@@ -96,12 +96,19 @@ struct GuestRing {
     features_written: bool,
     /// The connection broke the protocol: the ring is ignored (not released).
     ignored: bool,
-    /// Ticks left to retry a ring that the last service left full with replies queued.
+    /// Replies wait for room in the full ring: when to look again, and the interval so far.
     /// Linux's `xb_read()` frees space and then re-reads `rsp_prod` without a full
-    /// barrier, so it can miss that the ring was full and skip the notification that
-    /// would have woken us; retrying briefly covers that race without polling forever
-    /// a guest that stopped reading (a paused domain). The sweep covers what is left.
-    full_ring_retries_left: u8,
+    /// barrier, so it can miss that the ring was full and skip the notification we wait
+    /// for. Checking with a doubling interval covers that race without polling a guest
+    /// that stopped reading (a paused domain) more than every few seconds.
+    room_check: Option<RoomCheck>,
+}
+
+/// See [`GuestRing::room_check`].
+#[derive(Clone, Copy, Debug)]
+struct RoomCheck {
+    due_ns: u64,
+    interval_ns: u64,
 }
 
 /// The engine's view of Xen.
@@ -119,8 +126,8 @@ pub struct StubPlatform {
     needs_service: BTreeSet<u16>,
     /// Rings whose input waits for the engine (outstanding-request or write-rate limit).
     blocked: BTreeSet<u16>,
-    /// Rings with [`GuestRing::full_ring_retries_left`] above zero.
-    full_rings: BTreeSet<u16>,
+    /// Rings with a [`GuestRing::room_check`].
+    awaiting_room: BTreeSet<u16>,
     /// Work found by [`sweep_rings`] that no event had announced.
     missed_wakeups: u64,
     /// Rings served since the last sweep, and in the interval before it: the ones the next
@@ -226,11 +233,14 @@ impl StubPlatform {
             pending_input: Vec::new(),
             features_written: false,
             ignored: false,
-            full_ring_retries_left: 0,
+            room_check: None,
         })
     }
 
     fn release_ring(&mut self, guest: GuestRing) {
+        if guest.room_check.is_some() {
+            self.awaiting_room.remove(&guest.domain.0);
+        }
         if self.port_domains.get(&guest.local_port.0) == Some(&guest.domain.0) {
             self.port_domains.remove(&guest.local_port.0);
         }
@@ -429,7 +439,7 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         changed_domains: Vec::new(),
         needs_service: BTreeSet::new(),
         blocked: BTreeSet::new(),
-        full_rings: BTreeSet::new(),
+        awaiting_room: BTreeSet::new(),
         missed_wakeups: 0,
         served_since_sweep: BTreeSet::new(),
         served_before_sweep: BTreeSet::new(),
@@ -491,10 +501,9 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         // expire, or a sweep of recently served rings. An idle store sleeps without a
         // timeout (a 100 ms tick cost about 1% of a TCG vCPU). With work left over from
         // this round there is no sleep at all.
-        let sweep_due = !stub.served_since_sweep.is_empty() || !stub.served_before_sweep.is_empty();
-        let until_sweep_ns = sweep_due.then(|| next_sweep_ns.saturating_sub(now_ns).max(1));
-        let timed_work =
-            !stub.blocked.is_empty() || !stub.full_rings.is_empty() || engine.has_timed_work();
+        let next_check_ns = next_check_ns(&stub, next_sweep_ns);
+        let until_sweep_ns = next_check_ns.map(|check_ns| check_ns.saturating_sub(now_ns).max(1));
+        let timed_work = !stub.blocked.is_empty() || engine.has_timed_work();
         let until_tick_ns = timed_work.then(|| {
             next_tick_ns
                 .saturating_sub(now_ns)
@@ -530,14 +539,19 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         let now_ns = stub.events.now_ns();
         if now_ns >= next_tick_ns {
             engine.tick(&mut stub);
-            retry_full_rings(&mut stub);
             next_tick_ns = now_ns + TICK_NANOSECONDS;
         }
         if now_ns >= next_sweep_ns {
-            sweep_rings(&mut engine, &mut stub);
+            let recently_served: Vec<u16> = stub
+                .served_since_sweep
+                .union(&stub.served_before_sweep)
+                .copied()
+                .collect();
+            sweep_rings(&mut engine, &mut stub, &recently_served);
             stub.served_before_sweep = core::mem::take(&mut stub.served_since_sweep);
             next_sweep_ns = now_ns.saturating_add(SWEEP_NANOSECONDS);
         }
+        check_rings_awaiting_room(&mut engine, &mut stub, now_ns);
     }
 }
 
@@ -547,14 +561,14 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
 /// and then read ours without a full barrier, so a guest can, rarely, skip a notification
 /// we needed. C xenstored recovers from that by checking every connection on every loop
 /// (`domain_can_read()`), which costs O(domains) per request; once a second it costs
-/// nothing. Only rings served in the last two intervals are checked (see
-/// `served_since_sweep`). Each find is counted and reported as a missed wake-up.
-fn sweep_rings(engine: &mut Engine, stub: &mut StubPlatform) {
-    let recently_served = stub
-        .served_since_sweep
-        .union(&stub.served_before_sweep)
-        .filter_map(|domid| stub.rings.get_key_value(domid));
-    for (domid, guest) in recently_served {
+/// nothing. The loop checks the rings served in the last two intervals (see
+/// `served_since_sweep`) and those awaiting room (see [`GuestRing::room_check`]). Each
+/// find is counted and reported as a missed wake-up.
+fn sweep_rings(engine: &mut Engine, stub: &mut StubPlatform, domids: &[u16]) {
+    for (domid, guest) in domids
+        .iter()
+        .filter_map(|domid| stub.rings.get_key_value(domid))
+    {
         if guest.ignored
             || stub.blocked.contains(domid)
             || stub.needs_service.contains(domid)
@@ -585,19 +599,42 @@ fn sweep_rings(engine: &mut Engine, stub: &mut StubPlatform) {
     }
 }
 
-/// Serves again, once per tick, the rings left full with replies queued (see
-/// [`GuestRing::full_ring_retries_left`]).
-fn retry_full_rings(stub: &mut StubPlatform) {
-    let rings = &mut stub.rings;
-    let needs_service = &mut stub.needs_service;
-    stub.full_rings.retain(|domid| {
-        let Some(guest) = rings.get_mut(domid) else {
-            return false;
-        };
-        guest.full_ring_retries_left = guest.full_ring_retries_left.saturating_sub(1);
-        needs_service.insert(*domid);
-        guest.full_ring_retries_left > 0
-    });
+/// When the loop must next look at rings: the next sweep if any ring was served
+/// recently, or the earliest room check.
+fn next_check_ns(stub: &StubPlatform, next_sweep_ns: u64) -> Option<u64> {
+    let sweep_due = !stub.served_since_sweep.is_empty() || !stub.served_before_sweep.is_empty();
+    let room_due = stub
+        .awaiting_room
+        .iter()
+        .filter_map(|domid| stub.rings.get(domid)?.room_check)
+        .map(|check| check.due_ns)
+        .min();
+    match (sweep_due.then_some(next_sweep_ns), room_due) {
+        (Some(sweep), Some(room)) => Some(sweep.min(room)),
+        (sweep, room) => sweep.or(room),
+    }
+}
+
+/// Checks the rings whose room check is due (see [`GuestRing::room_check`]), and doubles
+/// their interval up to [`ROOM_CHECK_MAX_NANOSECONDS`].
+fn check_rings_awaiting_room(engine: &mut Engine, stub: &mut StubPlatform, now_ns: u64) {
+    let mut due = Vec::new();
+    for domid in &stub.awaiting_room {
+        if let Some(guest) = stub.rings.get_mut(domid)
+            && let Some(check) = guest.room_check.as_mut()
+            && check.due_ns <= now_ns
+        {
+            check.interval_ns = check
+                .interval_ns
+                .saturating_mul(2)
+                .min(ROOM_CHECK_MAX_NANOSECONDS);
+            check.due_ns = now_ns.saturating_add(check.interval_ns);
+            due.push(*domid);
+        }
+    }
+    if !due.is_empty() {
+        sweep_rings(engine, stub, &due);
+    }
 }
 
 /// Moves bytes for the rings with work: notified, newly connected, given output by the
@@ -659,16 +696,21 @@ fn service_ring_set(engine: &mut Engine, stub: &mut StubPlatform, domids: BTreeS
             }
         }
         let waiting = !guest.pending_input.is_empty() || !engine.wants_input(connection);
-        // Replies left over because the ring is full: retried for a few ticks, since the
-        // guest's notification of freed space can be lost (see `full_ring_retries_left`).
+        // Replies left over because the ring is full: checked again from time to time,
+        // since the guest's notification of freed space can be lost (see `room_check`).
         let replies_left = !guest.ignored && !engine.output(connection).is_empty();
         if !replies_left {
-            guest.full_ring_retries_left = 0;
-            stub.full_rings.remove(&domid);
-        } else if notify {
-            // Progress restarts the count: only a ring that stays full runs out of retries.
-            guest.full_ring_retries_left = FULL_RING_RETRIES;
-            stub.full_rings.insert(domid);
+            guest.room_check = None;
+            stub.awaiting_room.remove(&domid);
+        } else if notify || guest.room_check.is_none() {
+            // Progress restarts the backoff: only a guest that stops reading is checked
+            // rarely.
+            let now_ns = stub.events.now_ns();
+            guest.room_check = Some(RoomCheck {
+                due_ns: now_ns.saturating_add(SWEEP_NANOSECONDS),
+                interval_ns: SWEEP_NANOSECONDS,
+            });
+            stub.awaiting_room.insert(domid);
         }
         if waiting && !guest.ignored {
             stub.blocked.insert(domid);
