@@ -4,7 +4,7 @@
 //! - [`simulation`]: the file/FIFO convention through which any program acts as a guest.
 //! - [`wire`], [`client`]: `xs_wire.h` framing and a client over the socket or a ring, used
 //!   by `xenstore-guest` and the integration tests.
-//! - [`sys`]: the only `unsafe` code (mmap, poll, epoll, inotify, mkfifo).
+//! - [`sys`]: the only `unsafe` code (mmap, poll, epoll, inotify, mkfifo, io_uring).
 
 pub mod client;
 pub mod logger;

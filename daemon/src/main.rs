@@ -27,7 +27,12 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let engine = Engine::new(options.config.clone());
-    let mut server = match Server::new(engine, &options.socket_path, &options.run_directory) {
+    let mut server = match Server::new(
+        engine,
+        &options.socket_path,
+        &options.run_directory,
+        options.io_uring,
+    ) {
         Ok(server) => server,
         Err(error) => {
             eprintln!(

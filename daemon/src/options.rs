@@ -38,6 +38,9 @@ pub struct Options {
     pub print_pid: bool,
     /// Number of `-V`.
     pub verbosity: u8,
+    /// Batch the socket reads and writes of a round with io_uring where the kernel allows it
+    /// (`--no-io-uring`: one system call each).
+    pub io_uring: bool,
 }
 
 /// A usage error: the message to print before the usage text (exit status 2).
@@ -77,6 +80,8 @@ where options may include:
   --priv-domid <domid>    the privileged domain (default 0).
   --master-domid <domid>  the domain socket clients act as (default: the privileged one).
   -R, --no-recovery, -I, --internal-db  accepted for compatibility; no effect.
+  --no-io-uring           one system call per socket read or write, instead of one
+                          io_uring batch per round (used where io_uring is available).
   -V, --verbose           more diagnostics on standard error (repeatable).
   -h, --help              print this text.
 ";
@@ -106,7 +111,7 @@ const DAEMON_OPTIONS_WITH_VALUE: [OptionName; 5] = [
 ];
 
 /// The daemon's own flags.
-const DAEMON_FLAGS: [OptionName; 7] = [
+const DAEMON_FLAGS: [OptionName; 8] = [
     OptionName {
         short: 'N',
         long: "no-fork",
@@ -134,6 +139,10 @@ const DAEMON_FLAGS: [OptionName; 7] = [
     OptionName {
         short: 'I',
         long: "internal-db",
+    },
+    OptionName {
+        short: '\0',
+        long: "no-io-uring",
     },
 ];
 
@@ -184,6 +193,7 @@ pub fn parse(
     let mut pid_file = None;
     let mut print_pid = false;
     let mut verbosity = 0u8;
+    let mut io_uring = true;
     let mut master_domain = None;
     let with_value: Vec<OptionName> = STORE_OPTIONS_WITH_VALUE
         .iter()
@@ -206,6 +216,7 @@ pub fn parse(
                 "no-fork" | "no-domain-init" | "no-recovery" | "internal-db" => {}
                 "verbose" => verbosity = verbosity.saturating_add(1),
                 "output-pid" => print_pid = true,
+                "no-io-uring" => io_uring = false,
                 "pid-file" => pid_file = Some(PathBuf::from(text)),
                 "trace-file" => trace_file = Some(PathBuf::from(text)),
                 "socket" => socket_path = Some(PathBuf::from(text)),
@@ -243,6 +254,7 @@ pub fn parse(
         pid_file,
         print_pid,
         verbosity,
+        io_uring,
     })))
 }
 
@@ -300,6 +312,8 @@ mod tests {
         assert!(options.print_pid);
         assert_eq!(run("--priv-domid 2").config.store_domain, DomainId(2));
         assert_eq!(run("").config.watch_event_timeout_milliseconds, 20_000);
+        assert!(run("").io_uring);
+        assert!(!run("--no-io-uring").io_uring);
     }
 
     #[test]

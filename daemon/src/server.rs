@@ -13,9 +13,14 @@
 //! reference §6.2). [`Engine::tick`] runs every 100 ms; simulated shutdowns and deaths are
 //! picked up from inotify events on the domain directories (`markers.rs`; only the domains
 //! named are looked at), with `$RUNDIR/dom-exc` as a prompt to read them.
+//!
+//! Socket reads and writes are batched: all readable sockets are read (with io_uring, in one
+//! system call), the engine answers, and the replies of the round are sent together at its
+//! end (with io_uring, in one system call, which also takes the answered requests out of
+//! their sockets: see `Server::read_sockets`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +31,8 @@ use xenstore_engine::{ConnectionId, DomainId, Engine};
 use crate::markers::{MarkerChanges, MarkerWatcher};
 use crate::platform::{GuestRing, LinuxPlatform};
 use crate::simulation::{self, DomainMarkers, NotificationFifo};
-use crate::sys::{self, Epoll, Interest, Readiness, Registered};
+use crate::sys::{self, Epoll, Interest, IoUring, Readiness, Registered, SocketOperation};
+use std::os::fd::AsFd;
 
 /// How often [`Engine::tick`] runs; also the longest wait.
 const TICK_INTERVAL_MILLISECONDS: u64 = 100;
@@ -34,14 +40,34 @@ const TICK_INTERVAL_MILLISECONDS: u64 = 100;
 const MARKER_SCAN_INTERVAL_MILLISECONDS: u64 = 1000;
 /// Input kept per connection before we stop reading: one maximal message.
 const PENDING_INPUT_LIMIT_BYTES: usize = 16 + 4096;
+/// Sockets read in one batch at most: bounds the read buffer (one maximal message each).
+const READ_BATCH_SOCKETS: usize = 64;
+// A socket's peeked bytes are discarded in one operation.
+const _: () = assert!(PENDING_INPUT_LIMIT_BYTES <= sys::DISCARD_LIMIT_BYTES);
 
 /// A client of the Unix socket.
 struct SocketClient {
     /// Watched for reading while the engine takes its requests, for writing while output waits.
     stream: Registered<UnixStream>,
+    /// Received bytes the engine has not taken yet (it refused them for now); usually empty.
     pending_input: Vec<u8>,
     /// Set on end-of-file or error: the connection is closed at the end of the round.
     closing: bool,
+    /// Whether it is listed in [`Server::touched_sockets`] this round.
+    touched: bool,
+    /// Bytes read with `MSG_PEEK` this round: taken out of the socket right after the
+    /// replies are sent (see [`Server::read_sockets`]).
+    peeked_bytes: usize,
+}
+
+impl SocketClient {
+    /// Lists the client in `touched_sockets` (once per round).
+    fn touch(&mut self, connection: ConnectionId, touched_sockets: &mut Vec<ConnectionId>) {
+        if !self.touched {
+            self.touched = true;
+            touched_sockets.push(connection);
+        }
+    }
 }
 
 /// The daemon.
@@ -57,16 +83,24 @@ pub struct Server {
     last_marker_scan: Instant,
     /// Rings holding input the engine could not take yet (quota or rate limit).
     blocked_rings: BTreeSet<u16>,
-    /// Sockets that received bytes this round: offered to the engine.
-    sockets_with_input: BTreeSet<ConnectionId>,
     /// Sockets holding whole requests the engine refused for now (outstanding-request quota
     /// of an unprivileged store domain): offered again each round until it takes them.
     blocked_sockets: BTreeSet<ConnectionId>,
-    /// Sockets the engine queued output for, or that became writable again.
-    sockets_with_output: BTreeSet<ConnectionId>,
-    /// Sockets whose state changed this round: their epoll interest is brought up to date
-    /// (and the closing ones closed) at the end of the round.
-    touched_sockets: BTreeSet<ConnectionId>,
+    /// Sockets that were read, became writable, or were queued output this round: at the end
+    /// of the round their output is written, their epoll interest brought up to date, and the
+    /// closing ones closed. A list rather than a set (each [`SocketClient`] knows whether it
+    /// is in it), because it changes on every request.
+    touched_sockets: Vec<ConnectionId>,
+    /// Where socket reads land, one maximal message per socket of a read batch (grown on
+    /// demand, zeroed once, reused): the engine takes the requests straight from here, and
+    /// only bytes it refuses are copied to the client's `pending_input`.
+    read_buffer: Vec<u8>,
+    /// Batches the socket reads and writes of a round, when io_uring is available.
+    socket_ring: Option<IoUring>,
+    /// Sockets epoll reported readable this round.
+    readable_sockets: Vec<ConnectionId>,
+    /// The outcomes of the last batch of socket operations.
+    socket_results: Vec<io::Result<usize>>,
     /// The last wait's ready descriptors (kept to reuse the allocation).
     ready: Vec<Readiness>,
 }
@@ -115,8 +149,14 @@ impl Source {
 }
 
 impl Server {
-    /// Binds the socket (replacing a stale one) and prepares the run directory.
-    pub fn new(engine: Engine, socket_path: &Path, run_directory: &Path) -> io::Result<Server> {
+    /// Binds the socket (replacing a stale one) and prepares the run directory; with
+    /// `use_io_uring`, batches socket reads and writes where the kernel allows it.
+    pub fn new(
+        engine: Engine,
+        socket_path: &Path,
+        run_directory: &Path,
+        use_io_uring: bool,
+    ) -> io::Result<Server> {
         if let Some(parent) = socket_path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -151,10 +191,12 @@ impl Server {
             last_tick: now,
             last_marker_scan: now,
             blocked_rings: BTreeSet::new(),
-            sockets_with_input: BTreeSet::new(),
             blocked_sockets: BTreeSet::new(),
-            sockets_with_output: BTreeSet::new(),
-            touched_sockets: BTreeSet::new(),
+            touched_sockets: Vec::new(),
+            read_buffer: vec![0; PENDING_INPUT_LIMIT_BYTES],
+            socket_ring: use_io_uring.then(open_socket_ring).flatten(),
+            readable_sockets: Vec::new(),
+            socket_results: Vec::new(),
             ready: Vec::with_capacity(sys::EVENTS_PER_WAIT),
         };
         // Watch the domain directories, and take note of markers left from before.
@@ -182,6 +224,10 @@ impl Server {
         {
             timeout = 0;
         }
+        // Work left by the bounded ring passes of the last round has no event to wake us.
+        if !self.platform.needs_service.is_empty() || self.engine.has_output_ready() {
+            timeout = 0;
+        }
         let mut ready = core::mem::take(&mut self.ready);
         self.epoll.wait(&mut ready, timeout as i32)?;
 
@@ -197,10 +243,12 @@ impl Server {
                 Some(Source::Markers) if readiness.readable => markers_changed = true,
                 Some(Source::Socket(connection)) => {
                     if readiness.readable {
-                        self.read_socket(connection);
-                    }
-                    if readiness.writable {
-                        self.sockets_with_output.insert(connection);
+                        self.readable_sockets.push(connection);
+                    } else if readiness.writable
+                        && let Some(client) = self.sockets.get_mut(&connection)
+                    {
+                        // Its output is written at the end of the round.
+                        client.touch(connection, &mut self.touched_sockets);
                     }
                 }
                 Some(Source::Guest(domid)) if readiness.readable => {
@@ -213,7 +261,8 @@ impl Server {
             }
         }
         self.ready = ready;
-        self.offer_socket_input();
+        self.read_sockets();
+        self.offer_blocked_sockets();
         self.service_rings();
         if markers_changed || domain_exception {
             self.apply_marker_changes(domain_exception);
@@ -228,11 +277,9 @@ impl Server {
             self.last_tick = Instant::now();
             self.engine.tick(&mut self.platform);
         }
-        // Requests from one connection queue output (watch events) on others: flush them.
-        self.flush_sockets();
+        // The tick, marker changes and requests from sockets may have queued output (replies,
+        // watch events) for rings; serving rings may queue events for sockets.
         self.service_rings();
-        // Serving the rings may have queued events for sockets.
-        self.flush_sockets();
         self.finish_touched_sockets();
         Ok(())
     }
@@ -260,6 +307,8 @@ impl Server {
                             stream,
                             pending_input: Vec::new(),
                             closing: false,
+                            touched: false,
+                            peeked_bytes: 0,
                         },
                     );
                 }
@@ -274,67 +323,139 @@ impl Server {
         }
     }
 
-    fn read_socket(&mut self, connection: ConnectionId) {
-        let Some(client) = self.sockets.get_mut(&connection) else {
-            return;
-        };
-        self.touched_sockets.insert(connection);
-        let mut buffer = [0u8; PENDING_INPUT_LIMIT_BYTES];
-        // Epoll reports a hang-up even when we did not ask to read: keep the bound anyway.
-        let room = PENDING_INPUT_LIMIT_BYTES.saturating_sub(client.pending_input.len());
-        if room == 0 {
-            return;
+    /// Reads what the readable sockets have (one read each: a short read means it had no
+    /// more, and epoll reports the socket again while it has) and lets the engine process
+    /// the requests at once; their replies are written at the end of the round.
+    ///
+    /// With io_uring each batch of reads is one system call, and the reads only peek: the
+    /// bytes are taken out of the socket right after the reply is sent, in the batch that
+    /// sends it ([`Server::write_touched_sockets`]). Taking a request out of a Unix socket
+    /// wakes its client when it already sleeps waiting for the reply (the kernel reports the
+    /// freed buffer space to it), and that wake-up finds no reply yet; right after the reply
+    /// was sent, the client is awake already. That is one wake-up per request instead of up
+    /// to two, for the server (which pays for waking) and for the client.
+    fn read_sockets(&mut self) {
+        let mut readable = core::mem::take(&mut self.readable_sockets);
+        let peek = self.socket_ring.is_some();
+        for group in readable.chunks(READ_BATCH_SOCKETS) {
+            self.read_socket_group(group, peek);
         }
-        match (&*client.stream).read(buffer.get_mut(..room).unwrap_or(&mut [])) {
-            Ok(0) => client.closing = true,
-            Ok(count) => {
-                client
-                    .pending_input
-                    .extend_from_slice(buffer.get(..count).unwrap_or(&[]));
-                self.sockets_with_input.insert(connection);
-            }
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(error) => {
-                log::debug!("{connection:?}: read failed: {error}");
-                client.closing = true;
-            }
-        }
+        readable.clear();
+        self.readable_sockets = readable;
     }
 
-    /// Offers the kept bytes of the sockets that received some, or that the engine refused
-    /// before, to the engine while it wants them.
-    fn offer_socket_input(&mut self) {
-        let mut offered = core::mem::take(&mut self.sockets_with_input);
-        offered.extend(self.blocked_sockets.iter().copied());
-        for connection in offered {
+    fn read_socket_group(&mut self, group: &[ConnectionId], peek: bool) {
+        let needed_bytes = group.len() * PENDING_INPUT_LIMIT_BYTES;
+        if self.read_buffer.len() < needed_bytes {
+            self.read_buffer.resize(needed_bytes, 0);
+        }
+        for connection in group {
+            if let Some(client) = self.sockets.get_mut(connection) {
+                client.touch(*connection, &mut self.touched_sockets);
+            }
+        }
+        let mut operations = Vec::with_capacity(group.len());
+        // Each operation's connection and the offset of its part of `read_buffer`.
+        let mut readers = Vec::with_capacity(group.len());
+        let mut chunks = self.read_buffer.chunks_mut(PENDING_INPUT_LIMIT_BYTES);
+        for connection in group {
+            let Some(client) = self.sockets.get(connection) else {
+                continue;
+            };
+            // Epoll reports a hang-up even when we did not ask to read: keep the bound anyway.
+            let room = PENDING_INPUT_LIMIT_BYTES.saturating_sub(client.pending_input.len());
+            if room == 0 {
+                continue;
+            }
+            // One part of the buffer per operation, in order (`readers` relies on it).
+            let Some(buffer) = chunks.next().and_then(|chunk| chunk.get_mut(..room)) else {
+                break;
+            };
+            readers.push((*connection, readers.len() * PENDING_INPUT_LIMIT_BYTES));
+            operations.push(SocketOperation::Receive {
+                descriptor: client.stream.as_fd(),
+                buffer,
+                peek,
+            });
+        }
+        let mut results = core::mem::take(&mut self.socket_results);
+        run_socket_operations(&mut self.socket_ring, &mut operations, &mut results);
+        drop(operations);
+        for ((connection, offset), result) in readers.into_iter().zip(results.drain(..)) {
+            let Some(client) = self.sockets.get_mut(&connection) else {
+                continue;
+            };
+            match result {
+                Ok(0) => client.closing = true,
+                Ok(count) => {
+                    if peek {
+                        client.peeked_bytes = count;
+                    }
+                    let received = self.read_buffer.get(offset..offset + count).unwrap_or(&[]);
+                    if client.pending_input.is_empty() {
+                        let taken = self
+                            .engine
+                            .receive(&mut self.platform, connection, received)
+                            .min(received.len());
+                        client
+                            .pending_input
+                            .extend_from_slice(received.get(taken..).unwrap_or(&[]));
+                    } else {
+                        // Earlier bytes wait for the engine: these go behind them.
+                        client.pending_input.extend_from_slice(received);
+                        self.engine.receive_from(
+                            &mut self.platform,
+                            connection,
+                            &mut client.pending_input,
+                        );
+                    }
+                    settle_socket_input(
+                        &self.engine,
+                        connection,
+                        client,
+                        &mut self.blocked_sockets,
+                    );
+                }
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(error) => {
+                    log::debug!("{connection:?}: read failed: {error}");
+                    client.closing = true;
+                }
+            }
+        }
+        self.socket_results = results;
+    }
+
+    /// Offers the kept bytes of the sockets the engine refused before to the engine again.
+    fn offer_blocked_sockets(&mut self) {
+        if self.blocked_sockets.is_empty() {
+            return;
+        }
+        for connection in self.blocked_sockets.clone() {
             let Some(client) = self.sockets.get_mut(&connection) else {
                 self.blocked_sockets.remove(&connection);
                 continue;
             };
-            self.touched_sockets.insert(connection);
+            client.touch(connection, &mut self.touched_sockets);
             self.engine
                 .receive_from(&mut self.platform, connection, &mut client.pending_input);
-            if self.engine.failure(connection).is_some() {
-                // C closes a socket that broke the protocol (oversized header).
-                client.closing = true;
-                self.blocked_sockets.remove(&connection);
-            } else if !client.pending_input.is_empty() && !self.engine.wants_input(connection) {
-                self.blocked_sockets.insert(connection);
-            } else {
-                self.blocked_sockets.remove(&connection);
-            }
+            settle_socket_input(&self.engine, connection, client, &mut self.blocked_sockets);
         }
     }
 
-    /// Sorts the connections the engine queued output for: sockets to flush, rings to serve.
+    /// Sorts the connections the engine queued output for: sockets to write out at the end
+    /// of the round, rings to serve.
     fn collect_output_ready(&mut self) {
+        if !self.engine.has_output_ready() {
+            return;
+        }
         for connection in self.engine.take_output_ready() {
-            if self.sockets.contains_key(&connection) {
-                self.sockets_with_output.insert(connection);
+            if let Some(client) = self.sockets.get_mut(&connection) {
+                client.touch(connection, &mut self.touched_sockets);
             } else if let Some(domain) = self.engine.connection_domain(connection)
                 && self.platform.rings.contains_key(&domain.0)
             {
@@ -343,52 +464,26 @@ impl Server {
         }
     }
 
-    /// Writes out the sockets that have output, as far as they take it.
-    fn flush_sockets(&mut self) {
-        self.collect_output_ready();
-        for connection in core::mem::take(&mut self.sockets_with_output) {
-            let Some(client) = self.sockets.get_mut(&connection) else {
-                continue;
-            };
-            self.touched_sockets.insert(connection);
-            if client.closing {
-                continue;
-            }
-            loop {
-                let output = self.engine.output(connection);
-                if output.is_empty() {
-                    break;
-                }
-                match (&*client.stream).write(output) {
-                    Ok(0) => break,
-                    Ok(count) => self.engine.consume_output(connection, count),
-                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                    // The rest goes out when epoll reports the socket writable.
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(error) => {
-                        log::debug!("{connection:?}: write failed: {error}");
-                        client.closing = true;
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Closes the finished sockets among those touched this round and brings the others'
-    /// epoll interest up to date: reading while the engine takes requests and the kept input
-    /// has room (level-triggered epoll would otherwise report unread input forever), writing
-    /// while output waits.
+    /// Finishes the sockets touched this round: closes the finished ones, writes out the
+    /// others' output as far as they take it, and brings their epoll interest up to date:
+    /// reading while the engine takes requests and the kept input has room (level-triggered
+    /// epoll would otherwise report unread input forever), writing while output waits.
     fn finish_touched_sockets(&mut self) {
-        for connection in core::mem::take(&mut self.touched_sockets) {
+        self.collect_output_ready();
+        let mut touched = core::mem::take(&mut self.touched_sockets);
+        self.write_touched_sockets(&touched);
+        for connection in touched.drain(..) {
             let Some(client) = self.sockets.get_mut(&connection) else {
                 continue;
             };
+            client.touched = false;
+            if !client.closing {
+                // What the batch left: further queued messages (a reply and watch events).
+                write_socket(&mut self.engine, connection, client);
+            }
             if client.closing {
                 self.sockets.remove(&connection);
-                self.sockets_with_input.remove(&connection);
                 self.blocked_sockets.remove(&connection);
-                self.sockets_with_output.remove(&connection);
                 self.engine.close_connection(&mut self.platform, connection);
                 log::debug!("socket client {connection:?} closed");
                 continue;
@@ -401,9 +496,84 @@ impl Server {
             if let Err(error) = client.stream.set_interest(Some(interest)) {
                 log::warn!("{connection:?}: cannot update its epoll interest: {error}");
                 client.closing = true;
-                self.touched_sockets.insert(connection);
+                // Closed at the end of the next round.
+                client.touch(connection, &mut self.touched_sockets);
             }
         }
+        // Keep the list's allocation for the next round.
+        if self.touched_sockets.is_empty() {
+            self.touched_sockets = touched;
+        }
+    }
+
+    /// Sends each touched socket's first queued message and takes the bytes peeked this
+    /// round out of it, in one batch (see [`Server::read_sockets`]): the send first, so that
+    /// the client is awake when its request leaves the socket.
+    fn write_touched_sockets(&mut self, touched: &[ConnectionId]) {
+        let mut operations = Vec::with_capacity(touched.len() * 2);
+        // Each operation's connection, and whether it is the send.
+        let mut owners = Vec::with_capacity(touched.len() * 2);
+        for connection in touched {
+            let Some(client) = self.sockets.get(connection) else {
+                continue;
+            };
+            if !client.closing {
+                let output = self.engine.output(*connection);
+                if !output.is_empty() {
+                    operations.push(SocketOperation::Send {
+                        descriptor: client.stream.as_fd(),
+                        bytes: output,
+                    });
+                    owners.push((*connection, true));
+                }
+            }
+            if client.peeked_bytes > 0 {
+                operations.push(SocketOperation::Discard {
+                    descriptor: client.stream.as_fd(),
+                    length_bytes: client.peeked_bytes,
+                });
+                owners.push((*connection, false));
+            }
+        }
+        if operations.is_empty() {
+            return;
+        }
+        let mut results = core::mem::take(&mut self.socket_results);
+        run_socket_operations(&mut self.socket_ring, &mut operations, &mut results);
+        drop(operations);
+        for ((connection, is_send), result) in owners.into_iter().zip(results.drain(..)) {
+            let Some(client) = self.sockets.get_mut(&connection) else {
+                continue;
+            };
+            match result {
+                Ok(count) if is_send => self.engine.consume_output(connection, count),
+                Err(error)
+                    if is_send
+                        && matches!(
+                            error.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) => {}
+                Ok(count) if count == client.peeked_bytes => client.peeked_bytes = 0,
+                // Taking out fewer bytes than were peeked cannot happen (they wait in the
+                // socket for us alone); serving on would hand the engine some bytes twice.
+                Ok(count) => {
+                    log::warn!(
+                        "{connection:?}: {count} of {} peeked bytes taken",
+                        client.peeked_bytes
+                    );
+                    client.peeked_bytes = 0;
+                    client.closing = true;
+                }
+                Err(error) => {
+                    log::debug!("{connection:?}: socket operation failed: {error}");
+                    if !is_send {
+                        client.peeked_bytes = 0;
+                    }
+                    client.closing = true;
+                }
+            }
+        }
+        self.socket_results = results;
     }
 
     /// Moves bytes between every served ring and the engine.
@@ -528,6 +698,84 @@ impl Server {
         {
             log::info!("domain {domain}: shut down (simulated)");
             self.engine.domain_shutdown(&mut self.platform, domain);
+        }
+    }
+}
+
+/// The io_uring for the socket batches, if the kernel allows one.
+fn open_socket_ring() -> Option<IoUring> {
+    match IoUring::new(sys::EVENTS_PER_WAIT as u32) {
+        Ok(ring) => Some(ring),
+        Err(error) => {
+            log::info!("io_uring unavailable ({error}): one system call per socket operation");
+            None
+        }
+    }
+}
+
+/// Runs a batch of socket operations: through io_uring when there is one, else one system
+/// call each. A ring that fails is given up (the batch still ran in full).
+fn run_socket_operations(
+    ring: &mut Option<IoUring>,
+    operations: &mut [SocketOperation<'_>],
+    results: &mut Vec<io::Result<usize>>,
+) {
+    match ring.as_mut() {
+        Some(batch_ring) => {
+            if let Err(error) = batch_ring.run(operations, results) {
+                log::warn!("io_uring failed ({error}): one system call per socket operation");
+                *ring = None;
+            }
+        }
+        None => sys::run_socket_operations(operations, results),
+    }
+}
+
+/// After the engine was offered a socket's input: a socket that broke the protocol is closed
+/// (C closes it on an oversized header), one whose whole requests the engine refused waits in
+/// `blocked_sockets` until it takes them.
+fn settle_socket_input(
+    engine: &Engine,
+    connection: ConnectionId,
+    client: &mut SocketClient,
+    blocked_sockets: &mut BTreeSet<ConnectionId>,
+) {
+    if engine.failure(connection).is_some() {
+        client.closing = true;
+        blocked_sockets.remove(&connection);
+    } else if !client.pending_input.is_empty() && !engine.wants_input(connection) {
+        blocked_sockets.insert(connection);
+    } else if !blocked_sockets.is_empty() {
+        blocked_sockets.remove(&connection);
+    }
+}
+
+/// Writes the connection's queued output to its socket until it is all sent or the socket
+/// is full (the rest goes out when epoll reports the socket writable).
+fn write_socket(engine: &mut Engine, connection: ConnectionId, client: &mut SocketClient) {
+    loop {
+        let output = engine.output(connection);
+        if output.is_empty() {
+            return;
+        }
+        let output_bytes = output.len();
+        match (&*client.stream).write(output) {
+            Ok(0) => return,
+            Ok(count) => {
+                engine.consume_output(connection, count);
+                // A short write means the socket buffer is full: another write now would
+                // only fail with EAGAIN.
+                if count < output_bytes {
+                    return;
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+            Err(error) => {
+                log::debug!("{connection:?}: write failed: {error}");
+                client.closing = true;
+                return;
+            }
         }
     }
 }

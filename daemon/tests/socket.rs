@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{Daemon, error_name, eventually};
-use xenstored_linux::wire::{Header, message_type};
+use xenstored_linux::wire::{Header, Message, join_strings, message_type};
 
 #[test]
 fn help_and_usage_errors() {
@@ -239,5 +239,81 @@ fn many_socket_clients_come_and_go() {
         paths.sort();
         paths.dedup();
         assert_eq!(paths.len(), 100, "round {round}");
+    }
+}
+
+/// Pipelined requests (many in one write, one split across writes, a 4 KiB value) from
+/// several clients at once, answered in order and once each: with io_uring batches (where
+/// the kernel allows them) and with one system call per socket operation.
+#[test]
+fn pipelined_requests_from_concurrent_clients_are_each_answered_once() {
+    for arguments in [&[][..], &["--no-io-uring"]] {
+        let daemon = Daemon::start(arguments);
+        let large = vec![b'v'; 4000];
+        daemon.dom0().write("/pipe/large", &large).unwrap();
+        std::thread::scope(|scope| {
+            for client_index in 0..6u32 {
+                let daemon = &daemon;
+                let large = &large;
+                scope.spawn(move || {
+                    let mut client = daemon.dom0();
+                    for round in 0..20u32 {
+                        let path = format!("/pipe/{client_index}");
+                        let value = format!("{round}");
+                        let mut batch = Vec::new();
+                        let mut request_id = round * 1000;
+                        // XS_WRITE's payload: the path, a NUL, the value.
+                        let write = [path.as_bytes(), b"\0", value.as_bytes()].concat();
+                        batch.extend(
+                            Message::new(message_type::WRITE, request_id, 0, write).to_bytes(),
+                        );
+                        for _ in 0..30 {
+                            request_id += 1;
+                            let read = if request_id % 7 == 0 {
+                                "/pipe/large"
+                            } else {
+                                &path
+                            };
+                            batch.extend(
+                                Message::new(
+                                    message_type::READ,
+                                    request_id,
+                                    0,
+                                    join_strings(&[read]),
+                                )
+                                .to_bytes(),
+                            );
+                        }
+                        // Split the batch inside a message.
+                        let (first, second) = batch.split_at(batch.len() / 2 + 5);
+                        client.send_raw(first).unwrap();
+                        std::thread::sleep(Duration::from_millis(1));
+                        client.send_raw(second).unwrap();
+                        for expected_id in round * 1000..=request_id {
+                            let reply = client
+                                .receive_message(Duration::from_secs(5))
+                                .unwrap()
+                                .expect("a reply");
+                            assert_eq!(reply.header.request_id, expected_id, "{arguments:?}");
+                            if expected_id == round * 1000 {
+                                assert_eq!(reply.payload, b"OK\0");
+                            } else if expected_id % 7 == 0 {
+                                assert_eq!(&reply.payload, large);
+                            } else {
+                                assert_eq!(reply.payload, value.as_bytes());
+                            }
+                        }
+                        // Nothing was answered twice.
+                        assert!(
+                            client
+                                .receive_message(Duration::from_millis(20))
+                                .unwrap()
+                                .is_none(),
+                            "{arguments:?}"
+                        );
+                    }
+                });
+            }
+        });
     }
 }

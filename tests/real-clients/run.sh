@@ -266,6 +266,8 @@ expect "xenstore-ls -f -p of a guest's node" '/local/domain/42/name = "guest42" 
     "$bin/xenstore-ls" -f -p /local/domain/42
 expect "xenstore-guest is refused outside its home" "ERROR EACCES" \
     bash -c "'$guest_tool' --rundir '$run' --domid 42 read /local/domain/0; [ \$? -eq 1 ]"
+# Empty the file first: the wait below must not mistake the /rcw watch's output for this one's.
+: >"$watch_output"
 timeout 20 "$bin/xenstore-watch" -n 2 @releaseDomain >"$watch_output" 2>&1 &
 watch_pid=$!
 for _ in $(seq 100); do

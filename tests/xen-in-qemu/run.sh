@@ -73,6 +73,7 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2
 scenario="" timeout="" kernel="" interactive=0 keep=0 log="" verbose=0
 xenstore=${XENSTORE:-stub} hostile=${HOSTILE_GUEST_KERNEL:-} sets=()
 tcg_thread=${XEN_QEMU_TCG_THREAD:-multi}
+# XEN_QEMU_CPU: QEMU's -cpu value, for experiments (default: the reference's working model).
 while [ $# -gt 0 ]; do
     case $1 in
     --timeout) [ $# -ge 2 ] || usage; timeout=$2; shift 2 ;;
@@ -413,7 +414,7 @@ say "dom0 initramfs: $(du -sh "$work/dom0.cpio.gz" | cut -f1) (base + $(du -sh "
 # lets `xl dmesg` in dom0 still see early guest lines after Xen's boot messages.
 xen_args="console=com1 com1=115200 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all noreboot conring_size=1M"
 # shellcheck disable=SC2054 # the commas belong to QEMU's -cpu syntax
-qemu=(qemu-system-x86_64 -machine q35 -accel "tcg,thread=$tcg_thread" -cpu max,-pku,-smap,-smep,-la57,-rdtscp
+qemu=(qemu-system-x86_64 -machine q35 -accel "tcg,thread=$tcg_thread" -cpu "${XEN_QEMU_CPU:-max,-pku,-smap,-smep,-la57,-rdtscp}"
     -smp 2 -m 2048 -no-reboot -display none
     -kernel "$base/xen" -append "$xen_args"
     -initrd "$base/vmlinuz console=hvc0 quiet,$work/dom0.cpio.gz")
