@@ -184,7 +184,13 @@ while [ "$i" -le "$ROUNDS" ]; do
             ok=0
         elif [ "$LOOP_BOOT" = 1 ]; then
             boot_wait "$id" "/local/domain/$id/data/booted" "$GUEST_BOOT_TIMEOUT" || r=$?
-            [ "$r" = 0 ] || { echo "round $i: domain $id did not write data/booted (status $r)"; ok=0; }
+            if [ "$r" != 0 ]; then
+                # A domain left paused means xl create never got to unpausing it: show how
+                # it ended (124: killed by its XL_TIMEOUT; 139: segmentation fault).
+                echo "round $i: domain $id did not write data/booted (status $r; xl create exit status $crc)"
+                sed 's/^/    xl create: /' /tmp/loop-create.out | tail -n 15
+                ok=0
+            fi
         fi
         if [ "$r" = 2 ] && [ "$tries" -lt "${BOOT_RETRIES:-1}" ]; then
             tries=$((tries + 1))
