@@ -1,6 +1,14 @@
-//! The measuring global allocator: the stub's heap allocator (`linked_list_allocator`, first
-//! fit, as `src/runtime/heap.rs` uses it) over a fixed arena, plus a map of the occupied bytes
-//! from which the peak use, the heap extent and the free-list holes are read.
+//! The measuring global allocator: the stub's heap allocator (`stub_allocator::SizeClassHeap`:
+//! size classes up to 8 KiB over `linked_list_allocator`'s first fit, as `src/runtime/heap.rs`
+//! uses it) over a fixed arena, plus a map of the bytes the backing first-fit heap has handed
+//! out (class chunks and larger blocks), from which the heap extent and the backing free list's
+//! holes are read.
+//!
+//! Two views of "in use": the live blocks the stub holds (`SizeClassHeap::used()`, each block
+//! counted at its class's size), and what the backing heap has handed out, which adds the class
+//! free lists (freed blocks go back to their class; only a reclaim, when the backing heap runs
+//! out, gives them back to it). The extent and the holes are the backing heap's; the class free
+//! lists are reported separately.
 //!
 //! Only code run through [`inside_stub`] allocates in the arena; everything else (what std
 //! allocates before `main`, the simulated guests, the driver, the report) goes to the system
@@ -16,13 +24,13 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use linked_list_allocator::LockedHeap;
-use linked_list_allocator::hole::HoleList;
+use stub_allocator::{BackingObserver, LockedSizeClassHeap};
 
 /// The arena: far more than the goal, so that an over-budget store is measured, not aborted.
 pub const ARENA_SIZE_BYTES: usize = 64 << 20;
-/// `linked_list_allocator` starts every block at a multiple of 8 bytes (`align_of::<Hole>()`)
-/// and rounds every size up to a multiple of 8, so 8-byte granules describe it exactly.
+/// The backing `linked_list_allocator` starts every block at a multiple of 8 bytes
+/// (`align_of::<Hole>()`) and rounds every size up to a multiple of 8, so 8-byte granules
+/// describe it exactly.
 pub const GRANULE_BYTES: usize = 8;
 const ARENA_OCCUPANCY_WORDS: usize = ARENA_SIZE_BYTES / GRANULE_BYTES / 64;
 
@@ -46,11 +54,6 @@ fn with_mode<T>(in_arena: bool, work: impl FnOnce() -> T) -> T {
     let result = work();
     STUB_HEAP.in_arena.store(previous, Ordering::SeqCst);
     result
-}
-
-/// The size of the block `linked_list_allocator` gives for `layout` (what its `used()` counts).
-pub fn block_size_bytes(layout: Layout) -> usize {
-    HoleList::align_layout(layout).map_or(layout.size(), |aligned| aligned.size())
 }
 
 /// One bit per granule: set while the granule belongs to an allocated block.
@@ -139,26 +142,38 @@ impl<const WORDS: usize> Default for OccupancyMap<WORDS> {
 /// The heap's figures at one moment.
 #[derive(Clone, Copy, Debug)]
 pub struct HeapFigures {
-    /// `Heap::used()`: bytes in allocated blocks (sizes as the allocator rounds them).
+    /// `SizeClassHeap::used()`: bytes in live blocks (class sizes, or the backing heap's
+    /// rounding for blocks beyond the classes).
     pub used_bytes: usize,
-    /// `Heap::free()`.
+    /// Bytes in the class free lists: handed out by the backing heap, free for their class only.
+    pub class_free_bytes: usize,
+    /// Bytes the classes hold from the backing heap (carved, less what reclaims gave back).
+    pub carved_bytes: usize,
+    /// Bytes reclaims gave back to the backing heap: 0 unless the backing heap ran out.
+    pub reclaimed_bytes: usize,
+    /// `SizeClassHeap::free()`: what the backing heap can still hand out.
     pub free_bytes: usize,
     /// The largest `used_bytes` so far.
     pub peak_used_bytes: usize,
-    /// The highest end of any block ever allocated: first fit never placed a block beyond
-    /// it, so a heap of this size would have served the same sequence identically.
+    /// The largest `used_bytes + class_free_bytes` (the backing heap's `used()`) so far.
+    pub peak_held_bytes: usize,
+    /// The highest end of any block the backing heap ever handed out: first fit never placed
+    /// a block beyond it, and the classes' behaviour does not depend on addresses, so a heap
+    /// of this size would have served the same sequence identically.
     pub extent_bytes: usize,
+    /// The backing heap's blocks and holes.
     pub layout: OccupancyLayout,
 }
 
-/// `linked_list_allocator::LockedHeap` over the arena, with the system allocator for the rest.
+/// The stub's `LockedSizeClassHeap` over the arena, with the system allocator for the rest.
 pub struct MeasuringAllocator {
-    heap: LockedHeap,
+    heap: LockedSizeClassHeap,
     /// The arena's first byte; 0 until [`MeasuringAllocator::start`].
     arena_start: AtomicUsize,
     /// Whether allocations go to the arena now (see [`inside_stub`]).
     in_arena: AtomicBool,
     peak_used_bytes: AtomicUsize,
+    peak_held_bytes: AtomicUsize,
     extent_bytes: AtomicUsize,
     /// An allocation did not fit the arena (it went to the system allocator instead).
     exhausted: AtomicBool,
@@ -168,10 +183,11 @@ pub struct MeasuringAllocator {
 impl MeasuringAllocator {
     const fn new() -> Self {
         MeasuringAllocator {
-            heap: LockedHeap::empty(),
+            heap: LockedSizeClassHeap::empty(),
             arena_start: AtomicUsize::new(0),
             in_arena: AtomicBool::new(false),
             peak_used_bytes: AtomicUsize::new(0),
+            peak_held_bytes: AtomicUsize::new(0),
             extent_bytes: AtomicUsize::new(0),
             exhausted: AtomicBool::new(false),
             occupancy: OccupancyMap::new(),
@@ -201,20 +217,36 @@ impl MeasuringAllocator {
 
     /// Current figures, with a scan of the occupancy map.
     pub fn figures(&self) -> HeapFigures {
-        let (used_bytes, free_bytes) = {
+        let (used_bytes, class_free_bytes, carved_bytes, reclaimed_bytes, free_bytes) = {
             let heap = self.heap.lock();
-            (heap.used(), heap.free())
+            (
+                heap.used(),
+                heap.class_free_bytes(),
+                heap.carved_bytes(),
+                heap.reclaimed_bytes(),
+                heap.free(),
+            )
         };
         HeapFigures {
             used_bytes,
+            class_free_bytes,
+            carved_bytes,
+            reclaimed_bytes,
             free_bytes,
             peak_used_bytes: self.peak_used_bytes.load(Ordering::SeqCst),
+            peak_held_bytes: self.peak_held_bytes.load(Ordering::SeqCst),
             extent_bytes: self.extent_bytes.load(Ordering::SeqCst),
             layout: self.occupancy.layout(),
         }
     }
 
-    /// `Heap::used()` alone (no scan): cheap enough to take around every request batch.
+    /// The class free lists: (block size, free blocks) for each class.
+    pub fn class_free_lists(&self) -> Vec<(usize, usize)> {
+        let heap = self.heap.lock();
+        outside_stub(|| heap.class_free_lists().collect())
+    }
+
+    /// `SizeClassHeap::used()` alone (no scan): cheap enough to take around every request batch.
     pub fn used_bytes(&self) -> usize {
         self.heap.lock().used()
     }
@@ -232,25 +264,42 @@ impl MeasuringAllocator {
     }
 }
 
-// SAFETY: arena blocks come from `linked_list_allocator::Heap` under its lock, which upholds
-// the GlobalAlloc contract for them; every other block comes from and returns to `System`.
-// A pointer is returned to the arena exactly when its address lies in the arena, which only
-// arena blocks do. `realloc` is the trait's default (allocate, copy, free), as in the kernel.
+/// Maps what the backing heap hands out and takes back (called under the heap's lock; it
+/// only touches atomics).
+struct BackingMap<'a>(&'a MeasuringAllocator);
+
+impl BackingObserver for BackingMap<'_> {
+    fn allocated(&mut self, start: NonNull<u8>, size_bytes: usize) {
+        if let Some(offset) = self.0.arena_offset(start.as_ptr()) {
+            self.0.occupancy.mark(offset, size_bytes, true);
+            self.0
+                .extent_bytes
+                .fetch_max(offset + size_bytes, Ordering::SeqCst);
+        }
+    }
+
+    fn freed(&mut self, start: NonNull<u8>, size_bytes: usize) {
+        if let Some(offset) = self.0.arena_offset(start.as_ptr()) {
+            self.0.occupancy.mark(offset, size_bytes, false);
+        }
+    }
+}
+
+// SAFETY: arena blocks come from `SizeClassHeap` under its lock, which upholds the GlobalAlloc
+// contract for them; every other block comes from and returns to `System`. A pointer is
+// returned to the arena exactly when its address lies in the arena, which only arena blocks
+// do. `realloc` is the trait's default (allocate, copy, free), as in the kernel.
 unsafe impl GlobalAlloc for MeasuringAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if self.in_arena.load(Ordering::SeqCst) && self.arena_start.load(Ordering::SeqCst) != 0 {
             let mut heap = self.heap.lock();
-            match heap.allocate_first_fit(layout) {
+            match heap.allocate_observed(layout, &mut BackingMap(self)) {
                 Ok(block) => {
                     let used_bytes = heap.used();
+                    let held_bytes = heap.backing_used();
                     drop(heap);
-                    if let Some(offset) = self.arena_offset(block.as_ptr()) {
-                        let size_bytes = block_size_bytes(layout);
-                        self.occupancy.mark(offset, size_bytes, true);
-                        self.extent_bytes
-                            .fetch_max(offset + size_bytes, Ordering::SeqCst);
-                    }
                     self.peak_used_bytes.fetch_max(used_bytes, Ordering::SeqCst);
+                    self.peak_held_bytes.fetch_max(held_bytes, Ordering::SeqCst);
                     return block.as_ptr();
                 }
                 Err(()) => {
@@ -265,11 +314,14 @@ unsafe impl GlobalAlloc for MeasuringAllocator {
 
     unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
         match (self.arena_offset(pointer), NonNull::new(pointer)) {
-            (Some(offset), Some(block)) => {
-                self.occupancy.mark(offset, block_size_bytes(layout), false);
+            (Some(_), Some(block)) => {
                 // SAFETY: the block lies in the arena, so `alloc` got it from this heap with
                 // this layout (GlobalAlloc contract).
-                unsafe { self.heap.lock().deallocate(block, layout) };
+                unsafe {
+                    self.heap
+                        .lock()
+                        .deallocate_observed(block, layout, &mut BackingMap(self))
+                };
             }
             // SAFETY: not in the arena, so `System` allocated it with this layout.
             _ => unsafe { System.dealloc(pointer, layout) },
@@ -313,11 +365,44 @@ mod tests {
     }
 
     #[test]
-    fn block_sizes_follow_the_allocators_rounding() {
-        let size = |bytes| block_size_bytes(Layout::from_size_align(bytes, 1).expect("layout"));
-        assert_eq!(size(1), 16);
-        assert_eq!(size(16), 16);
-        assert_eq!(size(17), 24);
-        assert_eq!(size(4096), 4096);
+    fn the_backing_map_follows_class_chunks_and_large_blocks() {
+        // An allocator of its own (not the process's), started on its own arena; static
+        // because its occupancy map is 1 MiB.
+        static ALLOCATOR: MeasuringAllocator = MeasuringAllocator::new();
+        let allocator = &ALLOCATOR;
+        allocator.start().expect("arena");
+        allocator.in_arena.store(true, Ordering::SeqCst);
+        let small = Layout::from_size_align(24, 8).expect("layout");
+        // Beyond the classes (8 KiB): a block of the backing heap.
+        let large = Layout::from_size_align(10_000, 8).expect("layout");
+        // SAFETY: non-zero sizes; freed below with the same layouts.
+        let (first, block, second) = unsafe {
+            (
+                allocator.alloc(small),
+                allocator.alloc(large),
+                allocator.alloc(small),
+            )
+        };
+        let figures = allocator.figures();
+        // One chunk of 21 blocks of 24 bytes (504 bytes), then the large block.
+        assert_eq!(figures.carved_bytes, 504);
+        assert_eq!(figures.used_bytes, 2 * 24 + 10_000);
+        assert_eq!(figures.class_free_bytes, 504 - 2 * 24);
+        assert_eq!(figures.extent_bytes, 504 + 10_000);
+        assert_eq!(figures.layout.top_bytes, 504 + 10_000);
+        assert_eq!(figures.peak_held_bytes, 504 + 10_000);
+        // SAFETY: allocated above with these layouts.
+        unsafe {
+            allocator.dealloc(block, large);
+            allocator.dealloc(first, small);
+            allocator.dealloc(second, small);
+        }
+        // The chunk stays: the backing heap's top is its end, with no hole below.
+        let figures = allocator.figures();
+        assert_eq!(figures.used_bytes, 0);
+        assert_eq!(figures.class_free_bytes, 504);
+        assert_eq!(figures.layout.top_bytes, 504);
+        assert_eq!(figures.layout.hole_count, 0);
+        assert_eq!(figures.extent_bytes, 504 + 10_000);
     }
 }

@@ -1,9 +1,9 @@
 //! `stub-heap`: how much of the stub domain's heap a host of 1000 domains x 100 nodes takes
 //! (performance goal: "the stub domain serves 1000 domains x 100 nodes in 16 MiB", issue 6),
-//! measured with the stub's own allocator (`linked_list_allocator`, first fit, see
-//! `src/runtime/heap.rs`) and the real engine, driven through its rings the way
-//! `src/xenstore.rs` serves them. Prints a table and the verdict; `--append-csv` adds one row
-//! to the benchmark's `results.csv`.
+//! measured with the stub's own allocator (`stub-allocator`: size classes for small blocks over
+//! `linked_list_allocator`'s first fit, see `src/runtime/heap.rs`) and the real engine, driven
+//! through its rings the way `src/xenstore.rs` serves them. Prints a table and the verdict;
+//! `--append-csv` adds one row to the benchmark's `results.csv`.
 
 mod arena;
 mod host;
@@ -36,6 +36,8 @@ const MEBIBYTE: f64 = 1024.0 * 1024.0;
 const CSV_HEADER: &str = "workload,variant,server,operations_per_second,p50_microseconds,\
 p99_microseconds,max_microseconds,retries_per_commit,server_cpu_microseconds_per_operation,\
 peak_memory_kibibytes,ratio_to_ours,figure_name,figure,note";
+/// How many of the fullest class free lists the report names.
+const LARGEST_CLASS_FREE_LISTS: usize = 6;
 /// How often, in domains, the free list's length is sampled.
 const HOLE_SAMPLE_DOMAINS: usize = 25;
 
@@ -145,7 +147,8 @@ struct StepTotals {
     /// Arena bytes in use after minus before, summed over the domains.
     delta_bytes: i64,
     nodes: i64,
-    /// Wall time (informative: first fit walks its free list on every allocation and free).
+    /// Wall time (informative: it includes the allocator's work, e.g. first fit's walks of its
+    /// free list for blocks beyond the size classes).
     seconds: f64,
 }
 
@@ -206,6 +209,8 @@ struct Measurement {
     end: HeapFigures,
     steps: [StepTotals; 4],
     most_holes: usize,
+    /// The class free lists holding the most bytes at the end: (block size, free blocks).
+    class_free_lists: Vec<(usize, usize)>,
     rings: usize,
     ring_state_bytes: usize,
     domain_state_bytes: usize,
@@ -274,6 +279,9 @@ fn measure(options: &Options) -> Result<Measurement, Box<dyn Error>> {
         }
     }
     let end = STUB_HEAP.figures();
+    let mut class_free_lists = STUB_HEAP.class_free_lists();
+    class_free_lists.sort_by_key(|&(size, count)| std::cmp::Reverse(size * count));
+    class_free_lists.truncate(LARGEST_CLASS_FREE_LISTS);
 
     // The run must have built what it claims, or the figures mean nothing.
     let end_nodes = host.engine.node_count();
@@ -315,8 +323,8 @@ fn measure(options: &Options) -> Result<Measurement, Box<dyn Error>> {
     host.drop_domain_states();
     let after_tracker_drop = STUB_HEAP.used_bytes();
     let watch_events = host.watch_events_received();
-    // Freeing 100 000 nodes one by one through first fit takes seconds and tells nothing
-    // about a store that never shuts down: the process exits instead.
+    // Freeing 100 000 nodes one by one tells nothing about a store that never shuts down:
+    // the process exits instead.
     std::mem::forget(host);
     Ok(Measurement {
         domains: options.domains,
@@ -331,6 +339,7 @@ fn measure(options: &Options) -> Result<Measurement, Box<dyn Error>> {
         end,
         steps: recorder.totals,
         most_holes: recorder.most_holes.max(end.layout.hole_count),
+        class_free_lists,
         rings,
         ring_state_bytes: before_drops.saturating_sub(after_ring_drop),
         domain_state_bytes: after_ring_drop.saturating_sub(after_tracker_drop),
@@ -350,7 +359,8 @@ fn per(bytes: usize, count: usize) -> f64 {
 
 /// Derived figures shared by the table and the CSV row.
 struct Summary {
-    /// The smallest heap that served the run: first fit never placed a block higher.
+    /// The smallest heap that served the run: the backing first fit never placed a block
+    /// higher.
     heap_needed_bytes: usize,
     bytes_per_domain: f64,
     data_bytes_per_node_beyond_key_value: f64,
@@ -385,8 +395,10 @@ fn report(measurement: &Measurement, summary: &Summary) -> String {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "stub-heap: the stub's heap (linked_list_allocator 0.10, first fit) serving {domains} \
+        "stub-heap: the stub's heap (stub-allocator: size classes <= {} B over \
+         linked_list_allocator 0.10 first fit) serving {domains} \
          domains x {} nodes, {}",
+        stub_allocator::MAX_CLASS_BYTES,
         measurement.nodes_per_domain,
         measurement.order.name()
     );
@@ -482,9 +494,10 @@ fn report(measurement: &Measurement, summary: &Summary) -> String {
     let layout = measurement.end.layout;
     let _ = writeln!(
         text,
-        "free list at the end: {} holes below the top block ({:.0} KiB, {:.1}% of the top at \
-         {:.2} MiB; largest {} B); longest free list seen {} holes (sampled every \
-         {HOLE_SAMPLE_DOMAINS} domains; first fit walks it on every allocation and free)",
+        "backing free list at the end: {} holes below the top block ({:.0} KiB, {:.1}% of the \
+         top at {:.2} MiB; largest {} B); longest free list seen {} holes (sampled every \
+         {HOLE_SAMPLE_DOMAINS} domains; first fit walks it for every block beyond the size \
+         classes and every class chunk)",
         layout.hole_count,
         layout.hole_bytes as f64 / 1024.0,
         100.0 * layout.hole_bytes as f64 / layout.top_bytes.max(1) as f64,
@@ -494,16 +507,36 @@ fn report(measurement: &Measurement, summary: &Summary) -> String {
     );
     let _ = writeln!(
         text,
-        "heap (Heap::used()/free() of the {} MiB arena): in use {:.2} MiB at the start, {:.2} \
-         MiB at the end ({:.0} B/domain), free {:.2} MiB; peak in use {:.2} MiB; extent {:.2} \
-         MiB (the highest byte first fit handed out: the smallest heap that serves this run); \
-         {} watch events read; {:.1} s",
+        "size classes (<= {} B): {:.0} KiB carved from the backing heap, {:.0} KiB of it in the \
+         class free lists at the end (freed blocks stay with their class: in use for the backing \
+         heap, free for their class only), {:.0} KiB reclaimed (given back when the backing heap \
+         ran out); fullest lists: {}",
+        stub_allocator::MAX_CLASS_BYTES,
+        measurement.end.carved_bytes as f64 / 1024.0,
+        measurement.end.class_free_bytes as f64 / 1024.0,
+        measurement.end.reclaimed_bytes as f64 / 1024.0,
+        measurement
+            .class_free_lists
+            .iter()
+            .map(|(size, count)| format!("{count} x {size} B"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    let _ = writeln!(
+        text,
+        "heap (SizeClassHeap::used()/free() of the {} MiB arena): in use (live blocks) {:.2} \
+         MiB at the start, {:.2} MiB at the end ({:.0} B/domain), plus {:.2} MiB in class free \
+         lists, free {:.2} MiB; peak in use {:.2} MiB, peak held from the backing heap (in use \
+         + class free lists) {:.2} MiB; extent {:.2} MiB (the highest byte the backing first \
+         fit handed out: the smallest heap that serves this run); {} watch events read; {:.1} s",
         arena::ARENA_SIZE_BYTES >> 20,
         mebibytes(measurement.start.used_bytes),
         mebibytes(measurement.end.used_bytes),
         summary.bytes_per_domain,
+        mebibytes(measurement.end.class_free_bytes),
         mebibytes(measurement.end.free_bytes),
         mebibytes(measurement.end.peak_used_bytes),
+        mebibytes(measurement.end.peak_held_bytes),
         mebibytes(summary.heap_needed_bytes),
         measurement.watch_events,
         measurement.seconds
@@ -511,33 +544,37 @@ fn report(measurement: &Measurement, summary: &Summary) -> String {
     let _ = writeln!(
         text,
         "16 MiB goal: {} ({:.2} MiB heap needed for {domains} domains x {} nodes; in use {:.2} \
-         MiB; ring pages excluded)",
+         MiB + {:.2} MiB in class free lists; ring pages excluded)",
         if summary.met { "met" } else { "not met" },
         mebibytes(summary.heap_needed_bytes),
         measurement.nodes_per_domain,
         mebibytes(measurement.end.used_bytes),
+        mebibytes(measurement.end.class_free_bytes),
     );
     text
 }
 
 fn csv_row(measurement: &Measurement, summary: &Summary) -> String {
     let note = format!(
-        "in use {:.2} MiB, peak {:.2} MiB; {:.0} B/domain; {:.0} B/data node beyond key+value; \
-         stub ring state {:.0} B/ring; ring pages excluded; 16 MiB goal {}",
+        "in use {:.2} MiB + {:.2} MiB in class free lists, peak held {:.2} MiB; {:.0} B/domain; \
+         {:.0} B/data node beyond key+value; stub ring state {:.0} B/ring; ring pages excluded; \
+         16 MiB goal {}",
         mebibytes(measurement.end.used_bytes),
-        mebibytes(measurement.end.peak_used_bytes),
+        mebibytes(measurement.end.class_free_bytes),
+        mebibytes(measurement.end.peak_held_bytes),
         summary.bytes_per_domain,
         summary.data_bytes_per_node_beyond_key_value,
         summary.ring_state_bytes_per_ring,
         if summary.met { "met" } else { "not met" }
     );
     format!(
-        "W13,\"stub heap: {} domains x {} nodes, {} (linked_list_allocator)\",ours,NaN,NaN,NaN,\
+        "W13,\"stub heap: {} domains x {} nodes, {} (size classes + linked_list_allocator)\",ours,\
+         NaN,NaN,NaN,\
          NaN,NaN,NaN,{},NaN,\"MiB heap needed (first-fit extent)\",{:.2},\"{note}\"\n",
         measurement.domains,
         measurement.nodes_per_domain,
         measurement.order.name(),
-        measurement.end.peak_used_bytes / 1024,
+        measurement.end.peak_held_bytes / 1024,
         mebibytes(summary.heap_needed_bytes),
     )
 }
