@@ -485,7 +485,24 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
     let mut next_sweep_ns = stub.events.now_ns().saturating_add(SWEEP_NANOSECONDS);
     let mut ports: Vec<EventChannelPort> = Vec::new();
     loop {
-        let work_remains = service_rings(&mut engine, &mut stub);
+        let mut work_remains = service_rings(&mut engine, &mut stub);
+        if !work_remains {
+            // Only now, with every announced piece of work done and no output left
+            // unserved, does work found on a ring mean that no event announced it.
+            let now_ns = stub.events.now_ns();
+            if now_ns >= next_sweep_ns {
+                let recently_served: Vec<u16> = stub
+                    .served_since_sweep
+                    .union(&stub.served_before_sweep)
+                    .copied()
+                    .collect();
+                sweep_rings(&mut engine, &mut stub, &recently_served);
+                stub.served_before_sweep = core::mem::take(&mut stub.served_since_sweep);
+                next_sweep_ns = now_ns.saturating_add(SWEEP_NANOSECONDS);
+            }
+            check_rings_awaiting_room(&mut engine, &mut stub, now_ns);
+            work_remains = !stub.needs_service.is_empty();
+        }
 
         ports.clear();
         ports.extend(
@@ -541,17 +558,6 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
             engine.tick(&mut stub);
             next_tick_ns = now_ns + TICK_NANOSECONDS;
         }
-        if now_ns >= next_sweep_ns {
-            let recently_served: Vec<u16> = stub
-                .served_since_sweep
-                .union(&stub.served_before_sweep)
-                .copied()
-                .collect();
-            sweep_rings(&mut engine, &mut stub, &recently_served);
-            stub.served_before_sweep = core::mem::take(&mut stub.served_since_sweep);
-            next_sweep_ns = now_ns.saturating_add(SWEEP_NANOSECONDS);
-        }
-        check_rings_awaiting_room(&mut engine, &mut stub, now_ns);
     }
 }
 
@@ -562,8 +568,10 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
 /// we needed. C xenstored recovers from that by checking every connection on every loop
 /// (`domain_can_read()`), which costs O(domains) per request; once a second it costs
 /// nothing. The loop checks the rings served in the last two intervals (see
-/// `served_since_sweep`) and those awaiting room (see [`GuestRing::room_check`]). Each
-/// find is counted and reported as a missed wake-up.
+/// `served_since_sweep`) and those awaiting room (see [`GuestRing::room_check`]), right
+/// after serving all announced work. Each find is counted and reported as a missed
+/// wake-up; a guest vCPU preempted between writing its ring and notifying is also counted
+/// (serving it early is harmless).
 fn sweep_rings(engine: &mut Engine, stub: &mut StubPlatform, domids: &[u16]) {
     for (domid, guest) in domids
         .iter()

@@ -78,6 +78,13 @@ alive() {
         echo "INFO: the bystander (domain $byid) died (Xen: $(timeout 10 xl dmesg 2>/dev/null | grep -m1 "d${byid}v0 Triple fault" || echo 'no triple fault logged')); starting a new one"
         if launch_guest xl-create-bystander "$(guest_cfg bystander xsclient echo)" data/booted 240; then
             byid=$DOMID
+            # Its death fired @releaseDomain, as it should: a running release watch starts
+            # over, so that not-released counts only what came after.
+            if [ -n "${RWPID:-}" ] && kill -0 "$RWPID" 2>/dev/null; then
+                echo "INFO: restarting the @releaseDomain watch after the bystander's death"
+                kill "$RWPID" 2>/dev/null
+                release_watch_start
+            fi
         else
             fail "$1" "$_d; a new bystander (domain $DOMID) did not boot"
             return 1
