@@ -74,6 +74,7 @@ scenario="" timeout="" kernel="" interactive=0 keep=0 log="" verbose=0
 xenstore=${XENSTORE:-stub} hostile=${HOSTILE_GUEST_KERNEL:-} sets=()
 tcg_thread=${XEN_QEMU_TCG_THREAD:-multi}
 # XEN_QEMU_CPU: QEMU's -cpu value, for experiments (default: the reference's working model).
+# XEN_EXTRA_ARGS: words added to Xen's command line, for experiments.
 while [ $# -gt 0 ]; do
     case $1 in
     --timeout) [ $# -ge 2 ] || usage; timeout=$2; shift 2 ;;
@@ -412,7 +413,14 @@ say "dom0 initramfs: $(du -sh "$work/dom0.cpio.gz" | cut -f1) (base + $(du -sh "
 # ---------------------------------------------------------------------------------------
 # Boot. The command line is the one in the project's xen-in-qemu reference; conring_size
 # lets `xl dmesg` in dom0 still see early guest lines after Xen's boot messages.
+# spec-ctrl=eager-fpu: on the AMD CPU that TCG emulates, Xen switches FPU state lazily by
+# default (CR0.TS and #NM), and under QEMU's TCG that corrupted user space in dom0 and in
+# guests whenever domains shared a CPU: programs died of SIGSEGV or aborted (xl create,
+# status 134, failed a CI run). Eager switching, what Xen does on affected Intel CPUs,
+# made it stop (scenario emulation-stress: 2-7 killed programs per run before, 0 after).
+# XEN_EXTRA_ARGS: more words for Xen's command line (e.g. spec-ctrl=no-eager-fpu).
 xen_args="console=com1 com1=115200 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all noreboot conring_size=1M"
+xen_args="$xen_args spec-ctrl=eager-fpu${XEN_EXTRA_ARGS:+ $XEN_EXTRA_ARGS}"
 # shellcheck disable=SC2054 # the commas belong to QEMU's -cpu syntax
 qemu=(qemu-system-x86_64 -machine q35 -accel "tcg,thread=$tcg_thread" -cpu "${XEN_QEMU_CPU:-max,-pku,-smap,-smep,-la57,-rdtscp}"
     -smp 2 -m 2048 -no-reboot -display none
