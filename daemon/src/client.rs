@@ -65,26 +65,49 @@ pub trait Transport {
 /// The Unix socket: the client is privileged (dom0).
 pub struct SocketTransport {
     stream: UnixStream,
+    /// The socket's `SO_SNDTIMEO` and `SO_RCVTIMEO` as last set, so that a request does
+    /// not cost two more system calls to set them again (see [`timeout_to_set`]).
+    write_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
 }
 
 impl SocketTransport {
     pub fn connect(path: &Path) -> io::Result<SocketTransport> {
         Ok(SocketTransport {
             stream: UnixStream::connect(path)?,
+            write_timeout: None,
+            read_timeout: None,
         })
+    }
+}
+
+/// The timeout to give the socket when `wanted` is asked for and `current` is set, or
+/// `None` to keep `current`. The socket's timeout only bounds a wait that nothing ends, so
+/// a current one slightly longer than asked (by at most 1/16, e.g. 10 s set while a
+/// request has 9.7 s left) is kept; a shorter one never is.
+pub fn timeout_to_set(current: Option<Duration>, wanted: Duration) -> Option<Duration> {
+    // A zero timeout means "block forever" to the socket.
+    let wanted = wanted.max(Duration::from_millis(1));
+    match current {
+        Some(current) if current >= wanted && current - wanted <= wanted / 16 => None,
+        _ => Some(wanted),
     }
 }
 
 impl Transport for SocketTransport {
     fn send(&mut self, bytes: &[u8], timeout: Duration) -> io::Result<()> {
-        self.stream
-            .set_write_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        if let Some(timeout) = timeout_to_set(self.write_timeout, timeout) {
+            self.stream.set_write_timeout(Some(timeout))?;
+            self.write_timeout = Some(timeout);
+        }
         self.stream.write_all(bytes)
     }
 
     fn receive(&mut self, buffer: &mut [u8], timeout: Duration) -> io::Result<usize> {
-        self.stream
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        if let Some(timeout) = timeout_to_set(self.read_timeout, timeout) {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.read_timeout = Some(timeout);
+        }
         match self.stream.read(buffer) {
             Ok(0) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -506,5 +529,40 @@ impl<T: Transport> Client<T> {
             events.push(event);
         }
         Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_timeout_is_set_again_only_when_it_would_be_too_short_or_much_too_long() {
+        let second = Duration::from_secs(1);
+        // Nothing set yet: set it.
+        assert_eq!(timeout_to_set(None, 10 * second), Some(10 * second));
+        // A request's remaining time shrinks a little per call: keep 10 s.
+        assert_eq!(timeout_to_set(Some(10 * second), 10 * second), None);
+        assert_eq!(
+            timeout_to_set(Some(10 * second), Duration::from_millis(9_500)),
+            None
+        );
+        // 10 s set, 9 s asked: more than 1/16 too long.
+        assert_eq!(
+            timeout_to_set(Some(10 * second), 9 * second),
+            Some(9 * second)
+        );
+        // Never keep a shorter one.
+        assert_eq!(timeout_to_set(Some(second), 10 * second), Some(10 * second));
+        // A short wait for an event after a long request timeout.
+        assert_eq!(
+            timeout_to_set(Some(10 * second), Duration::from_millis(200)),
+            Some(Duration::from_millis(200))
+        );
+        // Zero would block forever: at least 1 ms.
+        assert_eq!(
+            timeout_to_set(None, Duration::ZERO),
+            Some(Duration::from_millis(1))
+        );
     }
 }
