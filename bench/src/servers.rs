@@ -101,6 +101,11 @@ impl RunningServer {
             ServerKind::Ours => {
                 let mut command = Command::new(&paths.our_xenstored);
                 command.arg("--rundir").arg(run_directory);
+                // XS_BENCH_OURS_ARGS: more options for our daemon, for A/B runs
+                // (e.g. `--no-io-uring`).
+                if let Ok(words) = std::env::var("XS_BENCH_OURS_ARGS") {
+                    command.args(words.split_whitespace());
+                }
                 command
             }
             ServerKind::CXenstored | ServerKind::OXenstored => {
