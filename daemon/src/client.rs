@@ -85,7 +85,7 @@ impl SocketTransport {
 /// `None` to keep `current`. The socket's timeout only bounds a wait that nothing ends, so
 /// a current one slightly longer than asked (by at most 1/16, e.g. 10 s set while a
 /// request has 9.7 s left) is kept; a shorter one never is.
-pub fn timeout_to_set(current: Option<Duration>, wanted: Duration) -> Option<Duration> {
+fn timeout_to_set(current: Option<Duration>, wanted: Duration) -> Option<Duration> {
     // A zero timeout means "block forever" to the socket.
     let wanted = wanted.max(Duration::from_millis(1));
     match current {
