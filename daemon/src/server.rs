@@ -334,17 +334,22 @@ impl Server {
     /// freed buffer space to it), and that wake-up finds no reply yet; right after the reply
     /// was sent, the client is awake already. That is one wake-up per request instead of up
     /// to two, for the server (which pays for waking) and for the client.
+    ///
+    /// A round with one readable socket reads it with a plain system call and no peek: a
+    /// batch of one saves nothing, and with a single client the io_uring path measured
+    /// about 14% fewer reads/s (W3, 1 client: 12,868 against 14,966 reads/s, means of 4
+    /// runs each; with this rule 15,473 against 14,936).
     fn read_sockets(&mut self) {
         let mut readable = core::mem::take(&mut self.readable_sockets);
-        let peek = self.socket_ring.is_some();
         for group in readable.chunks(READ_BATCH_SOCKETS) {
-            self.read_socket_group(group, peek);
+            self.read_socket_group(group);
         }
         readable.clear();
         self.readable_sockets = readable;
     }
 
-    fn read_socket_group(&mut self, group: &[ConnectionId], peek: bool) {
+    fn read_socket_group(&mut self, group: &[ConnectionId]) {
+        let peek = self.socket_ring.is_some() && group.len() >= BATCHED_OPERATIONS_MIN;
         let needed_bytes = group.len() * PENDING_INPUT_LIMIT_BYTES;
         if self.read_buffer.len() < needed_bytes {
             self.read_buffer.resize(needed_bytes, 0);
@@ -713,14 +718,22 @@ fn open_socket_ring() -> Option<IoUring> {
     }
 }
 
-/// Runs a batch of socket operations: through io_uring when there is one, else one system
-/// call each. A ring that fails is given up (the batch still ran in full).
+/// The fewest socket operations worth one io_uring submission; fewer run as plain system
+/// calls (see [`Server::read_sockets`]).
+const BATCHED_OPERATIONS_MIN: usize = 2;
+
+/// Runs a batch of socket operations: through io_uring when there is one and the batch has
+/// at least [`BATCHED_OPERATIONS_MIN`] operations, else one system call each. A ring that
+/// fails is given up (the batch still ran in full).
 fn run_socket_operations(
     ring: &mut Option<IoUring>,
     operations: &mut [SocketOperation<'_>],
     results: &mut Vec<io::Result<usize>>,
 ) {
-    match ring.as_mut() {
+    match ring
+        .as_mut()
+        .filter(|_| operations.len() >= BATCHED_OPERATIONS_MIN)
+    {
         Some(batch_ring) => {
             if let Err(error) = batch_ring.run(operations, results) {
                 log::warn!("io_uring failed ({error}): one system call per socket operation");
