@@ -139,6 +139,15 @@ pub struct StubPlatform {
     to_notify: Vec<EventChannelPort>,
     /// Xen refused `HYPERVISOR_multicall`: notify and sleep with separate hypercalls.
     multicall_refused: bool,
+    /// Xen system time read once per round of the loop, right after its sleep, and used
+    /// for everything the round times: the engine's clock, sweeps, room checks, the next
+    /// sleep's deadline. Xen emulates `rdtsc` for this HVM-container domain whenever the
+    /// host's TSC is not known to be invariant (as under QEMU), so each read is a guest
+    /// exit: 30-40 µs under TCG, where reading the time at every use cost five exits and
+    /// 40% of the stub's running time per request (xentrace). Work of one round is at most
+    /// a few ms old by this clock; every deadline it sets is then that much early, never
+    /// late.
+    round_ns: u64,
 }
 
 /// How the loop rests after a round.
@@ -146,7 +155,7 @@ pub struct StubPlatform {
 enum Rest {
     /// Work is left: send the notifications and go on.
     None,
-    /// Sleep until an event, or at most this many ns (`None`: no limit).
+    /// Sleep until an event, or at most until this Xen system time (`None`: no limit).
     UntilEvent(Option<u64>),
 }
 
@@ -163,8 +172,11 @@ impl StubPlatform {
         notify.sort_unstable_by_key(|port| port.0);
         notify.dedup();
         let result = match (ports, rest) {
-            (Some(ports), Rest::UntilEvent(timeout_ns)) if !self.multicall_refused => {
-                match self.events.notify_then_wait(&notify, ports, timeout_ns) {
+            (Some(ports), Rest::UntilEvent(deadline_ns)) if !self.multicall_refused => {
+                match self
+                    .events
+                    .notify_then_wait_until(&notify, ports, deadline_ns)
+                {
                     Err(XenErrno::NotImplemented) => {
                         log::info!("multicall refused: notifying and polling separately");
                         self.multicall_refused = true;
@@ -192,12 +204,13 @@ impl StubPlatform {
         }
         match (ports, rest) {
             (_, Rest::None) => Ok(()),
-            (Some(ports), Rest::UntilEvent(timeout_ns)) => self.events.wait(ports, timeout_ns),
-            (None, Rest::UntilEvent(timeout_ns)) => {
-                let timeout_ns = timeout_ns.map_or(UNLISTED_WAIT_NANOSECONDS, |timeout_ns| {
-                    timeout_ns.min(UNLISTED_WAIT_NANOSECONDS)
-                });
-                self.events.wait(&[], Some(timeout_ns))
+            (Some(ports), Rest::UntilEvent(deadline_ns)) => {
+                self.events.wait_until(ports, deadline_ns)
+            }
+            (None, Rest::UntilEvent(deadline_ns)) => {
+                let unlisted_ns = self.round_ns.saturating_add(UNLISTED_WAIT_NANOSECONDS);
+                let deadline_ns = deadline_ns.map_or(unlisted_ns, |ns| ns.min(unlisted_ns));
+                self.events.wait_until(&[], Some(deadline_ns))
             }
         }
     }
@@ -310,7 +323,7 @@ impl Platform for StubPlatform {
     }
 
     fn now_milliseconds(&mut self) -> u64 {
-        self.events.now_ns() / 1_000_000
+        self.round_ns / 1_000_000
     }
 }
 
@@ -445,6 +458,7 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         served_before_sweep: BTreeSet::new(),
         to_notify: Vec::new(),
         multicall_refused: false,
+        round_ns: events.now_ns(),
     };
     let mut domain_watcher = if domctl::has_get_domain_state(platform.cpuid_version) {
         DomainWatcher::DomainState(DomainStateTracker::default())
@@ -482,14 +496,14 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
     trace::record("xenstore.serving", u64::from(dom0_port.0));
 
     let mut next_tick_ns = 0u64;
-    let mut next_sweep_ns = stub.events.now_ns().saturating_add(SWEEP_NANOSECONDS);
+    let mut next_sweep_ns = stub.round_ns.saturating_add(SWEEP_NANOSECONDS);
     let mut ports: Vec<EventChannelPort> = Vec::new();
     loop {
         let mut work_remains = service_rings(&mut engine, &mut stub);
         if !work_remains {
             // Only now, with every announced piece of work done and no output left
             // unserved, does work found on a ring mean that no event announced it.
-            let now_ns = stub.events.now_ns();
+            let now_ns = stub.round_ns;
             if now_ns >= next_sweep_ns {
                 let recently_served: Vec<u16> = stub
                     .served_since_sweep
@@ -512,31 +526,29 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
                 .map(|guest| guest.local_port),
         );
         ports.extend(domain_state_port);
-        let now_ns = stub.events.now_ns();
+        let now_ns = stub.round_ns;
         // Sleep until an event, or sooner when time-driven work waits: rings held back by
         // a quota or the write rate or left full (retried each tick), watch events that may
         // expire, or a sweep of recently served rings. An idle store sleeps without a
         // timeout (a 100 ms tick cost about 1% of a TCG vCPU). With work left over from
         // this round there is no sleep at all.
-        let next_check_ns = next_check_ns(&stub, next_sweep_ns);
-        let until_sweep_ns = next_check_ns.map(|check_ns| check_ns.saturating_sub(now_ns).max(1));
+        // A deadline already past ends the sleep at once.
+        let check_deadline_ns = next_check_ns(&stub, next_sweep_ns);
         let timed_work = !stub.blocked.is_empty() || engine.has_timed_work();
-        let until_tick_ns = timed_work.then(|| {
-            next_tick_ns
-                .saturating_sub(now_ns)
-                .clamp(1, TICK_NANOSECONDS)
-        });
-        let timeout_ns = match (until_tick_ns, until_sweep_ns) {
-            (Some(tick), Some(sweep)) => Some(tick.min(sweep)),
-            (tick, sweep) => tick.or(sweep),
+        let tick_deadline_ns =
+            timed_work.then(|| next_tick_ns.min(now_ns.saturating_add(TICK_NANOSECONDS)));
+        let deadline_ns = match (tick_deadline_ns, check_deadline_ns) {
+            (Some(tick), Some(check)) => Some(tick.min(check)),
+            (tick, check) => tick.or(check),
         };
         let listed_ports = (ports.len() <= POLLED_PORTS_MAX).then_some(ports.as_slice());
         let rest = if work_remains {
             Rest::None
         } else {
-            Rest::UntilEvent(timeout_ns)
+            Rest::UntilEvent(deadline_ns)
         };
         let waited = stub.notify_then_rest(listed_ports, rest);
+        stub.round_ns = stub.events.now_ns();
         if let Err(errno) = waited {
             log::warn!("SCHEDOP_poll failed: {errno}");
         }
@@ -553,7 +565,7 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         if domains_changed {
             watch_domains(&mut domain_watcher, &mut engine, &mut stub);
         }
-        let now_ns = stub.events.now_ns();
+        let now_ns = stub.round_ns;
         if now_ns >= next_tick_ns {
             engine.tick(&mut stub);
             next_tick_ns = now_ns + TICK_NANOSECONDS;
@@ -713,7 +725,7 @@ fn service_ring_set(engine: &mut Engine, stub: &mut StubPlatform, domids: BTreeS
         } else if notify || guest.room_check.is_none() {
             // Progress restarts the backoff: only a guest that stops reading is checked
             // rarely.
-            let now_ns = stub.events.now_ns();
+            let now_ns = stub.round_ns;
             guest.room_check = Some(RoomCheck {
                 due_ns: now_ns.saturating_add(SWEEP_NANOSECONDS),
                 interval_ns: SWEEP_NANOSECONDS,

@@ -134,39 +134,48 @@ impl EventChannels {
         super::shared_info::system_time_ns(self.shared_info)
     }
 
-    /// Notifies every port of `notify`, then sleeps as [`EventChannels::wait`] does, in one
-    /// multicall (one guest exit instead of one per call). `Err(NotImplemented)`: Xen
-    /// refused the multicall and nothing was done; use [`EventChannels::notify`] and
-    /// [`EventChannels::wait`] instead.
-    pub fn notify_then_wait(
+    /// Notifies every port of `notify`, then sleeps as [`EventChannels::wait_until`] does,
+    /// in one multicall (one guest exit instead of one per call). `Err(NotImplemented)`:
+    /// Xen refused the multicall and nothing was done; use [`EventChannels::notify`] and
+    /// [`EventChannels::wait_until`] instead.
+    pub fn notify_then_wait_until(
         &self,
         notify: &[EventChannelPort],
         ports: &[EventChannelPort],
-        timeout_ns: Option<u64>,
+        deadline_ns: Option<u64>,
     ) -> XenResult<()> {
         self.hypervisor
-            .send_then_poll(notify, ports, self.deadline_ns(timeout_ns))
-    }
-
-    /// Xen's absolute poll deadline for a relative timeout (0: none).
-    fn deadline_ns(&self, timeout_ns: Option<u64>) -> u64 {
-        match timeout_ns {
-            // Xen treats 0 as "no timeout", so a deadline is never 0.
-            Some(timeout_ns) => self.now_ns().saturating_add(timeout_ns).max(1),
-            None => 0,
-        }
+            .send_then_poll(notify, ports, poll_deadline(deadline_ns))
     }
 
     /// Sleeps until one of `ports` is pending (at most 128) or `timeout_ns` passed
     /// (`None`: no timeout). An empty `ports` waits for any event of the domain, but then
     /// an event that arrived before the call is not noticed: pass a timeout.
     pub fn wait(&self, ports: &[EventChannelPort], timeout_ns: Option<u64>) -> XenResult<()> {
-        let deadline_ns = self.deadline_ns(timeout_ns);
+        let deadline_ns = timeout_ns.map(|timeout_ns| self.now_ns().saturating_add(timeout_ns));
+        self.wait_until(ports, deadline_ns)
+    }
+
+    /// [`EventChannels::wait`] with an absolute deadline in Xen system time (`None`: none),
+    /// for a caller that already knows the time: under Xen's emulated TSC, which Xen
+    /// chooses for HVM-container guests when the host's TSC is not known to be invariant
+    /// (as under QEMU), every `rdtsc` is a guest exit.
+    pub fn wait_until(
+        &self,
+        ports: &[EventChannelPort],
+        deadline_ns: Option<u64>,
+    ) -> XenResult<()> {
         if ports.len() > xen_hypercall::sched::MAX_POLL_PORTS {
             return Err(XenErrno::InvalidArgument);
         }
-        self.hypervisor.poll(ports, deadline_ns)
+        self.hypervisor.poll(ports, poll_deadline(deadline_ns))
     }
+}
+
+/// `SCHEDOP_poll`'s timeout field: 0 means "none", so a real deadline is never 0 (a
+/// deadline already past ends the poll at once, as Xen's timer fires immediately).
+fn poll_deadline(deadline_ns: Option<u64>) -> u64 {
+    deadline_ns.map_or(0, |deadline_ns| deadline_ns.max(1))
 }
 
 #[cfg(test)]
