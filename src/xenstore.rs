@@ -32,6 +32,7 @@ use crate::kernel::BootedPlatform;
 use crate::runtime::{console, trace};
 use crate::xen::event_channel::EventChannels;
 use crate::xen::grant_table::{GrantMapper, GrantWindow, plan_grant_window};
+use crate::xen::runstate::WakeClock;
 use crate::xen::xenstore_ring::MappedRingPage;
 
 /// How long the loop sleeps at most between time-driven work (watch-event expiry, write credit).
@@ -139,15 +140,15 @@ pub struct StubPlatform {
     to_notify: Vec<EventChannelPort>,
     /// Xen refused `HYPERVISOR_multicall`: notify and sleep with separate hypercalls.
     multicall_refused: bool,
-    /// Xen system time read once per round of the loop, right after its sleep, and used
-    /// for everything the round times: the engine's clock, sweeps, room checks, the next
-    /// sleep's deadline. Xen emulates `rdtsc` for this HVM-container domain whenever the
-    /// host's TSC is not known to be invariant (as under QEMU), so each read is a guest
-    /// exit: 30-40 µs under TCG, where reading the time at every use cost five exits and
-    /// 40% of the stub's running time per request (xentrace). Work of one round is at most
-    /// a few ms old by this clock; every deadline it sets is then that much early, never
-    /// late.
+    /// Xen system time read once per round of the loop, right after its sleep (by
+    /// `clock`: no TSC read when the sleep blocked), and used for everything the round
+    /// times: the engine's clock, sweeps, room checks, the next sleep's deadline. Each
+    /// `rdtsc` can be a guest exit (see [`WakeClock`]); reading the time at every use cost
+    /// five exits and 40% of the stub's running time per request (xentrace). Work of one
+    /// round is at most a few ms old by this clock; every deadline it sets is then that
+    /// much early, never late.
     round_ns: u64,
+    clock: WakeClock,
 }
 
 /// How the loop rests after a round.
@@ -459,6 +460,10 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         to_notify: Vec::new(),
         multicall_refused: false,
         round_ns: events.now_ns(),
+        clock: WakeClock::register(&platform.hypervisor).unwrap_or_else(|errno| {
+            log::warn!("no runstate area ({errno}): the clock reads the TSC every round");
+            WakeClock::without_area()
+        }),
     };
     let mut domain_watcher = if domctl::has_get_domain_state(platform.cpuid_version) {
         DomainWatcher::DomainState(DomainStateTracker::default())
@@ -548,7 +553,8 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
             Rest::UntilEvent(deadline_ns)
         };
         let waited = stub.notify_then_rest(listed_ports, rest);
-        stub.round_ns = stub.events.now_ns();
+        let events = &stub.events;
+        stub.round_ns = stub.clock.read(|| events.now_ns());
         if let Err(errno) = waited {
             log::warn!("SCHEDOP_poll failed: {errno}");
         }

@@ -5,6 +5,7 @@
 //! - [`shared_info`], [`event_channel`]: the shared_info page and 2-level event channels.
 //! - [`grant_table`]: mapping other domains' granted pages into a reserved GFN window.
 //! - [`pv_console`]: the PV console ring.
+//! - [`runstate`]: the vCPU's runstate area, a clock reading without `rdtsc` after a sleep.
 //!
 //! Only this layer (with `arch` and `runtime`) turns guest-physical addresses into pointers.
 //!
@@ -24,6 +25,7 @@ pub mod event_channel;
 pub mod grant_table;
 pub mod memory_map;
 pub mod pv_console;
+pub mod runstate;
 pub mod shared_info;
 pub mod start_info;
 pub mod xenstore_ring;

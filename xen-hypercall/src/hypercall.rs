@@ -18,6 +18,7 @@ pub mod number {
     pub const XEN_VERSION: u64 = 17;
     pub const CONSOLE_IO: u64 = 18;
     pub const GRANT_TABLE_OP: u64 = 20;
+    pub const VCPU_OP: u64 = 24;
     pub const SCHED_OP: u64 = 29;
     pub const EVENT_CHANNEL_OP: u64 = 32;
     pub const HVM_OP: u64 = 34;

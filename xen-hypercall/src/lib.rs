@@ -9,7 +9,7 @@
 //!   off. Holding a `Hypervisor` proves that Xen was found and hypercalls are set up.
 //! - One module per Xen public header for the operations the stub domain needs:
 //!   [`version`] (`version.h`), [`memory`] (`memory.h`), [`event_channel`] (`event_channel.h`),
-//!   [`grant_table`] (`grant_table.h`), [`sched`] (`sched.h`), [`multicall`] (`xen.h`), [`hvm`] (`hvm/hvm_op.h`,
+//!   [`grant_table`] (`grant_table.h`), [`sched`] (`sched.h`), [`vcpu`] (`vcpu.h`), [`multicall`] (`xen.h`), [`hvm`] (`hvm/hvm_op.h`,
 //!   `hvm/params.h`), [`domctl`] (`domctl.h`), [`console`] (`xen.h` console_io, `io/console.h`),
 //!   and the shared data layout of [`shared_info`] (`xen.h`, `arch-x86/xen.h`).
 //!
@@ -43,6 +43,7 @@ pub mod multicall;
 pub mod sched;
 pub mod shared_info;
 pub mod types;
+pub mod vcpu;
 pub mod version;
 
 pub use errno::{XenErrno, XenResult};

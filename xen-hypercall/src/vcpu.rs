@@ -1,0 +1,101 @@
+//! `HYPERVISOR_vcpu_op` (`xen/include/public/vcpu.h`): the vCPU's runstate memory area.
+//!
+//! Xen copies a vCPU's `vcpu_runstate_info` into a registered guest area whenever it
+//! switches the vCPU in (`update_runstate_area()`, called from `context_switch()` in
+//! xen/arch/x86/domain.c). While the vCPU runs, `state_entry_time` is therefore the Xen
+//! system time at which it was last switched in: a clock reading that costs no `rdtsc`.
+
+use core::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::errno::XenResult;
+use crate::hypercall::{Hypervisor, argument_address, number};
+
+pub const VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA: u64 = 5;
+
+/// `RUNSTATE_*` values of [`VcpuRunstateInfo::state`].
+pub const RUNSTATE_RUNNING: u32 = 0;
+pub const RUNSTATE_RUNNABLE: u32 = 1;
+pub const RUNSTATE_BLOCKED: u32 = 2;
+pub const RUNSTATE_OFFLINE: u32 = 3;
+
+/// `struct vcpu_runstate_info` (48 bytes on x86-64), written by Xen: hence atomics.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct VcpuRunstateInfo {
+    /// `RUNSTATE_*` (an `int` in C).
+    pub state: AtomicU32,
+    pub pad0: AtomicU32,
+    /// Xen system time (ns) at which the vCPU entered `state`.
+    pub state_entry_time: AtomicU64,
+    /// ns spent in each `RUNSTATE_*` so far.
+    pub time: [AtomicU64; 4],
+}
+
+impl VcpuRunstateInfo {
+    pub const fn new() -> VcpuRunstateInfo {
+        VcpuRunstateInfo {
+            state: AtomicU32::new(0),
+            pad0: AtomicU32::new(0),
+            state_entry_time: AtomicU64::new(0),
+            time: [
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+            ],
+        }
+    }
+}
+
+/// `struct vcpu_register_runstate_memory_area`: the area's guest-linear address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegisterRunstateMemoryArea {
+    pub address: u64,
+}
+
+impl Hypervisor {
+    /// `VCPUOP_register_runstate_memory_area`: Xen keeps `area` up to date for `vcpu` from
+    /// now on (and writes it once at once when `vcpu` is the caller). `'static` because Xen
+    /// writes it for as long as the domain lives; all atomics, so those writes are
+    /// ordinary shared-memory updates to Rust.
+    pub fn register_runstate_area(
+        &self,
+        vcpu: u32,
+        area: &'static VcpuRunstateInfo,
+    ) -> XenResult<()> {
+        let request = RegisterRunstateMemoryArea {
+            address: argument_address(area),
+        };
+        let address = argument_address(&request);
+        // SAFETY: Xen reads the request (alive for the call) and from then on writes one
+        // vcpu_runstate_info at `area`, a 'static of atomics with that exact layout.
+        unsafe {
+            self.hypercall(
+                number::VCPU_OP,
+                [
+                    VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
+                    u64::from(vcpu),
+                    address,
+                    0,
+                    0,
+                ],
+            )
+        }?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn vcpu_layouts() {
+        assert_eq!(size_of::<VcpuRunstateInfo>(), 48);
+        assert_eq!(offset_of!(VcpuRunstateInfo, state_entry_time), 8);
+        assert_eq!(offset_of!(VcpuRunstateInfo, time), 16);
+        assert_eq!(size_of::<RegisterRunstateMemoryArea>(), 8);
+    }
+}
