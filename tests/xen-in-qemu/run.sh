@@ -60,7 +60,7 @@ repo=$(cd "$here/../.." && pwd)
 cache_root=${XENSTORE_CACHE_DIR:-$HOME/.cache/xenstore-stubdom}
 cache_dir=$cache_root/xen-in-qemu
 # Bump when the layout of the cached base initramfs changes.
-base_format=1
+base_format=2
 
 t0=$(date +%s%N)
 say() {
@@ -243,6 +243,8 @@ build_base() {
     mkdir -p "$root/usr/lib/xen-4.17" "$root/usr/lib/x86_64-linux-gnu"
     cp -a "$stage/usr/lib/xen-4.17/bin" "$root/usr/lib/xen-4.17/"
     cp -a "$stage"/usr/bin/xenstore* "$root/usr/bin/"
+    # xenalyze (xen-utils-common) summarises xentrace records in dom0 (scenario xentrace-profile).
+    [ ! -f "$stage/usr/bin/xenalyze" ] || cp -a "$stage/usr/bin/xenalyze" "$root/usr/bin/"
     cp -a "$stage"/usr/lib/x86_64-linux-gnu/lib{xen,xl,yajl}* "$root/usr/lib/x86_64-linux-gnu/"
     cp -a "$stage/etc/xen" "$root/etc/"
     cp -a "$stage/bin/busybox" "$root/bin/busybox"
