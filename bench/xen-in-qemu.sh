@@ -156,7 +156,9 @@ for side in c stub; do
                 for (a = 1; a <= m; a++) x[a] = v[name, a] + 0
                 for (a = 2; a <= m; a++) { t = x[a]; b = a - 1; while (b >= 1 && x[b] > t) { x[b + 1] = x[b]; b-- } x[b + 1] = t }
                 med = (m % 2) ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
-                print name, med, unit[name]
+                # Whole numbers stay whole (awk would print a mean of two ns figures as
+                # 1.03423e+06); others keep two decimals.
+                print name, (med == int(med) || med >= 1000 ? sprintf("%.0f", med) : sprintf("%.2f", med) + 0), unit[name]
             }
         }' >"$work/$side.med"
 done
