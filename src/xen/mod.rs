@@ -9,7 +9,8 @@
 //!
 //! Only this layer (with `arch` and `runtime`) turns guest-physical addresses into pointers.
 //!
-//! How the xenstore engine's `Platform` (engine/src/lib.rs) will sit on top of this layer:
+//! How the xenstore engine's `Platform` (engine/src/lib.rs) sits on top of this layer
+//! (`src/xenstore.rs`):
 //! - `connect_domain(domain, _ring_frame, remote_port)`: `GrantMapper::map(domain,
 //!   GrantRef::RESERVED_XENSTORE)` (C xenstored ignores the frame and maps ref 1), cast the
 //!   [`grant_table::ForeignPage`] to the ring type in one audited place, then
@@ -17,9 +18,10 @@
 //!   at boot with the `--event` port.
 //! - `disconnect_domain`: `EventChannels::close` + `GrantMapper::unmap`.
 //! - `domain_exists`: `Hypervisor::get_domain_info_for_version` / `get_domain_state`.
-//! - `now_milliseconds`: `EventChannels::now_ns() / 1_000_000`.
-//! - The serving loop: `EventChannels::wait(&ports, timeout)` (ports: dom0, guests,
-//!   `VIRQ_DOM_EXC`), then `drain_pending` dispatching each port to its connection.
+//! - `now_milliseconds`: the loop round's time, read once per round by
+//!   [`runstate::WakeClock`] (no `rdtsc` after a sleep that blocked).
+//! - The serving loop: `EventChannels::notify_then_wait_until(&notify, &ports, deadline)`
+//!   (ports: dom0, guests, `VIRQ_DOM_EXC`), then `drain_pending` dispatching each port to its connection.
 
 pub mod event_channel;
 pub mod grant_table;
