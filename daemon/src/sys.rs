@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use xenstore_engine::ring::{AtomicPage, PAGE_SIZE_BYTES};
 
@@ -105,6 +105,14 @@ impl AtomicPage for SharedPage {
         // SAFETY: `offset < 4096` keeps the pointer inside the live mapping owned by `self`;
         // bytes are only ever accessed atomically.
         Some(unsafe { AtomicU8::from_ptr(self.base.as_ptr().add(offset)) })
+    }
+
+    fn word64(&self, offset: usize) -> Option<&AtomicU64> {
+        if !offset.is_multiple_of(8) || offset.checked_add(8)? > PAGE_SIZE_BYTES {
+            return None;
+        }
+        // SAFETY: as in `word`, with 8-byte alignment and bounds checked above.
+        Some(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset).cast::<u64>()) })
     }
 }
 
@@ -1134,6 +1142,49 @@ mod tests {
         make_fifo(&fifo, 0o600).unwrap();
         make_fifo(&fifo, 0o600).unwrap();
         assert!(make_fifo(&path, 0o600).is_err());
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn word_copies_match_byte_copies_at_every_alignment() {
+        use xenstore_engine::ring::RingMemory;
+        let directory = std::env::temp_dir().join(format!("xs-sys-words-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("page");
+        std::fs::write(&path, vec![0u8; PAGE_SIZE_BYTES]).unwrap();
+        let page = SharedPage::map(&path).unwrap();
+        for offset in 0..17 {
+            for length in [0, 1, 7, 8, 9, 15, 16, 17, 40] {
+                let source: Vec<u8> = (0..length)
+                    .map(|i| (offset * 31 + i * 7 + 1) as u8)
+                    .collect();
+                page.write_bytes(100 + offset, &source);
+                // Byte by byte, as another domain would see the page.
+                let seen: Vec<u8> = (0..length)
+                    .map(|i| page.byte(100 + offset + i).unwrap().load(Ordering::Relaxed))
+                    .collect();
+                assert_eq!(seen, source, "write at {offset}, {length} bytes");
+                let mut copy = vec![0u8; length];
+                page.read_bytes(100 + offset, &mut copy);
+                assert_eq!(copy, source, "read at {offset}, {length} bytes");
+                // The bytes around were left alone.
+                assert_eq!(
+                    page.byte(100 + offset + length)
+                        .unwrap()
+                        .load(Ordering::Relaxed),
+                    0
+                );
+                page.write_bytes(100 + offset, &vec![0u8; length]);
+            }
+        }
+        // The page's end: whole words up to it, nothing past it.
+        page.write_bytes(PAGE_SIZE_BYTES - 8, b"lastword");
+        let mut end = [0u8; 12];
+        page.read_bytes(PAGE_SIZE_BYTES - 8, &mut end);
+        assert_eq!(&end, b"lastword\0\0\0\0");
+        assert!(page.word64(PAGE_SIZE_BYTES - 4).is_none());
+        assert!(page.word64(PAGE_SIZE_BYTES).is_none());
+        assert!(page.word64(12).is_none());
         std::fs::remove_dir_all(&directory).unwrap();
     }
 

@@ -26,9 +26,37 @@ pub struct CanonicalPath {
     pub relative_prefix_bytes: usize,
 }
 
+/// The prefix of every domain's home.
+const HOME_PREFIX: &str = "/local/domain/";
+
 /// `/local/domain/<domid>`: a domain's home (`XS_GET_DOMAIN_PATH`).
 pub fn home_path(domain: DomainId) -> String {
-    format!("/local/domain/{}", domain.0)
+    let mut path = String::with_capacity(HOME_PREFIX.len() + 5);
+    push_home(&mut path, domain);
+    path
+}
+
+/// Appends `/local/domain/<domid>` without `core::fmt`, which costs more than the rest of a
+/// small request (it runs for every relative path).
+fn push_home(path: &mut String, domain: DomainId) {
+    path.push_str(HOME_PREFIX);
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    let mut rest = domain.0;
+    loop {
+        start -= 1;
+        if let Some(digit) = digits.get_mut(start) {
+            // `rest % 10` is below 10, so the sum is an ASCII digit.
+            *digit = b'0' + (rest % 10) as u8;
+        }
+        rest /= 10;
+        if rest == 0 || start == 0 {
+            break;
+        }
+    }
+    for digit in digits.get(start..).unwrap_or(&[]) {
+        path.push(char::from(*digit));
+    }
 }
 
 fn valid_character(byte: u8) -> bool {
@@ -40,24 +68,36 @@ fn valid_character(byte: u8) -> bool {
 /// `home` is the caller's domain (relative paths resolve under its home); `allow_special`
 /// permits `@` names (`XS_WATCH`, `XS_UNWATCH`, `XS_GET_PERMS`, `XS_SET_PERMS`).
 pub fn canonicalize(raw: &[u8], home: DomainId, allow_special: bool) -> StoreResult<CanonicalPath> {
-    let text = core::str::from_utf8(raw).map_err(|_| StoreError::Invalid)?;
-    if text.is_empty() || !text.bytes().all(valid_character) {
-        return Err(StoreError::Invalid);
-    }
-    let (absolute, relative_prefix_bytes) = if text.starts_with('@') {
-        if !allow_special {
+    // One pass over the bytes: the character set and no empty component (`//`).
+    let mut after_slash = false;
+    for byte in raw {
+        let slash = *byte == b'/';
+        if !valid_character(*byte) || (slash && after_slash) {
             return Err(StoreError::Invalid);
         }
-        (String::from(text), 0)
-    } else if text.starts_with('/') {
-        (String::from(text), 0)
+        after_slash = slash;
+    }
+    // Only ASCII is left, so this cannot fail.
+    let text = core::str::from_utf8(raw).map_err(|_| StoreError::Invalid)?;
+    // No trailing `/` but for the root itself; a relative path must not end in one either.
+    if text.is_empty() || (after_slash && text != "/") {
+        return Err(StoreError::Invalid);
+    }
+    let relative = !text.starts_with('/') && !text.starts_with('@');
+    if text.starts_with('@') && !allow_special {
+        return Err(StoreError::Invalid);
+    }
+    let (absolute, relative_prefix_bytes) = if relative {
+        let mut absolute = String::with_capacity(HOME_PREFIX.len() + 11 + text.len());
+        push_home(&mut absolute, home);
+        absolute.push('/');
+        let prefix_bytes = absolute.len();
+        absolute.push_str(text);
+        (absolute, prefix_bytes)
     } else {
-        let prefix = format!("{}/", home_path(home));
-        let prefix_bytes = prefix.len();
-        (format!("{prefix}{text}"), prefix_bytes)
+        (String::from(text), 0)
     };
-    let shape_ok = absolute == "/" || (!absolute.ends_with('/') && !absolute.contains("//"));
-    if !shape_ok || absolute.len() > ABSOLUTE_PATH_MAX_BYTES {
+    if absolute.len() > ABSOLUTE_PATH_MAX_BYTES {
         return Err(StoreError::Invalid);
     }
     Ok(CanonicalPath {
@@ -163,6 +203,19 @@ mod tests {
         let path = canonicalize(b"device/vif", DomainId(3), false).unwrap();
         assert_eq!(path.absolute, "/local/domain/3/device/vif");
         assert_eq!(path.relative_prefix_bytes, "/local/domain/3/".len());
+        for (domain, home) in [
+            (0, "/local/domain/0"),
+            (10, "/local/domain/10"),
+            (32753, "/local/domain/32753"),
+            (65535, "/local/domain/65535"),
+        ] {
+            assert_eq!(home_path(DomainId(domain)), home);
+            let path = canonicalize(b"a/b", DomainId(domain), false).unwrap();
+            assert_eq!(path.absolute, std::format!("{home}/a/b"));
+        }
+        for bad in ["a/", "a//b", "a/b/", "a b"] {
+            assert_eq!(absolute(bad), Err(StoreError::Invalid), "{bad:?}");
+        }
     }
 
     #[test]

@@ -90,6 +90,12 @@ pub trait AtomicPage {
     fn word(&self, offset: usize) -> Option<&AtomicU32>;
     /// The byte at `offset`.
     fn byte(&self, offset: usize) -> Option<&core::sync::atomic::AtomicU8>;
+    /// The aligned 8-byte word at byte `offset`, so that the copy loops move 8 bytes per
+    /// access (`None`, the default: byte by byte). Under QEMU's TCG every loop iteration
+    /// is a translated block run; a 2000-byte value took 2000 of them each way.
+    fn word64(&self, _offset: usize) -> Option<&core::sync::atomic::AtomicU64> {
+        None
+    }
 }
 
 impl<P: AtomicPage + ?Sized> RingMemory for P {
@@ -105,21 +111,49 @@ impl<P: AtomicPage + ?Sized> RingMemory for P {
     }
 
     fn read_bytes(&self, offset: usize, destination: &mut [u8]) {
-        for (index, slot) in destination.iter_mut().enumerate() {
-            *slot = offset
-                .checked_add(index)
-                .and_then(|position| self.byte(position))
-                .map_or(0, |byte| byte.load(Ordering::Relaxed));
+        let mut copied = 0;
+        while let Some(rest) = destination.get_mut(copied..)
+            && let Some(position) = offset.checked_add(copied)
+            && !rest.is_empty()
+        {
+            // Whole aligned words where the page offers them, single bytes elsewhere.
+            if let Some(chunk) = rest.get_mut(..8)
+                && position.is_multiple_of(8)
+                && let Some(word) = self.word64(position)
+            {
+                // Native byte order: the bytes in the order memory holds them.
+                chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+                copied += 8;
+            } else {
+                if let Some(slot) = rest.first_mut() {
+                    *slot = self
+                        .byte(position)
+                        .map_or(0, |byte| byte.load(Ordering::Relaxed));
+                }
+                copied += 1;
+            }
         }
     }
 
     fn write_bytes(&self, offset: usize, source: &[u8]) {
-        for (index, value) in source.iter().enumerate() {
-            if let Some(byte) = offset
-                .checked_add(index)
-                .and_then(|position| self.byte(position))
+        let mut copied = 0;
+        while let Some(rest) = source.get(copied..)
+            && let Some(position) = offset.checked_add(copied)
+            && !rest.is_empty()
+        {
+            if let Some(chunk) = rest.get(..8)
+                && position.is_multiple_of(8)
+                && let Some(word) = self.word64(position)
             {
-                byte.store(*value, Ordering::Relaxed);
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(chunk);
+                word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+                copied += 8;
+            } else {
+                if let (Some(value), Some(byte)) = (rest.first(), self.byte(position)) {
+                    byte.store(*value, Ordering::Relaxed);
+                }
+                copied += 1;
             }
         }
     }

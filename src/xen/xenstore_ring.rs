@@ -5,7 +5,7 @@
 //! store of the shared memory; the engine's ring logic reads each index once and validates
 //! it (`docs/misc/xenstore-ring.txt`).
 
-use core::sync::atomic::{AtomicU8, AtomicU32};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64};
 
 use xenstore_engine::ring::{AtomicPage, PAGE_SIZE_BYTES, RingMemory};
 
@@ -75,6 +75,23 @@ unsafe fn word_at<'page>(base: core::ptr::NonNull<u8>, offset: usize) -> Option<
     Some(unsafe { &*pointer })
 }
 
+/// The aligned 8-byte word at `offset` of the page at `base` (`None` when out of bounds or
+/// unaligned).
+///
+/// # Safety
+/// As for [`word_at`].
+unsafe fn word64_at<'page>(
+    base: core::ptr::NonNull<u8>,
+    offset: usize,
+) -> Option<&'page AtomicU64> {
+    if !offset.is_multiple_of(8) || offset.checked_add(8)? > PAGE_SIZE_BYTES {
+        return None;
+    }
+    let pointer = base.as_ptr().wrapping_add(offset).cast::<AtomicU64>();
+    // SAFETY: as in `word_at`, with 8-byte alignment (the page is page-aligned).
+    Some(unsafe { &*pointer })
+}
+
 /// The byte at `offset` of the page at `base` (`None` when out of bounds).
 ///
 /// # Safety
@@ -111,5 +128,10 @@ impl AtomicPage for MappedRingPage {
     fn byte(&self, offset: usize) -> Option<&AtomicU8> {
         // SAFETY: as in `word`.
         unsafe { byte_at(self.page.address(), offset) }
+    }
+
+    fn word64(&self, offset: usize) -> Option<&AtomicU64> {
+        // SAFETY: as in `word`.
+        unsafe { word64_at(self.page.address(), offset) }
     }
 }

@@ -75,6 +75,8 @@ xenstore=${XENSTORE:-stub} hostile=${HOSTILE_GUEST_KERNEL:-} sets=()
 tcg_thread=${XEN_QEMU_TCG_THREAD:-multi}
 # XEN_QEMU_CPU: QEMU's -cpu value, for experiments (default: the reference's working model).
 # XEN_EXTRA_ARGS: words added to Xen's command line, for experiments.
+# XEN_QEMU_EXTRA: words added to QEMU's command line, for diagnostics (e.g. `-d exec,nochain
+#                 -dfilter 0x100000+0x80000 -D /tmp/exec.log`: the stub's executed blocks).
 while [ $# -gt 0 ]; do
     case $1 in
     --timeout) [ $# -ge 2 ] || usage; timeout=$2; shift 2 ;;
@@ -428,6 +430,8 @@ qemu=(qemu-system-x86_64 -machine q35 -accel "tcg,thread=$tcg_thread" -cpu "${XE
     -smp 2 -m 2048 -no-reboot -display none
     -kernel "$base/xen" -append "$xen_args"
     -initrd "$base/vmlinuz console=hvc0 quiet,$work/dom0.cpio.gz")
+# shellcheck disable=SC2206 # XEN_QEMU_EXTRA is a list of words on purpose
+[ -n "${XEN_QEMU_EXTRA:-}" ] && qemu+=($XEN_QEMU_EXTRA)
 mkdir -p "$(dirname "$log")"
 
 if [ "$interactive" = 1 ]; then

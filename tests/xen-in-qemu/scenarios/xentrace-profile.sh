@@ -15,6 +15,8 @@
 # Tracing slows everything down by 20-40%; compare PHASE figures between runs, not with
 # the untraced averages. xenalyze times assume CPU_HZ (default 2.596G: the TSC rate Xen
 # reports under this harness; `xl dmesg | grep MHz`).
+# PLACE: commands run in dom0 before the measurements, to try a CPU placement, e.g.
+#   --set PLACE="xl vcpu-pin 1 all 0"   (every vCPU of domain 1, the stub, on CPU 0).
 # Run: tests/xen-in-qemu/run.sh xentrace-profile [--xenstore c] [--set ITER=1000]
 #
 # harness-needs: xenstore
@@ -30,6 +32,10 @@ CPU_HZ=${CPU_HZ:-2.596G}
 start_xenstore || exit 1
 xs "$TX" -t "read 1" -i 20 >/dev/null 2>&1
 xl dmesg | grep -m 1 'MHz processor' | sed 's/^/INFO: /'
+if [ -n "${PLACE:-}" ]; then
+    echo "INFO: placement: $PLACE"
+    sh -c "$PLACE"
+fi
 xl vcpu-list
 
 : >/tmp/untraced
