@@ -28,10 +28,12 @@ pub struct CanonicalPath {
 
 /// The prefix of every domain's home.
 const HOME_PREFIX: &str = "/local/domain/";
+/// Digits of the largest domain id (65535).
+const DOMAIN_ID_DIGITS_MAX: usize = 5;
 
 /// `/local/domain/<domid>`: a domain's home (`XS_GET_DOMAIN_PATH`).
 pub fn home_path(domain: DomainId) -> String {
-    let mut path = String::with_capacity(HOME_PREFIX.len() + 5);
+    let mut path = String::with_capacity(HOME_PREFIX.len() + DOMAIN_ID_DIGITS_MAX);
     push_home(&mut path, domain);
     path
 }
@@ -40,7 +42,7 @@ pub fn home_path(domain: DomainId) -> String {
 /// small request (it runs for every relative path).
 fn push_home(path: &mut String, domain: DomainId) {
     path.push_str(HOME_PREFIX);
-    let mut digits = [0u8; 10];
+    let mut digits = [0u8; DOMAIN_ID_DIGITS_MAX];
     let mut start = digits.len();
     let mut rest = domain.0;
     loop {
@@ -88,7 +90,8 @@ pub fn canonicalize(raw: &[u8], home: DomainId, allow_special: bool) -> StoreRes
         return Err(StoreError::Invalid);
     }
     let (absolute, relative_prefix_bytes) = if relative {
-        let mut absolute = String::with_capacity(HOME_PREFIX.len() + 11 + text.len());
+        let mut absolute =
+            String::with_capacity(HOME_PREFIX.len() + DOMAIN_ID_DIGITS_MAX + 1 + text.len());
         push_home(&mut absolute, home);
         absolute.push('/');
         let prefix_bytes = absolute.len();
