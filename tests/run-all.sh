@@ -56,6 +56,7 @@ if ! $quick; then
     # the host's xenstore (dom0 clients and test-xenstore, guests' lifecycles, hostile
     # guests, and the README's main job).
     stub=target/x86_64-unknown-none/release/xenstore-stubdom
+    step xen-in-qemu-stall-watch tests/xen-in-qemu/check-stall-watch.sh
     for scenario in self-test stub-xenstore guest-lifecycle hostile-ring main; do
         step "xen-in-qemu-$scenario" tests/xen-in-qemu/run.sh "$scenario" --kernel "$stub"
     done

@@ -37,6 +37,13 @@
 # summary. Exit status: 0 only if every step passed, no expected step is missing and the
 # scenario finished; 1 on test failure; 2 on usage errors.
 #
+# A stalled emulated machine is booted once more: when one of QEMU's vCPU threads has not
+# run at all for XEN_QEMU_STALL_SECONDS (default 60; 0 turns the watch off), lib/harness.py
+# stops QEMU, and the scenario runs again from a fresh boot (the stalled run's log is kept
+# as LOG.stalled). Seen under TCG: Xen idle on a vCPU whose emulated global interrupt flag
+# (SVM's GIF) stayed clear, so nothing could wake it; see `harness.py --help`.
+# XEN_QEMU_STALL_RETRIES (default 1) is how many fresh boots are tried.
+#
 # Scenario files (scenarios/NAME.sh, run by dom0's /init under busybox sh, with
 # lib/dom0-lib.sh sourced) print `STEP <name>: PASS|FAIL [detail]`; /init prints
 # `SCENARIO DONE` afterwards and powers off. Header lines a scenario may carry:
@@ -426,7 +433,8 @@ say "dom0 initramfs: $(du -sh "$work/dom0.cpio.gz" | cut -f1) (base + $(du -sh "
 xen_args="console=com1 com1=115200 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all noreboot conring_size=1M"
 xen_args="$xen_args spec-ctrl=eager-fpu${XEN_EXTRA_ARGS:+ $XEN_EXTRA_ARGS}"
 # shellcheck disable=SC2054 # the commas belong to QEMU's -cpu syntax
-qemu=(qemu-system-x86_64 -machine q35 -accel "tcg,thread=$tcg_thread" -cpu "${XEN_QEMU_CPU:-max,-pku,-smap,-smep,-la57,-rdtscp}"
+# debug-threads names the vCPU threads `CPU K/TCG`, which the harness's stall watch needs.
+qemu=(qemu-system-x86_64 -name xen-in-qemu,debug-threads=on -machine q35 -accel "tcg,thread=$tcg_thread" -cpu "${XEN_QEMU_CPU:-max,-pku,-smap,-smep,-la57,-rdtscp}"
     -smp 2 -m 2048 -no-reboot -display none
     -kernel "$base/xen" -append "$xen_args"
     -initrd "$base/vmlinuz console=hvc0 quiet,$work/dom0.cpio.gz")
@@ -443,11 +451,24 @@ if [ "$interactive" = 1 ]; then
     exit "$status"
 fi
 
-say "booting scenario '$scenario' (time limit ${timeout}s; expected steps: $expect)"
-status=0
-extra=()
+extra=(--stall-seconds "${XEN_QEMU_STALL_SECONDS:-60}")
 [ "$verbose" = 1 ] && extra+=(--verbose)
-python3 "$here/lib/harness.py" run --name "$scenario" --log "$log" --timeout "$timeout" \
-    --expect "$expect" "${extra[@]}" -- "${qemu[@]}" -monitor none -serial stdio || status=$?
+retries=${XEN_QEMU_STALL_RETRIES:-1}
+while :; do
+    say "booting scenario '$scenario' (time limit ${timeout}s; expected steps: $expect)"
+    status=0
+    python3 "$here/lib/harness.py" run --name "$scenario" --log "$log" --timeout "$timeout" \
+        --expect "$expect" "${extra[@]}" -- "${qemu[@]}" -monitor none -serial stdio || status=$?
+    # 3: the emulated machine stalled (harness.py); any other status is the run's result.
+    [ "$status" = 3 ] || break
+    mv -f "$log" "$log.stalled"
+    if [ "$retries" -le 0 ]; then
+        say "the emulated machine stalled (log: $log.stalled); no retries left"
+        status=1
+        break
+    fi
+    retries=$((retries - 1))
+    say "the emulated machine stalled (log: $log.stalled); booting it again"
+done
 say "total wall time (including preparation); result: $([ "$status" = 0 ] && echo PASS || echo FAIL)"
 exit "$status"

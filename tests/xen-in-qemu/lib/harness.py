@@ -18,7 +18,17 @@ Two sub-commands, both called by run.sh (not meant to be run by hand, but they c
       prints for guests as `(dN) ...`) with elapsed times, enforces the time limit and
       prints a summary. Exit status 0 only if no reported step failed (SKIP is not a
       failure), no expected
-      step is missing and the scenario printed `SCENARIO DONE`; 1 otherwise.
+      step is missing and the scenario printed `SCENARIO DONE`; 1 otherwise; 3 when the
+      emulated machine stalled (see --stall-seconds), so that run.sh can boot it again.
+
+      --stall-seconds N (0: off): QEMU's vCPU threads (named `CPU K/TCG` with
+      `-name ...,debug-threads=on`) are watched through /proc/PID/task/TID/schedstat. A
+      thread that has not run at all for N seconds belongs to a halted vCPU that nothing
+      wakes: healthy Xen wakes every pCPU about once a second (its time calibration; the
+      longest sleep in healthy runs is about 2 s, printed in the summary).
+      Seen under TCG with nested SVM: Xen's idle loop halted on a vCPU whose emulated GIF
+      (global interrupt flag) had stayed clear, so no interrupt could ever reach it and
+      the host stopped wherever it needed that CPU.
 """
 
 import argparse
@@ -129,6 +139,61 @@ FATAL = [
 ]
 # After SCENARIO DONE, how long QEMU may take to power off before it is killed.
 POWEROFF_GRACE = 60
+# Exit status of `run` when the emulated machine stalled (run.sh boots it once more).
+EXIT_STALLED = 3
+VCPU_THREAD_RE = re.compile(r"^CPU (\d+)/TCG$")
+
+
+class VcpuWatch:
+    """When each of QEMU's vCPU threads last ran, from /proc/PID/task/TID/schedstat (time
+    on CPU and number of times scheduled: unchanged means the thread slept throughout)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.threads = {}  # tid -> [vcpu index, last schedstat, when it last changed]
+        self.longest_sleep = {}  # vcpu index -> seconds
+
+    def poll(self, now):
+        try:
+            tids = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            return
+        for tid in tids:
+            entry = self.threads.get(tid)
+            if entry is None:
+                try:
+                    with open(f"/proc/{self.pid}/task/{tid}/comm") as f:
+                        m = VCPU_THREAD_RE.match(f.read().strip())
+                except OSError:
+                    continue
+                if not m:
+                    self.threads[tid] = None
+                    continue
+                entry = self.threads[tid] = [int(m.group(1)), None, now]
+            if entry is None:
+                continue
+            try:
+                with open(f"/proc/{self.pid}/task/{tid}/schedstat") as f:
+                    stat_now = f.read().split()[:2]
+            except OSError:
+                continue
+            if stat_now != entry[1]:
+                self._note_sleep(entry[0], now - entry[2])
+                entry[1], entry[2] = stat_now, now
+
+    def _note_sleep(self, vcpu, seconds):
+        self.longest_sleep[vcpu] = max(self.longest_sleep.get(vcpu, 0.0), seconds)
+
+    def stalled(self, now, limit):
+        """(vcpu, seconds asleep) of a vCPU asleep for `limit` seconds or more, else None."""
+        for entry in self.threads.values():
+            if entry is not None and entry[1] is not None and now - entry[2] >= limit:
+                return entry[0], now - entry[2]
+        return None
+
+    def summary(self):
+        """The longest sleep seen of each vCPU thread, measured between polls (1 s apart)."""
+        return ", ".join(f"CPU {vcpu} {secs:.1f}s" for vcpu, secs in sorted(self.longest_sleep.items()))
 
 
 def run_qemu(args):
@@ -143,6 +208,7 @@ def run_qemu(args):
     fatal = None
     fatal_at = None
     timed_out = False
+    stalled = None  # (vcpu, seconds) when the watchdog stopped the machine
 
     def say(msg):
         print(f"[{time.monotonic() - start:7.1f}s] {msg}", flush=True)
@@ -153,6 +219,8 @@ def run_qemu(args):
                             stderr=subprocess.STDOUT, start_new_session=True)
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
+    vcpus = VcpuWatch(proc.pid)
+    next_watch = start
     buf = b""
     tail = []
 
@@ -206,6 +274,15 @@ def run_qemu(args):
                 fatal_at = now
             elif now - fatal_at > 5:
                 break
+        if now >= next_watch:
+            next_watch = now + 1.0
+            vcpus.poll(now)
+            if args.stall_seconds > 0 and done_at is None:
+                stalled = vcpus.stalled(now, args.stall_seconds)
+                if stalled is not None:
+                    say(f"stalled: QEMU's vCPU {stalled[0]} has not run for {stalled[1]:.0f}s (a halted "
+                        "vCPU that nothing wakes; see harness.py --help); stopping QEMU")
+                    break
         events = sel.select(timeout=min(1.0, max(0.05, deadline - now)))
         if events:
             chunk = os.read(proc.stdout.fileno(), 65536)
@@ -218,7 +295,7 @@ def run_qemu(args):
     if buf:
         handle_line(buf)
 
-    if proc.poll() is None and not timed_out:
+    if proc.poll() is None and not timed_out and stalled is None:
         # The console closed (QEMU is exiting) or the harness gave up: give QEMU a moment.
         try:
             proc.wait(timeout=10 if fatal is None else 1)
@@ -245,6 +322,7 @@ def run_qemu(args):
     print("", flush=True)
     print("=" * 72)
     print(f"Summary ({args.name}): wall time {elapsed:.1f}s, QEMU {qemu_status}")
+    print(f"Longest sleep of each vCPU thread: {vcpus.summary() or 'not seen'}")
     if guest_lines:
         print(f"Lines Xen printed for guests ({len(guest_lines)}):")
         for line in guest_lines[:60]:
@@ -265,7 +343,12 @@ def run_qemu(args):
         ok = False
     if done_at is None:
         ok = False
-        reason = "time limit reached" if timed_out else (fatal or "console closed")
+        if stalled is not None:
+            reason = f"the emulated machine stalled (vCPU {stalled[0]} asleep for {stalled[1]:.0f}s)"
+        elif timed_out:
+            reason = "time limit reached"
+        else:
+            reason = fatal or "console closed"
         print(f"  scenario did not finish: {reason} (SCENARIO DONE missing)")
     elif timed_out:
         print("  note: time limit reached while powering off (the scenario had finished)")
@@ -279,6 +362,8 @@ def run_qemu(args):
         for line in tail[-40:]:
             print(f"    {line}")
     print("=" * 72, flush=True)
+    if stalled is not None:
+        return EXIT_STALLED
     return 0 if ok else 1
 
 
@@ -318,6 +403,7 @@ def main():
     p.add_argument("--expect", default="")
     p.add_argument("--name", default="scenario")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--stall-seconds", type=float, default=0)
     p.add_argument("qemu", nargs="+")
     args = parser.parse_args()
     if args.cmd == "vmlinux":
