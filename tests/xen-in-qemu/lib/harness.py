@@ -28,7 +28,8 @@ Two sub-commands, both called by run.sh (not meant to be run by hand, but they c
       longest sleep in healthy runs is about 2 s, printed in the summary).
       Seen under TCG with nested SVM: Xen's idle loop halted on a vCPU whose emulated GIF
       (global interrupt flag) had stayed clear, so no interrupt could ever reach it and
-      the host stopped wherever it needed that CPU.
+      the host stopped wherever it needed that CPU. With single-threaded TCG (one
+      `ALL CPUs/TCG` thread) no thread is watched.
 """
 
 import argparse
