@@ -14,6 +14,9 @@
 #                      does, honouring CARGO_TARGET_DIR, and copied once so every round runs
 #                      the same image)
 #   --timeout SECONDS  time limit of each QEMU run (default: the scenario's, 1500)
+#   --one-cpu          pin dom0's vCPUs and the stub domain's to CPU 0 (xl vcpu-pin) before
+#                      measuring, in both runs: a wake-up of the other side is then a
+#                      context switch, not a cross-CPU interrupt (guests still use both CPUs)
 #
 # What is measured (details in the scenario's header), all in dom0:
 #   tx.NAME       Xen's test-xenstore, each test once (-t NAME), TX_RUNS (7) times: the
@@ -21,6 +24,7 @@
 #                 dom0's ring, there is no socket)
 #   txring.NAME   the same through dom0's kernel ring for both (XENSTORED_PATH=/dev/xen/xenbus)
 #   tx.all-wall, txring.all-wall   wall time of one whole `test-xenstore -i TX_ITER` (50)
+#   txloop.NAME, txringloop.NAME   each test's average ns in that run
 #   guest.*       GUESTS PVH Linux guests one at a time: `xl create` until it returns
 #                 (create), from `xl create` until the guest wrote data/booted through its
 #                 ring (boot), `xl destroy` (destroy); and their medians (*-med)
@@ -59,6 +63,7 @@ while [ $# -gt 0 ]; do
     --kernel=*) kernel=${1#*=}; shift ;;
     --timeout) [ $# -ge 2 ] || usage; timeout=$2; shift 2 ;;
     --timeout=*) timeout=${1#*=}; shift ;;
+    --one-cpu) sets+=(--set "PLACE=xl vcpu-pin 0 all 0; if xl domid Xenstore >/dev/null 2>&1; then xl vcpu-pin Xenstore all 0; fi"); shift ;;
     -h | --help) usage ;;
     *) echo "xen-in-qemu.sh: unknown argument '$1'" >&2; usage ;;
     esac
@@ -180,6 +185,7 @@ table=$out/xen-results.txt
 {
     echo "Xen 4.17 in QEMU (TCG): the same workload with C xenstored (dom0) and with the stub domain"
     [ "$repeat" = 1 ] || echo "(medians of $repeat runs per side)"
+    [ ${#sets[@]} = 0 ] || echo "scenario settings:$(printf ' %s' "${sets[@]}" | sed 's/ --set / /g')"
     echo "host: $(nproc) CPUs; 1-min load average before -> after each run: ${loads[*]/%/;}"
     echo
     awk -F, '

@@ -10,7 +10,8 @@
 #      (medians, not test-xenstore's -i averages: under TCG on a busy host single
 #      iterations stall for tens to hundreds of ms now and then, and averages follow them).
 #      Then the repetition runs tx.all-wall and txring.all-wall: wall time of one whole
-#      `test-xenstore -i TX_ITER` (every test, TX_ITER iterations each), and
+#      `test-xenstore -i TX_ITER` (every test, TX_ITER iterations each), with each test's
+#      own average of that run as txloop.NAME and txringloop.NAME, and
 #      `-r RANDOM_SECONDS` (random mode) as a check only: it runs for a fixed time and
 #      prints no count, so it has no figure.
 #  (b) GUESTS (default 3) PVH Linux guests (guests/xsclient, xsmode=boot, the guest of
@@ -36,6 +37,8 @@
 #      with either xenstore). MULTI_BOOT=1: started and booted one after another (each
 #      booted before the next is created), with multi.boot-K as in (b).
 #  idle0.xenstore, idle0.dom0: the idle measurement right after the start, no guest.
+#  Each idle measurement also prints, as INFO lines, where dom0's time went in it: the
+#  /proc/stat split (user, system, softirq, steal, ...) and its busiest tasks.
 #  cpu.tx, cpu.guests, cpu.multi: the xenstore's CPU time (as for idle.xenstore) during
 #  (a), (b) and (c), ms (those of (b) and (c) include their idle measurement).
 #  CPU times of domains have 0.1 s steps: over 20 s, 4.9 ms/s is one step.
@@ -52,7 +55,8 @@
 # Variables (run.sh --set NAME=VALUE): TX_RUNS (7), TX_ITER (50), RANDOM_SECONDS (10),
 # GUESTS (3), MULTI_GUESTS (4; each guest has GUEST_MEMORY MiB, default 128, and the host
 # ~950 MiB free), MULTI_BOOT (0), IDLE_SECONDS (20), GUEST_BOOT_TIMEOUT (300),
-# BOOT_RETRIES (1), STUB_MEMORY, STUB_PARAM.
+# BOOT_RETRIES (1), STUB_MEMORY, STUB_PARAM, PLACE (commands run in dom0 once the xenstore
+# serves, before any measurement: a CPU placement such as `xl vcpu-pin 0 all 0`).
 #
 # harness-needs: xenstore linux-vmlinux guest:xsclient
 # harness-expect: xenstore xen-init-dom0 xenconsoled bench-tx-list bench-tx bench-txring
@@ -111,18 +115,52 @@ cpu_delta() {
 # ms per second: GROUP.xenstore, GROUP.guest (per guest, when IDS names guests), GROUP.dom0.
 # domain_times FILE: "NAME MS" per domain from `xl list`.
 domain_times() { xl list 2>/dev/null | awk 'NR > 1 {printf "%s %d\n", $1, $NF * 1000}' >"$1"; }
+# dom0_ticks FILE: where dom0's own CPU time goes, in clock ticks: "cpu:FIELD N" from
+# /proc/stat, "task:PID:COMM N" (utime+stime) per process and kernel thread.
+dom0_ticks() {
+    {
+        awk '$1 == "cpu" {split("user nice system idle iowait irq softirq steal", f, " ");
+            for (i = 1; i <= 8; i++) print "cpu:" f[i], $(i + 1)}' /proc/stat
+        # One pass over every /proc/PID/stat (tasks may vanish meanwhile: cat goes on). The
+        # command name is in parentheses and may hold spaces and ')': the fields after it
+        # start after the last ')'; utime and stime are the 12th and 13th of those.
+        cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+            open_at = index($0, "("); match($0, /\)[^)]*$/)
+            comm = substr($0, open_at + 1, RSTART - open_at - 1); gsub(/[ :]/, "_", comm)
+            n = split(substr($0, RSTART + 2), f, " ")
+            if (n >= 13) print "task:" substr($0, 1, open_at - 2) ":" comm, f[12] + f[13]}'
+    } >"$1"
+}
+# dom0_ticks_report BEFORE AFTER: the /proc/stat split and the busiest tasks in between.
+dom0_ticks_report() {
+    awk 'FNR == NR {a[$1] = $2; next} ($1 in a) && $2 > a[$1] {print $2 - a[$1], $1}' "$1" "$2" |
+        sort -rn | awk -v hz="$(getconf CLK_TCK 2>/dev/null || echo 100)" '
+        $2 ~ /^cpu:/ {cpu = cpu sprintf(" %s %d ms", substr($2, 5), $1 * 1000 / hz); next}
+        n < 6 {sub(/^task:/, "", $2); top = top sprintf(" %s %d ms", $2, $1 * 1000 / hz); n++}
+        END {print "INFO: bench: dom0 /proc/stat:" cpu; print "INFO: bench: dom0 busiest tasks:" (top == "" ? " none" : top)}'
+}
+# idle_xenstore_ms FILE: the xenstore's CPU ms; the stub's from FILE (domain_times), not
+# from one more `xl list`: an `xl list` inside the window costs dom0 ~5 ms/s of it.
+idle_xenstore_ms() {
+    if [ "${XENSTORE:-stub}" = c ]; then xenstore_cpu_ms; else awk '$1 == "Xenstore" {print $2}' "$1"; fi
+}
 idle_measure() {
+    # The snapshots of dom0's ticks stay outside the measured window: under TCG they cost
+    # dom0 tens of ms.
+    dom0_ticks /tmp/idle.t0
     domain_times /tmp/idle.0
-    _x0=$(xenstore_cpu_ms)
+    _x0=$(idle_xenstore_ms /tmp/idle.0)
     now_ms
     _i0=$NOW
     sleep "$IDLE_SECONDS"
     domain_times /tmp/idle.1
-    _x1=$(xenstore_cpu_ms)
+    _x1=$(idle_xenstore_ms /tmp/idle.1)
     now_ms
     _secs=$((NOW - _i0))
+    dom0_ticks /tmp/idle.t1
     sed 's/^/    before idle: /' /tmp/idle.0
     sed 's/^/    after idle:  /' /tmp/idle.1
+    dom0_ticks_report /tmp/idle.t0 /tmp/idle.t1
     _guests=$(awk 'FNR == NR {a[$1] = $2; next} $1 ~ /^bench-/ && ($1 in a) {s += $2 - a[$1]; n++} END {if (n) printf "%d %d\n", s, n}' /tmp/idle.0 /tmp/idle.1)
     _dom0=$(awk 'FNR == NR {a[$1] = $2; next} $1 == "Domain-0" && ($1 in a) {print $2 - a[$1]}' /tmp/idle.0 /tmp/idle.1)
     _bad=""
@@ -153,6 +191,12 @@ done
 echo "INFO: bench: xenstore=${XENSTORE:-stub} TX_RUNS=$TX_RUNS TX_ITER=$TX_ITER GUESTS=$GUESTS MULTI_GUESTS=$MULTI_GUESTS IDLE_SECONDS=$IDLE_SECONDS MULTI_BOOT=$MULTI_BOOT GUEST_MEMORY=$GUEST_MEMORY"
 
 start_xenstore || exit 1
+if [ -n "${PLACE:-}" ]; then
+    # e.g. bench/xen-in-qemu.sh --one-cpu: dom0's vCPUs and the stub on CPU 0.
+    echo "INFO: bench: placement: $PLACE"
+    sh -c "$PLACE"
+    xl vcpu-list
+fi
 banner "bench: $IDLE_SECONDS s idle, no guest"
 idle_measure idle0 bench-idle0 ""
 
@@ -240,6 +284,12 @@ for prefix in tx txring; do
     n_avg=$(grep -c ' ns' "/tmp/$prefix-all.out")
     if [ "$rc" = 0 ] && ! grep -qi 'fail' "/tmp/$prefix-all.out" && [ "$n_avg" = "$n_tests" ]; then
         bench "$prefix.all-wall" $((NOW - t0)) ms
+        # Each test's own average over the TX_ITER iterations: a steadier figure than the
+        # single runs above when the host is quiet, a noisier one when it stalls.
+        sed -n 's/^\([^:]*[^ :]\) *: *avg: *\([0-9][0-9]*\) ns.*/\1:\2/p' "/tmp/$prefix-all.out" |
+            while IFS=: read -r t ns; do
+                bench "${prefix}loop.$(echo "$t" | tr ' ' '-')" "$ns" ns
+            done
     else
         all_bad="$all_bad $prefix(exit status $rc, $n_avg of $n_tests timings, $(grep -i 'fail' "/tmp/$prefix-all.out" | head -n 1))"
     fi

@@ -1,7 +1,8 @@
 # Scenario `xentrace-profile`: where the time of a dom0 xenstore round trip goes, seen by
 # Xen's own tracer. Diagnostic, not in the test suite. Runs on the stub (default) or on C
 # xenstored (--xenstore c). ~1.5 min.
-#  1. `test-xenstore -t "read 1" -i ITER` (300) three times untraced: per-read averages.
+#  1. `test-xenstore -t "$TEST" -i ITER` (TEST "read 1", ITER 300) three times untraced:
+#     per-operation averages.
 #  2. The same once under `xentrace -e MASK` (default 0x000af000: scheduler + HVM events),
 #     then `xenalyze --summary --svm-mode`: per domain and vCPU, runstate times (running,
 #     runnable, blocked, wake-to-run latencies) and, for the stub (an HVM container), its
@@ -26,6 +27,7 @@ set -u
 
 TX=/usr/lib/xen-4.17/bin/test-xenstore
 ITER=${ITER:-300}
+TEST=${TEST:-read 1}
 MASK=${MASK:-0x000af000}
 CPU_HZ=${CPU_HZ:-2.596G}
 
@@ -40,18 +42,18 @@ xl vcpu-list
 
 : >/tmp/untraced
 for _ in 1 2 3; do
-    XS_TIMEOUT=300 xs "$TX" -t "read 1" -i "$ITER" 2>&1 | grep 'avg' | tee -a /tmp/untraced
+    XS_TIMEOUT=300 xs "$TX" -t "$TEST" -i "$ITER" 2>&1 | grep 'avg' | tee -a /tmp/untraced
 done
 if [ "$(wc -l </tmp/untraced)" = 3 ]; then
-    pass profile-untraced "3 x $ITER reads: $(sed -n 's/.*avg: *\([0-9]*\) ns.*/\1/p' /tmp/untraced | tr '\n' ' ')ns per read"
+    pass profile-untraced "3 x $ITER '$TEST': $(sed -n 's/.*avg: *\([0-9]*\) ns.*/\1/p' /tmp/untraced | tr '\n' ' ')ns per iteration"
 else
-    fail profile-untraced "test-xenstore -t 'read 1' -i $ITER did not report 3 averages"
+    fail profile-untraced "test-xenstore -t '$TEST' -i $ITER did not report 3 averages"
 fi
 
 /usr/lib/xen-4.17/bin/xentrace -D -e "$MASK" -S 256 /tmp/trace.bin &
 tracer=$!
 sleep 2
-XS_TIMEOUT=300 xs "$TX" -t "read 1" -i "$ITER" 2>&1 | grep 'avg' | sed 's/^/traced: /'
+XS_TIMEOUT=300 xs "$TX" -t "$TEST" -i "$ITER" 2>&1 | grep 'avg' | sed 's/^/traced: /'
 sleep 1
 kill -INT "$tracer"
 wait "$tracer"
