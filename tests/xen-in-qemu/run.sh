@@ -81,6 +81,10 @@ scenario="" timeout="" kernel="" interactive=0 keep=0 log="" verbose=0
 xenstore=${XENSTORE:-stub} hostile=${HOSTILE_GUEST_KERNEL:-} sets=()
 tcg_thread=${XEN_QEMU_TCG_THREAD:-multi}
 # XEN_QEMU_CPU: QEMU's -cpu value, for experiments (default: the reference's working model).
+# XEN_QEMU_ACCEL: QEMU's -accel value (default tcg,thread=--tcg-thread's). For a host whose
+#                 KVM exposes nested AMD-V/VT-x: XEN_QEMU_ACCEL=kvm XEN_QEMU_CPU=host. Not
+#                 tried here (the development machines have no working KVM); the stall
+#                 watch then sees no `CPU K/TCG` thread and watches nothing.
 # XEN_EXTRA_ARGS: words added to Xen's command line, for experiments.
 # XEN_QEMU_EXTRA: words added to QEMU's command line, for diagnostics (e.g. `-d exec,nochain
 #                 -dfilter 0x100000+0x80000 -D /tmp/exec.log`: the stub's executed blocks).
@@ -434,7 +438,7 @@ xen_args="console=com1 com1=115200 dom0_mem=1024M,max:1024M loglvl=all guest_log
 xen_args="$xen_args spec-ctrl=eager-fpu${XEN_EXTRA_ARGS:+ $XEN_EXTRA_ARGS}"
 # shellcheck disable=SC2054 # the commas belong to QEMU's -cpu syntax
 # debug-threads names the vCPU threads `CPU K/TCG`, which the harness's stall watch needs.
-qemu=(qemu-system-x86_64 -name xen-in-qemu,debug-threads=on -machine q35 -accel "tcg,thread=$tcg_thread" -cpu "${XEN_QEMU_CPU:-max,-pku,-smap,-smep,-la57,-rdtscp}"
+qemu=(qemu-system-x86_64 -name xen-in-qemu,debug-threads=on -machine q35 -accel "${XEN_QEMU_ACCEL:-tcg,thread=$tcg_thread}" -cpu "${XEN_QEMU_CPU:-max,-pku,-smap,-smep,-la57,-rdtscp}"
     -smp 2 -m 2048 -no-reboot -display none
     -kernel "$base/xen" -append "$xen_args"
     -initrd "$base/vmlinuz console=hvc0 quiet,$work/dom0.cpio.gz")
