@@ -154,6 +154,16 @@ start_xenstore() {
 # blocks for ever when xenstore does not answer.
 xl() { timeout "${XL_TIMEOUT:-120}" /usr/lib/xen-4.17/bin/xl "$@"; }
 
+# apply_placement: runs the scenario variable PLACE (commands for dom0's shell, e.g. `xl
+# vcpu-pin 0 all 0`), if set, and shows the vCPUs' placement afterwards. Scenarios that
+# measure (bench, xentrace-profile) call it once the xenstore serves.
+apply_placement() {
+    [ -n "${PLACE:-}" ] || return 0
+    echo "INFO: placement: $PLACE"
+    sh -c "$PLACE"
+    xl vcpu-list
+}
+
 # xs_wait SECONDS PATH: wait until PATH exists (each try bounded); prints its value.
 xs_wait() {
     _limit=$1 _t=0

@@ -191,12 +191,8 @@ done
 echo "INFO: bench: xenstore=${XENSTORE:-stub} TX_RUNS=$TX_RUNS TX_ITER=$TX_ITER GUESTS=$GUESTS MULTI_GUESTS=$MULTI_GUESTS IDLE_SECONDS=$IDLE_SECONDS MULTI_BOOT=$MULTI_BOOT GUEST_MEMORY=$GUEST_MEMORY"
 
 start_xenstore || exit 1
-if [ -n "${PLACE:-}" ]; then
-    # e.g. bench/xen-in-qemu.sh --one-cpu: dom0's vCPUs and the stub on CPU 0.
-    echo "INFO: bench: placement: $PLACE"
-    sh -c "$PLACE"
-    xl vcpu-list
-fi
+# e.g. bench/xen-in-qemu.sh --one-cpu: dom0's vCPUs and the stub on CPU 0.
+apply_placement
 banner "bench: $IDLE_SECONDS s idle, no guest"
 idle_measure idle0 bench-idle0 ""
 

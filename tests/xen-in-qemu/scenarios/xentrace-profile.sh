@@ -34,11 +34,8 @@ CPU_HZ=${CPU_HZ:-2.596G}
 start_xenstore || exit 1
 xs "$TX" -t "read 1" -i 20 >/dev/null 2>&1
 xl dmesg | grep -m 1 'MHz processor' | sed 's/^/INFO: /'
-if [ -n "${PLACE:-}" ]; then
-    echo "INFO: placement: $PLACE"
-    sh -c "$PLACE"
-fi
-xl vcpu-list
+apply_placement
+[ -n "${PLACE:-}" ] || xl vcpu-list
 
 : >/tmp/untraced
 for _ in 1 2 3; do
