@@ -4,7 +4,9 @@
 #     xenstore-* clients) that reads its name (relative and absolute) and domid, writes
 #     under its home (data/), is refused outside it, sees a watch event it may see
 #     (data/ping, written by dom0) and not one it may not (/test-hidden/secret, perms n0);
-#     its `GUEST-STEP` console lines are re-emitted here as `STEP guest-<name>`.
+#     its `GUEST-STEP` console lines are re-emitted here as `STEP guest-<name>`. When that
+#     guest dies of a triple fault on its own after booting (an emulation flake: README,
+#     "Known limits"), one fresh guest (xsguest1b) takes its place.
 #  2. `xl destroy` of that guest: a dom0 `xenstore-watch @releaseDomain` fires and no node
 #     naming the domain is left (/local/domain/<id>, /libxl/<id>, /vm/<uuid>, backends).
 #  3. A second guest that powers itself off: the same checks (prefix `guest2-`).
@@ -31,7 +33,7 @@ ROUNDS=${ROUNDS:-20}
 LOOP_BOOT=${LOOP_BOOT:-1}
 GUEST_MEMORY=${GUEST_MEMORY:-128}
 GUEST_BOOT_TIMEOUT=${GUEST_BOOT_TIMEOUT:-180}
-export XS_TIMEOUT=${XS_TIMEOUT:-20}
+export XS_TIMEOUT="${XS_TIMEOUT:-20}"
 t_start=$(date +%s)
 
 start_xenstore || exit 1
@@ -91,23 +93,41 @@ nodes_gone_check() {
 
 # --------------------------------------------------------------------------------------
 banner "guest 1: xenstore from inside a PVH Linux guest"
+# guest1_run NAME: starts guest 1 and lets it run its checks; sets id1 and vm1. Returns 4
+# when the guest died on its own of a triple fault after it booted (the emulation flake of
+# tests/xen-in-qemu/README.md, "Known limits"), 0 otherwise.
+guest1_run() {
+    t0=$(date +%s)
+    r=0
+    launch_guest xl-create "$(guest_cfg "$1" stay)" data/watch-ready "$GUEST_BOOT_TIMEOUT" || r=$?
+    id1=$DOMID
+    vm1=$(xs xenstore-read "/local/domain/$id1/vm" 2>/dev/null)
+    echo "guest-lifecycle: guest $1 is domain $id1 ($vm1); home permissions:"
+    xs xenstore-ls -p "/local/domain/$id1" | sed 's/^/    | /'
+    if [ "$r" = 0 ]; then
+        echo "guest-lifecycle: guest registered its watches after $(($(date +%s) - t0))s"
+        xs xenstore-write /test-hidden/secret 2
+        xs xenstore-write "/local/domain/$id1/data/ping" hello
+        xs_wait 90 "/local/domain/$id1/data/done" >/dev/null || echo "guest-lifecycle: guest $id1 never wrote data/done"
+    else
+        echo "guest-lifecycle: guest $id1 never wrote data/watch-ready (status $r)"
+    fi
+    sleep 1
+    # Only a triple fault counts: a guest that hangs, panics or powers off stays a failure.
+    if [ -z "$(domain_line "$id1")" ] && timeout 10 xl dmesg 2>/dev/null | grep -q "d${id1}v[0-9]* Triple fault"; then
+        show "$(console_log "$1")" "console of $1 (died of a triple fault)"
+        return 4
+    fi
+    return 0
+}
 name=xsguest1
-t0=$(date +%s)
-r=0
-launch_guest xl-create "$(guest_cfg $name stay)" data/watch-ready "$GUEST_BOOT_TIMEOUT" || r=$?
-id1=$DOMID
-vm1=$(xs xenstore-read "/local/domain/$id1/vm" 2>/dev/null)
-echo "guest-lifecycle: guest $name is domain $id1 ($vm1); home permissions:"
-xs xenstore-ls -p "/local/domain/$id1" | sed 's/^/    | /'
-if [ "$r" = 0 ]; then
-    echo "guest-lifecycle: guest registered its watches after $(($(date +%s) - t0))s"
-    xs xenstore-write /test-hidden/secret 2
-    xs xenstore-write "/local/domain/$id1/data/ping" hello
-    xs_wait 90 "/local/domain/$id1/data/done" >/dev/null || echo "guest-lifecycle: guest $id1 never wrote data/done"
-else
-    echo "guest-lifecycle: guest $id1 never wrote data/watch-ready (status $r)"
-fi
-sleep 1
+guest1_run $name || {
+    # Its steps would be half a run: start a fresh guest (another name, so that its own
+    # console log holds only its own steps) and report that one.
+    echo "INFO: guest-lifecycle: guest 1 (domain $id1) died of a triple fault on its own (see README, Known limits); starting another"
+    name=xsguest1b
+    guest1_run $name
+}
 show "$(console_log $name)" "console of $name"
 guest_steps $name guest-
 echo "guest-lifecycle: guest 1 ran its checks in $(($(date +%s) - t0))s"
@@ -205,7 +225,7 @@ while [ "$i" -le "$ROUNDS" ]; do
     [ -n "$id" ] && { xl destroy "$id" || ok=0; }
     [ -n "$id" ] && { wait_domain_gone "$id" 30 || ok=0; }
     [ -n "$id" ] && [ -n "$(leftovers "$id")" ] && { echo "round $i: nodes of domain $id left"; ok=0; }
-    echo "INFO: guest-lifecycle: round $i: domain ${id:-?} $([ $ok = 1 ] && echo ok || echo FAILED) in $(($(date +%s) - rt0))s"
+    echo "INFO: guest-lifecycle: round $i: domain ${id:-?} $([ "$ok" = 1 ] && echo ok || echo FAILED) in $(($(date +%s) - rt0))s"
     if [ "$ok" = 1 ]; then loop_ok=$((loop_ok + 1)); else loop_fail="$loop_fail $i"; fi
     if [ "$i" = 1 ] || [ "$i" = "$ROUNDS" ]; then
         xs_memreport "/tmp/memreport-$i" || echo "round $i: xenstore-control memreport failed"
@@ -248,7 +268,7 @@ else
         if [ -z "$vn" ] || [ "$vn" -gt "$v1" ]; then grew="$grew $key:$v1->${vn:-missing}"; fi
     done </tmp/memnums-1
     if [ -z "$grew" ]; then
-        pass memreport-compare "no growth between round 1 and round $ROUNDS ($(tr '\n' ' ' </tmp/memnums-$ROUNDS))"
+        pass memreport-compare "no growth between round 1 and round $ROUNDS ($(tr '\n' ' ' </tmp/memnums-"$ROUNDS"))"
     else
         fail memreport-compare "grew:$grew"
     fi
