@@ -295,6 +295,12 @@ wait_domain_gone() {
     done
 }
 
+# died_of_triple_fault DOMID: the domain is gone and Xen reported its triple fault, the
+# emulation flake of QEMU's nested SVM (tests/xen-in-qemu/README.md, "Known limits").
+died_of_triple_fault() {
+    [ -z "$(domain_line "$1")" ] && xl dmesg 2>/dev/null | grep -q " d$1v[0-9]* Triple fault"
+}
+
 # xen_guest_log DOMID: what the domain wrote to Xen's console (I/O port 0xE9 with
 # guest_loglvl=all, or console_io), from `xl dmesg`, with the `(dN) ` prefix removed.
 xen_guest_log() { xl dmesg 2>/dev/null | sed -n "s/^.*(d$1) //p"; }
