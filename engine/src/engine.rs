@@ -6,6 +6,7 @@
 
 use crate::connection::{Connection, ConnectionKind, OutputMessage};
 use crate::domain::{Domains, feature};
+use crate::memory::MemoryStatus;
 use crate::operations::{self, AccountingDeltas, Caller, Change, GlobalAccess, NodeAccess};
 use crate::path::{self, CanonicalPath, INTRODUCE_DOMAIN, RELEASE_DOMAIN};
 use crate::permissions::{Access, Permission, Permissions};
@@ -90,9 +91,11 @@ pub struct Engine {
     pending_special: Vec<(&'static str, DomainId)>,
     pending_direct_events: Vec<(ConnectionId, Vec<u8>)>,
     now_milliseconds: u64,
+    /// The platform's memory figures, read before each request (`None`: no limit).
+    memory_status: Option<MemoryStatus>,
     /// Whether the access trace is written (`xenstore-control log on|off`).
     pub(crate) trace_enabled: bool,
-    /// Write credit shared by all unprivileged domains.
+    /// The reserve of write credit that lends to unprivileged domains in debt.
     global_write_credit: WriteCredit,
     /// Transactions open on all connections (write-rate limiting applies only then).
     open_transactions: usize,
@@ -148,6 +151,7 @@ impl Engine {
             pending_special: Vec::new(),
             pending_direct_events: Vec::new(),
             now_milliseconds: 0,
+            memory_status: None,
             trace_enabled: true,
             global_write_credit: WriteCredit::full(write_rate::GLOBAL_BURST_WRITES, 0),
             open_transactions: 0,
@@ -327,13 +331,14 @@ impl Engine {
             return false;
         }
         // Write-rate limiting applies to guests' rings, as in C (sockets are privileged).
+        // Only the domain's own credit holds it back; the global reserve only lends
+        // (`write_rate.rs`), so other guests' writing never stops this one being read.
         if state.kind == ConnectionKind::Domain {
             let now = self.now_milliseconds;
-            let domain_ok = self
+            return self
                 .domains
                 .get(state.domain)
                 .is_none_or(|record| record.write_credit.allows_input(now));
-            return domain_ok && self.global_write_credit.allows_input(now);
         }
         true
     }
@@ -349,8 +354,9 @@ impl Engine {
         let now = self.now_milliseconds;
         if let Some(record) = self.domains.get_mut(caller.domain) {
             record.write_credit.debit(now, writes);
+            self.global_write_credit
+                .lend_to(&mut record.write_credit, now);
         }
-        self.global_write_credit.debit(now, writes);
     }
 
     /// Drops a connection's queued output and refunds its memory charge.
@@ -683,6 +689,17 @@ impl Engine {
                 return;
             }
         }
+        // Under the guests' memory reserve, events for guests are dropped as at their quota:
+        // the memory left is the toolstack's (`memory.rs`).
+        if !is_reply
+            && domain != self.config.privileged_domain
+            && self
+                .memory_status
+                .is_some_and(|status| !status.admits_guest_event())
+        {
+            log::debug!("domain {domain}: watch event dropped, the store's memory is low");
+            return;
+        }
         state.push_output(OutputMessage {
             bytes,
             is_reply,
@@ -715,9 +732,18 @@ impl Engine {
         if self.tracing() {
             log::info!(target: ACCESS_LOG_TARGET, "IN  {} {} {:#x} ({})", connection.0, type_name, header.transaction_id, printable(payload));
         }
+        self.memory_status = platform.memory_status();
         let outcome = match message_type {
             None | Some(MessageType::WatchEvent) | Some(MessageType::Error) => {
                 Err(StoreError::NotImplemented)
+            }
+            Some(message_type) if !self.memory_admits(connection, message_type, payload) => {
+                log::debug!(
+                    "connection {}: {} refused, the store's memory is low",
+                    connection.0,
+                    message_type.name()
+                );
+                Err(StoreError::OutOfMemory)
             }
             Some(message_type) => {
                 self.dispatch(platform, connection, message_type, &header, payload)
@@ -748,6 +774,23 @@ impl Engine {
         );
         self.queue_output(connection, reply, true, None);
         self.flush_events(Some(connection));
+    }
+
+    /// Whether the store's memory lets this request go on (`memory.rs`).
+    fn memory_admits(
+        &self,
+        connection: ConnectionId,
+        message_type: MessageType,
+        payload: &[u8],
+    ) -> bool {
+        let Some(status) = self.memory_status else {
+            return true;
+        };
+        let privileged = self
+            .connections
+            .get(&connection)
+            .is_some_and(|state| state.domain == self.config.privileged_domain);
+        status.admits(message_type, payload, privileged)
     }
 
     fn dispatch(

@@ -56,6 +56,7 @@ pub mod domain;
 pub mod domain_state;
 mod engine;
 pub mod error;
+pub mod memory;
 pub mod operations;
 pub mod options;
 pub mod path;
@@ -124,4 +125,10 @@ pub trait Platform {
 
     /// A monotonic clock in milliseconds (watch-event expiry, write-rate limiting).
     fn now_milliseconds(&mut self) -> u64;
+
+    /// The memory the store can still use, read before each request (the reserves of
+    /// [`memory`]); `None` when the front end sets no limit (the Linux daemon by default).
+    fn memory_status(&mut self) -> Option<memory::MemoryStatus> {
+        None
+    }
 }

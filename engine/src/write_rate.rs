@@ -1,9 +1,11 @@
 //! Write-rate limiting: an unprivileged domain that writes too fast stops being read.
 //!
 //! C xenstored (`domain.c` `wrl_*`) gives each domain a small burst of write credit that
-//! refills over time, and keeps a global credit shared by all domains; while either is
-//! negative the domain's ring is not read. The figures are C's compile-time defaults:
-//! 200 writes per second, a burst of 10 per domain and 1000 overall.
+//! refills over time, and keeps a global reserve that lends to a domain in debt; while a
+//! domain's *own* credit is negative its ring is not read. The reserve only lends: when it
+//! is empty, nobody but the domains in debt waits, so guests writing at their allowed rate
+//! never hold back a guest that does not write. The figures are C's compile-time defaults:
+//! 200 writes per second, a burst of 10 per domain and 1000 in the reserve.
 
 /// Sustained writes per second.
 pub const WRITES_PER_SECOND: i64 = 200;
@@ -50,6 +52,21 @@ impl WriteCredit {
         self.credit_at(now_milliseconds) >= 0
     }
 
+    /// Pays as much of `borrower`'s debt as this credit can (C `wrl_credit_update()`: "if
+    /// the domain is in debt, pay it off from the reserve"); this credit never goes below 0.
+    pub fn lend_to(&mut self, borrower: &mut WriteCredit, now_milliseconds: u64) {
+        let debt = borrower.credit_at(now_milliseconds).min(0).saturating_neg();
+        let spare = self.credit_at(now_milliseconds).max(0);
+        let transfer = debt.min(spare);
+        if transfer == 0 {
+            return;
+        }
+        self.credit_milliwrites = spare - transfer;
+        self.updated_at_milliseconds = self.updated_at_milliseconds.max(now_milliseconds);
+        borrower.credit_milliwrites = borrower.credit_at(now_milliseconds) + transfer;
+        borrower.updated_at_milliseconds = borrower.updated_at_milliseconds.max(now_milliseconds);
+    }
+
     /// Takes `writes` writes of credit; the credit may go negative.
     pub fn debit(&mut self, now_milliseconds: u64, writes: i64) {
         self.credit_milliwrites = self
@@ -79,5 +96,20 @@ mod tests {
             DOMAIN_BURST_WRITES * 1000,
             "capped at the burst"
         );
+    }
+
+    #[test]
+    fn the_reserve_lends_until_it_is_empty() {
+        let mut reserve = WriteCredit::full(2, 0);
+        let mut domain = WriteCredit::full(1, 0);
+        domain.debit(0, 2);
+        reserve.lend_to(&mut domain, 0);
+        assert_eq!(domain.credit_at(0), 0, "the debt of one write is paid");
+        assert_eq!(reserve.credit_at(0), 1000);
+        domain.debit(0, 3);
+        reserve.lend_to(&mut domain, 0);
+        assert_eq!(domain.credit_at(0), -2000, "one of three writes lent");
+        assert_eq!(reserve.credit_at(0), 0, "never below zero");
+        assert!(!domain.allows_input(0));
     }
 }
