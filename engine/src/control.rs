@@ -340,6 +340,19 @@ impl Engine {
             self.tree.len(),
             node_bytes
         );
+        if let Some(status) = self.memory_status() {
+            // Current, maximum and free heap: what an administrator sizing the stub domain
+            // (`--memory`/`--maxmem`) needs to know (`memory.rs`).
+            let _ = writeln!(
+                text,
+                "heap: {} bytes now, {} bytes at most, {} bytes used, {} bytes available \
+                 (free now plus growth)",
+                status.heap_size_bytes,
+                status.heap_limit_bytes,
+                status.heap_used_bytes,
+                status.available_bytes()
+            );
+        }
         let _ = writeln!(text, "connections: {}", self.connections.len());
         let _ = writeln!(text, "watches: {}", self.watches.len());
         for (domain, record) in self.domains.iter() {

@@ -153,7 +153,7 @@ impl Engine {
             now_milliseconds: 0,
             memory_status: None,
             trace_enabled: true,
-            global_write_credit: WriteCredit::full(write_rate::GLOBAL_BURST_WRITES, 0),
+            global_write_credit: WriteCredit::empty(write_rate::GLOBAL_BURST_WRITES, 0),
             open_transactions: 0,
             output_ready: alloc::collections::BTreeSet::new(),
             event_holders: alloc::collections::BTreeSet::new(),
@@ -774,6 +774,11 @@ impl Engine {
         );
         self.queue_output(connection, reply, true, None);
         self.flush_events(Some(connection));
+    }
+
+    /// The platform's memory figures as read before the current request.
+    pub fn memory_status(&self) -> Option<MemoryStatus> {
+        self.memory_status
     }
 
     /// Whether the store's memory lets this request go on (`memory.rs`).

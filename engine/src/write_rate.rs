@@ -5,7 +5,10 @@
 //! domain's *own* credit is negative its ring is not read. The reserve only lends: when it
 //! is empty, nobody but the domains in debt waits, so guests writing at their allowed rate
 //! never hold back a guest that does not write. The figures are C's compile-time defaults:
-//! 200 writes per second, a burst of 10 per domain and 1000 in the reserve.
+//! 200 writes per second, a burst of 10 per domain and 1000 in the reserve. C fills the
+//! reserve with the credit idle domains would have got beyond their burst; here it starts
+//! empty and refills at the per-domain rate, which bounds what it lends the same way
+//! without tracking every idle domain.
 
 /// Sustained writes per second.
 pub const WRITES_PER_SECOND: i64 = 200;
@@ -30,6 +33,16 @@ impl WriteCredit {
     pub const fn full(burst_writes: i64, now_milliseconds: u64) -> WriteCredit {
         WriteCredit {
             credit_milliwrites: burst_writes * MILLIWRITES_PER_WRITE,
+            updated_at_milliseconds: now_milliseconds,
+            burst_writes,
+        }
+    }
+
+    /// An empty bucket that refills up to `burst_writes` (C's reserve starts at 0 and fills
+    /// from the credit domains do not use).
+    pub const fn empty(burst_writes: i64, now_milliseconds: u64) -> WriteCredit {
+        WriteCredit {
+            credit_milliwrites: 0,
             updated_at_milliseconds: now_milliseconds,
             burst_writes,
         }

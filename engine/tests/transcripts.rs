@@ -822,6 +822,63 @@ fn fast_writers_are_throttled_then_resume() {
     assert!(h.engine.wants_input(guest), "credit refills over time");
 }
 
+/// Issue 15: two guests writing inside transactions at their allowed rate (and beyond it)
+/// never stop a third guest's ring from being read; only a domain's own negative credit
+/// holds it back, and the global reserve only lends (C `wrl_credit_update()`).
+#[test]
+fn writers_never_hold_back_another_guest() {
+    let mut h = Harness::new();
+    let writers: Vec<_> = [31u16, 32]
+        .into_iter()
+        .map(|domain| {
+            let home = format!("/local/domain/{domain}");
+            assert_eq!(h.request(h.dom0, "MKDIR", 0, &format!("{home}|")), "OK|");
+            assert_eq!(
+                h.request(h.dom0, "SET_PERMS", 0, &format!("{home}|n{domain}|")),
+                "OK|"
+            );
+            h.introduce(domain)
+        })
+        .collect();
+    let quiet = h.introduce(33);
+    // Write-rate limiting applies while a transaction is open (C); the writers hold one
+    // each and write outside it, which is debited at once (inside, at commit).
+    for &writer in &writers {
+        assert_eq!(h.request(writer, "TRANSACTION_START", 0, "|"), "1|");
+    }
+    let mut held_back = [0u32; 2];
+    // Ten simulated seconds in 5 ms steps: each writer tries two writes per step, twice its
+    // allowed rate (one write per 5 ms), and writes whenever it is read.
+    for step in 0..2000u32 {
+        for (index, &writer) in writers.iter().enumerate() {
+            for attempt in 0..2 {
+                if h.engine.wants_input(writer) {
+                    let node = (step * 2 + attempt) % 7;
+                    assert_eq!(h.request(writer, "WRITE", 0, &format!("w{node}|x")), "OK|");
+                } else {
+                    held_back[index] += 1;
+                }
+            }
+        }
+        assert!(
+            h.engine.wants_input(quiet),
+            "step {step}: another guest's writing held back guest 33"
+        );
+        assert_eq!(
+            h.request(quiet, "GET_DOMAIN_PATH", 0, "33|"),
+            "/local/domain/33|"
+        );
+        h.platform.now_milliseconds += 5;
+        h.engine.tick(&mut h.platform);
+    }
+    // The reserve lends its refill to whichever writer asks first, so one writer may
+    // always be read; the other is held back, by its own debt only.
+    assert!(
+        held_back.iter().sum::<u32>() > 1000,
+        "the writers did reach their own limits: {held_back:?}"
+    );
+}
+
 /// A domain at its hard memory quota is not read until its queued output drains (C
 /// `domain_can_read()`), and a writer's outstanding requests include the watch events it
 /// caused that are still queued (C `send_event()`, `pend.req`).
