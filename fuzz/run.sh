@@ -29,7 +29,7 @@ fi
 
 # Builds go to the fuzz crate's own target directory unless the caller chose one.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$FUZZ_DIR/target}"
-TARGETS="wire_framing ring_reader engine_model"
+TARGETS="wire_framing ring_reader engine_model engine_allocation_failures"
 status=0
 for target in $TARGETS; do
     mkdir -p "corpus/$target" "seeds/$target"

@@ -7,6 +7,7 @@
 //! shrinks a failure to a short program.
 
 #[path = "support/model.rs"]
+#[allow(dead_code)]
 mod model;
 
 use proptest::prelude::*;
