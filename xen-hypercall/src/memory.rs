@@ -4,6 +4,10 @@ use crate::errno::XenResult;
 use crate::hypercall::{Hypervisor, argument_address, argument_address_mut, number};
 use crate::types::{DomId, Gfn};
 
+/// `XENMEM_decrease_reservation`: gives the frames of the listed extents back to Xen.
+pub const XENMEM_DECREASE_RESERVATION: u64 = 1;
+/// `XENMEM_populate_physmap`: backs the listed guest frames with new memory.
+pub const XENMEM_POPULATE_PHYSMAP: u64 = 6;
 /// `XENMEM_current_reservation`: arg = `&domid_t`, returns the number of backed pages.
 pub const XENMEM_CURRENT_RESERVATION: u64 = 3;
 /// `XENMEM_maximum_reservation`: arg = `&domid_t`, returns the page limit.
@@ -46,6 +50,23 @@ pub struct XenAddToPhysmap {
 pub struct XenRemoveFromPhysmap {
     pub domid: u16,
     pub gpfn: u64,
+}
+
+/// `struct xen_memory_reservation` (32 bytes): the argument of `XENMEM_increase_reservation`,
+/// `XENMEM_decrease_reservation` and `XENMEM_populate_physmap`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenMemoryReservation {
+    /// Guest handle: linear address of an array of `xen_pfn_t`, one per extent. For a
+    /// translated guest (PVH) these are guest frame numbers, which Xen only reads.
+    pub extent_start: u64,
+    /// How many extents the array holds.
+    pub nr_extents: u64,
+    /// Each extent is 2^`extent_order` frames, the first of which the array names.
+    pub extent_order: u32,
+    /// `XENMEMF_*` (node, address width, populate-on-demand); 0 for none.
+    pub mem_flags: u32,
+    pub domid: u16,
 }
 
 /// `struct xen_memory_map` (16 bytes): `nr_entries` is capacity in, count out.
@@ -110,6 +131,65 @@ impl Hypervisor {
         }
     }
 
+    /// `XENMEM_populate_physmap` for the calling domain: backs each frame of `frames` (extents
+    /// of one frame each, order 0) with a new page of the domain's reservation. Returns how
+    /// many frames, from the first on, were populated: fewer than asked when the domain reached
+    /// its maximum reservation (`XENMEM_maximum_reservation`) or Xen ran out of memory; the
+    /// frames after the first failure are untouched.
+    ///
+    /// # Safety
+    ///
+    /// Each frame's contents are replaced by a fresh page, and a page already there stays
+    /// allocated to the domain but unreachable (`p2m_add_page()` only unlinks it), so the
+    /// frames must not be populated RAM anything relies on: callers populate frames they know
+    /// to be empty (see `XENMEM_decrease_reservation`).
+    pub unsafe fn populate_physmap(&self, frames: &mut [Gfn]) -> XenResult<u64> {
+        // The list is `&mut`: the ABI makes it an output too, though Xen writes the machine
+        // frames back only for guests it does not translate (never PVH).
+        let (list, count) = (frames.as_mut_ptr() as u64, frames.len() as u64);
+        // SAFETY: forwarded contract (frames whose contents nothing relies on); the list is
+        // `count` frame numbers, writable and alive for the call.
+        unsafe { self.memory_reservation_op(XENMEM_POPULATE_PHYSMAP, list, count) }
+    }
+
+    /// `XENMEM_decrease_reservation` for the calling domain: gives the page behind each frame
+    /// of `frames` (order 0) back to Xen and leaves a hole there. Returns how many frames, from
+    /// the first on, were given back; it stops at the first frame that holds no page (an
+    /// unpopulated frame is not an error), leaving that frame and the rest untouched.
+    ///
+    /// # Safety
+    ///
+    /// Nothing may use the frames any more: their pages go back to Xen, and accesses to a hole
+    /// go to emulation (reads of all ones, writes dropped), not to memory.
+    pub unsafe fn decrease_reservation(&self, frames: &[Gfn]) -> XenResult<u64> {
+        let (list, count) = (frames.as_ptr() as u64, frames.len() as u64);
+        // SAFETY: forwarded contract (frames nothing uses any more); Xen only reads the list
+        // of this operation: `count` frame numbers alive for the call.
+        unsafe { self.memory_reservation_op(XENMEM_DECREASE_RESERVATION, list, count) }
+    }
+
+    /// A `xen_memory_reservation` operation on the calling domain's frames listed at linear
+    /// address `list` (`count` frame numbers, one order-0 extent each; `Gfn` is
+    /// `repr(transparent)` over the u64 `xen_pfn_t`).
+    ///
+    /// # Safety
+    ///
+    /// `list` must hold `count` frame numbers for the call (writable where `command` writes
+    /// them back), and the caller accepts what `command` does to the frames.
+    unsafe fn memory_reservation_op(&self, command: u64, list: u64, count: u64) -> XenResult<u64> {
+        let request = XenMemoryReservation {
+            extent_start: list,
+            nr_extents: count,
+            extent_order: 0,
+            mem_flags: 0,
+            domid: DomId::SELF.0,
+        };
+        let address = argument_address(&request);
+        // SAFETY: Xen reads one xen_memory_reservation, alive for the call, and the list the
+        // caller vouches for; what happens to the frames is the caller's contract.
+        unsafe { self.hypercall(number::MEMORY_OP, [command, address, 0, 0, 0]) }
+    }
+
     /// `XENMEM_add_to_physmap` for the calling domain: makes frame `index` of `space` appear
     /// at `gfn`. RAM previously at `gfn` is freed by Xen; a frame already mapped elsewhere
     /// is moved (`xen/arch/x86/mm/p2m.c` `xenmem_add_to_physmap_one()`).
@@ -172,6 +252,18 @@ mod tests {
     fn remove_from_physmap_layout() {
         assert_eq!(size_of::<XenRemoveFromPhysmap>(), 16);
         assert_eq!(offset_of!(XenRemoveFromPhysmap, gpfn), 8);
+    }
+
+    #[test]
+    fn memory_reservation_layout() {
+        assert_eq!(size_of::<XenMemoryReservation>(), 32);
+        assert_eq!(offset_of!(XenMemoryReservation, extent_start), 0);
+        assert_eq!(offset_of!(XenMemoryReservation, nr_extents), 8);
+        assert_eq!(offset_of!(XenMemoryReservation, extent_order), 16);
+        assert_eq!(offset_of!(XenMemoryReservation, mem_flags), 20);
+        assert_eq!(offset_of!(XenMemoryReservation, domid), 24);
+        // The extent list is an array of xen_pfn_t (u64).
+        assert_eq!(size_of::<Gfn>(), 8);
     }
 
     #[test]
