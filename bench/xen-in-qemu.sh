@@ -45,6 +45,7 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$repo/tests/lib/setup.sh" || { echo "xen-in-qemu.sh: set-up failed (tests/lib/setup.sh)" >&2; exit 1; }
 out=$repo/target/bench
 run_sh=$repo/tests/xen-in-qemu/run.sh
 started=$SECONDS

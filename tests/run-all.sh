@@ -39,17 +39,13 @@ step kernel-image cargo build --release --target x86_64-unknown-none -p xenstore
 step kernel-notes tests/kernel/check-notes.sh target/x86_64-unknown-none/release/xenstore-stubdom
 step kernel-qemu-smoke tests/kernel/qemu-smoke.sh target/x86_64-unknown-none/release/xenstore-stubdom
 
-# The nightly-only alternative build with the custom target spec, when a nightly is there.
-if rustup run nightly rustc --version >/dev/null 2>&1 \
-    && { rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src' \
-        || rustup +nightly component add rust-src >/dev/null 2>&1; }; then
-    step kernel-image-json-target cargo +nightly build --release -p xenstore-stubdom \
-        --target x86_64-xen.json -Zjson-target-spec \
-        -Zbuild-std=core,alloc,compiler_builtins -Zbuild-std-features=compiler-builtins-mem
-    step kernel-notes-json-target tests/kernel/check-notes.sh target/x86_64-xen/release/xenstore-stubdom
-else
-    echo "=== kernel-image-json-target: skipped (no nightly toolchain with rust-src)"
-fi
+# The nightly-only alternative build with the custom target spec: a counted step like any
+# other (setup installs the nightly toolchain with rust-src; a failure there fails the step).
+step nightly-setup tests/lib/setup.sh --nightly
+step kernel-image-json-target cargo +nightly build --release -p xenstore-stubdom \
+    --target x86_64-xen.json -Zjson-target-spec \
+    -Zbuild-std=core,alloc,compiler_builtins -Zbuild-std-features=compiler-builtins-mem
+step kernel-notes-json-target tests/kernel/check-notes.sh target/x86_64-xen/release/xenstore-stubdom
 step real-clients tests/real-clients/run.sh
 if ! $quick; then
     # Debian's Xen 4.17 in QEMU: the kernel's self-test as a domU, then the stub domain as

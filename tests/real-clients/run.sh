@@ -14,6 +14,7 @@
 set -uo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+"$repo/tests/lib/setup.sh" || { echo "real-clients: set-up failed (tests/lib/setup.sh)" >&2; exit 1; }
 if [ -n "${XENSTORE_REAL_CLIENTS_DIR:-}" ]; then
     work=$XENSTORE_REAL_CLIENTS_DIR
     keep_work=1

@@ -28,7 +28,7 @@
 #                     multi, one host thread per vCPU); single runs both vCPUs on one
 #                     host thread
 #
-# What it does: installs qemu-system-x86 if missing (apt-get), fetches the Debian packages
+# What it does: runs tests/lib/setup.sh (kernel target, QEMU), fetches the Debian packages
 # with tests/lib/debian-packages.sh (nothing Xen-related is installed on the host), builds a
 # dom0 initramfs (busybox, Xen tools and their libraries, the Xen kernel modules), caches
 # that under ${XENSTORE_CACHE_DIR:-~/.cache/xenstore-stubdom}/xen-in-qemu (rebuilt whenever
@@ -156,7 +156,7 @@ fi
 [ -n "$log" ] || log=/tmp/xen-in-qemu-$scenario.log
 
 # ---------------------------------------------------------------------------------------
-# Host prerequisites: QEMU (installed with apt-get when missing) and current package lists.
+# Host prerequisites: the shared set-up and current package lists.
 # apt-get update runs at most once per run, and is skipped when this harness already ran it
 # in the last 6 hours (stamp in the cache) or the caller sets XENSTORE_APT_UPDATED=1.
 apt_updated=${XENSTORE_APT_UPDATED:-0}
@@ -176,13 +176,9 @@ apt_update() {
     apt_updated=1
     export XENSTORE_APT_UPDATED=1
 }
-if ! command -v qemu-system-x86_64 >/dev/null; then
-    [ "$(id -u)" = 0 ] || die "qemu-system-x86_64 is missing and installing it needs root (apt-get install qemu-system-x86)"
-    apt_update
-    say "installing qemu-system-x86"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 >/dev/null ||
-        die "apt-get install -y qemu-system-x86 failed"
-fi
+# The shared set-up (tests/lib/setup.sh): the kernel target the stub build needs, QEMU and
+# the host tools; on a fresh machine this is what makes the README's first command work.
+"$repo/tests/lib/setup.sh" || die "set-up failed (tests/lib/setup.sh)"
 for tool in python3 gzip apt-get apt-cache dpkg ldd; do
     command -v "$tool" >/dev/null || die "'$tool' is required on the host"
 done
