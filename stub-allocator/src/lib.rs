@@ -83,6 +83,12 @@
 //!
 //! The figures always satisfy `used() + class_free_bytes() + free() == size()`, where `used()`
 //! is the sum of [`block_size_bytes`] over the live blocks.
+//!
+//! Growth: [`SizeClassHeap::extend`] adds memory right after the heap's top (the stub domain
+//! populates the guest frames above its heap and hands them over); `linked_list_allocator` makes
+//! it a hole at the end, merged with a hole that ended at the old top. The classes hold no
+//! bound of the heap but the top that a reclaim reads when it gives a run back, so nothing else
+//! changes.
 #![no_std]
 
 #[cfg(test)]
@@ -322,6 +328,39 @@ impl BackingObserver for NoObserver {
     fn freed(&mut self, _start: NonNull<u8>, _size_bytes: usize) {}
 }
 
+/// The least [`SizeClassHeap::extend`] adds: `linked_list_allocator`'s hole header, so that
+/// the added memory is at once a hole of its own (the backing heap keeps smaller extensions
+/// aside until more comes).
+pub const EXTEND_MIN_BYTES: usize = HOLE_BYTES;
+
+/// Why [`SizeClassHeap::extend`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtendError {
+    /// The heap has no memory yet ([`SizeClassHeap::init`] comes first).
+    Empty,
+    /// Not a multiple of [`GRANULE_BYTES`], or less than [`EXTEND_MIN_BYTES`].
+    Size { bytes: usize },
+    /// The heap would pass the end of the address space.
+    AddressSpace { top: usize, bytes: usize },
+}
+
+impl core::fmt::Display for ExtendError {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ExtendError::Empty => write!(formatter, "the heap has no memory to extend"),
+            ExtendError::Size { bytes } => write!(
+                formatter,
+                "cannot extend by {bytes} bytes (a multiple of {GRANULE_BYTES}, at least \
+                 {EXTEND_MIN_BYTES})"
+            ),
+            ExtendError::AddressSpace { top, bytes } => write!(
+                formatter,
+                "cannot extend the heap ending at {top:#x} by {bytes} bytes"
+            ),
+        }
+    }
+}
+
 /// Size classes for small blocks over a `linked_list_allocator::Heap` for the rest.
 pub struct SizeClassHeap {
     backing: Heap,
@@ -373,6 +412,53 @@ impl SizeClassHeap {
     pub unsafe fn init(&mut self, start: *mut u8, size: usize) {
         // SAFETY: forwarded contract.
         unsafe { self.backing.init(start, size) };
+    }
+
+    /// The address right after the heap's memory: where [`SizeClassHeap::extend`] adds more.
+    /// Null before [`SizeClassHeap::init`].
+    pub fn top(&self) -> *mut u8 {
+        self.backing.top()
+    }
+
+    /// Adds the `bytes` right after the heap's memory (at [`SizeClassHeap::top`]) to it: they
+    /// become free memory at the end of the backing heap, joined with a hole that ends at the
+    /// old top, so that a block can span the old and the new memory.
+    ///
+    /// Checked here: the heap has memory (an empty heap cannot grow: its top is undefined),
+    /// `bytes` is a multiple of [`GRANULE_BYTES`] and at least [`EXTEND_MIN_BYTES`] (so that the
+    /// top stays 8-aligned and every byte becomes usable at once), and the new top fits the
+    /// address space. An `Err` leaves the heap unchanged.
+    ///
+    /// The classes need no change: their blocks and lists stay where they are, and a reclaim
+    /// judges a run against the current top (`give_back`), so a block kept below the old top
+    /// goes back with its neighbours the next time.
+    ///
+    /// # Safety
+    ///
+    /// The region `top()..top() + bytes` must be valid, writable memory that nothing else uses
+    /// for as long as the heap hands out blocks from it (the contract of
+    /// [`SizeClassHeap::init`] for the first region).
+    pub unsafe fn extend(&mut self, bytes: usize) -> Result<(), ExtendError> {
+        let top = self.backing.top() as usize;
+        if self.backing.bottom().is_null() {
+            return Err(ExtendError::Empty);
+        }
+        if bytes < EXTEND_MIN_BYTES || !bytes.is_multiple_of(GRANULE_BYTES) {
+            return Err(ExtendError::Size { bytes });
+        }
+        // The heap's size must stay an `isize` (a region of memory), as `Heap::size` assumes.
+        let bottom = self.backing.bottom() as usize;
+        match top.checked_add(bytes) {
+            Some(end) if isize::try_from(end - bottom).is_ok() => {}
+            _ => return Err(ExtendError::AddressSpace { top, bytes }),
+        }
+        // SAFETY: the `bytes` after `top()` are valid, unused memory (caller's contract);
+        // `Heap::extend` takes exactly those (after the odd bytes an unaligned region left
+        // pending, which `top()` counts), and the heap is initialised, so it does not panic.
+        // It frees the new memory as one hole (merged with a hole ending at the old top) and
+        // then moves the top; `used` does not change.
+        unsafe { self.backing.extend(bytes) };
+        Ok(())
     }
 
     /// Allocates a block for `layout`: from its class's free list when a class serves it,
@@ -795,6 +881,15 @@ mod tests {
             heap
         }
 
+        /// A heap over the first `bytes` of the region, to be extended into the rest.
+        fn heap_over(&self, bytes: usize) -> SizeClassHeap {
+            assert!(bytes <= self.layout.size());
+            let mut heap = SizeClassHeap::empty();
+            // SAFETY: as in `heap`, for a part of the region.
+            unsafe { heap.init(self.start, bytes) };
+            heap
+        }
+
         fn contains(&self, block: NonNull<u8>, size: usize) -> bool {
             let start = self.start as usize;
             let address = block.as_ptr() as usize;
@@ -1039,6 +1134,13 @@ mod tests {
             range
         }
 
+        /// The heap grew by `bytes`: free granules at the top.
+        fn extend(&mut self, bytes: usize) {
+            assert_eq!(bytes % GRANULE_BYTES, 0);
+            self.occupied
+                .resize(self.occupied.len() + bytes / GRANULE_BYTES, false);
+        }
+
         /// Whether the backing heap has handed out all of `size_bytes` at `start`.
         fn is_occupied(&self, start: NonNull<u8>, size_bytes: usize) -> bool {
             let range = self.granules(start, size_bytes);
@@ -1218,6 +1320,16 @@ mod tests {
         served_by_reclaim: usize,
         /// The most bytes left in the class lists after a failed allocation.
         most_left_at_a_failure: usize,
+        /// Extensions of the heap after failed allocations (see [`run_model`]'s `growth`).
+        extensions: usize,
+    }
+
+    /// How [`run_model`]'s heap grows: it starts over `initial_bytes` of the region and takes
+    /// `step_bytes` more of it after each failed allocation, as long as the region has them.
+    #[derive(Clone, Copy, Debug)]
+    struct Growth {
+        initial_bytes: usize,
+        step_bytes: usize,
     }
 
     /// Random allocations (`draw` picks the layout for a step) and frees against a model of
@@ -1225,15 +1337,20 @@ mod tests {
     /// step: the figures match the model and the backing map, and the new block overlaps no
     /// live block and lies in memory the backing heap handed out. After every failed
     /// allocation: the live blocks are intact, the memory is really exhausted
-    /// ([`assert_really_exhausted`]), and a tenth of the live blocks is freed.
+    /// ([`assert_really_exhausted`]), and the heap grows by a step of `growth` if the region
+    /// has room, otherwise a tenth of the live blocks is freed.
     fn run_model(
         region: &Region,
         steps: u32,
         seed: u64,
         max_live: usize,
+        growth: Option<Growth>,
         mut draw: impl FnMut(&mut Random, u32) -> Layout,
     ) -> ModelRun {
-        let mut heap = region.heap();
+        let mut heap = match growth {
+            Some(growth) => region.heap_over(growth.initial_bytes),
+            None => region.heap(),
+        };
         let mut map = BackingMap::new(&heap);
         let mut random = Random(seed);
         let mut live: Vec<Live> = Vec::new();
@@ -1305,11 +1422,29 @@ mod tests {
                         check_live(&live);
                         assert_free_blocks_sound(&heap, &map, &live);
                         assert_really_exhausted(&heap, &map, wanted, &live);
-                        for _ in 0..(live.len() / 10).max(1) {
-                            let (used, direct) =
-                                free_one(&mut heap, &mut map, &mut live, &mut spans, &mut random);
-                            model_used -= used;
-                            model_direct -= direct;
+                        if let Some(Growth { step_bytes, .. }) = growth
+                            && heap.size() + step_bytes <= region.layout.size()
+                        {
+                            let free_before = heap.free();
+                            // SAFETY: the region's next `step_bytes` after the heap, which
+                            // nothing else uses.
+                            unsafe { heap.extend(step_bytes) }.expect("extend");
+                            map.extend(step_bytes);
+                            assert_eq!(heap.free(), free_before + step_bytes);
+                            assert_eq!(heap.used(), used_before);
+                            run.extensions += 1;
+                        } else {
+                            for _ in 0..(live.len() / 10).max(1) {
+                                let (used, direct) = free_one(
+                                    &mut heap,
+                                    &mut map,
+                                    &mut live,
+                                    &mut spans,
+                                    &mut random,
+                                );
+                                model_used -= used;
+                                model_direct -= direct;
+                            }
                         }
                     }
                 }
@@ -1352,21 +1487,28 @@ mod tests {
     #[test]
     fn random_operations_match_a_model() {
         let region = Region::new(16 << 20);
-        let run = run_model(&region, 60_000, 0x9e37_79b9_7f4a_7c15, 3000, |random, _| {
-            let size = match random.below(100) {
-                0..=69 => random.below(65),
-                70..=84 => random.below(MAX_SMALL_CLASS_BYTES as u64 + 1),
-                85..=94 => random.below(MAX_CLASS_BYTES as u64 + 1),
-                _ => random.below(20_000),
-            };
-            let align = match random.below(100) {
-                0..=79 => 8,
-                80..=89 => 1 << random.below(3),
-                90..=96 => 16,
-                _ => 32 << random.below(3),
-            };
-            layout(size, align)
-        });
+        let run = run_model(
+            &region,
+            60_000,
+            0x9e37_79b9_7f4a_7c15,
+            3000,
+            None,
+            |random, _| {
+                let size = match random.below(100) {
+                    0..=69 => random.below(65),
+                    70..=84 => random.below(MAX_SMALL_CLASS_BYTES as u64 + 1),
+                    85..=94 => random.below(MAX_CLASS_BYTES as u64 + 1),
+                    _ => random.below(20_000),
+                };
+                let align = match random.below(100) {
+                    0..=79 => 8,
+                    80..=89 => 1 << random.below(3),
+                    90..=96 => 16,
+                    _ => 32 << random.below(3),
+                };
+                layout(size, align)
+            },
+        );
         // The region is large enough: no failure, so no reclaim but the final one.
         assert_eq!(run.failures, 0);
         assert_eq!(run.served_by_reclaim, 0);
@@ -1385,7 +1527,7 @@ mod tests {
         ] {
             let region = Region::new(256 << 10);
             let mut favourite = 0usize;
-            let run = run_model(&region, 30_000, seed, usize::MAX, |random, step| {
+            let run = run_model(&region, 30_000, seed, usize::MAX, None, |random, step| {
                 if step % 1500 == 0 {
                     favourite = random.below(CLASS_COUNT as u64);
                 }
@@ -1407,6 +1549,115 @@ mod tests {
             assert!(run.served_by_reclaim > 50, "{run:?}");
             assert!(run.allocations > 10_000, "{run:?}");
         }
+    }
+
+    /// The model on a heap that starts small and grows when an allocation fails, by a page
+    /// or by the least the heap takes: the extensions join the top hole, blocks span the old
+    /// tops, and the exhaustion checks hold at every size.
+    #[test]
+    fn random_operations_on_a_growing_heap_match_a_model() {
+        for (seed, step_bytes) in [
+            (0x6a09_e667_f3bc_c908_u64, 4096),
+            (0xbb67_ae85_84ca_a73b, EXTEND_MIN_BYTES),
+            (0x3c6e_f372_fe94_f82b, 4096 + 3 * GRANULE_BYTES),
+        ] {
+            let region = Region::new(512 << 10);
+            let growth = Growth {
+                initial_bytes: 32 << 10,
+                step_bytes,
+            };
+            let run = run_model(&region, 30_000, seed, 4000, Some(growth), |random, _| {
+                let size = match random.below(100) {
+                    0..=69 => random.below(65),
+                    70..=84 => random.below(MAX_SMALL_CLASS_BYTES as u64 + 1),
+                    85..=94 => random.below(MAX_CLASS_BYTES as u64 + 1),
+                    _ => random.below(12_000),
+                };
+                let align = match random.below(100) {
+                    0..=89 => 8,
+                    90..=94 => 16,
+                    _ => 32 << random.below(5),
+                };
+                layout(size, align)
+            });
+            assert!(run.extensions > 10, "{run:?}");
+            assert!(run.allocations > 10_000, "{run:?}");
+        }
+    }
+
+    #[test]
+    fn extending_adds_free_memory_at_the_top_that_blocks_can_span() {
+        let region = Region::new(64 << 10);
+        let mut empty = SizeClassHeap::empty();
+        // SAFETY: the heap has no memory; the call is refused before anything is touched.
+        assert_eq!(unsafe { empty.extend(4096) }, Err(ExtendError::Empty));
+        let mut heap = region.heap_over(16 << 10);
+        assert_eq!(heap.top(), region.start.wrapping_add(16 << 10));
+        // SAFETY: refused sizes: nothing is touched.
+        unsafe {
+            assert_eq!(heap.extend(8), Err(ExtendError::Size { bytes: 8 }));
+            assert_eq!(heap.extend(4100), Err(ExtendError::Size { bytes: 4100 }));
+            assert!(matches!(
+                heap.extend(usize::MAX & !7),
+                Err(ExtendError::AddressSpace { .. })
+            ));
+        }
+        assert_eq!(heap.size(), 16 << 10);
+        // Fill the heap: a small block (a class chunk at the bottom), a 4 KiB block (the
+        // backing heap), and one block of the rest, up to the top.
+        let mut live = Vec::new();
+        let small = layout(24, 8);
+        let block = heap.allocate(small).expect("a small block");
+        live.push(Live::fill(block, small, 1));
+        let page = layout(4096, 8);
+        let block = heap.allocate(page).expect("a 4 KiB block");
+        live.push(Live::fill(block, page, 2));
+        let rest = layout(heap.free(), 8);
+        let top_block = heap.allocate(rest).expect("the rest");
+        assert_eq!(
+            top_block.as_ptr() as usize + rest.size(),
+            region.start as usize + (16 << 10)
+        );
+        assert!(heap.allocate(page).is_err());
+        // Free the block at the top: the hole it leaves joins the new memory.
+        // SAFETY: allocated above with this layout.
+        unsafe { heap.deallocate(top_block, rest) };
+        let (used, free) = (heap.used(), heap.free());
+        // SAFETY: the region's next 16 KiB, which nothing else uses.
+        unsafe { heap.extend(16 << 10) }.expect("extend");
+        assert_eq!(heap.size(), 32 << 10);
+        assert_eq!(heap.top(), region.start.wrapping_add(32 << 10));
+        assert_eq!((heap.used(), heap.free()), (used, free + (16 << 10)));
+        assert_consistent(&heap);
+        // A block larger than the new memory alone: it starts below the old top.
+        let spanning = layout((16 << 10) + 8192, 8);
+        let block = heap.allocate(spanning).expect("a block across the old top");
+        assert!((block.as_ptr() as usize) < region.start as usize + (16 << 10));
+        assert!(region.contains(block, spanning.size()));
+        live.push(Live::fill(block, spanning, 0xee));
+        // Grow again by the least the heap takes, then use the rest of the region.
+        // SAFETY: the region's next bytes, which nothing else uses.
+        unsafe { heap.extend(EXTEND_MIN_BYTES) }.expect("extend");
+        let rest = (64 << 10) - heap.size();
+        // SAFETY: the rest of the region, which nothing else uses.
+        unsafe { heap.extend(rest) }.expect("extend");
+        assert_eq!(heap.size(), 64 << 10);
+        while let Ok(block) = heap.allocate(small) {
+            assert!(region.contains(block, small.size()));
+            live.push(Live::fill(block, small, live.len() as u8));
+        }
+        check_live(&live);
+        assert_consistent(&heap);
+        for entry in live.drain(..) {
+            // SAFETY: allocated above with this layout and not freed since.
+            unsafe { heap.deallocate(entry.block, entry.layout) };
+        }
+        assert_eq!(heap.used(), 0);
+        let whole = layout((64 << 10) - 16, 16);
+        let block = heap.allocate(whole).expect("everything is free again");
+        // SAFETY: allocated above with this layout.
+        unsafe { heap.deallocate(block, whole) };
+        assert_consistent(&heap);
     }
 
     /// The stranding a guest could cause within its quota: fill most of the heap with blocks
