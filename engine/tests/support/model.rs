@@ -14,7 +14,13 @@
 //! - a commit answering `OK` saw every value it read unchanged and leaves the values it
 //!   wrote (it equals running the transaction alone at the commit point); a commit answering
 //!   `EAGAIN` happened only after the committed tree really changed since the start;
-//! - a guest's successful `READ`/`WRITE` is allowed by the node's permissions.
+//! - a guest's successful `READ`/`WRITE` is allowed by the node's permissions;
+//! - a successful `READ` outside a transaction returns the last value written: the model
+//!   keeps a shadow store of its own (paths and values, updated from the replies of
+//!   `WRITE`, `MKDIR` and `RM`), independent of the engine's tree; after what it does not
+//!   model value by value (a commit, a domain's death, a reply it did not see) it takes the
+//!   engine's values again;
+//! - a guest's own request never takes it over its node quota.
 //!
 //! With [`Model::run_with_faults`] each step also picks an allocation to fail while the
 //! engine processes the request (issue 15, `docs/memory.md`); when one failed, the reply
@@ -99,6 +105,8 @@ pub struct Model {
     pub platform: ModelPlatform,
     actors: Vec<Actor>,
     next_request_id: u32,
+    /// The committed tree's values as the model's own bookkeeping has them: path → value.
+    shadow: BTreeMap<String, Vec<u8>>,
     /// Fault injection: the allocator, and which allocation of the next request to fail.
     faults: Option<Box<dyn AllocationFaults>>,
     next_failing_allocation: u32,
@@ -186,6 +194,7 @@ impl Model {
                 transactions: BTreeMap::new(),
             }],
             next_request_id: 1,
+            shadow: BTreeMap::new(),
             faults: None,
             next_failing_allocation: 0,
             allocation_failed: false,
@@ -199,7 +208,40 @@ impl Model {
                 transactions: BTreeMap::new(),
             });
         }
+        model.resync_shadow();
         model
+    }
+
+    /// Takes the engine's values as the shadow's, after a change the model does not follow
+    /// value by value.
+    fn resync_shadow(&mut self) {
+        self.shadow = self
+            .engine
+            .tree()
+            .iter()
+            .map(|(path, node)| (path.clone(), node.value().to_vec()))
+            .collect();
+    }
+
+    /// A successful `WRITE` (with `Some(value)`) or `MKDIR` (`None`) of `path` outside a
+    /// transaction: missing ancestors appear with empty values (C `create_node()`).
+    fn shadow_create(&mut self, path: &str, value: Option<&[u8]>) {
+        let mut ancestor = String::new();
+        for name in path.trim_start_matches('/').split('/') {
+            ancestor.push('/');
+            ancestor.push_str(name);
+            self.shadow.entry(ancestor.clone()).or_default();
+        }
+        if let Some(value) = value {
+            self.shadow.insert(path.to_string(), value.to_vec());
+        }
+    }
+
+    /// A successful `RM` of `path`: it and everything below it are gone.
+    fn shadow_remove(&mut self, path: &str) {
+        let below = format!("{path}/");
+        self.shadow
+            .retain(|shadowed, _| shadowed != path && !shadowed.starts_with(&below));
     }
 
     fn introduce(&mut self, guest: u16) -> ConnectionId {
@@ -426,6 +468,7 @@ impl Model {
             open[usize::from(transaction_choice / 2) % open.len()]
         };
         let before = snapshot(&self.engine);
+        let nodes_before = self.engine.domain_usage(DomainId(domain)).nodes;
         if self.faults.is_some() {
             // One request in four runs without a failure, the rest fail one of their first
             // 48 allocations: early ones hit framing and paths, later ones the tree,
@@ -490,6 +533,7 @@ impl Model {
                     actor.connection = connection;
                     actor.slow = false;
                     actor.transactions.clear();
+                    self.resync_shadow();
                 }
                 return;
             }
@@ -571,11 +615,52 @@ impl Model {
                         .transactions
                         .remove(&transaction_id);
                 }
+                self.resync_shadow();
                 return;
             }
         };
         let after = snapshot(&self.engine);
         let privileged = domain == 0;
+
+        // A guest's own requests never take it over its node quota (dom0 may: nodes it
+        // creates under a guest's home belong to the guest, as in C).
+        if !privileged {
+            let nodes_after = self.engine.domain_usage(DomainId(domain)).nodes;
+            let limit = u64::from(model_config().quotas.get(QuotaKind::Nodes));
+            assert!(
+                nodes_after <= nodes_before.max(limit),
+                "domain {domain} owns {nodes_after} nodes after {} {absolute}, over its quota \
+                 of {limit} (it owned {nodes_before})",
+                message_type.name()
+            );
+        }
+
+        // The shadow store: reads outside transactions see the last value written.
+        if transaction_id == 0 && !reply.is_error {
+            match message_type {
+                MessageType::Read => {
+                    let expected = self.shadow.get(&absolute);
+                    assert_eq!(
+                        Some(&reply.payload),
+                        expected,
+                        "domain {domain} read {absolute}: not the last value written"
+                    );
+                }
+                MessageType::Write => self.shadow_create(&absolute, Some(&value)),
+                MessageType::Mkdir => self.shadow_create(&absolute, None),
+                MessageType::Remove => self.shadow_remove(&absolute),
+                _ => {}
+            }
+        }
+        if transaction_id == 0
+            && message_type == MessageType::Read
+            && reply.error_name() == Some(b"ENOENT")
+        {
+            assert!(
+                !self.shadow.contains_key(&absolute),
+                "domain {domain} was told {absolute} does not exist; it was written"
+            );
+        }
 
         if self.allocation_failed && reply.is_error {
             assert_eq!(
@@ -638,6 +723,9 @@ impl Model {
                 return;
             }
             MessageType::TransactionEnd if transaction_id != 0 => {
+                if !reply.is_error {
+                    self.resync_shadow();
+                }
                 let log = self.actors[actor_index]
                     .transactions
                     .remove(&transaction_id);
