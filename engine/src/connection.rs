@@ -1,12 +1,15 @@
 //! One client of the store: request framing, the output queue, its watches and transactions.
 
 use crate::engine::ConnectionFailure;
+use crate::fallible::SortedMap;
+use crate::siphash::SipHasher;
 use crate::transaction::Transaction;
 use crate::wire::{HEADER_SIZE_BYTES, MessageHeader, PAYLOAD_MAX_BYTES};
 use crate::{ConnectionId, DomainId, StoreError, StoreResult};
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
+use hashbrown::HashTable;
 
 /// How the client reaches the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,8 +40,9 @@ pub struct OutputMessage {
 pub struct Framed {
     /// Bytes consumed from the input.
     pub consumed_bytes: usize,
-    /// A complete request.
-    pub request: Option<(MessageHeader, Vec<u8>)>,
+    /// A complete request; its payload is `ENOMEM` when there was no memory to keep it (the
+    /// bytes were taken all the same, and the request is answered `ENOMEM`).
+    pub request: Option<(MessageHeader, StoreResult<Vec<u8>>)>,
 }
 
 /// One connection's state.
@@ -52,19 +56,25 @@ pub struct Connection {
     header_filled_bytes: usize,
     header: Option<MessageHeader>,
     payload: Vec<u8>,
+    /// Set when the current request's payload found no memory: its bytes are counted in
+    /// `payload_skipped_bytes` instead of kept.
+    payload_skipped: bool,
+    payload_skipped_bytes: usize,
     /// Messages to send; the first may be partly sent. Change it only through
     /// [`Connection::push_output`], [`Connection::pop_output`], [`Connection::clear_output`]
     /// and [`Connection::retain_output`], which keep `event_hashes` in step.
     pub output: VecDeque<OutputMessage>,
-    /// How many queued watch events have each FNV-1a hash. Duplicate suppression asks
-    /// "is an identical event queued?" for every event; without this index each question
-    /// scans the queue, and a writer flooding a non-reading guest (XSA-326) would make
-    /// the store spend time quadratic in the queue length (tens of thousands of events).
-    event_hashes: BTreeMap<u64, u32>,
+    /// How many queued watch events have each (keyed SipHash) digest. Duplicate
+    /// suppression asks "is an identical event queued?" for every event; without this index
+    /// each question scans the queue, and a writer flooding a non-reading guest (XSA-326)
+    /// would make the store spend time quadratic in the queue length (tens of thousands of
+    /// events). The key keeps writers from choosing events whose digests collide.
+    event_hashes: HashTable<(u64, u32)>,
+    event_hash_key: [u64; 2],
     /// Bytes of the first message already sent.
     pub output_sent_bytes: usize,
     /// Open transactions by id.
-    pub transactions: BTreeMap<u32, Transaction>,
+    pub transactions: SortedMap<u32, Transaction>,
     next_transaction_id: u32,
     /// The watches this connection holds: (watched path, token).
     pub watches: Vec<(String, Vec<u8>)>,
@@ -76,8 +86,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A fresh connection.
-    pub fn new(kind: ConnectionKind, domain: DomainId) -> Connection {
+    /// A fresh connection; `event_hash_key` keys the digests of its queued events (secret,
+    /// like the node index's key).
+    pub fn new(kind: ConnectionKind, domain: DomainId, event_hash_key: [u64; 2]) -> Connection {
         Connection {
             kind,
             domain,
@@ -85,10 +96,13 @@ impl Connection {
             header_filled_bytes: 0,
             header: None,
             payload: Vec::new(),
+            payload_skipped: false,
+            payload_skipped_bytes: 0,
             output: VecDeque::new(),
-            event_hashes: BTreeMap::new(),
+            event_hashes: HashTable::new(),
+            event_hash_key,
             output_sent_bytes: 0,
-            transactions: BTreeMap::new(),
+            transactions: SortedMap::new(),
             next_transaction_id: 1,
             watches: Vec::new(),
             failure: None,
@@ -125,17 +139,32 @@ impl Connection {
                     return Err(ConnectionFailure::Protocol);
                 }
                 self.header = Some(header);
-                self.payload.clear();
+                // The whole payload's room now, so that taking its bytes never allocates.
+                self.payload = Vec::new();
+                self.payload_skipped_bytes = 0;
+                self.payload_skipped = self
+                    .payload
+                    .try_reserve_exact(header.payload_length_bytes as usize)
+                    .is_err();
                 header
             }
         };
-        let wanted = header.payload_length_bytes as usize - self.payload.len();
+        let received = if self.payload_skipped {
+            self.payload_skipped_bytes
+        } else {
+            self.payload.len()
+        };
+        let wanted = (header.payload_length_bytes as usize).saturating_sub(received);
         let rest = bytes.get(consumed_bytes..).unwrap_or(&[]);
         let available = rest.len().min(wanted);
-        self.payload
-            .extend_from_slice(rest.get(..available).unwrap_or(&[]));
+        if self.payload_skipped {
+            self.payload_skipped_bytes += available;
+        } else {
+            self.payload
+                .extend_from_slice(rest.get(..available).unwrap_or(&[]));
+        }
         consumed_bytes += available;
-        if self.payload.len() < header.payload_length_bytes as usize {
+        if available < wanted {
             return Ok(Framed {
                 consumed_bytes,
                 request: None,
@@ -143,7 +172,11 @@ impl Connection {
         }
         self.header = None;
         self.header_filled_bytes = 0;
-        let payload = core::mem::take(&mut self.payload);
+        let payload = if core::mem::take(&mut self.payload_skipped) {
+            Err(StoreError::OutOfMemory)
+        } else {
+            Ok(core::mem::take(&mut self.payload))
+        };
         Ok(Framed {
             consumed_bytes,
             request: Some((header, payload)),
@@ -155,6 +188,8 @@ impl Connection {
         self.header = None;
         self.header_filled_bytes = 0;
         self.payload = Vec::new();
+        self.payload_skipped = false;
+        self.payload_skipped_bytes = 0;
     }
 
     /// A new transaction id: counting from 1, skipping 0 and ids in use.
@@ -183,12 +218,35 @@ impl Connection {
         self.outstanding_replies() + self.caused_events_pending
     }
 
-    /// Queues a message at the end.
-    pub fn push_output(&mut self, message: OutputMessage) {
+    /// Room for one more queued message (a reply's room is reserved before its request runs).
+    pub fn reserve_output(&mut self) -> StoreResult<()> {
+        self.output
+            .try_reserve(1)
+            .map_err(|_| StoreError::OutOfMemory)
+    }
+
+    /// Queues a message at the end; `ENOMEM` (and the message dropped) when the queue or the
+    /// index of events cannot grow.
+    pub fn push_output(&mut self, message: OutputMessage) -> StoreResult<()> {
+        self.reserve_output()?;
         if !message.is_reply {
-            *self.event_hashes.entry(fnv1a(&message.bytes)).or_insert(0) += 1;
+            let digest = self.event_digest(&message.bytes);
+            match self
+                .event_hashes
+                .find_mut(digest, |(existing, _)| *existing == digest)
+            {
+                Some((_, count)) => *count += 1,
+                None => {
+                    self.event_hashes
+                        .try_reserve(1, |(hash, _)| *hash)
+                        .map_err(|_| StoreError::OutOfMemory)?;
+                    self.event_hashes
+                        .insert_unique(digest, (digest, 1), |(hash, _)| *hash);
+                }
+            }
         }
         self.output.push_back(message);
+        Ok(())
     }
 
     /// Removes the first message.
@@ -207,39 +265,43 @@ impl Connection {
     /// Keeps only the messages `keep` accepts (called with each message and its position).
     pub fn retain_output(&mut self, mut keep: impl FnMut(usize, &OutputMessage) -> bool) {
         let mut index = 0;
-        let mut dropped = Vec::new();
-        self.output.retain(|message| {
+        let Connection {
+            output,
+            event_hashes,
+            event_hash_key,
+            ..
+        } = self;
+        // The dropped events' digests are forgotten as they go: no list of them is built.
+        output.retain(|message| {
             let kept = keep(index, message);
             index += 1;
             if !kept && !message.is_reply {
-                dropped.push(fnv1a(&message.bytes));
+                forget_digest(event_hashes, event_digest(*event_hash_key, &message.bytes));
             }
             kept
         });
-        for hash in dropped {
-            self.forget_hash(hash);
-        }
     }
 
     fn forget_event(&mut self, message: &OutputMessage) {
         if !message.is_reply {
-            self.forget_hash(fnv1a(&message.bytes));
+            let digest = self.event_digest(&message.bytes);
+            forget_digest(&mut self.event_hashes, digest);
         }
     }
 
-    fn forget_hash(&mut self, hash: u64) {
-        if let Some(count) = self.event_hashes.get_mut(&hash) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.event_hashes.remove(&hash);
-            }
-        }
+    fn event_digest(&self, bytes: &[u8]) -> u64 {
+        event_digest(self.event_hash_key, bytes)
     }
 
     /// Whether an identical watch event is queued and not yet started (C suppresses duplicates).
     pub fn has_unsent_event(&self, bytes: &[u8]) -> bool {
-        // Only a hash hit (a real duplicate, or a rare collision) pays for the scan.
-        if !self.event_hashes.contains_key(&fnv1a(bytes)) {
+        // Only a digest hit (a real duplicate, or a rare collision) pays for the scan.
+        let digest = self.event_digest(bytes);
+        if self
+            .event_hashes
+            .find(digest, |(existing, _)| *existing == digest)
+            .is_none()
+        {
             return false;
         }
         self.output.iter().enumerate().any(|(index, message)| {
@@ -250,11 +312,22 @@ impl Connection {
     }
 }
 
-/// The 64-bit FNV-1a hash: cheap, no_std, good enough for an index whose hits are verified.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+/// The digest of a queued event in [`Connection::event_hashes`].
+fn event_digest(key: [u64; 2], bytes: &[u8]) -> u64 {
+    let mut hasher = SipHasher::new(key);
+    hasher.write(bytes);
+    hasher.finish()
+}
+
+/// One event with `digest` left the queue.
+fn forget_digest(event_hashes: &mut HashTable<(u64, u32)>, digest: u64) {
+    if let Ok(mut entry) = event_hashes.find_entry(digest, |(existing, _)| *existing == digest) {
+        let count = &mut entry.get_mut().1;
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            entry.remove();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -264,7 +337,7 @@ mod tests {
 
     #[test]
     fn frames_requests_split_anywhere() {
-        let mut connection = Connection::new(ConnectionKind::Socket, DomainId(0));
+        let mut connection = Connection::new(ConnectionKind::Socket, DomainId(0), [1, 2]);
         let message = encode_message(2, 9, 0, b"/a\0");
         let mut requests = 0;
         for byte in &message {
@@ -272,7 +345,7 @@ mod tests {
             assert_eq!(framed.consumed_bytes, 1);
             if let Some((header, payload)) = framed.request {
                 assert_eq!(header.request_id, 9);
-                assert_eq!(payload, b"/a\0");
+                assert_eq!(payload.unwrap(), b"/a\0");
                 requests += 1;
             }
         }
@@ -281,7 +354,7 @@ mod tests {
 
     #[test]
     fn two_requests_in_one_buffer_are_taken_one_at_a_time() {
-        let mut connection = Connection::new(ConnectionKind::Socket, DomainId(0));
+        let mut connection = Connection::new(ConnectionKind::Socket, DomainId(0), [1, 2]);
         let mut bytes = encode_message(2, 1, 0, b"/a\0");
         bytes.extend(encode_message(2, 2, 0, b""));
         let first = connection.frame(&bytes).unwrap();
@@ -292,7 +365,7 @@ mod tests {
 
     #[test]
     fn oversized_payload_is_a_protocol_failure() {
-        let mut connection = Connection::new(ConnectionKind::Domain, DomainId(1));
+        let mut connection = Connection::new(ConnectionKind::Domain, DomainId(1), [1, 2]);
         let header = MessageHeader {
             message_type: 2,
             request_id: 0,
@@ -307,10 +380,13 @@ mod tests {
 
     #[test]
     fn transaction_ids_skip_zero_and_ids_in_use() {
-        let mut connection = Connection::new(ConnectionKind::Socket, DomainId(0));
+        let mut connection = Connection::new(ConnectionKind::Socket, DomainId(0), [1, 2]);
         let first = connection.allocate_transaction_id().unwrap();
         assert_eq!(first, 1);
-        connection.transactions.insert(2, Transaction::default());
+        connection
+            .transactions
+            .try_insert(2, Transaction::default())
+            .unwrap();
         assert_eq!(connection.allocate_transaction_id().unwrap(), 3);
     }
 }

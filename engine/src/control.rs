@@ -35,7 +35,7 @@ fn utf8(bytes: &[u8]) -> StoreResult<&str> {
 impl Engine {
     /// Handles an `XS_CONTROL` request (privileged callers only; checked by the dispatcher).
     pub(crate) fn control(&mut self, payload: &[u8]) -> StoreResult<Vec<u8>> {
-        let strings = wire::split_strings(payload);
+        let strings = wire::split_strings(payload)?;
         let (command, arguments) = strings.split_first().ok_or(StoreError::Invalid)?;
         match (*command, arguments) {
             (b"help", []) => Ok(text_reply(HELP)),
@@ -258,10 +258,10 @@ impl Engine {
             }
             let children: Vec<&str> = node.children().collect();
             for (index, child) in children.iter().enumerate() {
-                if self
-                    .tree
-                    .get(&crate::path::join(&node_path, child))
-                    .is_none()
+                let child_path = crate::path::join(&node_path, child);
+                if child_path
+                    .as_deref()
+                    .map_or(true, |child_path| self.tree.get(child_path).is_none())
                 {
                     defects += 1;
                 }

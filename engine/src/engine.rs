@@ -6,6 +6,7 @@
 
 use crate::connection::{Connection, ConnectionKind, OutputMessage};
 use crate::domain::{Domains, feature};
+use crate::fallible::{self, SortedSet};
 use crate::memory::MemoryStatus;
 use crate::operations::{self, AccountingDeltas, Caller, Change, GlobalAccess, NodeAccess};
 use crate::path::{self, CanonicalPath, INTRODUCE_DOMAIN, RELEASE_DOMAIN};
@@ -14,9 +15,10 @@ use crate::quota::{QuotaKind, Quotas};
 use crate::store::{Node, Tree};
 use crate::transaction::{Transaction, TransactionAccess};
 use crate::watch::{Watch, WatchIndex};
-use crate::wire::{self, MessageHeader, MessageType, PAYLOAD_MAX_BYTES};
+use crate::wire::{self, HEADER_SIZE_BYTES, MessageHeader, MessageType, PAYLOAD_MAX_BYTES};
 use crate::write_rate::{self, WriteCredit};
 use crate::{ConnectionId, DomainId, Platform, StoreError, StoreResult};
+use alloc::borrow::Cow;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
@@ -89,6 +91,7 @@ pub struct Engine {
     pub(crate) watches: WatchIndex,
     pending_changes: Vec<Change>,
     pending_special: Vec<(&'static str, DomainId)>,
+    /// Watch events (whole messages) for one connection, queued after the reply.
     pending_direct_events: Vec<(ConnectionId, Vec<u8>)>,
     now_milliseconds: u64,
     /// The platform's memory figures, read before each request (`None`: no limit).
@@ -99,11 +102,27 @@ pub struct Engine {
     global_write_credit: WriteCredit,
     /// Transactions open on all connections (write-rate limiting applies only then).
     open_transactions: usize,
-    /// Connections that got output since the front end last asked.
-    output_ready: alloc::collections::BTreeSet<ConnectionId>,
+    /// Connections that got output since the front end last asked. Its room is reserved
+    /// for every connection when one is added, so queueing output does not grow it.
+    output_ready: SortedSet<ConnectionId>,
     /// Unprivileged domains' connections that were queued a watch event (which may expire)
-    /// and may still hold it: the only connections [`Engine::tick`] needs to visit.
-    event_holders: alloc::collections::BTreeSet<ConnectionId>,
+    /// and may still hold it: the only connections [`Engine::tick`] needs to visit. Room
+    /// reserved like [`Engine::output_ready`]'s.
+    event_holders: SortedSet<ConnectionId>,
+}
+
+/// The room reserved for a reply before its request runs: a header and the longest error
+/// name, `OK`, a transaction id or a domain's home path (larger replies are reads, which
+/// answer `ENOMEM` in this room when their own cannot be allocated).
+const REPLY_ROOM_BYTES: usize = HEADER_SIZE_BYTES + 32;
+
+/// A reply's payload: a constant (`OK`, `T`, `F`) needs no allocation, so a request that
+/// changed the store can always say so.
+type Reply = Cow<'static, [u8]>;
+
+/// The `OK` reply of requests that answer nothing else.
+fn ok_reply() -> StoreResult<Reply> {
+    Ok(Reply::Borrowed(b"OK\0"))
 }
 
 fn domain_argument(text: &[u8]) -> StoreResult<DomainId> {
@@ -113,20 +132,26 @@ fn domain_argument(text: &[u8]) -> StoreResult<DomainId> {
         .map_err(|_| StoreError::Invalid)
 }
 
-fn printable(payload: &[u8]) -> String {
-    let shown = payload.get(..256).unwrap_or(payload);
-    let mut text: String = shown
-        .iter()
-        .map(|byte| match byte {
-            0 => ' ',
-            0x20..=0x7e => char::from(*byte),
-            _ => '.',
-        })
-        .collect();
-    if shown.len() < payload.len() {
-        text.push_str("...");
+/// A payload as the access trace shows it: NULs as spaces, other unprintable bytes as dots,
+/// cut after 256 bytes. Written straight to the formatter, so tracing allocates nothing.
+struct Printable<'a>(&'a [u8]);
+
+impl core::fmt::Display for Printable<'_> {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use core::fmt::Write;
+        let shown = self.0.get(..256).unwrap_or(self.0);
+        for byte in shown {
+            formatter.write_char(match byte {
+                0 => ' ',
+                0x20..=0x7e => char::from(*byte),
+                _ => '.',
+            })?;
+        }
+        if shown.len() < self.0.len() {
+            formatter.write_str("...")?;
+        }
+        Ok(())
     }
-    text
 }
 
 impl Engine {
@@ -146,7 +171,7 @@ impl Engine {
             domains,
             connections: BTreeMap::new(),
             next_connection_id: 1,
-            watches: WatchIndex::default(),
+            watches: WatchIndex::new(hash_key),
             pending_changes: Vec::new(),
             pending_special: Vec::new(),
             pending_direct_events: Vec::new(),
@@ -155,8 +180,8 @@ impl Engine {
             trace_enabled: true,
             global_write_credit: WriteCredit::empty(write_rate::GLOBAL_BURST_WRITES, 0),
             open_transactions: 0,
-            output_ready: alloc::collections::BTreeSet::new(),
-            event_holders: alloc::collections::BTreeSet::new(),
+            output_ready: SortedSet::new(),
+            event_holders: SortedSet::new(),
         };
         let owned = Permissions::owned_by(privileged);
         let mut root = Node::empty(owned.clone());
@@ -164,7 +189,8 @@ impl Engine {
         let mut tool = Node::empty(owned.clone());
         let _ = tool.add_child("xenstored");
         let mut release_permissions = owned.clone();
-        release_permissions.push(Permission {
+        // Start-up: nothing to answer if memory is already short.
+        let _ = release_permissions.push(Permission {
             domain: DomainId::ANY,
             access: Access::READ,
             ignored: false,
@@ -175,7 +201,8 @@ impl Engine {
         };
         // The root made by `Tree::new` is replaced below; count it first so the books balance.
         let root_before = global.tree.get("/").cloned();
-        operations::account_replacement(&mut global.deltas, "/", None, root_before.as_ref());
+        let _ =
+            operations::account_replacement(&mut global.deltas, "/", None, root_before.as_ref());
         let initial = [
             ("/", root),
             ("/tool", tool),
@@ -196,7 +223,14 @@ impl Engine {
     fn add_connection(&mut self, kind: ConnectionKind, domain: DomainId) -> ConnectionId {
         let id = ConnectionId(self.next_connection_id);
         self.next_connection_id = self.next_connection_id.wrapping_add(1).max(1);
-        self.connections.insert(id, Connection::new(kind, domain));
+        self.connections
+            .insert(id, Connection::new(kind, domain, self.config.hash_key));
+        // These sets hold at most every connection: their room is reserved here, on the
+        // privileged path that adds connections, so that queueing output never grows them.
+        // Should it fail, they reserve per insert instead (and drop an event if refused).
+        let total = self.connections.len();
+        let _ = self.output_ready.try_reserve_total(total);
+        let _ = self.event_holders.try_reserve_total(total);
         id
     }
 
@@ -261,7 +295,8 @@ impl Engine {
                 Ok(framed) => {
                     consumed_bytes += framed.consumed_bytes;
                     if let Some((header, payload)) = framed.request {
-                        self.process(platform, connection, header, &payload);
+                        let payload = payload.as_deref().map_err(|error| *error);
+                        self.process(platform, connection, header, payload);
                     } else if framed.consumed_bytes == 0 {
                         break;
                     }
@@ -297,10 +332,11 @@ impl Engine {
         }
     }
 
-    /// The connections that got output queued since the last call: front ends serve these
-    /// (plus the rings that notified them) instead of visiting every connection.
-    pub fn take_output_ready(&mut self) -> alloc::collections::BTreeSet<ConnectionId> {
-        core::mem::take(&mut self.output_ready)
+    /// The connections that got output queued since the last call, in order: front ends
+    /// serve these (plus the rings that notified them) instead of visiting every connection.
+    pub fn take_output_ready(&mut self) -> Vec<ConnectionId> {
+        let room = self.connections.len();
+        self.output_ready.take_with_capacity(room)
     }
 
     /// Whether output was queued since the last [`Engine::take_output_ready`].
@@ -371,18 +407,16 @@ impl Engine {
             .iter()
             .map(|message| message.bytes.len() as u64)
             .sum();
-        let causes: Vec<ConnectionId> = state
-            .output
-            .iter()
-            .filter_map(|message| message.caused_by)
-            .collect();
+        // The queue is taken out whole, so that its events' causes are settled afterwards
+        // without a list of them.
+        let dropped = core::mem::take(&mut state.output);
         state.clear_output();
         state.output_sent_bytes = 0;
         let domain = state.domain;
         if let Some(record) = self.domains.get_mut(domain) {
             record.usage.memory_bytes = record.usage.memory_bytes.saturating_sub(refund);
         }
-        self.settle_caused_events(causes);
+        self.settle_caused_events(dropped.iter().filter_map(|message| message.caused_by));
     }
 
     /// The events caused by these connections left their queues (sent or dropped).
@@ -413,23 +447,26 @@ impl Engine {
             return;
         };
         state.output_sent_bytes += sent_bytes;
-        let mut freed_bytes = 0u64;
-        let mut causes = Vec::new();
-        while let Some(front) = state.output.front() {
+        let domain = state.domain;
+        // One message at a time, so that each sent event's cause is settled without a list.
+        loop {
+            let Some(state) = self.connections.get_mut(&connection) else {
+                return;
+            };
+            let Some(front) = state.output.front() else {
+                break;
+            };
             if state.output_sent_bytes < front.bytes.len() {
                 break;
             }
             state.output_sent_bytes -= front.bytes.len();
-            freed_bytes += front.bytes.len() as u64;
-            if let Some(cause) = state.pop_output().and_then(|message| message.caused_by) {
-                causes.push(cause);
+            let freed_bytes = front.bytes.len() as u64;
+            let cause = state.pop_output().and_then(|message| message.caused_by);
+            if let Some(record) = self.domains.get_mut(domain) {
+                record.usage.memory_bytes = record.usage.memory_bytes.saturating_sub(freed_bytes);
             }
+            self.settle_caused_events(cause);
         }
-        let domain = state.domain;
-        if let Some(record) = self.domains.get_mut(domain) {
-            record.usage.memory_bytes = record.usage.memory_bytes.saturating_sub(freed_bytes);
-        }
-        self.settle_caused_events(causes);
     }
 
     /// Set once the connection has broken the protocol; the front end stops serving it.
@@ -525,10 +562,9 @@ impl Engine {
         }
         let now = self.now_milliseconds;
         let privileged = self.config.privileged_domain;
-        let mut refunds = Vec::new();
         let mut causes = Vec::new();
         self.forget_former_event_holders();
-        for connection in &self.event_holders {
+        for connection in self.event_holders.iter() {
             let Some(state) = self.connections.get_mut(connection) else {
                 continue;
             };
@@ -541,18 +577,19 @@ impl Engine {
                 let keep = message.is_reply
                     || (index == 0 && started)
                     || now.saturating_sub(message.queued_at_milliseconds) < timeout;
-                if !keep {
-                    dropped_bytes += message.bytes.len() as u64;
-                    causes.extend(message.caused_by);
+                if keep {
+                    return true;
                 }
-                keep
+                // An event whose cause cannot be noted stays for a later tick.
+                if let Some(cause) = message.caused_by
+                    && fallible::push(&mut causes, cause).is_err()
+                {
+                    return true;
+                }
+                dropped_bytes += message.bytes.len() as u64;
+                false
             });
-            if dropped_bytes > 0 {
-                refunds.push((state.domain, dropped_bytes));
-            }
-        }
-        for (domain, dropped_bytes) in refunds {
-            if let Some(record) = self.domains.get_mut(domain) {
+            if let Some(record) = self.domains.get_mut(state.domain) {
                 record.usage.memory_bytes = record.usage.memory_bytes.saturating_sub(dropped_bytes);
             }
         }
@@ -658,11 +695,50 @@ impl Engine {
         Ok(canonical)
     }
 
-    fn queue_output(
+    /// Room for the reply to a request of `connection`, taken before the request runs: a
+    /// slot in its queue, its place among the connections with output, and a buffer that
+    /// holds any error reply. Once a request changed the store its reply cannot be refused.
+    fn reserve_reply(&mut self, connection: ConnectionId) -> StoreResult<Vec<u8>> {
+        if let Some(state) = self.connections.get_mut(&connection) {
+            state.reserve_output()?;
+        }
+        self.output_ready
+            .try_reserve_total(self.output_ready.len() + 1)?;
+        fallible::vec_with_capacity(REPLY_ROOM_BYTES)
+    }
+
+    /// Queues a reply (whose room [`Engine::reserve_reply`] reserved).
+    fn queue_reply(&mut self, connection: ConnectionId, bytes: Vec<u8>) {
+        let now = self.now_milliseconds;
+        let Some(state) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        if state.failure.is_some() {
+            return;
+        }
+        let domain = state.domain;
+        let size = bytes.len() as u64;
+        let queued = state.push_output(OutputMessage {
+            bytes,
+            is_reply: true,
+            queued_at_milliseconds: now,
+            caused_by: None,
+        });
+        if queued.is_err() || self.output_ready.try_insert(connection).is_err() {
+            log::warn!("connection {}: a reply is lost, no memory", connection.0);
+            return;
+        }
+        if let Some(record) = self.domains.get_mut(domain) {
+            record.usage.memory_bytes = record.usage.memory_bytes.saturating_add(size);
+        }
+    }
+
+    /// Queues a watch event (a whole message); it is dropped when the connection's domain is
+    /// at its memory quota, when the store's memory is low, or when it finds no memory.
+    fn queue_event(
         &mut self,
         connection: ConnectionId,
         bytes: Vec<u8>,
-        is_reply: bool,
         caused_by: Option<ConnectionId>,
     ) {
         let now = self.now_milliseconds;
@@ -674,11 +750,12 @@ impl Engine {
         }
         let domain = state.domain;
         let size = bytes.len() as u64;
+        let privileged = domain == self.config.privileged_domain;
         // A watch event that would take an unprivileged domain over its hard memory quota
         // is dropped (C `send_event()`, XSA-326 `f6d0013364`): a guest that does not read
         // its ring cannot make the store hold unbounded events for it. Replies are bounded
         // by the outstanding-request quota instead and are always queued.
-        if !is_reply && domain != self.config.privileged_domain {
+        if !privileged {
             let quotas = self
                 .domains
                 .get(domain)
@@ -691,8 +768,7 @@ impl Engine {
         }
         // Under the guests' memory reserve, events for guests are dropped as at their quota:
         // the memory left is the toolstack's (`memory.rs`).
-        if !is_reply
-            && domain != self.config.privileged_domain
+        if !privileged
             && self
                 .memory_status
                 .is_some_and(|status| !status.admits_guest_event())
@@ -700,15 +776,24 @@ impl Engine {
             log::debug!("domain {domain}: watch event dropped, the store's memory is low");
             return;
         }
-        state.push_output(OutputMessage {
-            bytes,
-            is_reply,
-            queued_at_milliseconds: now,
-            caused_by,
-        });
-        self.output_ready.insert(connection);
-        if !is_reply && domain != self.config.privileged_domain {
-            self.event_holders.insert(connection);
+        // Every place the event takes is found before it is queued, so that an event
+        // refused for want of memory leaves no trace.
+        let noted = self.output_ready.try_insert(connection).is_ok()
+            && (privileged || self.event_holders.try_insert(connection).is_ok());
+        let queued = noted
+            && self.connections.get_mut(&connection).is_some_and(|state| {
+                state
+                    .push_output(OutputMessage {
+                        bytes,
+                        is_reply: false,
+                        queued_at_milliseconds: now,
+                        caused_by,
+                    })
+                    .is_ok()
+            });
+        if !queued {
+            log::debug!("domain {domain}: watch event dropped, no memory");
+            return;
         }
         if let Some(record) = self.domains.get_mut(domain) {
             record.usage.memory_bytes = record.usage.memory_bytes.saturating_add(size);
@@ -725,19 +810,25 @@ impl Engine {
         platform: &mut dyn Platform,
         connection: ConnectionId,
         header: MessageHeader,
-        payload: &[u8],
+        payload: StoreResult<&[u8]>,
     ) {
         let message_type = MessageType::from_number(header.message_type);
         let type_name = message_type.map_or("UNKNOWN", MessageType::name);
         if self.tracing() {
-            log::info!(target: ACCESS_LOG_TARGET, "IN  {} {} {:#x} ({})", connection.0, type_name, header.transaction_id, printable(payload));
+            log::info!(target: ACCESS_LOG_TARGET, "IN  {} {} {:#x} ({})", connection.0, type_name, header.transaction_id, Printable(payload.unwrap_or(b"<no memory for the payload>")));
         }
         self.memory_status = platform.memory_status();
-        let outcome = match message_type {
-            None | Some(MessageType::WatchEvent) | Some(MessageType::Error) => {
+        // The reply's room first: a request that cannot be answered is not run.
+        let reply_room = self.reserve_reply(connection);
+        let outcome = match (message_type, payload, reply_room.is_ok()) {
+            (_, Err(error), _) => Err(error),
+            (_, _, false) => Err(StoreError::OutOfMemory),
+            (None | Some(MessageType::WatchEvent) | Some(MessageType::Error), _, _) => {
                 Err(StoreError::NotImplemented)
             }
-            Some(message_type) if !self.memory_admits(connection, message_type, payload) => {
+            (Some(message_type), Ok(payload), _)
+                if !self.memory_admits(connection, message_type, payload) =>
+            {
                 log::debug!(
                     "connection {}: {} refused, the store's memory is low",
                     connection.0,
@@ -745,34 +836,58 @@ impl Engine {
                 );
                 Err(StoreError::OutOfMemory)
             }
-            Some(message_type) => {
+            (Some(message_type), Ok(payload), _) => {
                 self.dispatch(platform, connection, message_type, &header, payload)
             }
         };
-        let (reply_type, reply_payload) = match outcome {
-            Ok(reply) if reply.len() <= PAYLOAD_MAX_BYTES => (header.message_type, reply),
-            Ok(_) => (
-                MessageType::Error.number(),
-                error_payload(StoreError::TooBig),
-            ),
+        let failure = match &outcome {
+            Ok(reply) if reply.len() <= PAYLOAD_MAX_BYTES => None,
+            Ok(_) => Some(StoreError::TooBig),
             Err(error) => {
                 self.pending_changes.clear();
                 self.pending_special.clear();
                 self.pending_direct_events.clear();
-                (MessageType::Error.number(), error_payload(error))
+                Some(*error)
             }
         };
-        if self.tracing() {
-            let name = MessageType::from_number(reply_type).map_or("UNKNOWN", MessageType::name);
-            log::info!(target: ACCESS_LOG_TARGET, "OUT {} {} ({})", connection.0, name, printable(&reply_payload));
-        }
-        let reply = wire::encode_message(
+        let mut error_bytes = [0u8; 16];
+        let (reply_type, reply_payload) = match (&outcome, failure) {
+            (Ok(reply), None) => (header.message_type, reply.as_ref()),
+            (_, error) => (
+                MessageType::Error.number(),
+                error_payload(error.unwrap_or(StoreError::OutOfMemory), &mut error_bytes),
+            ),
+        };
+        let mut reply = reply_room.unwrap_or_default();
+        let (request_id, transaction_id) = (header.request_id, header.transaction_id);
+        let mut encoded = wire::encode_into(
+            &mut reply,
             reply_type,
-            header.request_id,
-            header.transaction_id,
-            &reply_payload,
-        );
-        self.queue_output(connection, reply, true, None);
+            request_id,
+            transaction_id,
+            reply_payload,
+        )
+        .map(|()| reply_type);
+        if encoded.is_err() {
+            // Only a read's reply outgrows the reserved room, and a read changed nothing:
+            // it is answered `ENOMEM` in that room instead.
+            let error_type = MessageType::Error.number();
+            let error = error_payload(StoreError::OutOfMemory, &mut error_bytes);
+            encoded = wire::encode_into(&mut reply, error_type, request_id, transaction_id, error)
+                .map(|()| error_type);
+        }
+        match encoded {
+            Ok(reply_type) => {
+                if self.tracing() {
+                    let name =
+                        MessageType::from_number(reply_type).map_or("UNKNOWN", MessageType::name);
+                    let shown = reply.get(HEADER_SIZE_BYTES..).unwrap_or(&[]);
+                    log::info!(target: ACCESS_LOG_TARGET, "OUT {} {} ({})", connection.0, name, Printable(shown));
+                }
+                self.queue_reply(connection, reply);
+            }
+            Err(_) => log::warn!("connection {}: no memory to answer a request", connection.0),
+        }
         self.flush_events(Some(connection));
     }
 
@@ -805,7 +920,7 @@ impl Engine {
         message_type: MessageType,
         header: &MessageHeader,
         payload: &[u8],
-    ) -> StoreResult<Vec<u8>> {
+    ) -> StoreResult<Reply> {
         use MessageType::*;
         let caller = self.caller(connection).ok_or(StoreError::Invalid)?;
         let privileged_only = matches!(
@@ -837,7 +952,7 @@ impl Engine {
                 return Err(StoreError::Busy);
             }
         }
-        let ok = || Ok(b"OK\0".to_vec());
+        let ok = ok_reply;
         match message_type {
             Read | Directory | GetPermissions => {
                 let raw = wire::single_string(payload).ok_or(StoreError::Invalid)?;
@@ -851,9 +966,10 @@ impl Engine {
                         _ => operations::get_permissions(view, domains, &caller, &target.absolute),
                     }
                 })
+                .map(Reply::Owned)
             }
             DirectoryPart => {
-                let strings = wire::split_strings(payload);
+                let strings = wire::split_strings(payload)?;
                 let [raw, offset] = strings.as_slice() else {
                     return Err(StoreError::Invalid);
                 };
@@ -863,6 +979,7 @@ impl Engine {
                 self.with_view(connection, transaction_id, &caller, |view, domains, _| {
                     operations::directory_part(view, domains, &caller, &target.absolute, offset)
                 })
+                .map(Reply::Owned)
             }
             Write | Mkdir | Remove => {
                 let (raw, value) = match message_type {
@@ -905,7 +1022,7 @@ impl Engine {
                 ok()
             }
             SetPermissions => {
-                let strings = wire::split_strings(payload);
+                let strings = wire::split_strings(payload)?;
                 let (raw, entries) = strings.split_first().ok_or(StoreError::Invalid)?;
                 let target = self.resolve(&caller, raw, true)?;
                 let permissions = Permissions::parse(entries)?;
@@ -944,7 +1061,7 @@ impl Engine {
             }
             Watch => self.watch(connection, &caller, payload),
             Unwatch => {
-                let strings = wire::split_strings(payload);
+                let strings = wire::split_strings(payload)?;
                 let [raw, token] = strings.as_slice() else {
                     return Err(StoreError::Invalid);
                 };
@@ -975,7 +1092,8 @@ impl Engine {
                     .get_mut(&connection)
                     .ok_or(StoreError::Invalid)?;
                 let id = state.allocate_transaction_id()?;
-                state.transactions.insert(id, Transaction::default());
+                let reply = fallible::decimal_reply(u64::from(id))?;
+                state.transactions.try_insert(id, Transaction::default())?;
                 self.open_transactions += 1;
                 let generation = self.tree.next_generation();
                 let record = self
@@ -986,7 +1104,7 @@ impl Engine {
                     let usage = record.usage;
                     self.domains.note_max(usage);
                 }
-                Ok(format!("{id}\0").into_bytes())
+                Ok(Reply::Owned(reply))
             }
             TransactionEnd => self.end_transaction(connection, &caller, transaction_id, payload),
             Introduce => self.introduce(platform, payload),
@@ -1018,19 +1136,17 @@ impl Engine {
                     domain_argument(wire::single_string(payload).ok_or(StoreError::Invalid)?)?;
                 let introduced =
                     domain == DomainId::SELF || self.domain_connection(domain).is_some();
-                Ok(if introduced {
-                    b"T\0".to_vec()
-                } else {
-                    b"F\0".to_vec()
-                })
+                Ok(Reply::Borrowed(if introduced { b"T\0" } else { b"F\0" }))
             }
             GetDomainPath => {
                 let domain =
                     domain_argument(wire::single_string(payload).ok_or(StoreError::Invalid)?)?;
-                Ok(format!("{}\0", path::home_path(domain)).into_bytes())
+                let mut reply = fallible::to_vec(path::home_path(domain)?.as_bytes())?;
+                fallible::push(&mut reply, 0)?;
+                Ok(Reply::Owned(reply))
             }
             SetTarget => {
-                let strings = wire::split_strings(payload);
+                let strings = wire::split_strings(payload)?;
                 let [domain, target] = strings.as_slice() else {
                     return Err(StoreError::Invalid);
                 };
@@ -1052,7 +1168,7 @@ impl Engine {
                 ok()
             }
             GetFeature => {
-                let strings = wire::split_strings(payload);
+                let strings = wire::split_strings(payload)?;
                 let features = match strings.as_slice() {
                     [] => caller.features,
                     [domain] => {
@@ -1064,10 +1180,10 @@ impl Engine {
                     }
                     _ => return Err(StoreError::Invalid),
                 };
-                Ok(format!("{features}\0").into_bytes())
+                fallible::decimal_reply(u64::from(features)).map(Reply::Owned)
             }
             SetFeature => {
-                let strings = wire::split_strings(payload);
+                let strings = wire::split_strings(payload)?;
                 let [domain, value] = strings.as_slice() else {
                     return Err(StoreError::Invalid);
                 };
@@ -1084,9 +1200,9 @@ impl Engine {
                 record.features = value;
                 ok()
             }
-            GetQuota => self.get_quota(platform, payload),
+            GetQuota => self.get_quota(platform, payload).map(Reply::Owned),
             SetQuota => self.set_quota(platform, payload),
-            Control => self.control(payload),
+            Control => self.control(payload).map(Reply::Owned),
             WatchEvent | Error => Err(StoreError::NotImplemented),
         }
     }
@@ -1199,12 +1315,26 @@ impl Engine {
         let changes = outcome?;
         if transaction_id == 0 {
             self.debit_writes(caller, 1);
-            self.pending_changes.extend(changes);
+            // The store has changed: the request succeeds even if its events cannot be
+            // kept (they are dropped, as events over a quota are).
+            if self.pending_changes.is_empty() {
+                self.pending_changes = changes;
+            } else if fallible::reserve(&mut self.pending_changes, changes.len()).is_ok() {
+                self.pending_changes.extend(changes);
+            } else {
+                log::warn!("watch events of a change dropped: no memory");
+            }
         } else if let Some(transaction) = self
             .connections
             .get_mut(&connection)
             .and_then(|state| state.transactions.get_mut(&transaction_id))
         {
+            // Changes without their events would commit silently: a transaction that cannot
+            // keep them is poisoned and its commit fails (`ENOMEM`), as after a refused change.
+            if fallible::reserve(&mut transaction.changes, changes.len()).is_err() {
+                transaction.failed = true;
+                return Err(StoreError::OutOfMemory);
+            }
             transaction.changes.extend(changes);
         }
         Ok(())
@@ -1215,8 +1345,8 @@ impl Engine {
         connection: ConnectionId,
         caller: &Caller,
         payload: &[u8],
-    ) -> StoreResult<Vec<u8>> {
-        let strings = wire::split_strings(payload);
+    ) -> StoreResult<Reply> {
+        let strings = wire::split_strings(payload)?;
         let (raw, token, depth) = match strings.as_slice() {
             [raw, token] => (*raw, *token, None),
             [raw, token, depth] => {
@@ -1243,20 +1373,32 @@ impl Engine {
                 return Err(StoreError::OutOfMemory);
             }
         }
-        self.watches.add(
-            &target.absolute,
-            Watch {
-                connection,
-                token: token.to_vec(),
-                relative_prefix_bytes: target.relative_prefix_bytes,
-                depth,
-            },
+        // Everything the watch needs is allocated before it is registered anywhere: the
+        // connection's list entry, the initial event and the index's room.
+        let state = self
+            .connections
+            .get_mut(&connection)
+            .ok_or(StoreError::Invalid)?;
+        fallible::reserve(&mut state.watches, 1)?;
+        let listed = (
+            fallible::string(&target.absolute)?,
+            fallible::to_vec(token)?,
         );
+        // The initial event carries the path as the client wrote it (`do_watch()`).
+        let event = event_message(raw, token)?;
+        fallible::reserve(&mut self.pending_direct_events, 1)?;
+        let watch = Watch {
+            connection,
+            token: fallible::to_vec(token)?,
+            relative_prefix_bytes: target.relative_prefix_bytes,
+            depth,
+        };
+        self.watches.add(&target.absolute, watch)?;
+        // Reserved above: these cannot fail.
         if let Some(state) = self.connections.get_mut(&connection) {
-            state
-                .watches
-                .push((target.absolute.clone(), token.to_vec()));
+            state.watches.push(listed);
         }
+        self.pending_direct_events.push((connection, event));
         let generation = self.tree.current_generation();
         let record = self
             .domains
@@ -1267,14 +1409,7 @@ impl Engine {
             let usage = record.usage;
             self.domains.note_max(usage);
         }
-        // The initial event carries the path as the client wrote it (`do_watch()`).
-        let mut event = Vec::new();
-        event.extend_from_slice(raw);
-        event.push(0);
-        event.extend_from_slice(token);
-        event.push(0);
-        self.pending_direct_events.push((connection, event));
-        Ok(b"OK\0".to_vec())
+        ok_reply()
     }
 
     fn end_transaction(
@@ -1283,7 +1418,7 @@ impl Engine {
         caller: &Caller,
         transaction_id: u32,
         payload: &[u8],
-    ) -> StoreResult<Vec<u8>> {
+    ) -> StoreResult<Reply> {
         if transaction_id == 0 {
             return Err(StoreError::NoEntry);
         }
@@ -1306,7 +1441,7 @@ impl Engine {
                 .saturating_sub(transaction.memory_bytes);
         }
         if !commit {
-            return Ok(b"OK\0".to_vec());
+            return ok_reply();
         }
         if transaction.failed {
             return Err(StoreError::OutOfMemory);
@@ -1323,52 +1458,72 @@ impl Engine {
                 }
             }
         }
-        let (writes, changes) = transaction.into_writes();
-        // Writes inside a transaction are debited at commit, and only while other
-        // transactions are open too (C's `wrl_apply_debit_trans_commit()`).
-        self.debit_writes(caller, writes.len() as i64);
+        let writes = transaction.writes();
+        let deletions = transaction
+            .accessed
+            .values()
+            .filter(|accessed| accessed.written && accessed.node.is_none())
+            .count();
+        let Transaction {
+            accessed,
+            mut changes,
+            ..
+        } = transaction;
+        // One event per modified node; a subtree event wins over an exact one. Decided
+        // before the tree changes, like everything else that allocates: the commit is
+        // all or nothing.
+        let kept = first_change_per_path(&mut changes)?;
+        let mut owners: SortedSet<DomainId> = SortedSet::new();
+        for (node_path, written) in accessed.iter() {
+            if !written.written {
+                continue;
+            }
+            if let Some(node) = &written.node {
+                owners.try_insert(node.permissions.owner())?;
+            }
+            if let Some(committed) = self.tree.get(node_path) {
+                owners.try_insert(committed.permissions.owner())?;
+            }
+        }
         let mut view = GlobalAccess {
             tree: &mut self.tree,
             deltas: AccountingDeltas::new(),
         };
-        // Deletions first, deepest first (the writes are in path order), so that the tree
-        // never holds a node whose parent is gone; then the stores, parents before children.
-        // The transaction's view was consistent, so every store finds its parent. A store
-        // can only fail for want of memory, and then only that node is left as it was.
-        let (deletions, stores): (Vec<_>, Vec<_>) =
-            writes.into_iter().partition(|(_, node)| node.is_none());
-        for (node_path, _) in deletions.iter().rev() {
-            let _ = view.delete(node_path);
+        view.reserve(writes - deletions, deletions, owners.len())?;
+        // Deletions first, deepest first (the paths are in order, children after their
+        // parent), so that the tree never holds a node whose parent is gone; then the
+        // stores, parents before children. The transaction's view was consistent, so every
+        // store finds its parent, and with the room reserved none fails for memory.
+        for (node_path, written) in accessed.iter().rev() {
+            if written.written && written.node.is_none() {
+                view.delete(node_path)?;
+            }
         }
-        for (node_path, node) in stores {
-            if let Some(node) = node {
-                let _ = view.put(&node_path, node);
+        for (node_path, written) in accessed {
+            if written.written
+                && let Some(node) = written.node
+            {
+                view.put(&node_path, node)?;
             }
         }
         let deltas = view.deltas;
         self.apply_deltas(&deltas);
-        // One event per modified node; a subtree event wins over an exact one.
-        let mut fired: BTreeMap<String, usize> = BTreeMap::new();
-        for change in changes {
-            match fired.get(&change.path) {
-                Some(&index) => {
-                    if !change.exact
-                        && let Some(existing) = self.pending_changes.get_mut(index)
-                    {
-                        existing.exact = false;
-                    }
-                }
-                None => {
-                    fired.insert(change.path.clone(), self.pending_changes.len());
-                    self.pending_changes.push(change);
-                }
-            }
-        }
-        Ok(b"OK\0".to_vec())
+        // Writes inside a transaction are debited at commit, and only while other
+        // transactions are open too (C's `wrl_apply_debit_trans_commit()`).
+        self.debit_writes(caller, writes as i64);
+        let mut index = 0;
+        changes.retain(|_| {
+            let keep = kept.get(index).copied().unwrap_or(false);
+            index += 1;
+            keep
+        });
+        // Nothing is pending at a commit: the list is handed over, not copied.
+        self.pending_changes = changes;
+        ok_reply()
     }
 
-    fn introduce(&mut self, platform: &mut dyn Platform, payload: &[u8]) -> StoreResult<Vec<u8>> {
-        let strings = wire::split_strings(payload);
+    fn introduce(&mut self, platform: &mut dyn Platform, payload: &[u8]) -> StoreResult<Reply> {
+        let strings = wire::split_strings(payload)?;
         let (Some(domain), Some(frame), Some(port)) =
             (strings.first(), strings.get(1), strings.get(2))
         else {
@@ -1392,7 +1547,7 @@ impl Engine {
             if let Some(record) = self.domains.get_mut(domain) {
                 record.shutdown_reported = false;
             }
-            return Ok(b"OK\0".to_vec());
+            return ok_reply();
         }
         let connection = self.add_connection(ConnectionKind::Domain, domain);
         let generation = self.tree.current_generation();
@@ -1402,7 +1557,7 @@ impl Engine {
         if domain != self.config.privileged_domain {
             self.pending_special.push((INTRODUCE_DOMAIN, domain));
         }
-        Ok(b"OK\0".to_vec())
+        ok_reply()
     }
 
     /// Releases a domain: its connection, watches and transactions go; its nodes are deleted
@@ -1451,34 +1606,40 @@ impl Engine {
             deltas: AccountingDeltas::new(),
         };
         for node_path in &with_entries {
+            // Changed in place (not a modification: the generation stays), but the
+            // record shrinks, so the owner's memory charge must follow. A node whose new
+            // list finds no memory keeps its entry, which names no domain any more.
+            let Some(node) = view.tree.get(node_path) else {
+                continue;
+            };
+            let (old_owner, old_size) = (node.permissions.owner(), node.stored_size_bytes());
+            let permissions = match node.permissions.retained(|entry| entry.domain != domain) {
+                Ok(Some(permissions)) => permissions,
+                Ok(None) => Permissions::owned_by(privileged),
+                Err(_) => continue,
+            };
+            if view.deltas.try_reserve(2).is_err() {
+                continue;
+            }
             if let Some(node) = view.tree.get_mut(node_path) {
-                // Changed in place (not a modification: the generation stays), but the
-                // record shrinks, so the owner's memory charge must follow.
-                let before = node.clone();
-                node.permissions = node
-                    .permissions
-                    .retained(|entry| entry.domain != domain)
-                    .unwrap_or_else(|| Permissions::owned_by(privileged));
-                operations::account_replacement(
-                    &mut view.deltas,
-                    node_path,
-                    Some(&before),
-                    Some(node),
-                );
+                node.permissions = permissions;
+                let (new_owner, new_size) = (node.permissions.owner(), node.stored_size_bytes());
+                operations::account_record(&mut view.deltas, node_path, old_owner, old_size, -1);
+                operations::account_record(&mut view.deltas, node_path, new_owner, new_size, 1);
             }
         }
         let mut changes = Vec::new();
         for root in owned_roots {
             if self.config.keep_orphans || path::is_special(&root) || root == "/" {
-                if let Some(node) = view.tree.get(&root).cloned() {
-                    let mut node = node;
+                if let Some(Ok(mut node)) = view.tree.get(&root).map(Node::try_clone) {
                     node.permissions.set_owner(privileged);
                     let _ = view.put(&root, node);
                 }
                 continue;
             }
-            if let Some(node) = view.tree.get(&root).cloned()
+            if let Some(Ok(node)) = view.tree.get(&root).map(Node::try_clone)
                 && let Ok(removed) = operations::remove_subtree(&mut view, &root, node)
+                && fallible::reserve(&mut changes, removed.len()).is_ok()
             {
                 changes.extend(removed);
             }
@@ -1489,7 +1650,7 @@ impl Engine {
                 .tree
                 .matching_nodes(|node| node.permissions.owner() == domain);
             for node_path in stragglers {
-                if let Some(mut node) = view.tree.get(&node_path).cloned() {
+                if let Some(Ok(mut node)) = view.tree.get(&node_path).map(Node::try_clone) {
                     node.permissions.set_owner(privileged);
                     let _ = view.put(&node_path, node);
                 }
@@ -1497,7 +1658,9 @@ impl Engine {
         }
         let deltas = view.deltas;
         self.apply_deltas(&deltas);
-        self.pending_changes.extend(changes);
+        if fallible::reserve(&mut self.pending_changes, changes.len()).is_ok() {
+            self.pending_changes.extend(changes);
+        }
         if domain != privileged && domain != self.config.store_domain {
             self.domains.remove(domain);
         }
@@ -1562,34 +1725,49 @@ impl Engine {
     }
 
     /// Queues the events of the pending changes; `cause` is the connection whose request
-    /// made them (`None`: the store itself, e.g. a domain's death).
+    /// made them (`None`: the store itself, e.g. a domain's death). An event that finds no
+    /// memory is dropped, as one over its domain's quota is.
     fn flush_events(&mut self, cause: Option<ConnectionId>) {
         let changes = core::mem::take(&mut self.pending_changes);
+        // (connection, message, whether a queued duplicate suppresses it)
         let mut events: Vec<(ConnectionId, Vec<u8>, bool)> = Vec::new();
+        let mut dropped = 0usize;
         for change in &changes {
-            for (_, watch) in self.watches.matching(&change.path, change.exact) {
-                if !self.watch_permitted(watch.connection, change) {
-                    continue;
-                }
-                let shown = change
-                    .path
-                    .get(watch.relative_prefix_bytes..)
-                    .unwrap_or(&change.path);
-                events.push((watch.connection, event_payload(shown, &watch.token), true));
-            }
+            self.watches
+                .for_each_matching(&change.path, change.exact, |_, watch| {
+                    if !self.watch_permitted(watch.connection, change) {
+                        return;
+                    }
+                    let shown = change
+                        .path
+                        .get(watch.relative_prefix_bytes..)
+                        .unwrap_or(&change.path);
+                    match event_message(shown.as_bytes(), &watch.token) {
+                        Ok(message) => {
+                            if fallible::push(&mut events, (watch.connection, message, true))
+                                .is_err()
+                            {
+                                dropped += 1;
+                            }
+                        }
+                        Err(StoreError::OutOfMemory) => dropped += 1,
+                        Err(_) => {}
+                    }
+                });
         }
         let specials = core::mem::take(&mut self.pending_special);
         for (name, domain) in specials {
-            self.collect_special_events(name, domain, &mut events);
+            dropped += self.collect_special_events(name, domain, &mut events);
         }
-        for (connection, payload) in core::mem::take(&mut self.pending_direct_events) {
-            events.push((connection, payload, false));
-        }
-        for (connection, payload, suppress_duplicates) in events {
-            if payload.len() > PAYLOAD_MAX_BYTES {
-                continue;
+        for (connection, message) in core::mem::take(&mut self.pending_direct_events) {
+            if fallible::push(&mut events, (connection, message, false)).is_err() {
+                dropped += 1;
             }
-            let message = wire::encode_message(MessageType::WatchEvent.number(), 0, 0, &payload);
+        }
+        if dropped > 0 {
+            log::warn!("{dropped} watch events dropped: no memory to build them");
+        }
+        for (connection, message, suppress_duplicates) in events {
             let duplicate = suppress_duplicates
                 && self
                     .connections
@@ -1597,9 +1775,10 @@ impl Engine {
                     .is_some_and(|state| state.has_unsent_event(&message));
             if !duplicate {
                 if self.tracing() {
-                    log::info!(target: ACCESS_LOG_TARGET, "OUT {} WATCH_EVENT ({})", connection.0, printable(&payload));
+                    let shown = message.get(HEADER_SIZE_BYTES..).unwrap_or(&[]);
+                    log::info!(target: ACCESS_LOG_TARGET, "OUT {} WATCH_EVENT ({})", connection.0, Printable(shown));
                 }
-                self.queue_output(connection, message, false, cause);
+                self.queue_event(connection, message, cause);
             }
         }
     }
@@ -1607,39 +1786,48 @@ impl Engine {
     /// `@introduceDomain`/`@releaseDomain` events (C 4.22 `fire_special_watches()`): watches
     /// on the bare name without a depth get the bare name; watches on `name/<domid>`, and
     /// on the bare name with a depth of at least 1, get `name/<domid>`. Only connections that
-    /// may read the special node are told.
+    /// may read the special node are told. Returns how many events found no memory.
     fn collect_special_events(
         &self,
         name: &str,
         domain: DomainId,
         events: &mut Vec<(ConnectionId, Vec<u8>, bool)>,
-    ) {
+    ) -> usize {
         let Some(special) = self.tree.get(name) else {
-            return;
+            return 0;
         };
-        let per_domain = format!("{name}/{}", domain.0);
-        let mut deliver = |watch: &Watch, shown: &str| {
+        // `name/<domid>`: at most a special name, a slash and five digits.
+        let mut per_domain_bytes = [0u8; 48];
+        let per_domain = special_per_domain(name, domain, &mut per_domain_bytes);
+        let mut dropped = 0;
+        let mut deliver = |watch: &Watch, shown: &[u8]| {
             let permitted = self.caller(watch.connection).is_some_and(|caller| {
                 operations::access_for(&caller, special, &self.domains).allows(Access::READ)
             });
             if permitted {
-                events.push((watch.connection, event_payload(shown, &watch.token), false));
+                let queued = event_message(shown, &watch.token)
+                    .and_then(|message| fallible::push(events, (watch.connection, message, false)));
+                if queued.is_err() {
+                    dropped += 1;
+                }
             }
         };
         for watch in self.watches.on_path(name) {
             match watch.depth {
-                None => deliver(watch, name),
-                Some(depth) if depth >= 1 => deliver(watch, &per_domain),
+                None => deliver(watch, name.as_bytes()),
+                Some(depth) if depth >= 1 => deliver(watch, per_domain),
                 Some(_) => {}
             }
         }
-        for watch in self.watches.on_path(&per_domain) {
-            deliver(watch, &per_domain);
+        let per_domain_path = core::str::from_utf8(per_domain).unwrap_or(name);
+        for watch in self.watches.on_path(per_domain_path) {
+            deliver(watch, per_domain);
         }
+        dropped
     }
 
     fn get_quota(&mut self, platform: &mut dyn Platform, payload: &[u8]) -> StoreResult<Vec<u8>> {
-        let strings = wire::split_strings(payload);
+        let strings = wire::split_strings(payload)?;
         let (quotas, name) = match strings.as_slice() {
             [] => {
                 let names: Vec<&str> = QuotaKind::ALL
@@ -1662,8 +1850,8 @@ impl Engine {
         Ok(format!("{}\0", quotas.get(kind)).into_bytes())
     }
 
-    fn set_quota(&mut self, platform: &mut dyn Platform, payload: &[u8]) -> StoreResult<Vec<u8>> {
-        let strings = wire::split_strings(payload);
+    fn set_quota(&mut self, platform: &mut dyn Platform, payload: &[u8]) -> StoreResult<Reply> {
+        let strings = wire::split_strings(payload)?;
         let (domain, name, value) = match strings.as_slice() {
             [name, value] => (None, *name, *value),
             [domain, name, value] => (Some(domain_argument(domain)?), *name, *value),
@@ -1683,7 +1871,7 @@ impl Engine {
                 record.quotas.set(kind, value);
             }
         }
-        Ok(b"OK\0".to_vec())
+        ok_reply()
     }
 
     /// Number of nodes in the store (special nodes included).
@@ -1702,17 +1890,88 @@ impl Engine {
     }
 }
 
-fn error_payload(error: StoreError) -> Vec<u8> {
-    let mut payload = error.wire_name().as_bytes().to_vec();
-    payload.push(0);
-    payload
+/// `name/<domid>` written into `room` (no allocation): the path of a special event about
+/// one domain.
+fn special_per_domain<'a>(name: &str, domain: DomainId, room: &'a mut [u8; 48]) -> &'a [u8] {
+    let mut digits = [0u8; 20];
+    let digits = fallible::decimal_digits(u64::from(domain.0), &mut digits);
+    let mut used = 0;
+    for part in [name.as_bytes(), b"/", digits] {
+        if let Some(target) = room.get_mut(used..used + part.len()) {
+            target.copy_from_slice(part);
+            used += part.len();
+        }
+    }
+    room.get(..used).unwrap_or(&[])
 }
 
-fn event_payload(shown_path: &str, token: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(shown_path.len() + token.len() + 2);
-    payload.extend_from_slice(shown_path.as_bytes());
-    payload.push(0);
-    payload.extend_from_slice(token);
-    payload.push(0);
-    payload
+/// Which changes of a transaction fire: the first change of each path, made a subtree
+/// change when any change of that path is one. Sorts positions, not changes, so the order
+/// of the events stays the order of the changes; `ENOMEM` when the lists cannot be made.
+fn first_change_per_path(changes: &mut [Change]) -> StoreResult<Vec<bool>> {
+    let mut positions: Vec<usize> = fallible::vec_with_capacity(changes.len())?;
+    positions.extend(0..changes.len());
+    let mut kept: Vec<bool> = fallible::vec_with_capacity(changes.len())?;
+    kept.resize(changes.len(), false);
+    positions.sort_unstable_by(|left, right| {
+        let path = |position: &usize| changes.get(*position).map(|change| change.path.as_str());
+        path(left).cmp(&path(right)).then(left.cmp(right))
+    });
+    let mut group_start = 0;
+    while let Some(&first) = positions.get(group_start) {
+        let first_path = changes.get(first).map(|change| change.path.as_str());
+        let mut group_end = group_start;
+        let mut subtree = false;
+        while let Some(&position) = positions.get(group_end) {
+            let change = changes.get(position);
+            if change.map(|change| change.path.as_str()) != first_path {
+                break;
+            }
+            subtree |= change.is_some_and(|change| !change.exact);
+            group_end += 1;
+        }
+        if let Some(change) = changes.get_mut(first) {
+            change.exact = change.exact && !subtree;
+        }
+        if let Some(keep) = kept.get_mut(first) {
+            *keep = true;
+        }
+        group_start = group_end;
+    }
+    Ok(kept)
+}
+
+/// An error reply's payload, the name and a NUL, written into `room` (no allocation).
+fn error_payload(error: StoreError, room: &mut [u8; 16]) -> &[u8] {
+    let name = error.wire_name().as_bytes();
+    let length = name.len().min(room.len() - 1);
+    if let Some(target) = room.get_mut(..length) {
+        target.copy_from_slice(name.get(..length).unwrap_or(&[]));
+    }
+    if let Some(nul) = room.get_mut(length) {
+        *nul = 0;
+    }
+    room.get(..=length).unwrap_or(&[])
+}
+
+/// A whole `XS_WATCH_EVENT` message for `shown_path` and `token`, in one allocation;
+/// `ENOMEM` when it cannot be allocated, `E2BIG` when it exceeds a payload.
+fn event_message(shown_path: &[u8], token: &[u8]) -> StoreResult<Vec<u8>> {
+    let payload_bytes = shown_path.len() + token.len() + 2;
+    if payload_bytes > PAYLOAD_MAX_BYTES {
+        return Err(StoreError::TooBig);
+    }
+    let header = MessageHeader {
+        message_type: MessageType::WatchEvent.number(),
+        request_id: 0,
+        transaction_id: 0,
+        payload_length_bytes: u32::try_from(payload_bytes).map_err(|_| StoreError::TooBig)?,
+    };
+    let mut message = fallible::vec_with_capacity(HEADER_SIZE_BYTES + payload_bytes)?;
+    message.extend_from_slice(&header.to_bytes());
+    message.extend_from_slice(shown_path);
+    message.push(0);
+    message.extend_from_slice(token);
+    message.push(0);
+    Ok(message)
 }

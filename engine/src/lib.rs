@@ -56,6 +56,7 @@ pub mod domain;
 pub mod domain_state;
 mod engine;
 pub mod error;
+pub mod fallible;
 pub mod memory;
 pub mod operations;
 pub mod options;

@@ -6,13 +6,13 @@
 //! `errno_from_parents()`, `construct_node()`).
 
 use crate::domain::{Domains, feature};
+use crate::fallible::{self, SortedMap};
 use crate::path;
 use crate::permissions::{Access, Permissions};
 use crate::quota::{QuotaKind, Quotas};
 use crate::store::{Node, Tree};
 use crate::wire::PAYLOAD_MAX_BYTES;
 use crate::{DomainId, StoreError, StoreResult};
-use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -50,21 +50,44 @@ pub trait NodeAccess {
     fn put(&mut self, path: &str, node: Node) -> StoreResult<()>;
     /// Removes the node at `path` (not its children).
     fn delete(&mut self, path: &str) -> StoreResult<()>;
+    /// Room for `stores` puts and `deletions` deletes of nodes this view has already looked
+    /// up (new nodes named, see [`Node::rename`]), owned by at most `owners` domains: once
+    /// it is reserved they cannot fail for want of memory, so an operation reserves first
+    /// and then changes several nodes all or nothing.
+    fn reserve(&mut self, stores: usize, deletions: usize, owners: usize) -> StoreResult<()>;
     /// Nodes created (positive) or deleted (negative) for `owner` by this view and not yet
     /// visible in the domain records.
     fn pending_nodes(&self, owner: DomainId) -> i64;
 }
 
 /// Node and memory deltas per owner.
-pub type AccountingDeltas = BTreeMap<DomainId, (i64, i64)>;
+pub type AccountingDeltas = SortedMap<DomainId, (i64, i64)>;
 
-/// Adds the accounting change of replacing `old` by `new` at `path` to `deltas`.
+/// Adds the accounting change of replacing `old` by `new` at `path` to `deltas`; `ENOMEM`
+/// (and `deltas` unchanged) when an owner new to `deltas` finds no room.
 pub fn account_replacement(
     deltas: &mut AccountingDeltas,
     path: &str,
     old: Option<&Node>,
     new: Option<&Node>,
-) {
+) -> StoreResult<()> {
+    // Room for the owners not yet in `deltas`, before the first change: an owner already
+    // there needs none, so room reserved ahead for an operation's owners is never exceeded.
+    let old_owner = old.map(|node| node.permissions.owner());
+    let new_owner = new.map(|node| node.permissions.owner());
+    let mut missing_owners = 0;
+    if let Some(owner) = old_owner
+        && !deltas.contains_key(&owner)
+    {
+        missing_owners += 1;
+    }
+    if let Some(owner) = new_owner
+        && !deltas.contains_key(&owner)
+        && new_owner != old_owner
+    {
+        missing_owners += 1;
+    }
+    deltas.try_reserve(missing_owners)?;
     if let Some(old) = old {
         account(
             deltas,
@@ -83,9 +106,23 @@ pub fn account_replacement(
             1,
         );
     }
+    Ok(())
+}
+
+/// Adds (`sign` 1) or removes (`sign` -1) one node of `owner` with a record of `size_bytes`
+/// at `path`. The caller reserved room for `owner` in `deltas` (the change is lost otherwise).
+pub fn account_record(
+    deltas: &mut AccountingDeltas,
+    path: &str,
+    owner: DomainId,
+    size_bytes: usize,
+    sign: i64,
+) {
+    account(deltas, path, owner, size_bytes, sign);
 }
 
 /// Adds (`sign` 1) or removes (`sign` -1) one node of `owner` with a record of `size_bytes`.
+/// The caller reserved room for `owner` ([`account_replacement`]).
 fn account(
     deltas: &mut AccountingDeltas,
     path: &str,
@@ -93,9 +130,10 @@ fn account(
     size_bytes: usize,
     sign: i64,
 ) {
-    let entry = deltas.entry(owner).or_insert((0, 0));
-    entry.0 += sign;
-    entry.1 += sign * (size_bytes + path.len()) as i64;
+    if let Ok(entry) = deltas.get_or_try_insert_with(owner, || (0, 0)) {
+        entry.0 += sign;
+        entry.1 += sign * (size_bytes + path.len()) as i64;
+    }
 }
 
 /// The committed tree; accounting deltas are collected for the engine to apply.
@@ -113,16 +151,51 @@ impl NodeAccess for GlobalAccess<'_> {
 
     fn put(&mut self, path: &str, node: Node) -> StoreResult<()> {
         let (owner, size_bytes) = (node.permissions.owner(), node.stored_size_bytes());
+        // The accounting's room first: once the tree changed, nothing may fail.
+        let old_owner = self.tree.get(path).map(|old| old.permissions.owner());
+        let missing_owners = [Some(owner), old_owner.filter(|old| *old != owner)]
+            .into_iter()
+            .flatten()
+            .filter(|owner| !self.deltas.contains_key(owner))
+            .count();
+        self.deltas.try_reserve(missing_owners)?;
         let old = self.tree.insert(path, node)?;
-        account_replacement(&mut self.deltas, path, old.as_ref(), None);
+        if let Some(old) = old.as_ref() {
+            account(
+                &mut self.deltas,
+                path,
+                old.permissions.owner(),
+                old.stored_size_bytes(),
+                -1,
+            );
+        }
         account(&mut self.deltas, path, owner, size_bytes, 1);
         Ok(())
     }
 
     fn delete(&mut self, path: &str) -> StoreResult<()> {
-        let old = self.tree.remove(path);
-        account_replacement(&mut self.deltas, path, old.as_ref(), None);
+        if let Some(owner) = self.tree.get(path).map(|old| old.permissions.owner())
+            && !self.deltas.contains_key(&owner)
+        {
+            self.deltas.try_reserve(1)?;
+        }
+        let old = self.tree.remove(path)?;
+        if let Some(old) = old.as_ref() {
+            account(
+                &mut self.deltas,
+                path,
+                old.permissions.owner(),
+                old.stored_size_bytes(),
+                -1,
+            );
+        }
         Ok(())
+    }
+
+    fn reserve(&mut self, stores: usize, deletions: usize, owners: usize) -> StoreResult<()> {
+        self.tree.try_reserve(stores)?;
+        self.tree.try_reserve_removals(deletions)?;
+        self.deltas.try_reserve(owners)
     }
 
     fn pending_nodes(&self, owner: DomainId) -> i64 {
@@ -212,7 +285,7 @@ fn node_with_access(
     wanted: Access,
 ) -> StoreResult<Node> {
     let found = match view.node(path)? {
-        Some(node) if access_for(caller, node, domains).allows(wanted) => Ok(node.clone()),
+        Some(node) if access_for(caller, node, domains).allows(wanted) => node.try_clone(),
         Some(_) => Err(StoreError::AccessDenied),
         None => Err(StoreError::NoEntry),
     };
@@ -254,7 +327,7 @@ pub fn read(
     path: &str,
 ) -> StoreResult<Vec<u8>> {
     with_readable_node(view, domains, caller, path, |node| {
-        Ok(node.value().to_vec())
+        fallible::to_vec(node.value())
     })
 }
 
@@ -270,7 +343,7 @@ pub fn directory(
         if listing.len() > PAYLOAD_MAX_BYTES {
             Err(StoreError::TooBig)
         } else {
-            Ok(listing.to_vec())
+            fallible::to_vec(listing)
         }
     })
 }
@@ -285,8 +358,10 @@ pub fn directory_part(
     offset: usize,
 ) -> StoreResult<Vec<u8>> {
     with_readable_node(view, domains, caller, path, |node| {
-        let mut reply = Vec::new();
-        reply.extend_from_slice(alloc::format!("{}", node.generation).as_bytes());
+        let listing_bytes = node.children_wire().get(offset..).map_or(0, <[u8]>::len);
+        // The whole reply's room at once (generation, NUL, entries, NUL): no growth later.
+        let mut reply = fallible::vec_with_capacity(22 + listing_bytes.min(PAYLOAD_MAX_BYTES))?;
+        reply.extend_from_slice(fallible::decimal_digits(node.generation, &mut [0; 20]));
         reply.push(0);
         let listing = node.children_wire();
         let Some(rest) = listing.get(offset..) else {
@@ -317,7 +392,7 @@ pub fn get_permissions(
     path: &str,
 ) -> StoreResult<Vec<u8>> {
     with_readable_node(view, domains, caller, path, |node| {
-        Ok(node.permissions.to_wire())
+        node.permissions.to_wire()
     })
 }
 
@@ -332,7 +407,8 @@ fn check_node_size(caller: &Caller, quotas: &Quotas, node: &Node) -> StoreResult
 }
 
 /// Creates `path` and its missing ancestors (empty values), or changes an existing node's
-/// value when `value` is given. Returns whether anything was created or written.
+/// value when `value` is given. Returns the change to fire (`None`: nothing was created or
+/// written). Everything that can fail is done before the first node changes.
 fn write_or_create(
     view: &mut dyn NodeAccess,
     domains: &Domains,
@@ -340,9 +416,9 @@ fn write_or_create(
     quotas: &Quotas,
     path: &str,
     value: Option<&[u8]>,
-) -> StoreResult<bool> {
+) -> StoreResult<Option<Change>> {
     if let Some(existing) = view.node(path)? {
-        let existing = existing.clone();
+        let existing = existing.try_clone()?;
         if !access_for(caller, &existing, domains).allows(Access::WRITE) {
             return Err(missing_node_error(
                 view,
@@ -353,26 +429,28 @@ fn write_or_create(
             ));
         }
         let Some(value) = value else {
-            return Ok(false);
+            return Ok(None);
         };
         let mut node = existing;
         node.set_value(value)?;
         check_node_size(caller, quotas, &node)?;
+        let change = change_for(path, &node.permissions)?;
         view.put(path, node)?;
-        return Ok(true);
+        return Ok(Some(change));
     }
 
     // Find the nearest existing ancestor; every path on the way down gets created.
-    let mut missing: Vec<&str> = alloc::vec![path];
+    let mut missing: Vec<&str> = Vec::new();
+    fallible::push(&mut missing, path)?;
     let mut ancestor_path = path;
     let ancestor = loop {
         let Some(parent) = path::parent(ancestor_path) else {
             return Err(StoreError::NoEntry);
         };
         if let Some(node) = view.node(parent)? {
-            break node.clone();
+            break node.try_clone()?;
         }
-        missing.push(parent);
+        fallible::push(&mut missing, parent)?;
         ancestor_path = parent;
     };
     let ancestor_path = path::parent(ancestor_path).ok_or(StoreError::NoEntry)?;
@@ -381,7 +459,7 @@ fn write_or_create(
     }
 
     // New nodes copy the parent's permissions; unprivileged creators own what they create.
-    let mut permissions = ancestor.permissions.clone();
+    let mut permissions = ancestor.permissions.try_clone()?;
     if !caller.privileged {
         permissions.set_owner(caller.domain);
     }
@@ -399,13 +477,12 @@ fn write_or_create(
     parent_node.add_child(path::base_name(first_missing))?;
     check_node_size(caller, quotas, &parent_node)?;
 
-    // Build every node first so that a failure leaves the store untouched.
-    let mut created: Vec<(&str, Node)> = Vec::new();
-    created
-        .try_reserve(missing.len())
-        .map_err(|_| StoreError::OutOfMemory)?;
+    // Build every node first (named, so that storing them allocates nothing more), and
+    // reserve room for storing them, so that a failure leaves the store untouched.
+    let mut created: Vec<(&str, Node)> = fallible::vec_with_capacity(missing.len())?;
     for (index, new_path) in missing.iter().rev().enumerate() {
-        let mut node = Node::empty(permissions.clone());
+        let mut node = Node::empty(permissions.try_clone()?);
+        node.rename(path::base_name(new_path))?;
         if let Some(child) = missing.iter().rev().nth(index + 1) {
             node.add_child(path::base_name(child))?;
         }
@@ -417,11 +494,15 @@ fn write_or_create(
         check_node_size(caller, quotas, &node)?;
         created.push((new_path, node));
     }
+    let change = change_for(path, &permissions)?;
+    // Room for the new nodes (the parent is replaced in place) and the two owners: the
+    // parent's and the new nodes'.
+    view.reserve(created.len(), 0, 2)?;
     view.put(ancestor_path, parent_node)?;
     for (new_path, node) in created {
         view.put(new_path, node)?;
     }
-    Ok(true)
+    Ok(Some(change))
 }
 
 /// `XS_WRITE`: one change, for `path` only, even when ancestors were created.
@@ -433,8 +514,17 @@ pub fn write(
     path: &str,
     value: &[u8],
 ) -> StoreResult<Vec<Change>> {
-    write_or_create(view, domains, caller, quotas, path, Some(value))?;
-    change_for(view, path)
+    // The list's room before anything changes: afterwards nothing may fail.
+    let mut changes = fallible::vec_with_capacity(1)?;
+    changes.extend(write_or_create(
+        view,
+        domains,
+        caller,
+        quotas,
+        path,
+        Some(value),
+    )?);
+    Ok(changes)
 }
 
 /// `XS_MKDIR`: an existing node is fine and fires nothing.
@@ -445,24 +535,19 @@ pub fn mkdir(
     quotas: &Quotas,
     path: &str,
 ) -> StoreResult<Vec<Change>> {
-    if write_or_create(view, domains, caller, quotas, path, None)? {
-        change_for(view, path)
-    } else {
-        Ok(Vec::new())
-    }
+    let mut changes = fallible::vec_with_capacity(1)?;
+    changes.extend(write_or_create(view, domains, caller, quotas, path, None)?);
+    Ok(changes)
 }
 
-fn change_for(view: &mut dyn NodeAccess, path: &str) -> StoreResult<Vec<Change>> {
-    let permissions = view
-        .node(path)?
-        .map(|node| node.permissions.clone())
-        .ok_or(StoreError::NoEntry)?;
-    Ok(alloc::vec![Change {
-        path: String::from(path),
+/// The change of the node at `path` with `permissions` (built before the node changes).
+fn change_for(path: &str, permissions: &Permissions) -> StoreResult<Change> {
+    Ok(Change {
+        path: fallible::string(path)?,
         exact: false,
-        permissions,
-        old_permissions: None
-    }])
+        permissions: permissions.try_clone()?,
+        old_permissions: None,
+    })
 }
 
 /// `XS_RM`: removes the node and everything below it.
@@ -496,6 +581,8 @@ pub fn remove(
 }
 
 /// Removes `path` (whose node is `node`) and its descendants, without permission checks.
+/// Everything that can fail (the list of descendants, their changes, the room to remove
+/// them) is done before the first node changes.
 pub fn remove_subtree(
     view: &mut dyn NodeAccess,
     path: &str,
@@ -503,25 +590,44 @@ pub fn remove_subtree(
 ) -> StoreResult<Vec<Change>> {
     // Collect the subtree with an explicit work list: guest-shaped trees are never recursed.
     let mut doomed: Vec<(String, Permissions)> = Vec::new();
-    let mut pending: Vec<String> = node.children().map(|name| path::join(path, name)).collect();
+    let mut pending: Vec<String> = Vec::new();
+    // The owners whose accounting changes (sorted, each once).
+    let mut owners: Vec<DomainId> = Vec::new();
+    add_owner(&mut owners, node.permissions.owner())?;
+    for name in node.children() {
+        fallible::push(&mut pending, path::join(path, name)?)?;
+    }
     while let Some(child_path) = pending.pop() {
         if let Some(child) = view.node(&child_path)? {
-            pending.extend(child.children().map(|name| path::join(&child_path, name)));
-            doomed.push((child_path, child.permissions.clone()));
+            for name in child.children() {
+                let grandchild = path::join(&child_path, name)?;
+                fallible::push(&mut pending, grandchild)?;
+            }
+            let permissions = child.permissions.try_clone()?;
+            add_owner(&mut owners, permissions.owner())?;
+            fallible::push(&mut doomed, (child_path, permissions))?;
         }
     }
+    let mut parent_update = None;
     if let Some(parent_path) = path::parent(path)
         && let Some(parent) = view.node(parent_path)?
     {
-        let mut parent = parent.clone();
-        let name = path::base_name(path);
-        parent.remove_child(name)?;
+        let mut parent = parent.try_clone()?;
+        add_owner(&mut owners, parent.permissions.owner())?;
+        parent.remove_child(path::base_name(path))?;
+        parent_update = Some((parent_path, parent));
+    }
+    let mut changes = fallible::vec_with_capacity(doomed.len() + 1)?;
+    let top_change = Change {
+        path: fallible::string(path)?,
+        exact: false,
+        permissions: node.permissions,
+        old_permissions: None,
+    };
+    view.reserve(0, doomed.len() + 1, owners.len())?;
+    if let Some((parent_path, parent)) = parent_update {
         view.put(parent_path, parent)?;
     }
-    let mut changes = Vec::new();
-    changes
-        .try_reserve(doomed.len() + 1)
-        .map_err(|_| StoreError::OutOfMemory)?;
     // Deepest first, as C's bottom-up walk fires them.
     for (child_path, permissions) in doomed.into_iter().rev() {
         view.delete(&child_path)?;
@@ -533,13 +639,17 @@ pub fn remove_subtree(
         });
     }
     view.delete(path)?;
-    changes.push(Change {
-        path: String::from(path),
-        exact: false,
-        permissions: node.permissions,
-        old_permissions: None,
-    });
+    changes.push(top_change);
     Ok(changes)
+}
+
+/// Adds `owner` to the sorted list `owners` unless it is there.
+fn add_owner(owners: &mut Vec<DomainId>, owner: DomainId) -> StoreResult<()> {
+    if let Err(index) = owners.binary_search(&owner) {
+        fallible::reserve(owners, 1)?;
+        owners.insert(index, owner);
+    }
+    Ok(())
 }
 
 /// `XS_SET_PERMS`. `exists` answers whether a domain named by an entry exists.
@@ -579,15 +689,17 @@ pub fn set_permissions(
             !exists(entry.domain)
         };
     }
-    let old_permissions = node.permissions.clone();
+    let old_permissions = node.permissions.try_clone()?;
     let mut updated = node;
-    updated.permissions = permissions.clone();
+    updated.permissions = permissions.try_clone()?;
     check_node_size(caller, quotas, &updated)?;
-    view.put(path, updated)?;
-    Ok(alloc::vec![Change {
-        path: String::from(path),
+    let mut changes = fallible::vec_with_capacity(1)?;
+    changes.push(Change {
+        path: fallible::string(path)?,
         exact: false,
         permissions,
         old_permissions: Some(old_permissions),
-    }])
+    });
+    view.put(path, updated)?;
+    Ok(changes)
 }

@@ -8,7 +8,6 @@
 
 use crate::wire::ABSOLUTE_PATH_MAX_BYTES;
 use crate::{DomainId, StoreError, StoreResult};
-use alloc::format;
 use alloc::string::String;
 
 /// `@introduceDomain`: fired when a domain is introduced.
@@ -31,15 +30,25 @@ const HOME_PREFIX: &str = "/local/domain/";
 /// Digits of the largest domain id (65535).
 const DOMAIN_ID_DIGITS_MAX: usize = 5;
 
-/// `/local/domain/<domid>`: a domain's home (`XS_GET_DOMAIN_PATH`).
-pub fn home_path(domain: DomainId) -> String {
-    let mut path = String::with_capacity(HOME_PREFIX.len() + DOMAIN_ID_DIGITS_MAX);
+/// `/local/domain/<domid>`: a domain's home (`XS_GET_DOMAIN_PATH`); `ENOMEM` when it
+/// cannot be allocated.
+pub fn home_path(domain: DomainId) -> StoreResult<String> {
+    let mut path = string_with_capacity(HOME_PREFIX.len() + DOMAIN_ID_DIGITS_MAX)?;
     push_home(&mut path, domain);
-    path
+    Ok(path)
+}
+
+/// An empty string with room for `capacity` bytes, or `ENOMEM`.
+fn string_with_capacity(capacity: usize) -> StoreResult<String> {
+    let mut text = String::new();
+    text.try_reserve_exact(capacity)
+        .map_err(|_| StoreError::OutOfMemory)?;
+    Ok(text)
 }
 
 /// Appends `/local/domain/<domid>` without `core::fmt`, which costs more than the rest of a
-/// small request (it runs for every relative path).
+/// small request (it runs for every relative path). Callers reserve the room first, so the
+/// pushes never allocate.
 fn push_home(path: &mut String, domain: DomainId) {
     path.push_str(HOME_PREFIX);
     let mut digits = [0u8; DOMAIN_ID_DIGITS_MAX];
@@ -91,14 +100,14 @@ pub fn canonicalize(raw: &[u8], home: DomainId, allow_special: bool) -> StoreRes
     }
     let (absolute, relative_prefix_bytes) = if relative {
         let mut absolute =
-            String::with_capacity(HOME_PREFIX.len() + DOMAIN_ID_DIGITS_MAX + 1 + text.len());
+            string_with_capacity(HOME_PREFIX.len() + DOMAIN_ID_DIGITS_MAX + 1 + text.len())?;
         push_home(&mut absolute, home);
         absolute.push('/');
         let prefix_bytes = absolute.len();
         absolute.push_str(text);
         (absolute, prefix_bytes)
     } else {
-        (String::from(text), 0)
+        (crate::fallible::string(text)?, 0)
     };
     if absolute.len() > ABSOLUTE_PATH_MAX_BYTES {
         return Err(StoreError::Invalid);
@@ -134,13 +143,14 @@ pub fn base_name(path: &str) -> &str {
     }
 }
 
-/// `parent/name`, taking care of the root.
-pub fn join(parent: &str, name: &str) -> String {
-    if parent == "/" {
-        format!("/{name}")
-    } else {
-        format!("{parent}/{name}")
-    }
+/// `parent/name`, taking care of the root; `ENOMEM` when it cannot be allocated.
+pub fn join(parent: &str, name: &str) -> StoreResult<String> {
+    let parent = if parent == "/" { "" } else { parent };
+    let mut path = string_with_capacity(parent.len() + 1 + name.len())?;
+    path.push_str(parent);
+    path.push('/');
+    path.push_str(name);
+    Ok(path)
 }
 
 /// Whether `ancestor` is `path` or one of its ancestors.
@@ -212,7 +222,7 @@ mod tests {
             (32753, "/local/domain/32753"),
             (65535, "/local/domain/65535"),
         ] {
-            assert_eq!(home_path(DomainId(domain)), home);
+            assert_eq!(home_path(DomainId(domain)).unwrap(), home);
             let path = canonicalize(b"a/b", DomainId(domain), false).unwrap();
             assert_eq!(path.absolute, std::format!("{home}/a/b"));
         }
@@ -239,7 +249,8 @@ mod tests {
         assert_eq!(parent("/a"), Some("/"));
         assert_eq!(parent("/"), None);
         assert_eq!(base_name("/a/b"), "b");
-        assert_eq!(join("/", "a"), "/a");
+        assert_eq!(join("/", "a").unwrap(), "/a");
+        assert_eq!(join("/a", "b").unwrap(), "/a/b");
         assert!(is_ancestor_or_self("/", "/a"));
         assert!(is_ancestor_or_self("/a", "/a/b"));
         assert!(!is_ancestor_or_self("/a", "/ab"));

@@ -116,16 +116,36 @@ impl Permissions {
         }
     }
 
-    /// Appends an entry.
-    pub fn push(&mut self, entry: Permission) {
-        let mut entries = self.entries().to_vec();
-        entries.push(entry);
-        self.entries = EntryList::Many(entries.into_boxed_slice());
+    /// A copy; `ENOMEM` when a list of several entries cannot be allocated.
+    pub fn try_clone(&self) -> StoreResult<Permissions> {
+        Ok(Permissions {
+            entries: match &self.entries {
+                EntryList::One(entry) => EntryList::One(*entry),
+                EntryList::Many(entries) => {
+                    EntryList::Many(crate::fallible::copy_slice(entries)?.into_boxed_slice())
+                }
+            },
+        })
     }
 
-    /// The list of the entries `keep` accepts, in order; `None` when none is left.
-    pub fn retained(&self, keep: impl FnMut(&&Permission) -> bool) -> Option<Permissions> {
-        Permissions::from_entries(self.entries().iter().filter(keep).copied().collect())
+    /// Appends an entry; `ENOMEM` (and the list unchanged) when it cannot grow.
+    pub fn push(&mut self, entry: Permission) -> StoreResult<()> {
+        let mut entries = crate::fallible::vec_with_capacity(self.entries().len() + 1)?;
+        entries.extend_from_slice(self.entries());
+        entries.push(entry);
+        self.entries = EntryList::Many(entries.into_boxed_slice());
+        Ok(())
+    }
+
+    /// The list of the entries `keep` accepts, in order; `Ok(None)` when none is left,
+    /// `ENOMEM` when the list cannot be allocated.
+    pub fn retained(
+        &self,
+        keep: impl FnMut(&&Permission) -> bool,
+    ) -> StoreResult<Option<Permissions>> {
+        let mut entries = crate::fallible::vec_with_capacity(self.entries().len())?;
+        entries.extend(self.entries().iter().filter(keep).copied());
+        Ok(Permissions::from_entries(entries))
     }
 
     /// The owner (entry 0).
@@ -165,15 +185,20 @@ impl Permissions {
         Permissions::from_entries(entries).ok_or(StoreError::Invalid)
     }
 
-    /// The `XS_GET_PERMS` reply: every entry as `<letter><domid>\0` (ignored ones included).
-    pub fn to_wire(&self) -> Vec<u8> {
-        let mut bytes = Vec::new();
+    /// The `XS_GET_PERMS` reply: every entry as `<letter><domid>\0` (ignored ones included);
+    /// `ENOMEM` when it cannot be allocated.
+    pub fn to_wire(&self) -> StoreResult<Vec<u8>> {
+        // A letter, at most five digits and a NUL per entry.
+        let mut bytes = crate::fallible::vec_with_capacity(self.entries().len() * 7)?;
         for entry in self.entries() {
             bytes.push(entry.access.letter());
-            bytes.extend_from_slice(alloc::format!("{}", entry.domain.0).as_bytes());
+            bytes.extend_from_slice(crate::fallible::decimal_digits(
+                u64::from(entry.domain.0),
+                &mut [0; 20],
+            ));
             bytes.push(0);
         }
-        bytes
+        Ok(bytes)
     }
 
     /// The bytes C xenstored charges for the list in a node record (8 per entry).
@@ -214,7 +239,7 @@ mod tests {
         assert_eq!(permissions.owner(), DomainId(0));
         assert_eq!(permissions.entries()[2].domain, DomainId(16));
         assert_eq!(permissions.entries()[3].domain, DomainId(8));
-        assert_eq!(permissions.to_wire(), b"n0\0r5\0b16\0w8\0");
+        assert_eq!(permissions.to_wire().unwrap(), b"n0\0r5\0b16\0w8\0");
     }
 
     #[test]

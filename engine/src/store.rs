@@ -73,6 +73,18 @@ fn pack(name: &[u8], value: &[u8], children: &[u8]) -> StoreResult<Box<[u8]>> {
 }
 
 impl Node {
+    /// A copy of the node; `ENOMEM` when its record cannot be allocated (`clone` would abort).
+    pub fn try_clone(&self) -> StoreResult<Node> {
+        Ok(Node {
+            generation: self.generation,
+            permissions: self.permissions.try_clone()?,
+            bytes: pack(&self.bytes, &[], &[])?,
+            name_length: self.name_length,
+            value_length: self.value_length,
+            parent: self.parent,
+        })
+    }
+
     /// A node with no value and no children.
     pub fn empty(permissions: Permissions) -> Node {
         Node {
@@ -165,8 +177,9 @@ impl Node {
             + self.children_wire().len()
     }
 
-    /// Gives the node `name` (reallocating only when it differs).
-    fn rename(&mut self, name: &str) -> StoreResult<()> {
+    /// Gives the node `name` (reallocating only when it differs). Nodes named before they
+    /// are stored are stored without allocating their record again ([`Tree::insert`]).
+    pub fn rename(&mut self, name: &str) -> StoreResult<()> {
         if self.name() == name.as_bytes() {
             return Ok(());
         }
@@ -214,6 +227,21 @@ fn node_at(slots: &[Option<Node>], slot: u32) -> Option<&Node> {
 /// The same hash as [`hash_path`] of the slot's path, from the parent chain.
 fn hash_slot(key: [u64; 2], slots: &[Option<Node>], slot: u32) -> u64 {
     let mut hasher = SipHasher::new(key);
+    hash_chain(&mut hasher, slots, slot);
+    hasher.finish()
+}
+
+/// The hash of the path of a child `name` of the node in `parent`, without building it.
+fn hash_child(key: [u64; 2], slots: &[Option<Node>], parent: u32, name: &[u8]) -> u64 {
+    let mut hasher = SipHasher::new(key);
+    hasher.write(name);
+    hasher.write(&COMPONENT_SEPARATOR);
+    hash_chain(&mut hasher, slots, parent);
+    hasher.finish()
+}
+
+/// Feeds the names from the slot up to its top, as [`hash_path`] feeds a path's components.
+fn hash_chain(hasher: &mut SipHasher, slots: &[Option<Node>], slot: u32) {
     let mut current = node_at(slots, slot);
     while let Some(node) = current {
         hasher.write(node.name());
@@ -223,7 +251,6 @@ fn hash_slot(key: [u64; 2], slots: &[Option<Node>], slot: u32) -> u64 {
         hasher.write(&COMPONENT_SEPARATOR);
         current = node_at(slots, node.parent);
     }
-    hasher.finish()
 }
 
 /// Whether the slot's chain of names spells `path`.
@@ -315,11 +342,12 @@ impl Tree {
     /// index cannot grow. Nothing changes on failure.
     pub fn insert(&mut self, path: &str, mut node: Node) -> StoreResult<Option<Node>> {
         if let Some(slot) = self.slot_of(path) {
-            let generation = self.next_generation();
             let existing = self.slot_mut(slot).ok_or(StoreError::NoEntry)?;
             node.rename(core::str::from_utf8(existing.name()).map_err(|_| StoreError::Invalid)?)?;
             node.parent = existing.parent;
+            let generation = self.next_generation();
             node.generation = generation;
+            let existing = self.slot_mut(slot).ok_or(StoreError::NoEntry)?;
             return Ok(Some(core::mem::replace(existing, node)));
         }
         let (name, parent) = match crate::path::parent(path) {
@@ -331,8 +359,9 @@ impl Tree {
         };
         node.rename(name)?;
         node.parent = parent;
-        node.generation = self.next_generation();
         // Reserve everything before changing anything.
+        self.try_reserve(1)?;
+        node.generation = self.next_generation();
         let Tree {
             slots,
             free_slots,
@@ -341,15 +370,12 @@ impl Tree {
             ..
         } = self;
         let key = *hash_key;
-        index
-            .try_reserve(1, |slot| hash_slot(key, slots, *slot))
-            .map_err(|_| StoreError::OutOfMemory)?;
         let slot = match free_slots.pop() {
             Some(slot) => slot,
             None => {
-                slots.try_reserve(1).map_err(|_| StoreError::OutOfMemory)?;
+                let slot = u32::try_from(slots.len()).map_err(|_| StoreError::NoSpace)?;
                 slots.push(None);
-                u32::try_from(slots.len() - 1).map_err(|_| StoreError::NoSpace)?
+                slot
             }
         };
         if let Some(entry) = slots.get_mut(slot as usize) {
@@ -361,46 +387,99 @@ impl Tree {
         Ok(None)
     }
 
-    /// Removes the node at `path`. Callers remove children first; any child still present
-    /// (listed by the node) goes with it, so that no slot is left pointing at a reused one.
-    pub fn remove(&mut self, path: &str) -> Option<Node> {
-        // Descendants are found through their parents, so collect them all first and remove
-        // the deepest first.
-        let mut doomed: Vec<String> = Vec::new();
-        let mut pending: Vec<String> = Vec::new();
-        if let Some(node) = self.get(path) {
-            pending.extend(node.children().map(|name| crate::path::join(path, name)));
-        }
-        while let Some(child_path) = pending.pop() {
-            if let Some(child) = self.get(&child_path) {
-                pending.extend(
-                    child
-                        .children()
-                        .map(|name| crate::path::join(&child_path, name)),
-                );
-                doomed.push(child_path);
-            }
-        }
-        for child_path in doomed.iter().rev() {
-            self.remove_one(child_path);
-        }
-        self.remove_one(path)
+    /// Room for `additional` more nodes: that many inserts of new paths (of nodes named
+    /// before they are stored, see [`Node::rename`]) then cannot fail for want of memory.
+    pub fn try_reserve(&mut self, additional: usize) -> StoreResult<()> {
+        let Tree {
+            slots,
+            free_slots,
+            index,
+            hash_key,
+            ..
+        } = self;
+        let key = *hash_key;
+        index
+            .try_reserve(additional, |slot| hash_slot(key, slots, *slot))
+            .map_err(|_| StoreError::OutOfMemory)?;
+        slots
+            .try_reserve(additional.saturating_sub(free_slots.len()))
+            .map_err(|_| StoreError::OutOfMemory)
     }
 
-    fn remove_one(&mut self, path: &str) -> Option<Node> {
-        let hash = hash_path(self.hash_key, path);
+    /// Room for `removals` removals of nodes whose descendants are gone: the free list then
+    /// never grows while they go.
+    pub fn try_reserve_removals(&mut self, removals: usize) -> StoreResult<()> {
+        crate::fallible::reserve(&mut self.free_slots, removals)
+    }
+
+    /// The slot of the child `name` of the node in `parent`.
+    fn child_slot(&self, parent: u32, name: &[u8]) -> Option<u32> {
+        let hash = hash_child(self.hash_key, &self.slots, parent, name);
         let slots = &self.slots;
-        let entry = self
-            .index
-            .find_entry(hash, |slot| slot_has_path(slots, *slot, path))
-            .ok()?;
-        let (slot, _) = entry.remove();
+        self.index
+            .find(hash, |slot| {
+                node_at(slots, *slot)
+                    .is_some_and(|node| node.parent == parent && node.name() == name)
+            })
+            .copied()
+    }
+
+    /// Removes the node at `path`. Callers remove children first; any child still present
+    /// (listed by the node) goes with it, so that no slot is left pointing at a reused one.
+    /// `ENOMEM`, with nothing removed, when the list of descendants cannot be allocated.
+    pub fn remove(&mut self, path: &str) -> StoreResult<Option<Node>> {
+        let Some(top) = self.slot_of(path) else {
+            return Ok(None);
+        };
+        // Usually the children are gone already (callers remove bottom up): then no list.
+        let has_descendants = node_at(&self.slots, top).is_some_and(|node| {
+            node.children_wire()
+                .split(|byte| *byte == 0)
+                .any(|name| !name.is_empty() && self.child_slot(top, name).is_some())
+        });
+        if !has_descendants {
+            self.try_reserve_removals(1)?;
+            return Ok(self.remove_slot(top));
+        }
+        // Descendants are found through their parents' slots (no paths are built), all
+        // before the first removal; then the deepest go first.
+        let mut doomed: Vec<u32> = Vec::new();
+        crate::fallible::push(&mut doomed, top)?;
+        let mut visited = 0;
+        while let Some(&slot) = doomed.get(visited) {
+            visited += 1;
+            let Some(node) = node_at(&self.slots, slot) else {
+                continue;
+            };
+            for name in node.children_wire().split(|byte| *byte == 0) {
+                if name.is_empty() {
+                    continue;
+                }
+                if let Some(child) = self.child_slot(slot, name) {
+                    crate::fallible::push(&mut doomed, child)?;
+                }
+            }
+        }
+        // The free list never needs more room than the slots it describes.
+        crate::fallible::reserve(&mut self.free_slots, doomed.len())?;
+        let mut removed = None;
+        for slot in doomed.into_iter().rev() {
+            removed = self.remove_slot(slot);
+        }
+        Ok(removed)
+    }
+
+    /// Removes the node in `slot` (its descendants are gone: its hash needs its ancestors
+    /// only). The free list has room (reserved by the caller).
+    fn remove_slot(&mut self, slot: u32) -> Option<Node> {
+        let hash = hash_slot(self.hash_key, &self.slots, slot);
+        let entry = self.index.find_entry(hash, |found| *found == slot).ok()?;
+        entry.remove();
         let node = self
             .slots
             .get_mut(usize::try_from(slot).ok()?)
             .and_then(Option::take)?;
-        // The free list never needs more room than the slots it describes.
-        if self.free_slots.try_reserve(1).is_ok() {
+        if self.free_slots.len() < self.free_slots.capacity() {
             self.free_slots.push(slot);
         }
         self.count -= 1;
@@ -551,7 +630,7 @@ mod tests {
         tree.insert("/a", parent).unwrap();
         tree.insert("/a/b", owned()).unwrap();
         // Removing a parent takes listed children with it: no slot keeps a stale parent.
-        assert!(tree.remove("/a").is_some());
+        assert!(tree.remove("/a").unwrap().is_some());
         assert!(tree.get("/a/b").is_none());
         assert_eq!(tree.len(), 1);
         tree.insert("/x", owned()).unwrap();

@@ -7,10 +7,10 @@
 //! Writes to nodes the transaction never touched do not conflict with it.
 
 use crate::DomainId;
+use crate::fallible::SortedMap;
 use crate::operations::{AccountingDeltas, Change, NodeAccess, account_replacement};
 use crate::store::{Node, Tree};
 use crate::{StoreError, StoreResult};
-use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -29,8 +29,8 @@ pub struct AccessedNode {
 /// One open transaction.
 #[derive(Debug, Default)]
 pub struct Transaction {
-    /// Every node touched, by path.
-    pub accessed: BTreeMap<String, AccessedNode>,
+    /// Every node touched, by path (in path order).
+    pub accessed: SortedMap<String, AccessedNode>,
     /// Changes to fire as watch events at commit.
     pub changes: Vec<Change>,
     /// Set when an operation inside failed in a way that poisons the commit (`ENOMEM` then).
@@ -67,15 +67,12 @@ impl Transaction {
         Ok(())
     }
 
-    /// The writes to apply at commit: `(path, Some(node))` to store, `(path, None)` to delete.
-    pub fn into_writes(self) -> (Vec<(String, Option<Node>)>, Vec<Change>) {
-        let writes = self
-            .accessed
-            .into_iter()
-            .filter(|(_, accessed)| accessed.written)
-            .map(|(path, accessed)| (path, accessed.node))
-            .collect();
-        (writes, self.changes)
+    /// How many nodes the commit writes.
+    pub fn writes(&self) -> usize {
+        self.accessed
+            .values()
+            .filter(|accessed| accessed.written)
+            .count()
     }
 }
 
@@ -103,19 +100,17 @@ impl TransactionAccess<'_> {
         }
         let committed = self.tree.get(path);
         let generation_seen = committed.map(|node| node.generation);
-        let node = committed.cloned();
-        self.transaction.memory_bytes = self
-            .transaction
-            .memory_bytes
-            .saturating_add(copy_size_bytes(path, node.as_ref()));
-        self.transaction.accessed.insert(
-            String::from(path),
+        let node = committed.map(Node::try_clone).transpose()?;
+        let size_bytes = copy_size_bytes(path, node.as_ref());
+        self.transaction.accessed.try_insert(
+            crate::fallible::string(path)?,
             AccessedNode {
                 generation_seen,
                 node,
                 written: false,
             },
-        );
+        )?;
+        self.transaction.memory_bytes = self.transaction.memory_bytes.saturating_add(size_bytes);
         Ok(())
     }
 
@@ -128,14 +123,14 @@ impl TransactionAccess<'_> {
 
     fn replace(&mut self, path: &str, node: Option<Node>) -> StoreResult<()> {
         self.record(path)?;
-        let old = self.current(path).cloned();
-        account_replacement(
-            &mut self.transaction.deltas,
-            path,
-            old.as_ref(),
-            node.as_ref(),
-        );
-        let old_size = copy_size_bytes(path, old.as_ref());
+        let Transaction {
+            accessed, deltas, ..
+        } = &mut *self.transaction;
+        let old = accessed
+            .get(path)
+            .and_then(|accessed| accessed.node.as_ref());
+        account_replacement(deltas, path, old, node.as_ref())?;
+        let old_size = copy_size_bytes(path, old);
         let new_size = copy_size_bytes(path, node.as_ref());
         self.transaction.memory_bytes = self
             .transaction
@@ -165,6 +160,12 @@ impl NodeAccess for TransactionAccess<'_> {
 
     fn delete(&mut self, path: &str) -> StoreResult<()> {
         self.replace(path, None)
+    }
+
+    fn reserve(&mut self, _stores: usize, _deletions: usize, owners: usize) -> StoreResult<()> {
+        // The nodes were recorded when the operation looked them up; only the accounting
+        // may still need room.
+        self.transaction.deltas.try_reserve(owners)
     }
 
     fn pending_nodes(&self, owner: DomainId) -> i64 {

@@ -4,6 +4,7 @@
 //! "Communication with xenstore"): a 16-byte little-endian header followed by at most
 //! [`PAYLOAD_MAX_BYTES`] payload bytes.
 
+use crate::{StoreError, StoreResult};
 use alloc::vec::Vec;
 
 /// Size of `struct xsd_sockmsg`.
@@ -165,7 +166,53 @@ impl MessageHeader {
     }
 }
 
-/// A whole message: header plus payload, ready to send.
+/// A whole message: header plus payload, ready to send; `ENOMEM` when it cannot be allocated.
+pub fn try_encode_message(
+    message_type: u32,
+    request_id: u32,
+    transaction_id: u32,
+    payload: &[u8],
+) -> StoreResult<Vec<u8>> {
+    let mut bytes = Vec::new();
+    encode_into(
+        &mut bytes,
+        message_type,
+        request_id,
+        transaction_id,
+        payload,
+    )?;
+    Ok(bytes)
+}
+
+/// Replaces `bytes` by a whole message, reusing its room (a reply's room is reserved before
+/// the request runs); `ENOMEM`, with `bytes` and its room unchanged, when it cannot grow.
+pub fn encode_into(
+    bytes: &mut Vec<u8>,
+    message_type: u32,
+    request_id: u32,
+    transaction_id: u32,
+    payload: &[u8],
+) -> StoreResult<()> {
+    let header = MessageHeader {
+        message_type,
+        request_id,
+        transaction_id,
+        payload_length_bytes: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+    };
+    let length = HEADER_SIZE_BYTES + payload.len();
+    if let Some(more) = length.checked_sub(bytes.len()) {
+        bytes
+            .try_reserve_exact(more)
+            .map_err(|_| StoreError::OutOfMemory)?;
+    }
+    bytes.clear();
+    bytes.extend_from_slice(&header.to_bytes());
+    bytes.extend_from_slice(payload);
+    Ok(())
+}
+
+/// A whole message for a client of the store (tests, benchmarks, the kernel's self-tests),
+/// which may abort when memory runs out; the engine itself uses [`try_encode_message`].
 pub fn encode_message(
     message_type: u32,
     request_id: u32,
@@ -186,12 +233,19 @@ pub fn encode_message(
 
 /// Splits a payload into its NUL-separated strings as C xenstored's `get_strings()` does:
 /// a final string without a NUL still counts, a final NUL does not start another string.
-pub fn split_strings(payload: &[u8]) -> Vec<&[u8]> {
+/// `ENOMEM` when the list cannot be allocated.
+pub fn split_strings(payload: &[u8]) -> StoreResult<Vec<&[u8]>> {
     let body = payload.strip_suffix(b"\0").unwrap_or(payload);
     if payload.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    body.split(|byte| *byte == 0).collect()
+    let count = body.iter().filter(|byte| **byte == 0).count() + 1;
+    let mut strings = Vec::new();
+    strings
+        .try_reserve_exact(count)
+        .map_err(|_| StoreError::OutOfMemory)?;
+    strings.extend(body.split(|byte| *byte == 0));
+    Ok(strings)
 }
 
 /// The single argument of a one-argument request: the payload must be exactly `arg\0`
@@ -249,11 +303,11 @@ mod tests {
 
     #[test]
     fn strings_split_like_c_get_strings() {
-        assert!(split_strings(b"").is_empty());
-        assert_eq!(split_strings(b"a\0"), [b"a".as_slice()]);
-        assert_eq!(split_strings(b"a\0b"), [b"a".as_slice(), b"b"]);
-        assert_eq!(split_strings(b"a\0\0"), [b"a".as_slice(), b""]);
-        assert_eq!(split_strings(b"\0"), [b"".as_slice()]);
+        assert!(split_strings(b"").unwrap().is_empty());
+        assert_eq!(split_strings(b"a\0").unwrap(), [b"a".as_slice()]);
+        assert_eq!(split_strings(b"a\0b").unwrap(), [b"a".as_slice(), b"b"]);
+        assert_eq!(split_strings(b"a\0\0").unwrap(), [b"a".as_slice(), b""]);
+        assert_eq!(split_strings(b"\0").unwrap(), [b"".as_slice()]);
     }
 
     #[test]

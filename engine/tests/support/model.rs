@@ -826,7 +826,10 @@ impl Default for Model {
 /// an entry naming it (or every domain) grants it, or the default does. Stale or ignored
 /// entries can only take access away, so this is an upper bound on what is allowed.
 fn may(node: &Node, domain: u16, access: u8) -> bool {
-    let wire = node.permissions.to_wire();
+    let wire = node
+        .permissions
+        .to_wire()
+        .expect("a permission list fits in memory");
     let entries: Vec<&[u8]> = wire
         .split(|byte| *byte == 0)
         .filter(|entry| !entry.is_empty())
