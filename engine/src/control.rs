@@ -180,7 +180,9 @@ impl Engine {
         let generation = self.tree.current_generation();
         let quotas = self.config.quotas;
         for (domain, expected) in &recount {
-            let record = self.domains.ensure(*domain, generation, &quotas);
+            let Ok(record) = self.domains.ensure(*domain, generation, &quotas) else {
+                continue;
+            };
             let usage = &mut record.usage;
             for (stored, counted) in [
                 (&mut usage.nodes, expected.nodes),

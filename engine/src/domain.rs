@@ -6,9 +6,9 @@
 //! engine ignore permission entries that name a newer domain reusing an old id
 //! (C xenstored's `chk_domain_generation()`).
 
+use crate::fallible::SortedMap;
 use crate::quota::{QuotaKind, Quotas};
-use crate::{ConnectionId, DomainId};
-use alloc::collections::BTreeMap;
+use crate::{ConnectionId, DomainId, StoreResult};
 
 /// Server feature bits a domain may use (`xs_wire.h` `XENSTORE_SERVER_FEATURE_*`).
 pub mod feature {
@@ -79,7 +79,9 @@ pub struct DomainRecord {
 /// All domain records.
 #[derive(Debug, Default)]
 pub struct Domains {
-    records: BTreeMap<DomainId, DomainRecord>,
+    /// By domain id. A sorted `Vec` whose inserts can be refused: a guest's `SET_PERMS`
+    /// naming a domain makes a record, and must get `ENOMEM` rather than end the store.
+    records: SortedMap<DomainId, DomainRecord>,
     /// Largest usage seen for any unprivileged domain (`xenstore-control quota max`).
     pub max_seen: Usage,
 }
@@ -95,27 +97,35 @@ impl Domains {
         self.records.get_mut(&domain)
     }
 
-    /// The record of `domain`, made with `generation` and `quotas` if it is new.
+    /// The record of `domain`, made with `generation` and `quotas` if it is new; `ENOMEM`
+    /// when a new record finds no room.
     pub fn ensure(
         &mut self,
         domain: DomainId,
         generation: u64,
         quotas: &Quotas,
-    ) -> &mut DomainRecord {
-        self.records.entry(domain).or_insert_with(|| DomainRecord {
-            generation,
-            connection: None,
-            shutdown_reported: false,
-            target: None,
-            features: feature::SUPPORTED,
-            quotas: *quotas,
-            usage: Usage::default(),
-            soft_memory_warned: false,
-            write_credit: crate::write_rate::WriteCredit::full(
-                crate::write_rate::DOMAIN_BURST_WRITES,
-                0,
-            ),
-        })
+    ) -> StoreResult<&mut DomainRecord> {
+        self.records
+            .get_or_try_insert_with(domain, || DomainRecord {
+                generation,
+                connection: None,
+                shutdown_reported: false,
+                target: None,
+                features: feature::SUPPORTED,
+                quotas: *quotas,
+                usage: Usage::default(),
+                soft_memory_warned: false,
+                write_credit: crate::write_rate::WriteCredit::full(
+                    crate::write_rate::DOMAIN_BURST_WRITES,
+                    0,
+                ),
+            })
+    }
+
+    /// Room for `additional` new records: that many [`Domains::ensure`] calls then
+    /// cannot fail (a request reserves before it changes anything).
+    pub fn try_reserve(&mut self, additional: usize) -> StoreResult<()> {
+        self.records.try_reserve(additional)
     }
 
     /// Forgets `domain` (it died).
@@ -152,7 +162,9 @@ impl Domains {
             .unwrap_or_default()
     }
 
-    /// Adds signed deltas to `domain`'s node and memory counters.
+    /// Adds signed deltas to `domain`'s node and memory counters. Every owner of a node
+    /// has a record (a permission change to an unknown owner is refused), so this finds
+    /// one; should a new record find no memory, the charge is lost and logged.
     pub fn charge(
         &mut self,
         domain: DomainId,
@@ -161,7 +173,10 @@ impl Domains {
         nodes: i64,
         memory_bytes: i64,
     ) {
-        let record = self.ensure(domain, generation, quotas);
+        let Ok(record) = self.ensure(domain, generation, quotas) else {
+            log::warn!("domain {domain}: no memory for its record, a charge is lost");
+            return;
+        };
         record.usage.nodes = record.usage.nodes.saturating_add_signed(nodes);
         record.usage.memory_bytes = record
             .usage

@@ -163,8 +163,9 @@ impl Engine {
         let hash_key = config.hash_key;
         let mut tree = Tree::new(privileged, hash_key);
         let mut domains = Domains::default();
-        domains.ensure(privileged, 0, &config.quotas);
-        domains.ensure(config.store_domain, 0, &config.quotas);
+        // Start-up: two records in an empty map (nothing to answer if even that fails).
+        let _ = domains.ensure(privileged, 0, &config.quotas);
+        let _ = domains.ensure(config.store_domain, 0, &config.quotas);
         let mut engine = Engine {
             config,
             tree: Tree::new(privileged, hash_key),
@@ -252,9 +253,13 @@ impl Engine {
         }
         let id = self.add_connection(ConnectionKind::Domain, domain);
         let generation = self.tree.current_generation();
-        let record = self.domains.ensure(domain, generation, &self.config.quotas);
-        record.connection = Some(id);
-        record.shutdown_reported = false;
+        match self.domains.ensure(domain, generation, &self.config.quotas) {
+            Ok(record) => {
+                record.connection = Some(id);
+                record.shutdown_reported = false;
+            }
+            Err(_) => log::warn!("domain {domain}: no memory for its record"),
+        }
         id
     }
 
@@ -1037,7 +1042,7 @@ impl Engine {
                         && platform.domain_exists(entry.domain)
                     {
                         self.domains
-                            .ensure(entry.domain, generation, &self.config.quotas);
+                            .ensure(entry.domain, generation, &self.config.quotas)?;
                     }
                 }
                 self.modify(
@@ -1093,16 +1098,24 @@ impl Engine {
                     .ok_or(StoreError::Invalid)?;
                 let id = state.allocate_transaction_id()?;
                 let reply = fallible::decimal_reply(u64::from(id))?;
+                // The caller's record has room before the transaction exists.
+                self.domains.try_reserve(1)?;
+                let state = self
+                    .connections
+                    .get_mut(&connection)
+                    .ok_or(StoreError::Invalid)?;
                 state.transactions.try_insert(id, Transaction::default())?;
                 self.open_transactions += 1;
                 let generation = self.tree.next_generation();
-                let record = self
-                    .domains
-                    .ensure(caller.domain, generation, &self.config.quotas);
-                record.usage.transactions += 1;
-                if !caller.privileged {
-                    let usage = record.usage;
-                    self.domains.note_max(usage);
+                if let Ok(record) =
+                    self.domains
+                        .ensure(caller.domain, generation, &self.config.quotas)
+                {
+                    record.usage.transactions += 1;
+                    if !caller.privileged {
+                        let usage = record.usage;
+                        self.domains.note_max(usage);
+                    }
                 }
                 Ok(Reply::Owned(reply))
             }
@@ -1217,7 +1230,8 @@ impl Engine {
                 return Err(StoreError::NoEntry);
             }
             let generation = self.tree.current_generation();
-            self.domains.ensure(domain, generation, &self.config.quotas);
+            self.domains
+                .ensure(domain, generation, &self.config.quotas)?;
         }
         self.domains
             .get(domain)
@@ -1387,6 +1401,7 @@ impl Engine {
         // The initial event carries the path as the client wrote it (`do_watch()`).
         let event = event_message(raw, token)?;
         fallible::reserve(&mut self.pending_direct_events, 1)?;
+        self.domains.try_reserve(1)?;
         let watch = Watch {
             connection,
             token: fallible::to_vec(token)?,
@@ -1400,14 +1415,17 @@ impl Engine {
         }
         self.pending_direct_events.push((connection, event));
         let generation = self.tree.current_generation();
-        let record = self
+        // Room reserved above.
+        if let Ok(record) = self
             .domains
-            .ensure(caller.domain, generation, &self.config.quotas);
-        record.usage.watches += 1;
-        record.usage.memory_bytes += Watch::memory_bytes(&target.absolute, token);
-        if !caller.privileged {
-            let usage = record.usage;
-            self.domains.note_max(usage);
+            .ensure(caller.domain, generation, &self.config.quotas)
+        {
+            record.usage.watches += 1;
+            record.usage.memory_bytes += Watch::memory_bytes(&target.absolute, token);
+            if !caller.privileged {
+                let usage = record.usage;
+                self.domains.note_max(usage);
+            }
         }
         ok_reply()
     }
@@ -1549,11 +1567,16 @@ impl Engine {
             }
             return ok_reply();
         }
-        let connection = self.add_connection(ConnectionKind::Domain, domain);
+        // The record's and the event's room before the connection exists.
         let generation = self.tree.current_generation();
-        let record = self.domains.ensure(domain, generation, &self.config.quotas);
-        record.connection = Some(connection);
-        record.shutdown_reported = false;
+        self.domains
+            .ensure(domain, generation, &self.config.quotas)?;
+        fallible::reserve(&mut self.pending_special, 1)?;
+        let connection = self.add_connection(ConnectionKind::Domain, domain);
+        if let Some(record) = self.domains.get_mut(domain) {
+            record.connection = Some(connection);
+            record.shutdown_reported = false;
+        }
         if domain != self.config.privileged_domain {
             self.pending_special.push((INTRODUCE_DOMAIN, domain));
         }

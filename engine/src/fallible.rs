@@ -217,6 +217,11 @@ impl<K: Ord, V> SortedMap<K, V> {
         self.entries.iter().map(|(key, value)| (key, value))
     }
 
+    /// The entries in key order, values mutable.
+    pub fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = (&K, &mut V)> {
+        self.entries.iter_mut().map(|(key, value)| (&*key, value))
+    }
+
     /// The values in key order.
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> {
         self.entries.iter().map(|(_, value)| value)
