@@ -20,7 +20,6 @@ use crate::write_rate::{self, WriteCredit};
 use crate::{ConnectionId, DomainId, Platform, StoreError, StoreResult};
 use alloc::borrow::Cow;
 use alloc::collections::BTreeMap;
-use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -545,8 +544,14 @@ impl Engine {
         if record.connection.is_none() || record.shutdown_reported {
             return;
         }
-        record.shutdown_reported = true;
-        self.pending_special.push((RELEASE_DOMAIN, domain));
+        // Reported only once it fires: without memory a later report tries again.
+        if fallible::push(&mut self.pending_special, (RELEASE_DOMAIN, domain)).is_err() {
+            log::warn!("domain {domain}: @releaseDomain not fired, no memory");
+            return;
+        }
+        if let Some(record) = self.domains.get_mut(domain) {
+            record.shutdown_reported = true;
+        }
         self.flush_events(None);
     }
 
@@ -1602,28 +1607,39 @@ impl Engine {
         // One scan of the whole tree (as C's clean-up walks it); paths are built only for the
         // nodes that match. The dead domain's owned subtrees are its owned nodes whose
         // parent it does not own.
-        let owned: alloc::collections::BTreeSet<String> = if domain == privileged {
-            alloc::collections::BTreeSet::new()
+        // Without memory for these lists the nodes stay (owned by a domain without a
+        // record, charged again to a new one should the id come back): the death itself
+        // must go through.
+        let mut owned: Vec<String> = if domain == privileged {
+            Vec::new()
         } else {
             self.tree
                 .matching_nodes(|node| node.permissions.owner() == domain)
-                .into_iter()
-                .collect()
+                .unwrap_or_else(|_| {
+                    log::warn!("domain {domain}: no memory to list its nodes, they stay");
+                    Vec::new()
+                })
         };
-        let owned_roots: Vec<String> = owned
-            .iter()
-            .filter(|node_path| {
-                path::parent(node_path).is_none_or(|parent| !owned.contains(parent))
+        // In path order (in place), so that roots are found by bisection and taken in order.
+        owned.sort_unstable();
+        let is_owned = |node_path: &str| {
+            owned
+                .binary_search_by(|owned_path| owned_path.as_str().cmp(node_path))
+                .is_ok()
+        };
+        let with_entries = self
+            .tree
+            .matching_nodes(|node| {
+                node.permissions
+                    .entries()
+                    .iter()
+                    .skip(1)
+                    .any(|entry| entry.domain == domain)
             })
-            .cloned()
-            .collect();
-        let with_entries = self.tree.matching_nodes(|node| {
-            node.permissions
-                .entries()
-                .iter()
-                .skip(1)
-                .any(|entry| entry.domain == domain)
-        });
+            .unwrap_or_else(|_| {
+                log::warn!("domain {domain}: no memory to list the entries naming it, they stay");
+                Vec::new()
+            });
         let mut view = GlobalAccess {
             tree: &mut self.tree,
             deltas: AccountingDeltas::new(),
@@ -1652,16 +1668,20 @@ impl Engine {
             }
         }
         let mut changes = Vec::new();
-        for root in owned_roots {
-            if self.config.keep_orphans || path::is_special(&root) || root == "/" {
-                if let Some(Ok(mut node)) = view.tree.get(&root).map(Node::try_clone) {
+        for root in &owned {
+            let root = root.as_str();
+            if path::parent(root).is_some_and(is_owned) {
+                continue;
+            }
+            if self.config.keep_orphans || path::is_special(root) || root == "/" {
+                if let Some(Ok(mut node)) = view.tree.get(root).map(Node::try_clone) {
                     node.permissions.set_owner(privileged);
-                    let _ = view.put(&root, node);
+                    let _ = view.put(root, node);
                 }
                 continue;
             }
-            if let Some(Ok(node)) = view.tree.get(&root).map(Node::try_clone)
-                && let Ok(removed) = operations::remove_subtree(&mut view, &root, node)
+            if let Some(Ok(node)) = view.tree.get(root).map(Node::try_clone)
+                && let Ok(removed) = operations::remove_subtree(&mut view, root, node)
                 && fallible::reserve(&mut changes, removed.len()).is_ok()
             {
                 changes.extend(removed);
@@ -1671,7 +1691,8 @@ impl Engine {
             // Descendants owned by the dead domain below re-owned roots are re-owned too.
             let stragglers: Vec<String> = view
                 .tree
-                .matching_nodes(|node| node.permissions.owner() == domain);
+                .matching_nodes(|node| node.permissions.owner() == domain)
+                .unwrap_or_default();
             for node_path in stragglers {
                 if let Some(Ok(mut node)) = view.tree.get(&node_path).map(Node::try_clone) {
                     node.permissions.set_owner(privileged);
@@ -1692,8 +1713,10 @@ impl Engine {
                 record.target = None;
             }
         }
-        if fire_release {
-            self.pending_special.push((RELEASE_DOMAIN, domain));
+        if fire_release
+            && fallible::push(&mut self.pending_special, (RELEASE_DOMAIN, domain)).is_err()
+        {
+            log::warn!("domain {domain}: @releaseDomain not fired, no memory");
         }
     }
 
@@ -1853,12 +1876,20 @@ impl Engine {
         let strings = wire::split_strings(payload)?;
         let (quotas, name) = match strings.as_slice() {
             [] => {
-                let names: Vec<&str> = QuotaKind::ALL
+                // The names of the quotas in force, separated by spaces, then a NUL.
+                let mut reply = Vec::new();
+                let names = QuotaKind::ALL
                     .into_iter()
                     .filter(|kind| self.config.quotas.get(*kind) != 0)
-                    .map(QuotaKind::name)
-                    .collect();
-                return Ok(format!("{}\0", names.join(" ")).into_bytes());
+                    .map(QuotaKind::name);
+                for (index, name) in names.enumerate() {
+                    if index > 0 {
+                        fallible::push(&mut reply, b' ')?;
+                    }
+                    fallible::extend(&mut reply, name.as_bytes())?;
+                }
+                fallible::push(&mut reply, 0)?;
+                return Ok(reply);
             }
             [name] => (self.config.quotas, *name),
             [domain, name] => {
@@ -1870,7 +1901,7 @@ impl Engine {
         };
         let name = core::str::from_utf8(name).map_err(|_| StoreError::Invalid)?;
         let kind = QuotaKind::from_name(name)?;
-        Ok(format!("{}\0", quotas.get(kind)).into_bytes())
+        fallible::decimal_reply(u64::from(quotas.get(kind)))
     }
 
     fn set_quota(&mut self, platform: &mut dyn Platform, payload: &[u8]) -> StoreResult<Reply> {

@@ -498,25 +498,64 @@ impl Tree {
 
     /// The path of the node in `slot`, built from its chain of names.
     fn path_of(&self, slot: u32) -> String {
-        let mut names: Vec<&[u8]> = Vec::new();
+        self.try_path_of(slot).unwrap_or_default()
+    }
+
+    /// The path of the node in `slot` in one allocation (its length is measured first);
+    /// `ENOMEM` when it cannot be allocated.
+    fn try_path_of(&self, slot: u32) -> StoreResult<String> {
+        // The chain gives the names last first: measure, then fill from the end.
+        let mut length = 0;
         let mut current = node_at(&self.slots, slot);
-        let mut top: &[u8] = b"/";
         while let Some(node) = current {
             if node.parent == NO_PARENT {
-                top = node.name();
+                length += node.name().len();
                 break;
             }
-            names.push(node.name());
+            length += node.name().len() + 1;
             current = node_at(&self.slots, node.parent);
         }
-        let mut path = String::from_utf8_lossy(top).into_owned();
-        for name in names.iter().rev() {
-            if !path.ends_with('/') {
-                path.push('/');
-            }
-            path.push_str(&String::from_utf8_lossy(name));
+        let top_is_root = self.top_of(slot).is_none_or(|top| top.name() == b"/");
+        // Below the root the separator before the first name is the root's own `/`.
+        if top_is_root && length > 1 {
+            length -= 1;
         }
-        path
+        let mut bytes = crate::fallible::vec_with_capacity(length)?;
+        bytes.resize(length, 0);
+        let mut end = length;
+        let mut current = node_at(&self.slots, slot);
+        while let Some(node) = current {
+            let name = node.name();
+            let is_top = node.parent == NO_PARENT;
+            if is_top && top_is_root && end == 0 {
+                break;
+            }
+            let start = end.saturating_sub(name.len());
+            if let Some(target) = bytes.get_mut(start..end) {
+                target.copy_from_slice(name);
+            }
+            end = start;
+            if is_top {
+                break;
+            }
+            if end > 0 {
+                end -= 1;
+                if let Some(separator) = bytes.get_mut(end) {
+                    *separator = b'/';
+                }
+            }
+            current = node_at(&self.slots, node.parent);
+        }
+        String::from_utf8(bytes).map_err(|_| StoreError::Invalid)
+    }
+
+    /// The top (`/` or a special node) of the chain of `slot`.
+    fn top_of(&self, slot: u32) -> Option<&Node> {
+        let mut current = node_at(&self.slots, slot)?;
+        while current.parent != NO_PARENT {
+            current = node_at(&self.slots, current.parent)?;
+        }
+        Some(current)
     }
 
     /// Every node with its path, in no particular order (no sorting: for whole-tree scans).
@@ -527,19 +566,24 @@ impl Tree {
         })
     }
 
-    /// Every node whose record `wanted` accepts, with its path (paths are built only for those).
-    pub fn matching_nodes(&self, mut wanted: impl FnMut(&Node) -> bool) -> Vec<String> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, node)| {
-                let node = node.as_ref()?;
-                if !wanted(node) {
-                    return None;
-                }
-                Some(self.path_of(u32::try_from(slot).ok()?))
-            })
-            .collect()
+    /// Every node whose record `wanted` accepts, with its path (paths are built only for
+    /// those); `ENOMEM` when the list cannot be allocated.
+    pub fn matching_nodes(
+        &self,
+        mut wanted: impl FnMut(&Node) -> bool,
+    ) -> StoreResult<Vec<String>> {
+        let mut paths = Vec::new();
+        for (slot, node) in self.slots.iter().enumerate() {
+            let Some(node) = node else {
+                continue;
+            };
+            if !wanted(node) {
+                continue;
+            }
+            let slot = u32::try_from(slot).map_err(|_| StoreError::NoSpace)?;
+            crate::fallible::push(&mut paths, self.try_path_of(slot)?)?;
+        }
+        Ok(paths)
     }
 
     /// Every node in path order.
