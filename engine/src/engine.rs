@@ -1607,9 +1607,9 @@ impl Engine {
         // One scan of the whole tree (as C's clean-up walks it); paths are built only for the
         // nodes that match. The dead domain's owned subtrees are its owned nodes whose
         // parent it does not own.
-        // Without memory for these lists the nodes stay (owned by a domain without a
-        // record, charged again to a new one should the id come back): the death itself
-        // must go through.
+        // Without memory for these lists (or for a removal below) the nodes stay, and so
+        // does the domain's record, which they are charged to: the death itself must go
+        // through, and the books must still balance.
         let mut owned: Vec<String> = if domain == privileged {
             Vec::new()
         } else {
@@ -1706,7 +1706,11 @@ impl Engine {
             self.pending_changes.extend(changes);
         }
         if domain != privileged && domain != self.config.store_domain {
-            self.domains.remove(domain);
+            if self.domains.usage(domain).nodes == 0 {
+                self.domains.remove(domain);
+            } else {
+                log::warn!("domain {domain}: not all its nodes could go (no memory); they stay");
+            }
         }
         for record in self.domains.iter_mut().map(|(_, record)| record) {
             if record.target == Some(domain) {

@@ -30,7 +30,8 @@ pub fn push<T>(vector: &mut Vec<T>, value: T) -> StoreResult<()> {
     Ok(())
 }
 
-/// An empty vector with room for `capacity` elements, or `ENOMEM`.
+/// An empty vector with room for exactly `capacity` elements, or `ENOMEM`. Exactly: a
+/// vector boxed once full (`into_boxed_slice`) must not reallocate to shed spare room.
 pub fn vec_with_capacity<T>(capacity: usize) -> StoreResult<Vec<T>> {
     let mut vector = Vec::new();
     vector

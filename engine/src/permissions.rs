@@ -87,17 +87,26 @@ impl Permissions {
         }
     }
 
-    /// Builds a list from its entries; `None` when empty.
-    pub fn from_entries(entries: Vec<Permission>) -> Option<Permissions> {
-        match entries.as_slice() {
-            [] => None,
-            [only] => Some(Permissions {
+    /// Builds a list from its entries; `Ok(None)` when empty, `ENOMEM` when the list must be
+    /// copied to fit its length exactly and that copy cannot be allocated (boxing a `Vec`
+    /// with spare room reallocates, and would abort on failure).
+    pub fn from_entries(entries: Vec<Permission>) -> StoreResult<Option<Permissions>> {
+        if let [only] = entries.as_slice() {
+            return Ok(Some(Permissions {
                 entries: EntryList::One(*only),
-            }),
-            _ => Some(Permissions {
-                entries: EntryList::Many(entries.into_boxed_slice()),
-            }),
+            }));
         }
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let boxed = if entries.len() == entries.capacity() {
+            entries.into_boxed_slice()
+        } else {
+            crate::fallible::copy_slice(&entries)?.into_boxed_slice()
+        };
+        Ok(Some(Permissions {
+            entries: EntryList::Many(boxed),
+        }))
     }
 
     /// The entries, owner first.
@@ -145,7 +154,7 @@ impl Permissions {
     ) -> StoreResult<Option<Permissions>> {
         let mut entries = crate::fallible::vec_with_capacity(self.entries().len())?;
         entries.extend(self.entries().iter().filter(keep).copied());
-        Ok(Permissions::from_entries(entries))
+        Permissions::from_entries(entries)
     }
 
     /// The owner (entry 0).
@@ -167,10 +176,7 @@ impl Permissions {
     ///
     /// The domid is parsed like C's `strtol(..., 0)`: decimal, `0x` hex or `0` octal.
     pub fn parse(strings: &[&[u8]]) -> StoreResult<Permissions> {
-        let mut entries = Vec::new();
-        entries
-            .try_reserve(strings.len())
-            .map_err(|_| StoreError::OutOfMemory)?;
+        let mut entries = crate::fallible::vec_with_capacity(strings.len())?;
         for text in strings {
             let (letter, number) = text.split_first().ok_or(StoreError::Invalid)?;
             let access = Access::from_letter(*letter).ok_or(StoreError::Invalid)?;
@@ -182,7 +188,7 @@ impl Permissions {
                 ignored: false,
             });
         }
-        Permissions::from_entries(entries).ok_or(StoreError::Invalid)
+        Permissions::from_entries(entries)?.ok_or(StoreError::Invalid)
     }
 
     /// The `XS_GET_PERMS` reply: every entry as `<letter><domid>\0` (ignored ones included);
@@ -252,6 +258,20 @@ mod tests {
             );
         }
         assert_eq!(Permissions::parse(&[]), Err(StoreError::Invalid));
+    }
+
+    #[test]
+    fn lists_with_spare_room_are_copied_to_their_length() {
+        let entry = |domain| Permission {
+            domain: DomainId(domain),
+            access: Access::READ,
+            ignored: false,
+        };
+        let mut entries = Vec::with_capacity(8);
+        entries.extend([entry(1), entry(2)]);
+        let permissions = Permissions::from_entries(entries).unwrap().unwrap();
+        assert_eq!(permissions.entries(), [entry(1), entry(2)]);
+        assert_eq!(Permissions::from_entries(Vec::new()), Ok(None));
     }
 
     #[test]

@@ -496,7 +496,8 @@ impl Tree {
         self.count == 0
     }
 
-    /// The path of the node in `slot`, built from its chain of names.
+    /// The path of the node in `slot`, built from its chain of names, for whole-tree scans
+    /// (checks, tests); empty when it cannot be allocated.
     fn path_of(&self, slot: u32) -> String {
         self.try_path_of(slot).unwrap_or_default()
     }
