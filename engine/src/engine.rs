@@ -6,7 +6,7 @@
 
 use crate::connection::{Connection, ConnectionKind, OutputMessage};
 use crate::domain::{Domains, feature};
-use crate::fallible::{self, SortedSet};
+use crate::fallible::{self, SortedMap, SortedSet};
 use crate::memory::MemoryStatus;
 use crate::operations::{self, AccountingDeltas, Caller, Change, GlobalAccess, NodeAccess};
 use crate::path::{self, CanonicalPath, INTRODUCE_DOMAIN, RELEASE_DOMAIN};
@@ -19,7 +19,6 @@ use crate::wire::{self, HEADER_SIZE_BYTES, MessageHeader, MessageType, PAYLOAD_M
 use crate::write_rate::{self, WriteCredit};
 use crate::{ConnectionId, DomainId, Platform, StoreError, StoreResult};
 use alloc::borrow::Cow;
-use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -85,7 +84,9 @@ pub struct Engine {
     pub(crate) config: Config,
     pub(crate) tree: Tree,
     pub(crate) domains: Domains,
-    pub(crate) connections: BTreeMap<ConnectionId, Connection>,
+    /// By id (ids grow, so a new connection goes at the end): a map whose growth can be
+    /// refused, so that `XS_INTRODUCE` answers `ENOMEM` rather than ending the store.
+    pub(crate) connections: SortedMap<ConnectionId, Connection>,
     next_connection_id: u32,
     pub(crate) watches: WatchIndex,
     pending_changes: Vec<Change>,
@@ -169,7 +170,7 @@ impl Engine {
             config,
             tree: Tree::new(privileged, hash_key),
             domains,
-            connections: BTreeMap::new(),
+            connections: SortedMap::new(),
             next_connection_id: 1,
             watches: WatchIndex::new(hash_key),
             pending_changes: Vec::new(),
@@ -223,8 +224,15 @@ impl Engine {
     fn add_connection(&mut self, kind: ConnectionKind, domain: DomainId) -> ConnectionId {
         let id = ConnectionId(self.next_connection_id);
         self.next_connection_id = self.next_connection_id.wrapping_add(1).max(1);
-        self.connections
-            .insert(id, Connection::new(kind, domain, self.config.hash_key));
+        // Callers that can refuse reserved the room (`XS_INTRODUCE`); the front ends' own
+        // connections (sockets, dom0's ring at start-up) are added only should it be there.
+        if self
+            .connections
+            .try_insert(id, Connection::new(kind, domain, self.config.hash_key))
+            .is_err()
+        {
+            log::warn!("connection {}: no memory to add it", id.0);
+        }
         // These sets hold at most every connection: their room is reserved here, on the
         // privileged path that adds connections, so that queueing output never grows them.
         // Should it fail, they reserve per insert instead (and drop an event if refused).
@@ -1563,6 +1571,11 @@ impl Engine {
             .and_then(|port| u32::try_from(port).ok())
             .filter(|port| *port > 0)
             .ok_or(StoreError::Invalid)?;
+        // Room for the connection, the record and the event before the platform maps the
+        // ring: once it did, nothing may fail.
+        self.connections.try_reserve(1)?;
+        self.domains.try_reserve(1)?;
+        fallible::reserve(&mut self.pending_special, 1)?;
         platform.connect_domain(domain, frame, port)?;
         if let Some(existing) = self.domain_connection(domain) {
             // Re-introduction: the ring was reset; the domain keeps its nodes.
@@ -1572,11 +1585,9 @@ impl Engine {
             }
             return ok_reply();
         }
-        // The record's and the event's room before the connection exists.
         let generation = self.tree.current_generation();
         self.domains
             .ensure(domain, generation, &self.config.quotas)?;
-        fallible::reserve(&mut self.pending_special, 1)?;
         let connection = self.add_connection(ConnectionKind::Domain, domain);
         if let Some(record) = self.domains.get_mut(domain) {
             record.connection = Some(connection);
