@@ -14,7 +14,7 @@ use xen_hypercall::{DomId, Hypervisor, XenErrno};
 use crate::arch::x86_64::{self, layout, port_io};
 use crate::cmdline::{CommandLine, DebugCrash};
 use crate::console_line;
-use crate::runtime::heap::{self, HeapPlan, HeapPlanError};
+use crate::runtime::heap::{self, HeapPlan, HeapPlanError, RegionSource};
 use crate::runtime::{console, trace};
 use crate::xen::memory_map::{self, MemoryMap, MemoryMapSource};
 use crate::xen::pv_console::PvConsoleRing;
@@ -200,12 +200,22 @@ fn boot_on_xen(leaves: XenCpuidLeaves, boot_info: &BootInfo) -> BootedPlatform {
     let populated_end = reservation_pages.ok().map(heap::populated_ram_end);
     let heap = setup_heap(&memory_map, boot_info, populated_end);
     match &heap {
-        Ok(plan) => log::info!(
-            "heap: {:#x}..{:#x} ({} KiB)",
-            plan.start,
-            plan.end(),
-            plan.size_bytes >> 10
-        ),
+        Ok(plan) => {
+            log::info!(
+                "heap: {:#x}..{:#x} ({} KiB)",
+                plan.start,
+                plan.end(),
+                plan.size_bytes >> 10
+            );
+            if plan.region_source == RegionSource::Reservation {
+                log::warn!(
+                    "memory map: no RAM entry holds the image (Xen 4.17/4.18 \
+                     init-xenstore-domain --maxmem); low RAM taken from the reservation, \
+                     growth up to {:#x} at most",
+                    plan.region_end
+                );
+            }
+        }
         Err(error) => log::error!("no heap: {error}"),
     }
     let shared_info = map_shared_info(&hypervisor);
@@ -214,6 +224,29 @@ fn boot_on_xen(leaves: XenCpuidLeaves, boot_info: &BootInfo) -> BootedPlatform {
     if let Some(ring) = pv_console {
         log::info!("PV console ring attached (event channel {})", ring.port());
         console::attach_pv_console(ring);
+    }
+    if let Ok(plan) = &heap {
+        // After shared_info: mapping it gave the page under its frame back to Xen, which
+        // the growth's reading of the reservation must see.
+        // SAFETY: once, after `init_heap(plan)`; nothing uses the RAM region above the heap
+        // (the grant window lies above 4 GiB, shared_info inside the image, the console and
+        // xenstore pages in the special-page region, boot data below the heap).
+        match unsafe { heap::init_growth(hypervisor, plan, reservation_pages.ok()) } {
+            Ok(setup) => log::info!(
+                "heap: {} KiB, limit {} KiB (domain pages {} of at most {}; {} frames above \
+                 the heap given back to be populated as it grows)",
+                plan.size_bytes >> 10,
+                setup.limit_bytes >> 10,
+                setup.current_pages,
+                setup.maximum_pages,
+                setup.released_pages
+            ),
+            Err(error) => log::warn!(
+                "heap: {} KiB, limit {} KiB: it cannot grow ({error})",
+                plan.size_bytes >> 10,
+                plan.size_bytes >> 10
+            ),
+        }
     }
     log::info!(
         "Xen {cpuid_version}, domid {}, hypercalls via {}",
