@@ -18,6 +18,7 @@ use xen_hypercall::{DomId, EventChannelPort, GrantRef, Hypervisor, XenErrno};
 use xenstore_engine::domain_state::{
     DomainState, DomainStateError, DomainStateSource, DomainStateTracker,
 };
+use xenstore_engine::memory::MemoryStatus;
 use xenstore_engine::options::{
     OptionError, OptionName, STORE_FLAGS, STORE_OPTIONS_WITH_VALUE, apply_store_option,
     domain_value, for_each_option,
@@ -326,6 +327,20 @@ impl Platform for StubPlatform {
     fn now_milliseconds(&mut self) -> u64 {
         self.round_ns / 1_000_000
     }
+
+    /// The heap's figures and the limit it can grow to (`docs/memory.md`): one lock and a
+    /// few loads, no hypercall.
+    fn memory_status(&mut self) -> Option<MemoryStatus> {
+        let heap = crate::runtime::heap::statistics();
+        let to_u64 = |bytes: usize| u64::try_from(bytes).unwrap_or(u64::MAX);
+        Some(MemoryStatus {
+            heap_size_bytes: to_u64(heap.size_bytes),
+            heap_used_bytes: to_u64(heap.used_bytes),
+            // The size classes' free blocks count: a reclaim gives them to any request.
+            heap_free_bytes: to_u64(heap.free_bytes.saturating_add(heap.class_free_bytes)),
+            heap_limit_bytes: to_u64(heap.limit_bytes),
+        })
+    }
 }
 
 /// Xen 4.21's `XEN_DOMCTL_get_domain_state(DOMID_INVALID)`: the next changed domain.
@@ -504,6 +519,9 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
     let mut next_sweep_ns = stub.round_ns.saturating_add(SWEEP_NANOSECONDS);
     let mut ports: Vec<EventChannelPort> = Vec::new();
     loop {
+        // Grow the heap before requests need it (they would grow it in the allocator's
+        // failure path, at the cost of a failed first fit and a reclaim each time).
+        crate::runtime::heap::grow_if_low();
         let mut work_remains = service_rings(&mut engine, &mut stub);
         if !work_remains {
             // Only now, with every announced piece of work done and no output left
