@@ -94,8 +94,10 @@ start_xenconsoled() {
 
 # start_stub_xenstore MEMORY_MIB [PARAM]: make the stub image ($STUB_KERNEL) the host's
 # xenstore instead of the C daemon: `init-xenstore-domain --kernel $STUB_KERNEL --memory
-# MEMORY_MIB [--param PARAM]` (step init-xenstore-domain; it blocks until the stub serves
-# dom0, so it is bounded by STUB_START_TIMEOUT seconds, default 60), then xen-init-dom0 and
+# MEMORY_MIB [--maxmem $STUB_MAXMEM] [--param PARAM]` (--maxmem when STUB_MAXMEM is set,
+# e.g. run.sh --set STUB_MAXMEM=64: the stub's heap may then grow to that many MiB, as with
+# xencommons' XENSTORE_MAX_DOMAIN_SIZE) (step init-xenstore-domain; it blocks until the stub
+# serves dom0, so it is bounded by STUB_START_TIMEOUT seconds, default 60), then xen-init-dom0 and
 # xenconsoled. Use instead of start_c_xenstore_stack. If the stub does not answer, dom0's
 # xenbus still points at it and every xenstore client (xl list, xenstore-ls, ...) then blocks
 # for good: bound such calls with `timeout N` after a failure. (Checked with the harness's
@@ -106,7 +108,8 @@ start_stub_xenstore() {
         return 1
     fi
     run_step init-xenstore-domain timeout "${STUB_START_TIMEOUT:-60}" \
-        init-xenstore-domain --kernel "$STUB_KERNEL" --memory "$1" ${2:+--param "$2"} || return 1
+        init-xenstore-domain --kernel "$STUB_KERNEL" --memory "$1" \
+        ${STUB_MAXMEM:+--maxmem "$STUB_MAXMEM"} ${2:+--param "$2"} || return 1
     run_step xen-init-dom0 xen-init-dom0 || return 1
     start_xenconsoled
 }
@@ -119,8 +122,8 @@ start_c_xenstore_stack() {
 
 # start_xenstore: the xenstore chosen by $XENSTORE (run.sh --xenstore; scenarios declaring
 # `harness-needs: xenstore`): `stub` (default) = start_stub_xenstore with STUB_MEMORY MiB
-# (default 8) and STUB_PARAM; `c` = start_c_xenstore_stack. Then checks that dom0's
-# clients get answers (step `xenstore`). Returns non-zero if anything failed; the stub's
+# (default 8), STUB_MAXMEM (--maxmem, unset by default) and STUB_PARAM; `c` =
+# start_c_xenstore_stack. Then checks that dom0's clients get answers (step `xenstore`). Returns non-zero if anything failed; the stub's
 # lines on Xen's console (port 0xE9) are then printed, and the scenario should stop (every
 # later xenstore call would only time out).
 start_xenstore() {
@@ -131,7 +134,7 @@ start_xenstore() {
         start_c_xenstore_stack
         ;;
     stub)
-        banner "xenstore: stub domain $STUB_KERNEL (init-xenstore-domain --memory ${STUB_MEMORY:-8}${STUB_PARAM:+ --param $STUB_PARAM})"
+        banner "xenstore: stub domain $STUB_KERNEL (init-xenstore-domain --memory ${STUB_MEMORY:-8}${STUB_MAXMEM:+ --maxmem $STUB_MAXMEM}${STUB_PARAM:+ --param $STUB_PARAM})"
         _v="init-xenstore-domain did not complete"
         start_stub_xenstore "${STUB_MEMORY:-8}" "${STUB_PARAM:-}" && _v=""
         ;;
