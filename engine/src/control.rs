@@ -2,17 +2,16 @@
 //! as used by `xenstore-control`.
 
 use crate::domain::Usage;
-use crate::engine::Engine;
+use crate::engine::{Engine, Printable, Reply};
+use crate::fallible::{SortedMap, Text};
 use crate::quota::QuotaKind;
 use crate::wire;
 use crate::{ConnectionId, DomainId, StoreError, StoreResult};
-use alloc::collections::BTreeMap;
-use alloc::format;
 use alloc::string::String;
-use alloc::vec::Vec;
 use core::fmt::Write;
 
-const HELP: &str = "Control commands:\n\
+/// The `help` reply, NUL included: constant replies are not allocated.
+const HELP: &[u8] = b"Control commands:\n\
   check\n\
   help\n\
   log [on|off]\n\
@@ -20,13 +19,11 @@ const HELP: &str = "Control commands:\n\
   memreport [<file>]\n\
   print <string>\n\
   quota [set <name> <val>|<domid>|max [-r]]\n\
-  quota-soft [set <name> <val>]\n";
+  quota-soft [set <name> <val>]\n\0";
 
-fn text_reply(text: &str) -> Vec<u8> {
-    let mut bytes = text.as_bytes().to_vec();
-    bytes.push(0);
-    bytes
-}
+/// The reply of commands that answer nothing else (needs no memory, so a command that
+/// changed something can always say so).
+const OK: Reply = Reply::Borrowed(b"OK\0");
 
 fn utf8(bytes: &[u8]) -> StoreResult<&str> {
     core::str::from_utf8(bytes).map_err(|_| StoreError::Invalid)
@@ -34,67 +31,75 @@ fn utf8(bytes: &[u8]) -> StoreResult<&str> {
 
 impl Engine {
     /// Handles an `XS_CONTROL` request (privileged callers only; checked by the dispatcher).
-    pub(crate) fn control(&mut self, payload: &[u8]) -> StoreResult<Vec<u8>> {
+    pub(crate) fn control(&mut self, payload: &[u8]) -> StoreResult<Reply> {
         let strings = wire::split_strings(payload)?;
         let (command, arguments) = strings.split_first().ok_or(StoreError::Invalid)?;
         match (*command, arguments) {
-            (b"help", []) => Ok(text_reply(HELP)),
-            (b"log", []) => Ok(text_reply(if self.trace_enabled {
-                "on\n"
+            (b"help", []) => Ok(Reply::Borrowed(HELP)),
+            (b"log", []) => Ok(Reply::Borrowed(if self.trace_enabled {
+                b"on\n\0"
             } else {
-                "off\n"
+                b"off\n\0"
             })),
             (b"log", [b"on"]) => {
                 self.trace_enabled = true;
-                Ok(text_reply("OK"))
+                Ok(OK)
             }
             (b"log", [b"off"]) => {
                 self.trace_enabled = false;
-                Ok(text_reply("OK"))
+                Ok(OK)
             }
-            (b"logfile", [_]) => Ok(text_reply("OK")),
+            (b"logfile", [_]) => Ok(OK),
             (b"print", [text]) => {
-                log::info!(target: crate::engine::ACCESS_LOG_TARGET, "control: {}", String::from_utf8_lossy(text));
-                Ok(text_reply("OK"))
+                log::info!(target: crate::engine::ACCESS_LOG_TARGET, "control: {}", Printable(text));
+                Ok(OK)
             }
             (b"check", []) => {
                 // `OK` only when every count matched a full recount; otherwise the counters
                 // are corrected and the reply says how many were wrong (tests look for it).
-                let repaired = self.check_accounting();
+                // The reply's room is taken first (the longest count, and the NUL): the
+                // repair cannot be undone.
+                let mut text = Text::with_capacity(48)?;
+                let repaired = self.try_check_accounting()?;
                 if repaired > 0 {
                     log::warn!("check: corrected {repaired} accounting counters");
-                    return Ok(text_reply(&format!("corrected {repaired} counters")));
+                    let _ = write!(text, "corrected {repaired} counters");
+                    return text.into_reply().map(Reply::Owned);
                 }
-                Ok(text_reply("OK"))
+                Ok(OK)
             }
             (b"memreport", [] | [_]) => {
-                let report = self.memory_report();
-                log::info!("{report}");
-                Ok(text_reply(&report))
+                let mut report = Text::new();
+                self.write_memory_report(&mut report);
+                log::info!("{}", Printable(report.as_bytes()));
+                report.into_reply().map(Reply::Owned)
             }
             (b"quota", arguments) => self.control_quota(arguments),
             (b"quota-soft", []) => {
                 let value = self.config.quotas.get(QuotaKind::SoftMemoryBytes);
-                Ok(text_reply(&format!(
-                    "{:<17}: {:>8} {}\n",
+                let mut text = Text::new();
+                let _ = writeln!(
+                    text,
+                    "{:<17}: {:>8} {}",
                     "memory",
                     value,
                     QuotaKind::SoftMemoryBytes.description()
-                )))
+                );
+                text.into_reply().map(Reply::Owned)
             }
             (b"quota-soft", [b"set", name, value]) => {
                 let value = positive(value)?;
                 self.config.quotas.set_soft_by_name(utf8(name)?, value)?;
-                Ok(text_reply("OK"))
+                Ok(OK)
             }
             _ => Err(StoreError::Invalid),
         }
     }
 
-    fn control_quota(&mut self, arguments: &[&[u8]]) -> StoreResult<Vec<u8>> {
+    fn control_quota(&mut self, arguments: &[&[u8]]) -> StoreResult<Reply> {
         match arguments {
             [] => {
-                let mut text = String::new();
+                let mut text = Text::new();
                 for kind in QuotaKind::ALL {
                     if kind == QuotaKind::SoftMemoryBytes {
                         continue;
@@ -107,7 +112,7 @@ impl Engine {
                         kind.description()
                     );
                 }
-                Ok(text_reply(&text))
+                text.into_reply().map(Reply::Owned)
             }
             [b"set", name, value] => {
                 let value = positive(value)?;
@@ -116,11 +121,11 @@ impl Engine {
                     return Err(StoreError::Invalid);
                 }
                 self.config.quotas.set(kind, value);
-                Ok(text_reply("OK"))
+                Ok(OK)
             }
             [b"max"] | [b"max", b"-r"] => {
                 let max = self.domains.max_seen;
-                let mut text = String::new();
+                let mut text = Text::new();
                 for kind in QuotaKind::ALL {
                     if let Some(value) = max.counter(kind)
                         && kind != QuotaKind::SoftMemoryBytes
@@ -128,10 +133,12 @@ impl Engine {
                         let _ = writeln!(text, "{:<17}: {:>8}", kind.name(), value);
                     }
                 }
+                // The reply is made before the maxima are reset: that cannot be undone.
+                let reply = text.into_reply()?;
                 if arguments.len() == 2 {
                     self.domains.max_seen = Default::default();
                 }
-                Ok(text_reply(&text))
+                Ok(Reply::Owned(reply))
             }
             [domain] => {
                 let domain = wire::parse_decimal(domain)
@@ -141,7 +148,7 @@ impl Engine {
                 let record = self.domains.get(domain).ok_or(StoreError::NoEntry)?;
                 let mut usage = record.usage;
                 usage.outstanding = self.outstanding_requests_of(domain);
-                let mut text = String::new();
+                let mut text = Text::new();
                 for kind in QuotaKind::ALL {
                     if let Some(value) = usage.counter(kind)
                         && kind != QuotaKind::SoftMemoryBytes
@@ -155,14 +162,15 @@ impl Engine {
                         );
                     }
                 }
-                Ok(text_reply(&text))
+                text.into_reply().map(Reply::Owned)
             }
             _ => Err(StoreError::Invalid),
         }
     }
 
     /// Recounts everything the per-domain accounting tracks and corrects the records;
-    /// returns how many counters were wrong (0 when the books balance, which they must).
+    /// returns how many counters were wrong (0 when the books balance, which they must),
+    /// or `usize::MAX` when there was no memory to recount.
     ///
     /// Recounted per domain, from the objects themselves:
     /// - nodes owned, from the tree;
@@ -175,7 +183,23 @@ impl Engine {
     /// missing from the watch index or the other way round, and every tree-shape defect
     /// [`Engine::check_tree`] finds.
     pub fn check_accounting(&mut self) -> usize {
-        let recount = self.recount_usage();
+        self.try_check_accounting().unwrap_or(usize::MAX)
+    }
+
+    /// [`Engine::check_accounting`]; `ENOMEM`, with nothing corrected, when the recount
+    /// cannot be allocated (`XS_CONTROL check`).
+    pub(crate) fn try_check_accounting(&mut self) -> StoreResult<usize> {
+        let recount = self.recount_usage()?;
+        // Each connection's count of the events it caused that are still queued.
+        let mut caused: SortedMap<ConnectionId, usize> = SortedMap::new();
+        for state in self.connections.values() {
+            for cause in state.output.iter().filter_map(|message| message.caused_by) {
+                *caused.get_or_try_insert_with(cause, || 0)? += 1;
+            }
+        }
+        let tree_defects = self.try_check_tree()?;
+        // Every record the recount names gets room before the first correction.
+        self.domains.try_reserve(recount.len())?;
         let mut repaired = 0;
         let generation = self.tree.current_generation();
         let quotas = self.config.quotas;
@@ -213,13 +237,6 @@ impl Engine {
                 }
             }
         }
-        // Each connection's count of the events it caused that are still queued.
-        let mut caused: BTreeMap<ConnectionId, usize> = BTreeMap::new();
-        for state in self.connections.values() {
-            for cause in state.output.iter().filter_map(|message| message.caused_by) {
-                *caused.entry(cause).or_insert(0) += 1;
-            }
-        }
         for (connection, state) in self.connections.iter_mut() {
             let counted = caused.get(connection).copied().unwrap_or(0);
             if state.caused_events_pending != counted {
@@ -242,14 +259,20 @@ impl Engine {
                 }
             }
         }
-        repaired + self.check_tree()
+        Ok(repaired + tree_defects)
     }
 
     /// Counts tree-shape defects: a node whose parent is missing or does not list it, a
-    /// listed child that does not exist, or a child listed twice. Must always be 0.
+    /// listed child that does not exist, or a child listed twice. Must always be 0
+    /// (`usize::MAX`: no memory to check).
     pub fn check_tree(&self) -> usize {
+        self.try_check_tree().unwrap_or(usize::MAX)
+    }
+
+    fn try_check_tree(&self) -> StoreResult<usize> {
         let mut defects = usize::from(!self.tree.index_is_consistent());
-        for (node_path, node) in self.tree.nodes() {
+        for (node_path, node) in self.tree.try_nodes() {
+            let node_path = node_path?;
             if node_path != "/" && !crate::path::is_special(&node_path) {
                 let listed = crate::path::parent(&node_path)
                     .and_then(|parent| self.tree.get(parent))
@@ -258,33 +281,30 @@ impl Engine {
                     defects += 1;
                 }
             }
-            let children: Vec<&str> = node.children().collect();
-            for (index, child) in children.iter().enumerate() {
-                let child_path = crate::path::join(&node_path, child);
-                if child_path
-                    .as_deref()
-                    .map_or(true, |child_path| self.tree.get(child_path).is_none())
-                {
+            for (index, child) in node.children().enumerate() {
+                let child_path = crate::path::join(&node_path, child)?;
+                if self.tree.get(&child_path).is_none() {
                     defects += 1;
                 }
-                if children.iter().skip(index + 1).any(|other| other == child) {
+                if node.children().skip(index + 1).any(|other| other == child) {
                     defects += 1;
                 }
             }
         }
-        defects
+        Ok(defects)
     }
 
-    /// Per-domain usage counted from the tree, the connections and their transactions.
-    pub fn recount_usage(&self) -> BTreeMap<DomainId, Usage> {
-        let mut usage: BTreeMap<DomainId, Usage> = BTreeMap::new();
-        for (domain, (nodes, node_bytes)) in self.recount_nodes() {
-            let entry = usage.entry(domain).or_default();
+    /// Per-domain usage counted from the tree, the connections and their transactions;
+    /// `ENOMEM` when the counts cannot be allocated.
+    pub fn recount_usage(&self) -> StoreResult<SortedMap<DomainId, Usage>> {
+        let mut usage: SortedMap<DomainId, Usage> = SortedMap::new();
+        for (domain, (nodes, node_bytes)) in self.recount_nodes()? {
+            let entry = usage.get_or_try_insert_with(domain, Usage::default)?;
             entry.nodes = nodes;
             entry.memory_bytes = node_bytes;
         }
         for state in self.connections.values() {
-            let entry = usage.entry(state.domain).or_default();
+            let entry = usage.get_or_try_insert_with(state.domain, Usage::default)?;
             entry.watches += state.watches.len() as u64;
             entry.transactions += state.transactions.len() as u64;
             let watch_bytes: u64 = state
@@ -304,18 +324,19 @@ impl Engine {
                 .sum();
             entry.memory_bytes += watch_bytes + output_bytes + transaction_bytes;
         }
-        usage
+        Ok(usage)
     }
 
-    /// Nodes and node bytes per owner, counted from the tree.
-    pub fn recount_nodes(&self) -> BTreeMap<DomainId, (u64, u64)> {
-        let mut counts: BTreeMap<DomainId, (u64, u64)> = BTreeMap::new();
-        for (node_path, node) in self.tree.nodes() {
-            let entry = counts.entry(node.permissions.owner()).or_insert((0, 0));
+    /// Nodes and node bytes per owner, counted from the tree (paths measured, not built);
+    /// `ENOMEM` when the counts cannot be allocated.
+    pub fn recount_nodes(&self) -> StoreResult<SortedMap<DomainId, (u64, u64)>> {
+        let mut counts: SortedMap<DomainId, (u64, u64)> = SortedMap::new();
+        for (path_bytes, node) in self.tree.nodes_with_path_bytes() {
+            let entry = counts.get_or_try_insert_with(node.permissions.owner(), || (0, 0))?;
             entry.0 += 1;
-            entry.1 += (node.stored_size_bytes() + node_path.len()) as u64;
+            entry.1 += (node.stored_size_bytes() + path_bytes) as u64;
         }
-        counts
+        Ok(counts)
     }
 
     /// Requests of `domain`'s connections not yet fully answered (replies and the events
@@ -330,11 +351,17 @@ impl Engine {
 
     /// A summary of what the store holds and what each domain uses.
     pub fn memory_report(&self) -> String {
-        let mut text = String::new();
+        let mut text = Text::new();
+        self.write_memory_report(&mut text);
+        String::from_utf8_lossy(text.as_bytes()).into_owned()
+    }
+
+    /// Writes [`Engine::memory_report`] into `text` (which remembers a refused write).
+    fn write_memory_report(&self, text: &mut Text) {
         let node_bytes: usize = self
             .tree
-            .nodes()
-            .map(|(node_path, node)| node_path.len() + node.stored_size_bytes())
+            .nodes_with_path_bytes()
+            .map(|(path_bytes, node)| path_bytes + node.stored_size_bytes())
             .sum();
         let _ = writeln!(
             text,
@@ -370,7 +397,6 @@ impl Engine {
                 usage.outstanding
             );
         }
-        text
     }
 }
 

@@ -118,7 +118,7 @@ const REPLY_ROOM_BYTES: usize = HEADER_SIZE_BYTES + 32;
 
 /// A reply's payload: a constant (`OK`, `T`, `F`) needs no allocation, so a request that
 /// changed the store can always say so.
-type Reply = Cow<'static, [u8]>;
+pub(crate) type Reply = Cow<'static, [u8]>;
 
 /// The `OK` reply of requests that answer nothing else.
 fn ok_reply() -> StoreResult<Reply> {
@@ -134,7 +134,7 @@ fn domain_argument(text: &[u8]) -> StoreResult<DomainId> {
 
 /// A payload as the access trace shows it: NULs as spaces, other unprintable bytes as dots,
 /// cut after 256 bytes. Written straight to the formatter, so tracing allocates nothing.
-struct Printable<'a>(&'a [u8]);
+pub(crate) struct Printable<'a>(pub(crate) &'a [u8]);
 
 impl core::fmt::Display for Printable<'_> {
     fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -1228,7 +1228,7 @@ impl Engine {
             }
             GetQuota => self.get_quota(platform, payload).map(Reply::Owned),
             SetQuota => self.set_quota(platform, payload),
-            Control => self.control(payload).map(Reply::Owned),
+            Control => self.control(payload),
             WatchEvent | Error => Err(StoreError::NotImplemented),
         }
     }

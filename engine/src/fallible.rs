@@ -96,6 +96,56 @@ pub fn extend(vector: &mut Vec<u8>, bytes: &[u8]) -> StoreResult<()> {
     Ok(())
 }
 
+/// Text written with `write!` into memory that may run out: each write reserves its room,
+/// and a refused one is remembered, so that the whole text answers `ENOMEM`.
+#[derive(Debug, Default)]
+pub struct Text {
+    bytes: Vec<u8>,
+    out_of_memory: bool,
+}
+
+impl Text {
+    /// An empty text (allocates nothing).
+    pub const fn new() -> Self {
+        Text {
+            bytes: Vec::new(),
+            out_of_memory: false,
+        }
+    }
+
+    /// An empty text with room for `capacity` bytes: writes within it cannot be refused.
+    pub fn with_capacity(capacity: usize) -> StoreResult<Self> {
+        Ok(Text {
+            bytes: vec_with_capacity(capacity)?,
+            out_of_memory: false,
+        })
+    }
+
+    /// The text so far (what was written before a refusal).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The text followed by a NUL, as a reply's payload; `ENOMEM` when any write was refused.
+    pub fn into_reply(mut self) -> StoreResult<Vec<u8>> {
+        if self.out_of_memory {
+            return Err(StoreError::OutOfMemory);
+        }
+        push(&mut self.bytes, 0)?;
+        Ok(self.bytes)
+    }
+}
+
+impl core::fmt::Write for Text {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        if extend(&mut self.bytes, text.as_bytes()).is_err() {
+            self.out_of_memory = true;
+            return Err(core::fmt::Error);
+        }
+        Ok(())
+    }
+}
+
 /// A map kept as a `Vec` sorted by key, with fallible inserts (see the module comment).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SortedMap<K, V> {

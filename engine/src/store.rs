@@ -502,10 +502,8 @@ impl Tree {
         self.try_path_of(slot).unwrap_or_default()
     }
 
-    /// The path of the node in `slot` in one allocation (its length is measured first);
-    /// `ENOMEM` when it cannot be allocated.
-    fn try_path_of(&self, slot: u32) -> StoreResult<String> {
-        // The chain gives the names last first: measure, then fill from the end.
+    /// The length of the path of the node in `slot`, from its chain of names.
+    fn path_bytes(&self, slot: u32) -> usize {
         let mut length = 0;
         let mut current = node_at(&self.slots, slot);
         while let Some(node) = current {
@@ -521,6 +519,15 @@ impl Tree {
         if top_is_root && length > 1 {
             length -= 1;
         }
+        length
+    }
+
+    /// The path of the node in `slot` in one allocation (its length is measured first);
+    /// `ENOMEM` when it cannot be allocated.
+    fn try_path_of(&self, slot: u32) -> StoreResult<String> {
+        // The chain gives the names last first: measure, then fill from the end.
+        let length = self.path_bytes(slot);
+        let top_is_root = self.top_of(slot).is_none_or(|top| top.name() == b"/");
         let mut bytes = crate::fallible::vec_with_capacity(length)?;
         bytes.resize(length, 0);
         let mut end = length;
@@ -564,6 +571,22 @@ impl Tree {
         self.slots.iter().enumerate().filter_map(|(slot, node)| {
             let node = node.as_ref()?;
             Some((self.path_of(u32::try_from(slot).ok()?), node))
+        })
+    }
+
+    /// Every node with its path, or `ENOMEM` in place of a path that found no memory.
+    pub fn try_nodes(&self) -> impl Iterator<Item = (StoreResult<String>, &Node)> {
+        self.slots.iter().enumerate().filter_map(|(slot, node)| {
+            let node = node.as_ref()?;
+            Some((self.try_path_of(u32::try_from(slot).ok()?), node))
+        })
+    }
+
+    /// Every node with the length of its path (measured, not built: allocates nothing).
+    pub fn nodes_with_path_bytes(&self) -> impl Iterator<Item = (usize, &Node)> {
+        self.slots.iter().enumerate().filter_map(|(slot, node)| {
+            let node = node.as_ref()?;
+            Some((self.path_bytes(u32::try_from(slot).ok()?), node))
         })
     }
 
