@@ -43,3 +43,23 @@ proptest! {
         model::Model::run_with_faults(&program, Box::new(ThreadFaults));
     }
 }
+
+/// The injection is not idle: over a long fixed program (a xorshift stream), many requests
+/// really lose an allocation and many of those answer `ENOMEM`.
+#[test]
+fn a_long_program_really_fails_allocations() {
+    let mut state = 0x9e37_79b9_u32;
+    let program: Vec<u8> = (0..4000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state.to_le_bytes()[0]
+        })
+        .collect();
+    let statistics = model::Model::run_with_faults(&program, Box::new(ThreadFaults));
+    eprintln!("{statistics:?}");
+    assert!(statistics.armed_requests >= 100, "{statistics:?}");
+    assert!(statistics.failed_requests >= 50, "{statistics:?}");
+    assert!(statistics.out_of_memory_replies >= 20, "{statistics:?}");
+}

@@ -65,15 +65,6 @@ pub trait AllocationFaults {
     fn disarm(&mut self) -> bool;
 }
 
-/// The requests whose every allocation in the engine is fallible so far: they run with a
-/// failing allocation under [`Model::run_with_faults`], the others run without. Issue 15 is
-/// done when this covers every request the model sends.
-pub fn allocation_faults_cover(message_type: MessageType) -> bool {
-    // Grows as the engine's request paths become fallible (issue 15).
-    let covered: &[MessageType] = &[];
-    covered.contains(&message_type)
-}
-
 /// The guests' domain ids; actor 0 is dom0's socket.
 const GUESTS: [u16; 3] = [1, 2, 3];
 
@@ -112,6 +103,22 @@ pub struct Model {
     next_failing_allocation: u32,
     /// Whether an allocation failed while the engine processed the last request.
     allocation_failed: bool,
+    /// What fault injection did over the run.
+    pub fault_statistics: FaultStatistics,
+}
+
+/// Counts of [`Model::run_with_faults`], so that a test can show failures were injected.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultStatistics {
+    /// Requests processed with an allocation armed to fail.
+    pub armed_requests: u64,
+    /// Requests during which an allocation did fail.
+    pub failed_requests: u64,
+    /// Of those, the ones answered `ENOMEM` (the others succeeded without what failed, or
+    /// were not read back).
+    pub out_of_memory_replies: u64,
+    /// Domain deaths handled while an allocation failed (then reported once more).
+    pub failed_deaths: u64,
 }
 
 /// Small quotas so that random programs reach every limit.
@@ -198,6 +205,7 @@ impl Model {
             faults: None,
             next_failing_allocation: 0,
             allocation_failed: false,
+            fault_statistics: FaultStatistics::default(),
         };
         for guest in GUESTS {
             let connection = model.introduce(guest);
@@ -281,12 +289,15 @@ impl Model {
         }
         let bytes = encode_message(message_type, request_id, transaction_id, payload);
         // Only the engine's own work runs armed: the model's checks allocate freely.
-        let covered = MessageType::from_number(message_type).is_some_and(allocation_faults_cover);
-        if let Some(faults) = self.faults.as_mut().filter(|_| covered) {
+        if let Some(faults) = self.faults.as_mut() {
             faults.arm(self.next_failing_allocation);
+            if self.next_failing_allocation != 0 {
+                self.fault_statistics.armed_requests += 1;
+            }
         }
         let taken = self.engine.receive(&mut self.platform, connection, &bytes);
         self.allocation_failed = self.faults.as_mut().is_some_and(|faults| faults.disarm());
+        self.fault_statistics.failed_requests += u64::from(self.allocation_failed);
         assert_eq!(taken, bytes.len(), "a request is taken whole or not at all");
         let slow = self
             .actors
@@ -317,7 +328,11 @@ impl Model {
         transaction_id: u32,
         payload: &[u8],
     ) -> Reply {
-        match self.try_send(connection, message_type.number(), transaction_id, payload) {
+        // The model's own set-up requests (introducing a guest) run without failures.
+        let failing_allocation = core::mem::take(&mut self.next_failing_allocation);
+        let sent = self.try_send(connection, message_type.number(), transaction_id, payload);
+        self.next_failing_allocation = failing_allocation;
+        match sent {
             Sent::Replied(reply) => reply,
             _ => panic!("dom0 and fresh guests are always served"),
         }
@@ -387,18 +402,18 @@ impl Model {
 
     /// Runs `program` step by step, checking the invariants after each step.
     pub fn run(program: &[u8]) {
-        Self::run_model(Model::new(), program);
+        let _ = Self::run_model(Model::new(), program);
     }
 
-    /// Like [`Model::run`], failing one allocation chosen by the program in most requests
-    /// of the types [`allocation_faults_cover`] names.
-    pub fn run_with_faults(program: &[u8], faults: Box<dyn AllocationFaults>) {
+    /// Like [`Model::run`], failing one allocation chosen by the program in most requests;
+    /// returns what the injection did.
+    pub fn run_with_faults(program: &[u8], faults: Box<dyn AllocationFaults>) -> FaultStatistics {
         let mut model = Model::new();
         model.faults = Some(faults);
-        Self::run_model(model, program);
+        Self::run_model(model, program)
     }
 
-    fn run_model(mut model: Model, program: &[u8]) {
+    fn run_model(mut model: Model, program: &[u8]) -> FaultStatistics {
         let mut program = Program {
             bytes: program,
             position: 0,
@@ -409,6 +424,7 @@ impl Model {
             model.check_invariants(step);
             step += 1;
         }
+        model.fault_statistics
     }
 
     fn pick_path(program: &mut Program<'_>, actor_domain: u16) -> String {
@@ -470,14 +486,16 @@ impl Model {
         let before = snapshot(&self.engine);
         let nodes_before = self.engine.domain_usage(DomainId(domain)).nodes;
         if self.faults.is_some() {
-            // One request in four runs without a failure, the rest fail one of their first
-            // 48 allocations: early ones hit framing and paths, later ones the tree,
-            // accounting, events and the reply.
+            // One request in four runs without a failure; the rest fail one of their first
+            // 6 allocations (most requests make only a few) or, for one in two, of their
+            // first 48: early ones hit framing and paths, later ones the tree, accounting,
+            // events and the reply.
             let choice = program.byte();
+            let range = if choice & 0x80 == 0 { 6 } else { 48 };
             self.next_failing_allocation = if choice.is_multiple_of(4) {
                 0
             } else {
-                1 + u32::from(choice / 4) % 48
+                1 + u32::from(choice / 4) % range
             };
         }
         let path = Self::pick_path(program, domain);
@@ -525,8 +543,18 @@ impl Model {
                 // A guest dies and a new domain reuses its id (XSA-322/419/483).
                 if domain != 0 {
                     self.platform.dead.insert(domain);
+                    // Death handling fails soft too: what it could not do waits for a later
+                    // report of the death (the front ends report it again).
+                    if let Some(faults) = self.faults.as_mut() {
+                        faults.arm(self.next_failing_allocation);
+                    }
                     self.engine
                         .domain_died(&mut self.platform, DomainId(domain));
+                    if self.faults.as_mut().is_some_and(|faults| faults.disarm()) {
+                        self.fault_statistics.failed_deaths += 1;
+                        self.engine
+                            .domain_died(&mut self.platform, DomainId(domain));
+                    }
                     self.platform.dead.remove(&domain);
                     let connection = self.introduce(domain);
                     let actor = &mut self.actors[actor_index];
@@ -663,6 +691,8 @@ impl Model {
         }
 
         if self.allocation_failed && reply.is_error {
+            self.fault_statistics.out_of_memory_replies +=
+                u64::from(reply.error_name() == Some(&b"ENOMEM"[..]));
             assert_eq!(
                 reply.error_name(),
                 Some(&b"ENOMEM"[..]),
