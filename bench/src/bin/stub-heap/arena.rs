@@ -10,24 +10,33 @@
 //! out, gives them back to it). The extent and the holes are the backing heap's; the class free
 //! lists are reported separately.
 //!
-//! Only code run through [`inside_stub`] allocates in the arena; everything else (what std
-//! allocates before `main`, the simulated guests, the driver, the report) goes to the system
-//! allocator, so the arena holds exactly what the stub's heap would hold. Frees go to whichever
-//! allocator owns the address. The mode is one flag for the whole process: the measurement
-//! runs on one thread, as the stub runs on one vCPU.
+//! Only code run through [`inside_stub`] on the thread that started the arena allocates in
+//! it; everything else (what std allocates before `main`, the simulated guests, the driver,
+//! the report, other threads such as other tests) goes to the system allocator, so the arena
+//! holds exactly what the stub's heap would hold. Frees go to whichever allocator owns the
+//! address. The mode is a per-thread flag: the stub runs on one vCPU, and the tests of this
+//! binary run on threads of their own.
 //!
 //! The arena is one fixed region, as the kernel's heap is; it is taken from the system
 //! allocator at start rather than being a 64 MiB `static`, which would only make the
-//! executable's `.bss` and the compiler's constant evaluation larger.
+//! executable's `.bss` and the compiler's constant evaluation larger. The measurement starts
+//! it at [`ARENA_SIZE_BYTES`] and lets what does not fit go to the system allocator (flagged
+//! as [`MeasuringAllocator::exhausted`]); the small-heap test starts it at a few MiB with
+//! [`WhenExhausted::Fail`]: an allocation that does not fit returns null, as the kernel's
+//! heap does, and the process aborts unless the allocating code handles it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use stub_allocator::{BackingObserver, LockedSizeClassHeap};
 
-/// The arena: far more than the goal, so that an over-budget store is measured, not aborted.
+/// The measurement's arena, and the largest one (the occupancy map covers this much): far
+/// more than the goal, so that an over-budget store is measured, not aborted.
 pub const ARENA_SIZE_BYTES: usize = 64 << 20;
+/// The arena's alignment and the granularity of its size (a page, as the kernel's heap).
+const ARENA_ALIGN_BYTES: usize = 4096;
 /// The backing `linked_list_allocator` starts every block at a multiple of 8 bytes
 /// (`align_of::<Hole>()`) and rounds every size up to a multiple of 8, so 8-byte granules
 /// describe it exactly.
@@ -38,7 +47,24 @@ const ARENA_OCCUPANCY_WORDS: usize = ARENA_SIZE_BYTES / GRANULE_BYTES / 64;
 #[global_allocator]
 pub static STUB_HEAP: MeasuringAllocator = MeasuringAllocator::new();
 
-/// Runs `work` with its allocations in the arena (the stub's heap).
+thread_local! {
+    /// Whether this thread's allocations go to the arena now (see [`inside_stub`]). Constant
+    /// initialiser, no destructor: reading it never allocates, so the allocator may.
+    static IN_ARENA: Cell<bool> = const { Cell::new(false) };
+}
+
+/// What an allocation that does not fit the arena gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenExhausted {
+    /// A block from the system allocator, and [`MeasuringAllocator::exhausted`] says so (the
+    /// measurement: its figures are then incomplete).
+    UseSystemAllocator,
+    /// Null, as from the kernel's heap: code that allocates fallibly (`try_reserve`) gets an
+    /// error, anything else aborts the process (`handle_alloc_error`), as the stub crashes.
+    Fail,
+}
+
+/// Runs `work` with its allocations in the arena (the stub's heap), if this thread started it.
 pub fn inside_stub<T>(work: impl FnOnce() -> T) -> T {
     with_mode(true, work)
 }
@@ -49,11 +75,31 @@ pub fn outside_stub<T>(work: impl FnOnce() -> T) -> T {
     with_mode(false, work)
 }
 
+/// Puts the thread's previous mode back when dropped, also when `work` unwinds.
+struct RestoreMode(bool);
+
+impl Drop for RestoreMode {
+    fn drop(&mut self) {
+        IN_ARENA.set(self.0);
+    }
+}
+
 fn with_mode<T>(in_arena: bool, work: impl FnOnce() -> T) -> T {
-    let previous = STUB_HEAP.in_arena.swap(in_arena, Ordering::SeqCst);
-    let result = work();
-    STUB_HEAP.in_arena.store(previous, Ordering::SeqCst);
-    result
+    let _restore = RestoreMode(IN_ARENA.replace(in_arena));
+    work()
+}
+
+/// Whether the current thread is inside the stub (no allocation: see [`IN_ARENA`]).
+fn thread_in_arena() -> bool {
+    IN_ARENA.try_with(Cell::get).unwrap_or(false)
+}
+
+/// A number that identifies the current thread while it runs: the address of its
+/// [`IN_ARENA`] (never 0).
+fn current_thread_mark() -> usize {
+    IN_ARENA
+        .try_with(|flag| std::ptr::from_ref(flag) as usize)
+        .unwrap_or(0)
 }
 
 /// One bit per granule: set while the granule belongs to an allocated block.
@@ -139,6 +185,20 @@ impl<const WORDS: usize> Default for OccupancyMap<WORDS> {
     }
 }
 
+/// The heap's usage as the kernel reads it (`HeapStatistics` in `src/runtime/heap.rs`):
+/// `used_bytes + class_free_bytes + free_bytes == size_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeapStatistics {
+    pub size_bytes: usize,
+    /// Bytes in live blocks.
+    pub used_bytes: usize,
+    /// Freed blocks kept in the size classes' free lists (a reclaim gives them back to the
+    /// backing heap when it runs short).
+    pub class_free_bytes: usize,
+    /// What the backing first-fit heap can still hand out.
+    pub free_bytes: usize,
+}
+
 /// The heap's figures at one moment.
 #[derive(Clone, Copy, Debug)]
 pub struct HeapFigures {
@@ -170,8 +230,12 @@ pub struct MeasuringAllocator {
     heap: LockedSizeClassHeap,
     /// The arena's first byte; 0 until [`MeasuringAllocator::start`].
     arena_start: AtomicUsize,
-    /// Whether allocations go to the arena now (see [`inside_stub`]).
-    in_arena: AtomicBool,
+    arena_size_bytes: AtomicUsize,
+    /// The thread whose allocations inside the stub go to the arena ([`current_thread_mark`]
+    /// of the thread that started it); 0 once [`MeasuringAllocator::stop`]ped.
+    owner_thread: AtomicUsize,
+    /// [`WhenExhausted::Fail`]: an allocation that does not fit returns null.
+    fail_when_exhausted: AtomicBool,
     peak_used_bytes: AtomicUsize,
     peak_held_bytes: AtomicUsize,
     extent_bytes: AtomicUsize,
@@ -185,7 +249,9 @@ impl MeasuringAllocator {
         MeasuringAllocator {
             heap: LockedSizeClassHeap::empty(),
             arena_start: AtomicUsize::new(0),
-            in_arena: AtomicBool::new(false),
+            arena_size_bytes: AtomicUsize::new(0),
+            owner_thread: AtomicUsize::new(0),
+            fail_when_exhausted: AtomicBool::new(false),
             peak_used_bytes: AtomicUsize::new(0),
             peak_held_bytes: AtomicUsize::new(0),
             extent_bytes: AtomicUsize::new(0),
@@ -194,25 +260,70 @@ impl MeasuringAllocator {
         }
     }
 
-    /// Takes the arena (a fixed region, as the kernel's heap is) and hands it to the heap.
-    pub fn start(&self) -> Result<(), String> {
+    /// Takes an arena of `size_bytes` (a fixed region, as the kernel's heap is; at most
+    /// [`ARENA_SIZE_BYTES`], a multiple of 4 KiB) and hands it to the heap. From now on the
+    /// calling thread's allocations inside the stub go to it.
+    pub fn start(&self, size_bytes: usize, when_exhausted: WhenExhausted) -> Result<(), String> {
         if self.arena_start.load(Ordering::SeqCst) != 0 {
             return Err("the arena is already started".to_string());
         }
-        let layout = Layout::from_size_align(ARENA_SIZE_BYTES, 4096)
+        if size_bytes == 0
+            || size_bytes > ARENA_SIZE_BYTES
+            || !size_bytes.is_multiple_of(ARENA_ALIGN_BYTES)
+        {
+            return Err(format!(
+                "an arena of {size_bytes} bytes: must be a multiple of {ARENA_ALIGN_BYTES} up to \
+                 {ARENA_SIZE_BYTES}"
+            ));
+        }
+        let layout = Layout::from_size_align(size_bytes, ARENA_ALIGN_BYTES)
             .map_err(|error| format!("arena layout: {error}"))?;
-        // SAFETY: the layout has a non-zero size.
+        // SAFETY: the layout has a non-zero size (checked above).
         let start = unsafe { System.alloc(layout) };
         if start.is_null() {
             return Err(format!(
-                "cannot reserve a {ARENA_SIZE_BYTES}-byte arena from the system allocator"
+                "cannot reserve a {size_bytes}-byte arena from the system allocator"
             ));
         }
-        // SAFETY: `start` is a fresh, exclusively owned region of ARENA_SIZE_BYTES bytes that
-        // is never freed, and the heap is initialised only here (checked above).
-        unsafe { self.heap.lock().init(start, ARENA_SIZE_BYTES) };
+        // SAFETY: `start` is a fresh, exclusively owned region of `size_bytes` bytes that is
+        // never freed, and the heap is initialised only here (checked above).
+        unsafe { self.heap.lock().init(start, size_bytes) };
+        self.fail_when_exhausted
+            .store(when_exhausted == WhenExhausted::Fail, Ordering::SeqCst);
+        self.arena_size_bytes.store(size_bytes, Ordering::SeqCst);
+        self.owner_thread
+            .store(current_thread_mark(), Ordering::SeqCst);
         self.arena_start.store(start as usize, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// No more allocations in the arena, from any thread (blocks in it are still freed to
+    /// it). A thread that ends must stop the arena it owns: a later thread may get the same
+    /// mark. (The measurement's arena serves `main` until the process exits.)
+    #[cfg(test)]
+    pub fn stop(&self) {
+        self.owner_thread.store(0, Ordering::SeqCst);
+    }
+
+    /// Whether this thread's allocations inside the stub go to the arena.
+    fn serves_this_thread(&self) -> bool {
+        self.arena_start.load(Ordering::SeqCst) != 0
+            && self.owner_thread.load(Ordering::SeqCst) == current_thread_mark()
+    }
+
+    /// The heap's usage, if the arena serves this thread (no scan: cheap enough for every
+    /// request).
+    pub fn statistics(&self) -> Option<HeapStatistics> {
+        if !self.serves_this_thread() {
+            return None;
+        }
+        let heap = self.heap.lock();
+        Some(HeapStatistics {
+            size_bytes: heap.size(),
+            used_bytes: heap.used(),
+            class_free_bytes: heap.class_free_bytes(),
+            free_bytes: heap.free(),
+        })
     }
 
     /// Current figures, with a scan of the occupancy map.
@@ -258,9 +369,9 @@ impl MeasuringAllocator {
 
     fn arena_offset(&self, pointer: *mut u8) -> Option<usize> {
         let start = self.arena_start.load(Ordering::SeqCst);
+        let size_bytes = self.arena_size_bytes.load(Ordering::SeqCst);
         let address = pointer as usize;
-        (start != 0 && address >= start && address < start + ARENA_SIZE_BYTES)
-            .then(|| address - start)
+        (start != 0 && address >= start && address < start + size_bytes).then(|| address - start)
     }
 }
 
@@ -291,7 +402,7 @@ impl BackingObserver for BackingMap<'_> {
 // do. `realloc` is the trait's default (allocate, copy, free), as in the kernel.
 unsafe impl GlobalAlloc for MeasuringAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if self.in_arena.load(Ordering::SeqCst) && self.arena_start.load(Ordering::SeqCst) != 0 {
+        if thread_in_arena() && self.serves_this_thread() {
             let mut heap = self.heap.lock();
             match heap.allocate_observed(layout, &mut BackingMap(self)) {
                 Ok(block) => {
@@ -305,6 +416,9 @@ unsafe impl GlobalAlloc for MeasuringAllocator {
                 Err(()) => {
                     drop(heap);
                     self.exhausted.store(true, Ordering::SeqCst);
+                    if self.fail_when_exhausted.load(Ordering::SeqCst) {
+                        return std::ptr::null_mut();
+                    }
                 }
             }
         }
@@ -370,19 +484,21 @@ mod tests {
         // because its occupancy map is 1 MiB.
         static ALLOCATOR: MeasuringAllocator = MeasuringAllocator::new();
         let allocator = &ALLOCATOR;
-        allocator.start().expect("arena");
-        allocator.in_arena.store(true, Ordering::SeqCst);
+        allocator
+            .start(ARENA_SIZE_BYTES, WhenExhausted::UseSystemAllocator)
+            .expect("arena");
         let small = Layout::from_size_align(24, 8).expect("layout");
         // Beyond the classes (8 KiB): a block of the backing heap.
         let large = Layout::from_size_align(10_000, 8).expect("layout");
         // SAFETY: non-zero sizes; freed below with the same layouts.
-        let (first, block, second) = unsafe {
+        let (first, block, second) = inside_stub(|| unsafe {
             (
                 allocator.alloc(small),
                 allocator.alloc(large),
                 allocator.alloc(small),
             )
-        };
+        });
+        allocator.stop();
         let figures = allocator.figures();
         // One chunk of 21 blocks of 24 bytes (504 bytes), then the large block.
         assert_eq!(figures.carved_bytes, 504);

@@ -14,12 +14,13 @@ use std::time::Instant;
 use xenstore_engine::domain_state::{
     DomainState, DomainStateError, DomainStateSource, DomainStateTracker,
 };
+use xenstore_engine::memory::MemoryStatus;
 use xenstore_engine::ring::{InMemoryPage, Ring, RingError, connection};
 use xenstore_engine::ring_service::service_ring;
 use xenstore_engine::wire::{self, HEADER_SIZE_BYTES, MessageHeader, MessageType};
 use xenstore_engine::{Config, DomainId, Engine, Platform, StoreError, StoreResult};
 
-use crate::arena::{inside_stub, outside_stub};
+use crate::arena::{STUB_HEAP, inside_stub, outside_stub};
 
 /// The privileged domain, whose toolstack introduces the guests.
 pub const DOM0: u16 = 0;
@@ -257,22 +258,41 @@ impl Platform for StubModel {
     fn now_milliseconds(&mut self) -> u64 {
         self.clock.elapsed().as_millis() as u64
     }
+
+    /// The arena's figures, as the stub reads its heap's: none while the arena does not serve
+    /// this thread (the tests that run on the system allocator set no limit).
+    fn memory_status(&mut self) -> Option<MemoryStatus> {
+        let statistics = STUB_HEAP.statistics()?;
+        Some(MemoryStatus {
+            heap_size_bytes: statistics.size_bytes as u64,
+            heap_used_bytes: statistics.used_bytes as u64,
+            // What the heap can still hand out: the backing heap's free bytes, and the class
+            // free lists, which a reclaim gives back to it when it runs short.
+            heap_free_bytes: (statistics.free_bytes + statistics.class_free_bytes) as u64,
+            // The arena is one fixed region: no growth.
+            heap_limit_bytes: statistics.size_bytes as u64,
+        })
+    }
 }
 
-/// `XEN_DOMCTL_get_domain_state(DOMID_INVALID)` right after the hypervisor created domains:
-/// each reported once as existing and running.
-struct CreatedDomains(Vec<u16>);
+/// `XEN_DOMCTL_get_domain_state(DOMID_INVALID)` right after the hypervisor created domains
+/// (each reported once as existing and running) or destroyed them (each reported once as
+/// gone).
+struct ChangedDomains {
+    domids: Vec<u16>,
+    exist: bool,
+}
 
-impl DomainStateSource for CreatedDomains {
+impl DomainStateSource for ChangedDomains {
     fn next_changed_domain(&mut self) -> Result<(DomainId, DomainState), DomainStateError> {
-        let domid = self.0.pop().ok_or(DomainStateError::NoneChanged)?;
+        let domid = self.domids.pop().ok_or(DomainStateError::NoneChanged)?;
         Ok((
             DomainId(domid),
             DomainState {
-                exists: true,
+                exists: self.exist,
                 shutdown: false,
                 dying: false,
-                dead: false,
+                dead: !self.exist,
                 unique_id: 0x1000 + u64::from(domid),
             },
         ))
@@ -392,7 +412,25 @@ impl SimulatedHost {
 
     /// The hypervisor created `domids`: the stub's `VIRQ_DOM_EXC` handler learns them.
     pub fn domains_created(&mut self, domids: Vec<u16>) -> Result<(), HostError> {
-        let mut source = CreatedDomains(domids);
+        self.domains_changed(ChangedDomains {
+            domids,
+            exist: true,
+        })
+    }
+
+    /// The hypervisor destroyed `domids`: the stub's `VIRQ_DOM_EXC` handler tells the engine
+    /// they died (their connections go, the nodes they own are deleted, `@releaseDomain`).
+    /// (The measurement keeps every domain; the small-heap test destroys them.)
+    #[cfg(test)]
+    pub fn domains_destroyed(&mut self, domids: Vec<u16>) -> Result<(), HostError> {
+        self.domains_changed(ChangedDomains {
+            domids,
+            exist: false,
+        })
+        // dom0 reads its `@releaseDomain` events with the replies to its next request.
+    }
+
+    fn domains_changed(&mut self, mut source: ChangedDomains) -> Result<(), HostError> {
         let tracker = &mut self.domain_states;
         let engine = &mut self.engine;
         let stub = &mut self.stub;

@@ -2,11 +2,16 @@
 //! (performance goal: "the stub domain serves 1000 domains x 100 nodes in 16 MiB", issue 6),
 //! measured with the stub's own allocator (`stub-allocator`: size classes for small blocks over
 //! `linked_list_allocator`'s first fit, see `src/runtime/heap.rs`) and the real engine, driven
-//! through its rings the way `src/xenstore.rs` serves them. Prints a table and the verdict;
-//! `--append-csv` adds one row to the benchmark's `results.csv`.
+//! through its rings the way `src/xenstore.rs` serves them. Prints a table, the verdict and
+//! the stub domain's size this needs (`init-xenstore-domain --memory`: the kernel image, boot
+//! data, the heap and the engine's guest reserve, see `domain_size.rs`); `--append-csv` adds
+//! one row to the benchmark's `results.csv`.
 
 mod arena;
+mod domain_size;
 mod host;
+#[cfg(test)]
+mod small_heap;
 mod workload;
 
 use std::error::Error;
@@ -16,18 +21,24 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use arena::{HeapFigures, STUB_HEAP};
+use arena::{HeapFigures, STUB_HEAP, WhenExhausted};
+use domain_size::{DomainSize, ImageEnd};
 use host::{HostError, SimulatedHost};
 use xenstore_engine::DomainId;
 
 const USAGE: &str = "\
-usage: stub-heap [--domains N] [--nodes-per-domain N] [--order boot|phases] [--append-csv FILE]
+usage: stub-heap [--domains N] [--nodes-per-domain N] [--order boot|phases] [--kernel IMAGE]
+                 [--append-csv FILE]
 
 Serves N guests (default 1000) with N nodes each (default 100: libxl's nodes plus the
-guest's data nodes) through the real engine on the stub's allocator, and reports the heap.
+guest's data nodes) through the real engine on the stub's allocator, and reports the heap
+and the domain size it needs (init-xenstore-domain --memory).
 --order boot (default): each domain is built, introduced, written and watched before the next,
 as a host boots its guests one after another. --order phases: every domain's libxl nodes,
-then every XS_INTRODUCE, then every guest's data, then every watch.";
+then every XS_INTRODUCE, then every guest's data, then every watch.
+--kernel: the stub's ELF image, whose PT_LOAD segments give where the heap starts (default
+$CARGO_TARGET_DIR or the workspace's target/, then x86_64-unknown-none/release/xenstore-stubdom:
+`cargo kernel` builds it); when it cannot be read, the image is assumed to end at 2 MiB.";
 
 /// The goal of performance.md §4.4 / issue 6.
 const GOAL_BYTES: usize = 16 << 20;
@@ -40,6 +51,8 @@ peak_memory_kibibytes,ratio_to_ours,figure_name,figure,note";
 const LARGEST_CLASS_FREE_LISTS: usize = 6;
 /// How often, in domains, the free list's length is sampled.
 const HOLE_SAMPLE_DOMAINS: usize = 25;
+/// The kernel image below the target directory (`cargo kernel`).
+const KERNEL_IMAGE_IN_TARGET: &str = "x86_64-unknown-none/release/xenstore-stubdom";
 
 /// In which order the domains' steps run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +76,17 @@ struct Options {
     domains: usize,
     nodes_per_domain: usize,
     order: Order,
+    kernel: PathBuf,
     append_csv: Option<PathBuf>,
+}
+
+/// The image `cargo kernel` builds: below `$CARGO_TARGET_DIR`, or the workspace's `target/`.
+fn default_kernel_image() -> PathBuf {
+    let manifest_directory = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let workspace = manifest_directory.parent().unwrap_or(manifest_directory);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), PathBuf::from);
+    target.join(KERNEL_IMAGE_IN_TARGET)
 }
 
 fn parse_arguments() -> Result<Options, String> {
@@ -71,6 +94,7 @@ fn parse_arguments() -> Result<Options, String> {
         domains: 1000,
         nodes_per_domain: 100,
         order: Order::Boot,
+        kernel: default_kernel_image(),
         append_csv: None,
     };
     let mut words = std::env::args().skip(1);
@@ -94,6 +118,7 @@ fn parse_arguments() -> Result<Options, String> {
                     other => return Err(format!("--order: boot or phases, not {other}")),
                 }
             }
+            "--kernel" => options.kernel = value()?.into(),
             "--append-csv" => options.append_csv = Some(value()?.into()),
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
@@ -366,9 +391,11 @@ struct Summary {
     data_bytes_per_node_beyond_key_value: f64,
     ring_state_bytes_per_ring: f64,
     met: bool,
+    /// The stub domain that heap needs.
+    domain_size: DomainSize,
 }
 
-fn summarise(measurement: &Measurement) -> Summary {
+fn summarise(measurement: &Measurement, image: &ImageEnd) -> Summary {
     let data = measurement.steps[Step::GuestData.index()];
     let data_node_count = (measurement.domains * measurement.data_nodes).max(1);
     let heap_needed_bytes = measurement.end.extent_bytes;
@@ -386,10 +413,11 @@ fn summarise(measurement: &Measurement) -> Summary {
             / data_node_count as f64,
         ring_state_bytes_per_ring: per(measurement.ring_state_bytes, measurement.rings),
         met: heap_needed_bytes <= GOAL_BYTES,
+        domain_size: DomainSize::for_heap(image.end_bytes(), heap_needed_bytes as u64),
     }
 }
 
-fn report(measurement: &Measurement, summary: &Summary) -> String {
+fn report(measurement: &Measurement, summary: &Summary, image: &ImageEnd) -> String {
     let domains = measurement.domains;
     let data_node_count = domains * measurement.data_nodes;
     let mut text = String::new();
@@ -551,21 +579,49 @@ fn report(measurement: &Measurement, summary: &Summary) -> String {
         mebibytes(measurement.end.used_bytes),
         mebibytes(measurement.end.class_free_bytes),
     );
+    match image {
+        ImageEnd::Measured(image) => {
+            let _ = writeln!(
+                text,
+                "kernel image {}: PT_LOAD segments {:#x}..{:#x} ({:.0} KiB loaded, .bss \
+                 included); the heap starts above it and the boot data",
+                image.path.display(),
+                image.load_start_bytes,
+                image.end_bytes,
+                image.loaded_bytes as f64 / 1024.0,
+            );
+        }
+        ImageEnd::Assumed(reason) => {
+            let _ = writeln!(
+                text,
+                "kernel image not read ({reason}; `cargo kernel` builds it, --kernel names \
+                 it): assumed to end at {} MiB",
+                domain_size::ASSUMED_IMAGE_END_BYTES >> 20
+            );
+        }
+    }
+    let _ = writeln!(text, "{}", summary.domain_size);
     text
 }
 
-fn csv_row(measurement: &Measurement, summary: &Summary) -> String {
+fn csv_row(measurement: &Measurement, summary: &Summary, image: &ImageEnd) -> String {
     let note = format!(
         "in use {:.2} MiB + {:.2} MiB in class free lists, peak held {:.2} MiB; {:.0} B/domain; \
          {:.0} B/data node beyond key+value; stub ring state {:.0} B/ring; ring pages excluded; \
-         16 MiB goal {}",
+         16 MiB goal {}; domain size needed {} MiB (image{}, boot data, heap, guest reserve)",
         mebibytes(measurement.end.used_bytes),
         mebibytes(measurement.end.class_free_bytes),
         mebibytes(measurement.end.peak_held_bytes),
         summary.bytes_per_domain,
         summary.data_bytes_per_node_beyond_key_value,
         summary.ring_state_bytes_per_ring,
-        if summary.met { "met" } else { "not met" }
+        if summary.met { "met" } else { "not met" },
+        summary.domain_size.memory_mebibytes(),
+        if matches!(image, ImageEnd::Assumed(_)) {
+            " assumed to end at 2 MiB"
+        } else {
+            ""
+        },
     );
     format!(
         "W13,\"stub heap: {} domains x {} nodes, {} (size classes + linked_list_allocator)\",ours,\
@@ -602,7 +658,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(error) = STUB_HEAP.start() {
+    if let Err(error) = STUB_HEAP.start(arena::ARENA_SIZE_BYTES, WhenExhausted::UseSystemAllocator)
+    {
         eprintln!("stub-heap: {error}");
         return ExitCode::FAILURE;
     }
@@ -613,10 +670,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let summary = summarise(&measurement);
-    print!("{}", report(&measurement, &summary));
+    let image = domain_size::image_end(&options.kernel);
+    let summary = summarise(&measurement, &image);
+    print!("{}", report(&measurement, &summary, &image));
     if let Some(path) = &options.append_csv
-        && let Err(error) = append_csv(path, &csv_row(&measurement, &summary))
+        && let Err(error) = append_csv(path, &csv_row(&measurement, &summary, &image))
     {
         eprintln!("stub-heap: appending to {}: {error}", path.display());
         return ExitCode::FAILURE;
@@ -637,6 +695,7 @@ mod tests {
             domains: 3,
             nodes_per_domain: 100,
             order,
+            kernel: default_kernel_image(),
             append_csv: None,
         };
         match measure(&options) {
@@ -677,6 +736,7 @@ mod tests {
             domains: 1,
             nodes_per_domain: 10,
             order: Order::Boot,
+            kernel: default_kernel_image(),
             append_csv: None,
         };
         assert!(measure(&options).is_err());

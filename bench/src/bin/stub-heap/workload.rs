@@ -45,6 +45,17 @@ fn guest_name(domid: u16) -> String {
     format!("guest-{domid:04}")
 }
 
+/// The subtrees libxl makes for a domain and removes when it destroys it: its home,
+/// `/vm/UUID` and `/libxl/ID`. (Used by the small-heap test, which destroys domains.)
+#[cfg(test)]
+pub fn domain_roots(domid: u16) -> [String; 3] {
+    [
+        format!("/local/domain/{domid}"),
+        format!("/vm/{}", uuid(domid)),
+        format!("/libxl/{domid}"),
+    ]
+}
+
 /// `libxl__domain_make` (Xen 4.17, PVH, one transaction): home, `/vm/UUID`, `/libxl/ID`, the
 /// directories the guest may write, and the names.
 pub fn domain_make(domid: u16) -> Vec<ToolstackRequest> {
@@ -187,7 +198,8 @@ pub fn guest_data(domid: u16, count: usize) -> Vec<(String, String)> {
         .collect()
 }
 
-fn strings(parts: &[&str]) -> Vec<u8> {
+/// A payload of NUL-terminated strings.
+pub fn strings(parts: &[&str]) -> Vec<u8> {
     let mut payload = Vec::new();
     for part in parts {
         payload.extend_from_slice(part.as_bytes());
@@ -197,7 +209,7 @@ fn strings(parts: &[&str]) -> Vec<u8> {
 }
 
 /// `XS_WRITE`: path, NUL, value (no NUL after the value).
-fn write_payload(path: &str, value: &str) -> Vec<u8> {
+pub fn write_payload(path: &str, value: &str) -> Vec<u8> {
     let mut payload = strings(&[path]);
     payload.extend_from_slice(value.as_bytes());
     payload
