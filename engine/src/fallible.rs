@@ -321,7 +321,7 @@ impl<'a, K: Ord, V> IntoIterator for &'a SortedMap<K, V> {
     }
 }
 
-/// A set kept as a sorted `Vec` whose room is reserved ahead (see [`SortedSet::try_reserve`]).
+/// A set kept as a sorted `Vec` whose room is reserved ahead (see [`SortedSet::try_reserve_total`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SortedSet<T> {
     members: Vec<T>,

@@ -10,6 +10,11 @@
 //!   index on guest-controlled data is replaced by a checked operation that yields a
 //!   [`StoreError`].
 //! - No recursion over guest-shaped trees: walks use explicit work lists.
+//! - No infallible allocation on a path a request can drive: growth is reserved first
+//!   ([`fallible`]) and a refusal answers `ENOMEM`, leaving the store and its accounting as
+//!   they were (the stub's panic handler would otherwise end the host's xenstore). Room a
+//!   request will need is reserved before its first change, or on the privileged path that
+//!   bounds it (per-connection sets when a connection is added).
 //! - Behaviour follows C xenstored (4.22 semantics where versions differ); every deviation is
 //!   commented where it is made.
 #![no_std]

@@ -22,9 +22,9 @@ use crate::wire::MessageType;
 pub const GUEST_RESERVE_BYTES: u64 = 1024 * 1024;
 
 /// Below this many bytes left, no domain can make the store grow. It is far larger than any
-/// single request allocates through the engine's infallible paths (a node of at most 4 KiB
-/// of value and 3 KiB of path, its accounting and watch events), so a request let through
-/// finishes; the large contiguous blocks (the node table's growth) are reserved fallibly.
+/// single request allocates (a node of at most 4 KiB of value and 3 KiB of path, its
+/// accounting and watch events), so a request let through normally finishes; should the
+/// heap run out all the same, its allocations fail soft (`ENOMEM`, see `fallible.rs`).
 pub const PRIVILEGED_RESERVE_BYTES: u64 = 256 * 1024;
 
 /// The front end's view of the memory the store runs in.
