@@ -5,7 +5,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Daemon, error_name, eventually};
+use common::{
+    Daemon, error_name, events_queued_so_far, eventually, messages_queued_so_far, round_trip,
+};
 use xenstored_linux::wire::{Header, Message, join_strings, message_type};
 
 #[test]
@@ -88,12 +90,8 @@ fn transactions_and_watches_over_the_socket() {
     let transaction = dom0.transaction_start().unwrap();
     dom0.write_in(transaction, "/tx/value", b"1").unwrap();
     assert_eq!(error_name(dom0.read("/tx/value")), "ENOENT");
-    assert!(
-        watcher
-            .collect_events(Duration::from_millis(300))
-            .unwrap()
-            .is_empty()
-    );
+    // The write was answered before the watcher's round trip: an event would come before it.
+    assert_eq!(events_queued_so_far(&mut watcher), []);
     dom0.transaction_end(transaction, true).unwrap();
     assert_eq!(dom0.read("/tx/value").unwrap(), b"1");
     assert_eq!(
@@ -171,7 +169,7 @@ fn a_socket_that_stops_reading_gets_every_event_once_it_reads_again() {
 }
 
 #[test]
-fn a_partial_request_leaves_the_daemon_idle_until_the_rest_arrives() {
+fn a_partial_request_leaves_the_daemon_asleep_until_the_rest_arrives() {
     let daemon = Daemon::start(&[]);
     let mut client = daemon.dom0();
     client.write("/partial", b"value").unwrap();
@@ -184,12 +182,14 @@ fn a_partial_request_leaves_the_daemon_idle_until_the_rest_arrives() {
     };
     client.send_raw(&header.encode()).unwrap();
     client.send_raw(&payload[..3]).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let before = daemon.cpu_ticks();
-    std::thread::sleep(Duration::from_secs(1));
-    // Waiting for the rest is a wait in epoll, not a busy loop (100 ticks per busy second).
-    let used = daemon.cpu_ticks() - before;
-    assert!(used < 30, "the daemon used {used} ticks while waiting");
+    // Answered at the end of a round that read the partial request (`common`); others are
+    // served meanwhile.
+    round_trip(&mut daemon.dom0());
+    // Waiting for the rest is a wait in epoll, not a busy loop: the daemon is seen asleep.
+    assert!(
+        eventually(Duration::from_secs(2), || daemon.is_asleep()),
+        "the daemon spins while it waits for the rest of a request"
+    );
     client.send_raw(&payload[3..]).unwrap();
     let reply = client
         .receive_message(Duration::from_secs(5))
@@ -228,10 +228,9 @@ fn many_socket_clients_come_and_go() {
             let index = 50 + offset;
             assert_eq!(client.read(&format!("/clients/{index}")).unwrap(), b"again");
         }
-        // Every node's event reached the watcher (identical unread ones are merged).
-        let mut paths: Vec<String> = watcher
-            .collect_events(Duration::from_millis(300))
-            .unwrap()
+        // Every node's event reached the watcher (identical unread ones are merged): the
+        // writes were answered before the watcher's round trip, so their events come first.
+        let mut paths: Vec<String> = events_queued_so_far(&mut watcher)
             .into_iter()
             .map(|(path, _)| path)
             .filter(|path| path.starts_with("/clients/"))
@@ -284,7 +283,9 @@ fn pipelined_requests_from_concurrent_clients_are_each_answered_once() {
                                 .to_bytes(),
                             );
                         }
-                        // Split the batch inside a message.
+                        // Split the batch inside a message. The pause paces the sender (no
+                        // assertion waits on it): it makes it likely that the daemon reads
+                        // the first half alone, so that a message arrives in two reads.
                         let (first, second) = batch.split_at(batch.len() / 2 + 5);
                         client.send_raw(first).unwrap();
                         std::thread::sleep(Duration::from_millis(1));
@@ -303,14 +304,9 @@ fn pipelined_requests_from_concurrent_clients_are_each_answered_once() {
                                 assert_eq!(reply.payload, value.as_bytes());
                             }
                         }
-                        // Nothing was answered twice.
-                        assert!(
-                            client
-                                .receive_message(Duration::from_millis(20))
-                                .unwrap()
-                                .is_none(),
-                            "{arguments:?}"
-                        );
+                        // Nothing was answered twice: a second reply would have been queued
+                        // before the reply to a further request (`common`).
+                        assert_eq!(messages_queued_so_far(&mut client), [], "{arguments:?}");
                     }
                 });
             }

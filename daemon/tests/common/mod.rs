@@ -1,4 +1,19 @@
-//! Shared helpers of the integration tests: a `xenstored` child process on a private run directory.
+//! Shared helpers of the integration tests: a `xenstored` child process on a private run
+//! directory, and round trips that stand in for waiting.
+//!
+//! A test never sleeps and then asserts that nothing happened: on a slow machine such a check
+//! passes without checking anything. It sends a request instead, whose reply must come after
+//! whatever the earlier actions could have caused:
+//!
+//! - On one connection, the store handles requests in order and queues a request's reply
+//!   before the watch events it causes (`engine/src/engine.rs`, module comment), so every
+//!   event queued for the connection before the store read a request arrives before that
+//!   request's reply ([`events_queued_so_far`], [`messages_queued_so_far`]).
+//! - Across connections, a round trip through the daemon's loop shows it has handled earlier
+//!   input (`daemon/src/server.rs`): one round takes every ready descriptor from epoll (a
+//!   guest's notification or a marker written before a request was sent is ready no later than
+//!   that request), reads the sockets, serves the notified and the blocked rings, applies
+//!   marker changes, and only then sends the round's socket replies ([`round_trip`]).
 
 #![allow(dead_code)]
 
@@ -7,7 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use xenstored_linux::client::{Client, RingTransport, SocketTransport};
+use xenstored_linux::client::{Client, RingTransport, SocketTransport, Transport};
+use xenstored_linux::wire::{Message, join_strings, message_type};
 
 static NEXT_DAEMON: AtomicU32 = AtomicU32::new(0);
 
@@ -90,17 +106,15 @@ impl Daemon {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// CPU time the daemon has used so far, in clock ticks (`/proc/<pid>/stat`: utime + stime).
-    pub fn cpu_ticks(&self) -> u64 {
+    /// Whether the daemon is asleep (state `S` in `/proc/<pid>/stat`): waiting in epoll, not
+    /// spinning. A daemon that busy-waits is running or runnable, never in `S`.
+    pub fn is_asleep(&self) -> bool {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
             .expect("read /proc/<pid>/stat");
-        // The command name may hold spaces: count the fields after its closing parenthesis.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        // Fields 14 and 15 of the whole line; the slice starts at field 3 (state).
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+        // The command name may hold spaces: the state is the first field after its ')'.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            == Some("S")
     }
 
     pub fn run_directory(&self) -> &Path {
@@ -140,5 +154,57 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One request and its reply on `client`'s connection (see the module comment for what that
+/// shows). `GET_DOMAIN_PATH` changes nothing, causes no event, and any domain may send it.
+pub fn round_trip<T: Transport>(client: &mut Client<T>) {
+    client
+        .get_domain_path(0)
+        .expect("a round trip through the store");
+}
+
+/// Every watch event queued for `client`'s connection before a round trip on it: the events
+/// of everything the store handled before it read the round trip's request, which come
+/// before its reply (see the module comment).
+pub fn events_queued_so_far<T: Transport>(client: &mut Client<T>) -> Vec<(String, String)> {
+    round_trip(client);
+    // The events before the reply were read with it; nothing is waited for.
+    client
+        .collect_events(Duration::ZERO)
+        .expect("queued events")
+}
+
+/// The request id of the marker request of [`messages_queued_so_far`]: no test sends one of
+/// its own with it, and the marker is also told apart by its type.
+pub const MARKER_REQUEST_ID: u32 = u32::MAX;
+
+/// Every message (replies and watch events) not received yet that was queued for `client`'s
+/// connection before a marker request: `GET_DOMAIN_PATH` with [`MARKER_REQUEST_ID`], sent
+/// raw, whose reply comes after them (see the module comment). For clients that sent raw
+/// requests, whose stray replies [`Client::request`] would skip unseen.
+pub fn messages_queued_so_far<T: Transport>(client: &mut Client<T>) -> Vec<Message> {
+    let marker = Message::new(
+        message_type::GET_DOMAIN_PATH,
+        MARKER_REQUEST_ID,
+        0,
+        join_strings(&["0"]),
+    );
+    client
+        .send_raw(&marker.to_bytes())
+        .expect("send the marker request");
+    let mut before = Vec::new();
+    loop {
+        let message = client
+            .receive_message(Duration::from_secs(5))
+            .expect("receive")
+            .expect("the marker request is answered");
+        if message.header.message_type == message_type::GET_DOMAIN_PATH
+            && message.header.request_id == MARKER_REQUEST_ID
+        {
+            return before;
+        }
+        before.push(message);
     }
 }
