@@ -942,3 +942,90 @@ fn reading_waits_for_the_memory_quota_and_for_caused_events() {
         "served again once they are delivered"
     );
 }
+
+/// Watch events queued for an unprivileged domain that does not read expire after the
+/// `-w watch-event` timeout and are no longer charged to it; only the message its ring had
+/// started to take is kept. Moved from the daemon's `xsa_326_memory_exhaustion_is_bounded`
+/// (T-326b), which waited 2.5 s of wall time for a 1 s timeout: here the clock is the fake
+/// platform's.
+#[test]
+fn events_queued_for_a_guest_that_does_not_read_expire() {
+    let config = Config {
+        watch_event_timeout_milliseconds: 1000,
+        ..Config::default()
+    };
+    let mut h = Harness::with_config(config);
+    let dom0 = h.dom0;
+    assert_eq!(h.request(dom0, "MKDIR", 0, "/local/domain/17|"), "OK|");
+    assert_eq!(
+        h.request(dom0, "SET_PERMS", 0, "/local/domain/17|n17|"),
+        "OK|"
+    );
+    let slow = h.introduce(17);
+    // The nodes exist (charged to 17, the owner of their parent) before the flood, so that
+    // the flood changes only what queued events are charged.
+    let write_every_node = |h: &mut Harness| {
+        for index in 0..40 {
+            assert_eq!(
+                h.request(
+                    dom0,
+                    "WRITE",
+                    0,
+                    &format!("/local/domain/17/data/k{index}|v")
+                ),
+                "OK|"
+            );
+        }
+    };
+    write_every_node(&mut h);
+    for index in 0..3 {
+        let token = format!("e{index}-{}", "t".repeat(100));
+        assert_eq!(
+            h.request(slow, "WATCH", 0, &format!("data|{token}|")),
+            "OK|"
+        );
+    }
+    assert_eq!(h.events(slow).len(), 3, "the initial events");
+    let memory_idle = h.engine.domain_usage(DomainId(17)).memory_bytes;
+    // 3 watches × 40 changes × ~130 bytes: far more than the 1024-byte response ring, so
+    // most events wait in the store, charged to guest 17.
+    write_every_node(&mut h);
+    // The ring takes its fill of 1000 bytes (whole events and the start of one), then the
+    // guest stops reading.
+    h.engine.consume_output(slow, 1000);
+    let started_rest_bytes = h.engine.output(slow).len();
+    let memory_flooded = h.engine.domain_usage(DomainId(17)).memory_bytes;
+    assert!(
+        memory_flooded > memory_idle + 10_000,
+        "events are charged: idle {memory_idle}, flooded {memory_flooded}"
+    );
+    // Half the timeout: nothing expires yet.
+    h.platform.now_milliseconds += 500;
+    h.engine.tick(&mut h.platform);
+    assert_eq!(
+        h.engine.domain_usage(DomainId(17)).memory_bytes,
+        memory_flooded
+    );
+    // Past the timeout: what was queued has expired, except the message the ring had
+    // started to take.
+    h.platform.now_milliseconds += 501;
+    h.engine.tick(&mut h.platform);
+    let memory_expired = h.engine.domain_usage(DomainId(17)).memory_bytes;
+    assert!(
+        memory_expired + 10_000 < memory_flooded,
+        "events expired: flooded {memory_flooded}, later {memory_expired}"
+    );
+    assert_eq!(h.engine.output(slow).len(), started_rest_bytes);
+    h.engine.consume_output(slow, started_rest_bytes);
+    assert_eq!(
+        h.events(slow),
+        Vec::<String>::new(),
+        "nothing is delivered after the expiry but the rest of the started event"
+    );
+    assert_eq!(
+        h.engine.domain_usage(DomainId(17)).memory_bytes,
+        memory_idle,
+        "nothing stays charged"
+    );
+    assert_eq!(h.engine.check_accounting(), 0);
+}
