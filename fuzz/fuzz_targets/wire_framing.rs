@@ -49,6 +49,22 @@ fn drain(engine: &mut Engine, connection: ConnectionId) {
     }
 }
 
+/// Where, by the framing rules alone (`xs_wire.h`: a 16-byte header announcing at most
+/// 4096 payload bytes), the first header announcing more ends in `stream`, if one does.
+fn first_oversized_header_end(stream: &[u8]) -> Option<usize> {
+    let mut offset = 0;
+    while let Some(header) = stream.get(offset..offset + HEADER_SIZE_BYTES) {
+        let mut bytes = [0u8; HEADER_SIZE_BYTES];
+        bytes.copy_from_slice(header);
+        let length = MessageHeader::from_bytes(&bytes).payload_length_bytes as usize;
+        if length > PAYLOAD_MAX_BYTES {
+            return Some(offset + HEADER_SIZE_BYTES);
+        }
+        offset += HEADER_SIZE_BYTES + length;
+    }
+    None
+}
+
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some((&control, stream)) = data.split_first() else {
         return;
@@ -59,6 +75,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let guest = engine.open_domain_connection(&mut platform, DomainId(5));
     let connection = if control & 1 == 0 { dom0 } else { guest };
     let chunk = usize::from(control >> 1).max(1);
+    let mut taken_bytes = 0;
     for piece in stream.chunks(chunk) {
         let mut pending = piece.to_vec();
         engine.receive_from(&mut platform, connection, &mut pending);
@@ -66,6 +83,28 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         // Whatever was not taken (throttled) is offered again once the output is read.
         engine.receive_from(&mut platform, connection, &mut pending);
         drain(&mut engine, connection);
+        if !pending.is_empty() {
+            // Still throttled: the rest of the stream is never read, as on a real ring.
+            taken_bytes += piece.len() - pending.len();
+            break;
+        }
+        taken_bytes += piece.len();
+    }
+    // The promise of the header: a connection fails only for an oversized header, and a
+    // fully received oversized header always fails it (C `read_message()`: EINVAL).
+    let oversized_end = first_oversized_header_end(stream);
+    let failed = engine.failure(connection).is_some();
+    if failed {
+        assert!(
+            oversized_end.is_some(),
+            "the connection failed although no header announced over {PAYLOAD_MAX_BYTES} bytes"
+        );
+    } else if let Some(end) = oversized_end {
+        assert!(
+            end > taken_bytes,
+            "an oversized header was received whole ({end} of {taken_bytes} bytes taken) and \
+             the connection did not fail"
+        );
     }
     assert_eq!(engine.check_accounting(), 0, "accounting equals a recount");
 });
