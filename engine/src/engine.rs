@@ -1490,11 +1490,6 @@ impl Engine {
             }
         }
         let writes = transaction.writes();
-        let deletions = transaction
-            .accessed
-            .values()
-            .filter(|accessed| accessed.written && accessed.node.is_none())
-            .count();
         let Transaction {
             accessed,
             mut changes,
@@ -1504,15 +1499,23 @@ impl Engine {
         // before the tree changes, like everything else that allocates: the commit is
         // all or nothing.
         let kept = first_change_per_path(&mut changes)?;
+        // What the commit needs room for: new nodes, removals, the owners whose accounting
+        // changes.
         let mut owners: SortedSet<DomainId> = SortedSet::new();
+        let (mut new_nodes, mut deletions) = (0, 0);
         for (node_path, written) in accessed.iter() {
             if !written.written {
                 continue;
             }
-            if let Some(node) = &written.node {
-                owners.try_insert(node.permissions.owner())?;
+            let committed = self.tree.get(node_path);
+            match &written.node {
+                Some(node) => {
+                    owners.try_insert(node.permissions.owner())?;
+                    new_nodes += usize::from(committed.is_none());
+                }
+                None => deletions += 1,
             }
-            if let Some(committed) = self.tree.get(node_path) {
+            if let Some(committed) = committed {
                 owners.try_insert(committed.permissions.owner())?;
             }
         }
@@ -1520,7 +1523,7 @@ impl Engine {
             tree: &mut self.tree,
             deltas: AccountingDeltas::new(),
         };
-        view.reserve(writes - deletions, deletions, owners.len())?;
+        view.reserve(new_nodes, deletions, owners.len())?;
         // Deletions first, deepest first (the paths are in order, children after their
         // parent), so that the tree never holds a node whose parent is gone; then the
         // stores, parents before children. The transaction's view was consistent, so every
