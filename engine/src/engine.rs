@@ -2047,3 +2047,71 @@ fn event_message(shown_path: &[u8], token: &[u8]) -> StoreResult<Vec<u8>> {
     message.push(0);
     Ok(message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    fn change(path: &str, exact: bool) -> Change {
+        Change {
+            path: String::from(path),
+            exact,
+            permissions: Permissions::owned_by(DomainId(0)),
+            old_permissions: None,
+        }
+    }
+
+    #[test]
+    fn a_transaction_fires_the_first_change_of_each_path_subtree_winning() {
+        let mut changes = std::vec![
+            change("/b", true),
+            change("/a", false),
+            change("/b", false),
+            change("/c", true),
+            change("/a", true),
+        ];
+        let kept = first_change_per_path(&mut changes).unwrap();
+        assert_eq!(kept, [true, true, false, true, false]);
+        let fired: Vec<(&str, bool)> = changes
+            .iter()
+            .zip(&kept)
+            .filter(|(_, kept)| **kept)
+            .map(|(change, _)| (change.path.as_str(), change.exact))
+            .collect();
+        assert_eq!(fired, [("/b", false), ("/a", false), ("/c", true)]);
+    }
+
+    #[test]
+    fn replies_and_events_are_built_without_formatting() {
+        let mut room = [0u8; 16];
+        assert_eq!(
+            error_payload(StoreError::NotEmpty, &mut room),
+            b"ENOTEMPTY\0"
+        );
+        let message = event_message(b"/a", b"token").unwrap();
+        assert_eq!(
+            message,
+            wire::encode_message(MessageType::WatchEvent.number(), 0, 0, b"/a\0token\0")
+        );
+        assert_eq!(
+            event_message(&[b'a'; PAYLOAD_MAX_BYTES], b""),
+            Err(StoreError::TooBig)
+        );
+        let mut room = [0u8; 48];
+        assert_eq!(
+            special_per_domain(RELEASE_DOMAIN, DomainId(65535), &mut room),
+            b"@releaseDomain/65535"
+        );
+        assert!(REPLY_ROOM_BYTES >= HEADER_SIZE_BYTES + "/local/domain/65535\0".len());
+    }
+
+    #[test]
+    fn the_trace_shows_payloads_without_allocating_them() {
+        assert_eq!(Printable(b"/a\0b\x01").to_string(), "/a b.");
+        let long = [b'x'; 300];
+        let shown = Printable(&long).to_string();
+        assert_eq!(shown.len(), 259);
+        assert!(shown.ends_with("x..."));
+    }
+}

@@ -684,6 +684,51 @@ mod tests {
     }
 
     #[test]
+    fn paths_are_measured_and_built_from_the_chain_of_names() {
+        let mut tree = Tree::new(DomainId(0), KEY);
+        for path in ["/a", "/a/bc", "/a/bc/d", "@special"] {
+            tree.insert(path, owned()).unwrap();
+        }
+        let mut paths: Vec<(String, usize)> = tree
+            .try_nodes()
+            .zip(tree.nodes_with_path_bytes())
+            .map(|((path, _), (bytes, _))| (path.unwrap(), bytes))
+            .collect();
+        paths.sort();
+        let expected = ["/", "/a", "/a/bc", "/a/bc/d", "@special"];
+        assert_eq!(paths, expected.map(|path| (String::from(path), path.len())));
+        assert_eq!(
+            tree.matching_nodes(|node| node.value().is_empty())
+                .unwrap()
+                .len(),
+            5
+        );
+    }
+
+    #[test]
+    fn a_subtree_goes_with_its_top_and_only_it() {
+        let mut tree = Tree::new(DomainId(0), KEY);
+        for (path, children) in [
+            ("/a", &["b"][..]),
+            ("/a/b", &["c"]),
+            ("/a/b/c", &[]),
+            ("/ab", &[]),
+        ] {
+            let mut node = owned();
+            for child in children {
+                node.add_child(child).unwrap();
+            }
+            tree.insert(path, node).unwrap();
+        }
+        tree.try_reserve_removals(3).unwrap();
+        assert!(tree.remove("/a").unwrap().is_some());
+        assert!(tree.get("/a/b/c").is_none() && tree.get("/a/b").is_none());
+        assert!(tree.get("/ab").is_some());
+        assert_eq!(tree.len(), 2);
+        assert!(tree.index_is_consistent());
+    }
+
+    #[test]
     fn a_new_node_needs_its_parent() {
         let mut tree = Tree::new(DomainId(0), KEY);
         assert_eq!(tree.insert("/a/b", owned()), Err(StoreError::NoEntry));
