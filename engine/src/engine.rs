@@ -346,7 +346,14 @@ impl Engine {
 
     /// The connections that got output queued since the last call, in order: front ends
     /// serve these (plus the rings that notified them) instead of visiting every connection.
+    ///
+    /// The set keeps room for every connection (queueing output must not grow it), so it
+    /// is handed over and replaced only when it holds something: an idle poll allocates
+    /// nothing.
     pub fn take_output_ready(&mut self) -> Vec<ConnectionId> {
+        if self.output_ready.is_empty() {
+            return Vec::new();
+        }
         let room = self.connections.len();
         self.output_ready.take_with_capacity(room)
     }
