@@ -8,9 +8,8 @@
 //! reported with another id is a new domain reusing the id, so the old one died
 //! (`xen/include/public/domctl.h`, C xenstored 4.21 `domain.c:do_check_domain()`).
 
+use crate::fallible::SortedMap;
 use crate::{DomainId, Engine, Platform};
-use alloc::collections::BTreeMap;
-use alloc::vec::Vec;
 
 /// What the hypervisor reports of one domain (`xen_domctl_get_domain_state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,16 +52,66 @@ pub enum DomainChange {
     Died(DomainId),
 }
 
+/// The changes one report makes known: at most two (the domain reusing the id replaced a
+/// dead one, and shut down), kept inline so that a report allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainChanges {
+    changes: [DomainChange; 2],
+    count: usize,
+}
+
+impl DomainChanges {
+    const fn new() -> DomainChanges {
+        DomainChanges {
+            changes: [DomainChange::Died(DomainId::INVALID); 2],
+            count: 0,
+        }
+    }
+
+    fn push(&mut self, change: DomainChange) {
+        if let Some(slot) = self.changes.get_mut(self.count) {
+            *slot = change;
+            self.count += 1;
+        }
+    }
+
+    /// The changes, in the order they happened.
+    pub fn as_slice(&self) -> &[DomainChange] {
+        self.changes.get(..self.count).unwrap_or(&[])
+    }
+
+    /// Whether the report changed nothing the engine needs to hear.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn contains(&self, change: &DomainChange) -> bool {
+        self.as_slice().contains(change)
+    }
+}
+
+impl IntoIterator for DomainChanges {
+    type Item = DomainChange;
+    type IntoIter = core::iter::Take<core::array::IntoIter<DomainChange, 2>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.changes.into_iter().take(self.count)
+    }
+}
+
 /// The unique ids of the domains seen so far.
 #[derive(Debug, Default)]
 pub struct DomainStateTracker {
-    unique_ids: BTreeMap<DomainId, u64>,
+    /// By domain id; a map whose growth can be refused (the reports follow guests'
+    /// lifecycles, and the store must not end for want of memory to note one).
+    unique_ids: SortedMap<DomainId, u64>,
 }
 
 impl DomainStateTracker {
-    /// Interprets one report.
-    pub fn observe(&mut self, domain: DomainId, state: DomainState) -> Vec<DomainChange> {
-        let mut changes = Vec::new();
+    /// Interprets one report. A new domain that finds no memory to be noted is not known
+    /// (its death is still reported: an unknown domain's death reaches the engine too).
+    pub fn observe(&mut self, domain: DomainId, state: DomainState) -> DomainChanges {
+        let mut changes = DomainChanges::new();
         if let Some(known) = self.unique_ids.get(&domain).copied()
             && state.exists
             && known != state.unique_id
@@ -78,7 +127,9 @@ impl DomainStateTracker {
             }
             return changes;
         }
-        self.unique_ids.insert(domain, state.unique_id);
+        if self.unique_ids.try_insert(domain, state.unique_id).is_err() {
+            log::warn!("domain {domain}: no memory to note it");
+        }
         if state.shutdown {
             changes.push(DomainChange::Shutdown(domain));
         }
@@ -145,13 +196,24 @@ mod tests {
             ..alive(50)
         };
         assert_eq!(
-            tracker.observe(DomainId(5), shut),
+            tracker.observe(DomainId(5), shut).as_slice(),
             [DomainChange::Shutdown(DomainId(5))]
         );
         assert_eq!(
-            tracker.observe(DomainId(5), alive(51)),
+            tracker.observe(DomainId(5), alive(51)).as_slice(),
             [DomainChange::Died(DomainId(5))],
             "id reused"
+        );
+        let reused_and_shut = DomainState {
+            shutdown: true,
+            ..alive(52)
+        };
+        assert_eq!(
+            tracker.observe(DomainId(5), reused_and_shut).as_slice(),
+            [
+                DomainChange::Died(DomainId(5)),
+                DomainChange::Shutdown(DomainId(5))
+            ]
         );
         assert!(tracker.knows(DomainId(5)));
         let dead = DomainState {
@@ -160,7 +222,7 @@ mod tests {
             ..alive(51)
         };
         assert_eq!(
-            tracker.observe(DomainId(5), dead),
+            tracker.observe(DomainId(5), dead).as_slice(),
             [DomainChange::Died(DomainId(5))]
         );
         assert!(!tracker.knows(DomainId(5)));
