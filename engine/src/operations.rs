@@ -284,12 +284,16 @@ fn node_with_access(
     path: &str,
     wanted: Access,
 ) -> StoreResult<Node> {
-    let found = match view.node(path)? {
-        Some(node) if access_for(caller, node, domains).allows(wanted) => node.try_clone(),
-        Some(_) => Err(StoreError::AccessDenied),
-        None => Err(StoreError::NoEntry),
+    let error = match view.node(path)? {
+        // `ENOMEM` from the copy is the answer as it is: only a refusal of access or a
+        // missing node is refined by the parents.
+        Some(node) if access_for(caller, node, domains).allows(wanted) => {
+            return node.try_clone();
+        }
+        Some(_) => StoreError::AccessDenied,
+        None => StoreError::NoEntry,
     };
-    found.map_err(|error| missing_node_error(view, domains, caller, path, error))
+    Err(missing_node_error(view, domains, caller, path, error))
 }
 
 /// Reads a node's value after checking `wanted` access, without cloning the node.
