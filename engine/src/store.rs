@@ -253,6 +253,25 @@ fn hash_chain(hasher: &mut SipHasher, slots: &[Option<Node>], slot: u32) {
     }
 }
 
+/// Whether two slots' chains of names are the same (the same path).
+fn same_chain(slots: &[Option<Node>], left: u32, right: u32) -> bool {
+    let (mut left, mut right) = (node_at(slots, left), node_at(slots, right));
+    while let (Some(left_node), Some(right_node)) = (left, right) {
+        if left_node.name() != right_node.name() {
+            return false;
+        }
+        match (left_node.parent, right_node.parent) {
+            (NO_PARENT, NO_PARENT) => return true,
+            (NO_PARENT, _) | (_, NO_PARENT) => return false,
+            (left_parent, right_parent) => {
+                left = node_at(slots, left_parent);
+                right = node_at(slots, right_parent);
+            }
+        }
+    }
+    false
+}
+
 /// Whether the slot's chain of names spells `path`.
 fn slot_has_path(slots: &[Option<Node>], slot: u32, path: &str) -> bool {
     let (top, below) = split_path(path);
@@ -627,10 +646,18 @@ impl Tree {
                 .iter()
                 .enumerate()
                 .filter(|(_, node)| node.is_some())
-                .all(|(slot, _)| {
-                    u32::try_from(slot)
-                        .is_ok_and(|slot| self.slot_of(&self.path_of(slot)) == Some(slot))
-                })
+                .all(|(slot, _)| u32::try_from(slot).is_ok_and(|slot| self.indexed_once(slot)))
+    }
+
+    /// Whether looking up the slot's path (hashed from its chain of names, as a lookup of
+    /// the path string would hash it) finds this slot: no path is built, so a check cannot
+    /// fail for want of memory.
+    fn indexed_once(&self, slot: u32) -> bool {
+        let hash = hash_slot(self.hash_key, &self.slots, slot);
+        let slots = &self.slots;
+        self.index
+            .find(hash, |candidate| same_chain(slots, *candidate, slot))
+            .is_some_and(|found| *found == slot)
     }
 }
 
