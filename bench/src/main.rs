@@ -1,35 +1,51 @@
-//! `xenstore-bench`: runs the named workloads of performance.md §4.2 against our xenstored and,
-//! when available, Debian's C xenstored and oxenstored under the fake-Xen shim, all serving the
-//! same simulated guests; prints a table with ratios to ours and the §4.4 goals, and writes
-//! `results.csv` and `scaling.svg`.
+//! `xenstore-bench`: runs the named workloads of performance.md §4.2 against our xenstored,
+//! Debian's C xenstored and oxenstored under the fake-Xen shim, all serving the same simulated
+//! guests; prints a table with ratios to ours and the §4.4 goals, writes `results.csv`,
+//! `scaling.svg` and `failures.txt`, and ends with a verdict: exit status 1 when any server
+//! could not be set up or failed a workload (goals are reported, never judged).
 
 mod report;
 mod servers;
 mod stats;
+mod verdict;
 mod workloads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use servers::{RunningServer, ServerKind, ServerPaths};
 use stats::Summary;
+use verdict::Failure;
 use workloads::{Row, Scale};
 
 const USAGE: &str = "\
 usage: xenstore-bench [--quick] [--xenstored PATH] [--debian-root DIR] [--shim LIB.so]
+                      [--peer-setup-failure REASON]
                       [--work-dir DIR] [--output-dir DIR] [--servers ours,C-xenstored,oxenstored]
                       [--workloads W0,W1,...]
        xenstore-bench --floor-server SOCKET     (internal: the W0 echo server)
 
-Without --debian-root and --shim only our server runs. bench/run.sh sets everything up.";
+Every server --servers names (default: all three) must run: a peer without --debian-root and
+--shim, or with --peer-setup-failure (bench/run.sh's reason), is a failure. Exit status 1 when
+anything failed, 2 on a usage error. bench/run.sh sets everything up.";
+
+/// The stores a run compares, in table order.
+const STORES: [ServerKind; 3] = [
+    ServerKind::Ours,
+    ServerKind::CXenstored,
+    ServerKind::OXenstored,
+];
 
 struct Arguments {
     quick: bool,
     paths: ServerPaths,
+    /// Why bench/run.sh could not prepare the peers: each peer asked for fails its set-up.
+    peer_setup_failure: Option<String>,
     work_directory: PathBuf,
     output_directory: PathBuf,
-    servers: Option<Vec<String>>,
+    /// The stores to run (default all of [`STORES`]).
+    servers: Vec<ServerKind>,
     workloads: Option<Vec<String>>,
 }
 
@@ -43,9 +59,10 @@ fn parse_arguments() -> Result<Arguments, String> {
             debian_root: None,
             shim_library: None,
         },
+        peer_setup_failure: None,
         work_directory: PathBuf::from("/tmp/xenstore-bench"),
         output_directory: PathBuf::from("target/bench"),
-        servers: None,
+        servers: STORES.to_vec(),
         workloads: None,
     };
     let mut words = std::env::args().skip(1);
@@ -56,13 +73,36 @@ fn parse_arguments() -> Result<Arguments, String> {
             "--xenstored" => arguments.paths.our_xenstored = value()?.into(),
             "--debian-root" => arguments.paths.debian_root = Some(value()?.into()),
             "--shim" => arguments.paths.shim_library = Some(value()?.into()),
+            "--peer-setup-failure" => arguments.peer_setup_failure = Some(value()?),
             "--work-dir" => arguments.work_directory = value()?.into(),
             "--output-dir" => arguments.output_directory = value()?.into(),
             "--servers" => {
-                arguments.servers = Some(value()?.split(',').map(str::to_string).collect())
+                let names = value()?;
+                let mut servers = Vec::new();
+                for name in names.split(',') {
+                    let kind = STORES
+                        .into_iter()
+                        .find(|kind| kind.name() == name)
+                        .ok_or_else(|| format!("unknown server {name} in --servers"))?;
+                    if !servers.contains(&kind) {
+                        servers.push(kind);
+                    }
+                }
+                // Table order, whatever the order given.
+                arguments.servers = STORES
+                    .into_iter()
+                    .filter(|kind| servers.contains(kind))
+                    .collect();
             }
             "--workloads" => {
-                arguments.workloads = Some(value()?.split(',').map(str::to_string).collect())
+                let names: Vec<String> = value()?.split(',').map(str::to_string).collect();
+                if let Some(unknown) = names
+                    .iter()
+                    .find(|name| !workloads::all().iter().any(|(known, ..)| known == name))
+                {
+                    return Err(format!("unknown workload {unknown} in --workloads"));
+                }
+                arguments.workloads = Some(names);
             }
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
@@ -105,18 +145,21 @@ fn run(arguments: &Arguments) -> ExitCode {
     } else {
         Scale::full()
     };
-    let available = arguments.paths.available();
-    let stores: Vec<ServerKind> = available
-        .iter()
-        .copied()
-        .filter(|kind| kind.is_store())
-        .filter(|kind| {
-            arguments
-                .servers
-                .as_ref()
-                .is_none_or(|wanted| wanted.iter().any(|name| name == kind.name()))
-        })
-        .collect();
+    let mut failures: Vec<Failure> = Vec::new();
+    // A server asked for that cannot run is a failure, never silently left out.
+    let mut stores = Vec::new();
+    for &kind in &arguments.servers {
+        match arguments
+            .paths
+            .unavailable(kind, arguments.peer_setup_failure.as_deref())
+        {
+            Some(reason) => {
+                eprintln!("xenstore-bench: {}: {reason}", kind.name());
+                failures.push(Failure::new(kind, "set-up", reason));
+            }
+            None => stores.push(kind),
+        }
+    }
     eprintln!(
         "xenstore-bench: servers {:?}, {} mode",
         stores.iter().map(|kind| kind.name()).collect::<Vec<_>>(),
@@ -144,16 +187,30 @@ fn run(arguments: &Arguments) -> ExitCode {
             let outcome = RunningServer::start(kind, &arguments.paths, &run_directory)
                 .map_err(|error| error.to_string())
                 .and_then(|mut server| {
-                    let result = workload(&server, &scale).map_err(|error| {
-                        let state = if server.alive() { "running" } else { "DIED" };
-                        let log = std::fs::read_to_string(run_directory.join("server.log"))
-                            .unwrap_or_default();
-                        let tail: String =
-                            log.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
-                        format!("{error} (server {state}; log: {tail})")
-                    });
+                    let result = workload(&server, &scale);
+                    // A server that exited is a failure even when the workload's last reply
+                    // came before it did.
+                    let patience = if result.is_ok() {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_millis(500)
+                    };
+                    let exited = server.exit_status(patience);
                     let cpu = server.cpu_nanoseconds();
-                    result.map(|(rows, points)| (rows, points, cpu))
+                    match (result, exited) {
+                        (Ok((rows, points)), None) => Ok((rows, points, cpu)),
+                        (Ok(_), Some(status)) => Err(format!(
+                            "the server exited during the workload ({status}; log: {})",
+                            servers::log_excerpt(&run_directory)
+                        )),
+                        (Err(error), exited) => Err(format!(
+                            "{error} (server {}; log: {})",
+                            exited.map_or("running".to_string(), |status| format!(
+                                "EXITED: {status}"
+                            )),
+                            servers::log_excerpt(&run_directory)
+                        )),
+                    }
                 });
             match outcome {
                 Ok((new_rows, new_points, cpu_nanoseconds)) => {
@@ -168,6 +225,7 @@ fn run(arguments: &Arguments) -> ExitCode {
                 }
                 Err(error) => {
                     eprintln!("  {name:<4} {:<12} FAILED: {error}", kind.name());
+                    failures.push(Failure::new(kind, name, error.clone()));
                     rows.push(Row {
                         workload: name,
                         variant: "FAILED".to_string(),
@@ -176,11 +234,13 @@ fn run(arguments: &Arguments) -> ExitCode {
                         peak_memory_kibibytes: 0,
                         figure: None,
                         note: error,
+                        refused: None,
                     });
                 }
             }
         }
     }
+    failures.extend(verdict::refusals(&rows));
     let _ = std::fs::remove_dir_all(&arguments.work_directory);
     println!("{}", report::table(&rows));
     let goals = report::goals(&rows, scale.domain_checkpoints);
@@ -194,6 +254,11 @@ fn run(arguments: &Arguments) -> ExitCode {
             .join(", "),
         started.elapsed().as_secs_f64()
     );
+    // failures.txt: the verdict's entries, one a line (empty when none), for bench/run.sh.
+    let failures_text: String = verdict::entries(&failures)
+        .iter()
+        .map(|entry| format!("{entry}\n"))
+        .collect();
     if let Err(error) = std::fs::create_dir_all(&arguments.output_directory)
         .and_then(|()| {
             std::fs::write(
@@ -207,14 +272,31 @@ fn run(arguments: &Arguments) -> ExitCode {
                 report::svg(&points),
             )
         })
+        .and_then(|()| {
+            std::fs::write(
+                arguments.output_directory.join("failures.txt"),
+                &failures_text,
+            )
+        })
     {
         eprintln!("xenstore-bench: writing results: {error}");
-        return ExitCode::FAILURE;
+        failures.push(Failure {
+            server: "xenstore-bench".to_string(),
+            workload: "results".to_string(),
+            what: format!("writing the results failed: {error}"),
+        });
+    } else {
+        println!(
+            "wrote {}, {} and {}",
+            arguments.output_directory.join("results.csv").display(),
+            arguments.output_directory.join("scaling.svg").display(),
+            arguments.output_directory.join("failures.txt").display()
+        );
     }
-    println!(
-        "wrote {} and {}",
-        arguments.output_directory.join("results.csv").display(),
-        arguments.output_directory.join("scaling.svg").display()
-    );
-    ExitCode::SUCCESS
+    println!("{}", verdict::line("xenstore-bench", &failures, &stores));
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -30,11 +30,6 @@ impl ServerKind {
             ServerKind::OXenstored => "oxenstored",
         }
     }
-
-    /// Whether the server is a store (the floor only echoes).
-    pub fn is_store(self) -> bool {
-        self != ServerKind::Floor
-    }
 }
 
 /// Where the binaries are.
@@ -49,28 +44,88 @@ pub struct ServerPaths {
 }
 
 impl ServerPaths {
-    fn peer_binary(&self, name: &str) -> Option<PathBuf> {
-        let path = self
-            .debian_root
-            .as_ref()?
-            .join("usr/lib/xen-4.17/bin")
-            .join(name);
-        path.exists().then_some(path)
+    fn peer_binary_path(&self, kind: ServerKind) -> Option<PathBuf> {
+        let name = match kind {
+            ServerKind::CXenstored => "xenstored",
+            ServerKind::OXenstored => "oxenstored",
+            ServerKind::Floor | ServerKind::Ours => return None,
+        };
+        Some(
+            self.debian_root
+                .as_ref()?
+                .join("usr/lib/xen-4.17/bin")
+                .join(name),
+        )
     }
 
-    /// The servers this run can start.
-    pub fn available(&self) -> Vec<ServerKind> {
-        let mut kinds = vec![ServerKind::Floor, ServerKind::Ours];
-        if self.shim_library.is_some() {
-            if self.peer_binary("xenstored").is_some() {
-                kinds.push(ServerKind::CXenstored);
-            }
-            if self.peer_binary("oxenstored").is_some() {
-                kinds.push(ServerKind::OXenstored);
-            }
-        }
-        kinds
+    fn peer_binary(&self, kind: ServerKind) -> Option<PathBuf> {
+        self.peer_binary_path(kind).filter(|path| path.exists())
     }
+
+    /// Why `kind` cannot run in this run, or `None` when it can be started. `set_up_failure`
+    /// is what `bench/run.sh` reports when it could not prepare the peers.
+    pub fn unavailable(&self, kind: ServerKind, set_up_failure: Option<&str>) -> Option<String> {
+        if matches!(kind, ServerKind::Floor | ServerKind::Ours) {
+            return None;
+        }
+        if let Some(reason) = set_up_failure {
+            return Some(reason.to_string());
+        }
+        if self.debian_root.is_none() || self.shim_library.is_none() {
+            return Some("no --debian-root and --shim (bench/run.sh prepares them)".to_string());
+        }
+        if self.peer_binary(kind).is_none() {
+            let path = self.peer_binary_path(kind).unwrap_or_default();
+            return Some(format!("no {} in the Debian tree", path.display()));
+        }
+        None
+    }
+}
+
+/// What a run directory's `server.log` says about a failure, on one line: its first line that
+/// names an error (the daemons print the reason first, then a usage text or a backtrace), else
+/// its last lines.
+pub fn log_excerpt(run_directory: &Path) -> String {
+    const LINES: usize = 2;
+    const LINE_CHARACTERS: usize = 200;
+    let log = fs::read_to_string(run_directory.join("server.log")).unwrap_or_default();
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    let is_error = |line: &&str| {
+        let lower = line.to_lowercase();
+        [
+            "error",
+            "panic",
+            "fatal",
+            "abort",
+            "unrecognized",
+            "unknown",
+            "invalid",
+            "fail",
+            "cannot",
+            "segmentation",
+        ]
+        .iter()
+        .any(|word| lower.contains(word))
+    };
+    let chosen: Vec<&str> = match lines.iter().copied().find(is_error) {
+        Some(line) => vec![line],
+        None => lines.iter().rev().take(LINES).rev().copied().collect(),
+    };
+    if chosen.is_empty() {
+        return "empty".to_string();
+    }
+    chosen
+        .iter()
+        .map(|line| {
+            let words = line.split_whitespace().collect::<Vec<_>>().join(" ");
+            words.chars().take(LINE_CHARACTERS).collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// A started server with its private run directory.
@@ -126,18 +181,21 @@ impl RunningServer {
         // Wait for the socket: the peers listen with backlog 1, so probe with one connection.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            // The run directory goes when `server` is dropped: quote its log in the error.
             if let Some(status) = server.child.try_wait()? {
                 return Err(io::Error::other(format!(
-                    "{} exited at start-up ({status}); see {}",
-                    kind.name(),
-                    server.run_directory.join("server.log").display()
+                    "exited at start-up ({status}; log: {})",
+                    log_excerpt(&server.run_directory)
                 )));
             }
             if UnixStream::connect(&server.socket).is_ok() {
                 return Ok(server);
             }
             if Instant::now() > deadline {
-                return Err(io::Error::other(format!("{} never listened", kind.name())));
+                return Err(io::Error::other(format!(
+                    "never listened on its socket within 10 s (log: {})",
+                    log_excerpt(&server.run_directory)
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -186,9 +244,20 @@ impl RunningServer {
             .sum()
     }
 
-    /// Whether the server is still running.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+    /// How the server ended, if it has within `patience` (before the bench kills it, it never
+    /// should). A dying process closes its sockets before it can be reaped: after a failed
+    /// request, wait a little to tell a crash from a refusal.
+    pub fn exit_status(&mut self, patience: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => return None,
+            }
+        }
     }
 }
 
@@ -210,11 +279,9 @@ fn peer_command(
     let (Some(root), Some(shim)) = (&paths.debian_root, &paths.shim_library) else {
         return Err(io::Error::other("no Debian peers or shim"));
     };
-    let binary = match kind {
-        ServerKind::CXenstored => paths.peer_binary("xenstored"),
-        _ => paths.peer_binary("oxenstored"),
-    }
-    .ok_or_else(|| io::Error::other(format!("{} not unpacked", kind.name())))?;
+    let binary = paths
+        .peer_binary(kind)
+        .ok_or_else(|| io::Error::other(format!("{} not unpacked", kind.name())))?;
     let mut command = Command::new(binary);
     let libraries = format!(
         "{}:{}",

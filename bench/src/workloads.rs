@@ -84,6 +84,10 @@ pub struct Row {
     /// A workload-specific figure (bytes per node, ms per domain, ...).
     pub figure: Option<(&'static str, f64)>,
     pub note: String,
+    /// An optional request this server answered with an error (W13's `XS_CONTROL memreport`,
+    /// which C xenstored only knows when built with talloc reports): `(request, error)`. Not
+    /// a failure in itself; ours failing where a peer answered is (see `verdict`).
+    pub refused: Option<(&'static str, String)>,
 }
 
 /// One point of the domain-scaling curves.
@@ -111,6 +115,7 @@ fn row(
         peak_memory_kibibytes: server.memory_kibibytes().1,
         figure: None,
         note: String::new(),
+        refused: None,
     }
 }
 
@@ -514,6 +519,11 @@ pub fn w6_directories(server: &RunningServer, scale: &Scale) -> WorkloadResult {
             listed = count;
         }
         samples.wall_nanoseconds = start.elapsed().as_nanos() as u64;
+        if listed != size {
+            return Err(ClientError::Protocol(format!(
+                "listing {path} gave {listed} children, not {size}"
+            )));
+        }
         let mut result = row("W6", format!("dir {size} children"), server, &samples);
         result.note = format!(
             "{listed} listed{}",
@@ -581,6 +591,20 @@ pub fn w7_transactions(server: &RunningServer, scale: &Scale) -> WorkloadResult 
     Ok((rows, Vec::new()))
 }
 
+/// How long W8 waits for each watch event before it fails the workload.
+const WATCH_EVENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A watch event that did not come: the workload fails (a server that drops events is broken).
+fn missing_event(which: &str) -> ClientError {
+    ClientError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "no watch event within {} s: {which}",
+            WATCH_EVENT_TIMEOUT.as_secs()
+        ),
+    ))
+}
+
 /// W8: K connections watch one node; each write's latency lasts until the last watcher has
 /// its event. Throughput counts delivered events.
 pub fn w8_watch_fanout(server: &RunningServer, scale: &Scale) -> WorkloadResult {
@@ -593,20 +617,25 @@ pub fn w8_watch_fanout(server: &RunningServer, scale: &Scale) -> WorkloadResult 
             let mut watcher = server.connect()?;
             watcher.watch("/bench/w8/node", &format!("token{index}"))?;
             // The initial event every new watch fires.
-            watcher.next_event(Duration::from_secs(5))?;
+            if watcher.next_event(WATCH_EVENT_TIMEOUT)?.is_none() {
+                return Err(missing_event(&format!(
+                    "the initial event of watcher {index} of {watcher_count}"
+                )));
+            }
             watchers.push(watcher);
         }
         let writes = (scale.watch_writes * 10 / watcher_count.max(10)).max(20);
         let mut samples = Samples::default();
         let cpu_before = server.cpu_nanoseconds();
         let start = Instant::now();
-        let mut missing = 0;
         for write in 0..writes {
             let begin = Instant::now();
             writer.write("/bench/w8/node", write.to_string().as_bytes())?;
-            for watcher in &mut watchers {
-                if watcher.next_event(Duration::from_secs(5))?.is_none() {
-                    missing += 1;
+            for (index, watcher) in watchers.iter_mut().enumerate() {
+                if watcher.next_event(WATCH_EVENT_TIMEOUT)?.is_none() {
+                    return Err(missing_event(&format!(
+                        "the event of write {write} for watcher {index} of {watcher_count}"
+                    )));
                 }
             }
             samples.record(begin.elapsed());
@@ -620,14 +649,7 @@ pub fn w8_watch_fanout(server: &RunningServer, scale: &Scale) -> WorkloadResult 
             server,
             &samples,
         );
-        result.note = format!(
-            "ops = events delivered; latency = write to last event{}",
-            if missing > 0 {
-                format!("; {missing} events MISSING")
-            } else {
-                String::new()
-            }
-        );
+        result.note = "ops = events delivered; latency = write to last event".to_string();
         rows.push(result);
     }
     Ok((rows, Vec::new()))
@@ -761,6 +783,7 @@ pub fn w9_domain_scaling(server: &RunningServer, scale: &Scale) -> WorkloadResul
         peak_memory_kibibytes: peak_kibibytes,
         figure: Some(("B/domain beyond ring page", bytes_per_domain)),
         note: "RSS delta incl. 1 home-directory node per domain".to_string(),
+        refused: None,
     });
     rows.push(Row {
         workload: "W13",
@@ -773,6 +796,7 @@ pub fn w9_domain_scaling(server: &RunningServer, scale: &Scale) -> WorkloadResul
             "RSS delta over the 0-domain baseline; {nodes_per_domain} nodes/domain \
              (toolstack nodes + 80 data nodes)"
         ),
+        refused: None,
     });
     Ok((rows, points))
 }
@@ -948,6 +972,9 @@ pub fn w13_memory(server: &RunningServer, scale: &Scale) -> WorkloadResult {
     let bytes_per_node = ((after_kibibytes as f64 - before_kibibytes as f64) * 1024.0
         - payload_bytes as f64)
         / nodes;
+    // An error reply is the server's answer (C xenstored knows memreport only when built
+    // with talloc reports); a lost connection or a timeout fails the workload.
+    let mut refused = None;
     let memreport = match client.call(message_type::CONTROL, 0, &join_strings(&["memreport"])) {
         Ok(reply) => {
             let text = String::from_utf8_lossy(&reply).replace(['\n', '\0'], " ");
@@ -958,7 +985,11 @@ pub fn w13_memory(server: &RunningServer, scale: &Scale) -> WorkloadResult {
                 .take(120)
                 .collect()
         }
-        Err(error) => format!("memreport: {error}"),
+        Err(ClientError::Store(name)) => {
+            refused = Some(("XS_CONTROL memreport", name.clone()));
+            format!("memreport: {name}")
+        }
+        Err(error) => return Err(error),
     };
     let mut result = row(
         "W13",
@@ -967,6 +998,7 @@ pub fn w13_memory(server: &RunningServer, scale: &Scale) -> WorkloadResult {
         &samples,
     );
     result.peak_memory_kibibytes = peak_kibibytes;
+    result.refused = refused;
     result.figure = Some(("B/node beyond key+value", bytes_per_node));
     result.note = format!(
         "key+value avg {:.0} B; {memreport}",
