@@ -11,6 +11,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use hashbrown::HashTable;
 
+/// The room a reply is built in before its request runs: a header and the longest error
+/// name, `OK`, a transaction id or a domain's home path (larger replies are reads, which
+/// answer `ENOMEM` in this room when their own cannot be allocated).
+pub const REPLY_ROOM_BYTES: usize = HEADER_SIZE_BYTES + 32;
+
 /// How the client reaches the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnectionKind {
@@ -76,6 +81,9 @@ pub struct Connection {
     /// Open transactions by id.
     pub transactions: SortedMap<u32, Transaction>,
     next_transaction_id: u32,
+    /// Room for the next reply, renewed as output is sent: when memory has run out in
+    /// between, the next request can still be answered (`ENOMEM`) in it.
+    spare_reply_room: Vec<u8>,
     /// The watches this connection holds: (watched path, token).
     pub watches: Vec<(String, Vec<u8>)>,
     /// Set once the connection broke the protocol.
@@ -89,6 +97,10 @@ impl Connection {
     /// A fresh connection; `event_hash_key` keys the digests of its queued events (secret,
     /// like the node index's key).
     pub fn new(kind: ConnectionKind, domain: DomainId, event_hash_key: [u64; 2]) -> Connection {
+        // The spare room for replies from the start (when it can be had): the first request
+        // is answered even if memory runs out before it.
+        let mut output = VecDeque::new();
+        let _ = output.try_reserve(2);
         Connection {
             kind,
             domain,
@@ -98,12 +110,14 @@ impl Connection {
             payload: Vec::new(),
             payload_skipped: false,
             payload_skipped_bytes: 0,
-            output: VecDeque::new(),
+            output,
             event_hashes: HashTable::new(),
             event_hash_key,
             output_sent_bytes: 0,
             transactions: SortedMap::new(),
             next_transaction_id: 1,
+            spare_reply_room: crate::fallible::vec_with_capacity(REPLY_ROOM_BYTES)
+                .unwrap_or_default(),
             watches: Vec::new(),
             failure: None,
             caused_events_pending: 0,
@@ -218,17 +232,36 @@ impl Connection {
         self.outstanding_replies() + self.caused_events_pending
     }
 
-    /// Room for one more queued message (a reply's room is reserved before its request runs).
-    pub fn reserve_output(&mut self) -> StoreResult<()> {
+    /// Room for `messages` more queued messages (a reply's room is reserved before its
+    /// request runs).
+    pub fn reserve_output(&mut self, messages: usize) -> StoreResult<()> {
         self.output
-            .try_reserve(1)
+            .try_reserve(messages)
             .map_err(|_| StoreError::OutOfMemory)
+    }
+
+    /// The room to build a reply in: the spare one, or a new one; empty when neither can be
+    /// had.
+    pub fn take_reply_room(&mut self) -> Vec<u8> {
+        if self.spare_reply_room.capacity() >= REPLY_ROOM_BYTES {
+            return core::mem::take(&mut self.spare_reply_room);
+        }
+        crate::fallible::vec_with_capacity(REPLY_ROOM_BYTES).unwrap_or_default()
+    }
+
+    /// Allocates the spare reply room again after a reply took it (nothing when memory is
+    /// short: the next request then allocates its own, or is answered without running).
+    pub fn replenish_reply_room(&mut self) {
+        if self.spare_reply_room.capacity() < REPLY_ROOM_BYTES {
+            self.spare_reply_room =
+                crate::fallible::vec_with_capacity(REPLY_ROOM_BYTES).unwrap_or_default();
+        }
     }
 
     /// Queues a message at the end; `ENOMEM` (and the message dropped) when the queue or the
     /// index of events cannot grow.
     pub fn push_output(&mut self, message: OutputMessage) -> StoreResult<()> {
-        self.reserve_output()?;
+        self.reserve_output(1)?;
         if !message.is_reply {
             let digest = self.event_digest(&message.bytes);
             match self

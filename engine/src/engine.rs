@@ -4,7 +4,7 @@
 //! does (`core.c:process_message()`); the reply is queued before any watch event the
 //! request caused, including the initial event of `XS_WATCH`.
 
-use crate::connection::{Connection, ConnectionKind, OutputMessage};
+use crate::connection::{Connection, ConnectionKind, OutputMessage, REPLY_ROOM_BYTES};
 use crate::domain::{Domains, feature};
 use crate::fallible::{self, SortedMap, SortedSet};
 use crate::memory::MemoryStatus;
@@ -110,11 +110,6 @@ pub struct Engine {
     /// reserved like [`Engine::output_ready`]'s.
     event_holders: SortedSet<ConnectionId>,
 }
-
-/// The room reserved for a reply before its request runs: a header and the longest error
-/// name, `OK`, a transaction id or a domain's home path (larger replies are reads, which
-/// answer `ENOMEM` in this room when their own cannot be allocated).
-const REPLY_ROOM_BYTES: usize = HEADER_SIZE_BYTES + 32;
 
 /// A reply's payload: a constant (`OK`, `T`, `F`) needs no allocation, so a request that
 /// changed the store can always say so.
@@ -467,6 +462,10 @@ impl Engine {
         };
         state.output_sent_bytes += sent_bytes;
         let domain = state.domain;
+        // Memory is given back here, so this is where the spare room for the next reply
+        // is renewed (a spare buffer, and a queue slot beyond the next message).
+        state.replenish_reply_room();
+        let _ = state.reserve_output(2);
         // One message at a time, so that each sent event's cause is settled without a list.
         loop {
             let Some(state) = self.connections.get_mut(&connection) else {
@@ -723,13 +722,25 @@ impl Engine {
     /// Room for the reply to a request of `connection`, taken before the request runs: a
     /// slot in its queue, its place among the connections with output, and a buffer that
     /// holds any error reply. Once a request changed the store its reply cannot be refused.
-    fn reserve_reply(&mut self, connection: ConnectionId) -> StoreResult<Vec<u8>> {
-        if let Some(state) = self.connections.get_mut(&connection) {
-            state.reserve_output()?;
-        }
-        self.output_ready
-            .try_reserve_total(self.output_ready.len() + 1)?;
-        fallible::vec_with_capacity(REPLY_ROOM_BYTES)
+    ///
+    /// Returns the buffer (empty when none could be had) and whether all the room is there.
+    /// A connection keeps a spare buffer and a spare queue slot, renewed as its output is
+    /// sent ([`Engine::consume_output`]), so that once memory runs out its next request is
+    /// still answered `ENOMEM`.
+    fn reserve_reply(&mut self, connection: ConnectionId) -> (Vec<u8>, bool) {
+        let mut complete = self
+            .output_ready
+            .try_reserve_total(self.output_ready.len() + 1)
+            .is_ok();
+        let room = match self.connections.get_mut(&connection) {
+            Some(state) => {
+                complete &= state.reserve_output(1).is_ok();
+                state.take_reply_room()
+            }
+            None => fallible::vec_with_capacity(REPLY_ROOM_BYTES).unwrap_or_default(),
+        };
+        complete &= room.capacity() >= REPLY_ROOM_BYTES;
+        (room, complete)
     }
 
     /// Queues a reply (whose room [`Engine::reserve_reply`] reserved).
@@ -749,12 +760,20 @@ impl Engine {
             queued_at_milliseconds: now,
             caused_by: None,
         });
-        if queued.is_err() || self.output_ready.try_insert(connection).is_err() {
+        if queued.is_err() {
             log::warn!("connection {}: a reply is lost, no memory", connection.0);
             return;
         }
         if let Some(record) = self.domains.get_mut(domain) {
             record.usage.memory_bytes = record.usage.memory_bytes.saturating_add(size);
+        }
+        // Room reserved with the reply's; should it be missing, the reply waits until the
+        // front end serves the connection for another reason.
+        if self.output_ready.try_insert(connection).is_err() {
+            log::warn!(
+                "connection {}: no memory to note a reply as ready",
+                connection.0
+            );
         }
     }
 
@@ -807,6 +826,9 @@ impl Engine {
             && (privileged || self.event_holders.try_insert(connection).is_ok());
         let queued = noted
             && self.connections.get_mut(&connection).is_some_and(|state| {
+                // A slot beyond the event when it can be had: a reply after it then finds
+                // its slot even if memory runs out meanwhile.
+                let _ = state.reserve_output(2);
                 state
                     .push_output(OutputMessage {
                         bytes,
@@ -844,8 +866,8 @@ impl Engine {
         }
         self.memory_status = platform.memory_status();
         // The reply's room first: a request that cannot be answered is not run.
-        let reply_room = self.reserve_reply(connection);
-        let outcome = match (message_type, payload, reply_room.is_ok()) {
+        let (mut reply, reply_room_reserved) = self.reserve_reply(connection);
+        let outcome = match (message_type, payload, reply_room_reserved) {
             (_, Err(error), _) => Err(error),
             (_, _, false) => Err(StoreError::OutOfMemory),
             (None | Some(MessageType::WatchEvent) | Some(MessageType::Error), _, _) => {
@@ -883,7 +905,6 @@ impl Engine {
                 error_payload(error.unwrap_or(StoreError::OutOfMemory), &mut error_bytes),
             ),
         };
-        let mut reply = reply_room.unwrap_or_default();
         let (request_id, transaction_id) = (header.request_id, header.transaction_id);
         let mut encoded = wire::encode_into(
             &mut reply,
