@@ -420,8 +420,16 @@ impl Tree {
         index
             .try_reserve(additional, |slot| hash_slot(key, slots, *slot))
             .map_err(|_| StoreError::OutOfMemory)?;
+        // Grown to a power of two, as pushing one slot at a time would: `try_reserve` takes
+        // `len + additional` when that is more than double, and a capacity that is not a
+        // power of two then doubles into a table larger (and a copy held later) than needed.
+        let needed = slots.len() + additional.saturating_sub(free_slots.len());
+        if needed <= slots.capacity() {
+            return Ok(());
+        }
+        let target = needed.max(slots.capacity() * 2).next_power_of_two();
         slots
-            .try_reserve(additional.saturating_sub(free_slots.len()))
+            .try_reserve_exact(target - slots.len())
             .map_err(|_| StoreError::OutOfMemory)
     }
 
