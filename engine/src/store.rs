@@ -3,8 +3,9 @@
 //! Memory per node is what limits how many domains one stub domain serves, so the layout is
 //! compact (`performance.md`, W13: at most 100 bytes per node beyond key and value):
 //!
-//! - Nodes live in an arena (`Vec` of slots; freed slots are reused). A node keeps its own
-//!   name and its parent's slot, not its whole path: the path is the chain of names.
+//! - Nodes live in an arena of slots (freed slots are reused), allocated in chunks of 1024
+//!   slots so that the table never moves nor doubles. A node keeps its own name and its
+//!   parent's slot, not its whole path: the path is the chain of names.
 //! - One allocation per node holds its name, its value and its children's names (each
 //!   NUL-terminated, in creation order, which is the order C xenstored's `XS_DIRECTORY`
 //!   returns, `docs/misc/xenstore.txt`). A one-entry permission list is stored inline.
@@ -218,21 +219,82 @@ fn hash_path(key: [u64; 2], path: &str) -> u64 {
     hasher.finish()
 }
 
-fn node_at(slots: &[Option<Node>], slot: u32) -> Option<&Node> {
+fn node_at(slots: &Slots, slot: u32) -> Option<&Node> {
     slots
         .get(usize::try_from(slot).ok()?)
         .and_then(Option::as_ref)
 }
 
+/// Slots per chunk of the slot table: 48 KiB of 48-byte slots.
+const SLOTS_PER_CHUNK: usize = 1024;
+
+/// The slot table: chunks of [`SLOTS_PER_CHUNK`] slots, each allocated once at its full size.
+///
+/// One contiguous `Vec` of 100 000 slots is a 6 MiB block that doubles (holding the old copy
+/// while it moves, a transient of three times the old size) and is a third empty after it
+/// did; chunks grow the table 48 KiB at a time and leave at most one chunk unused.
+#[derive(Debug, Default)]
+struct Slots {
+    chunks: Vec<Vec<Option<Node>>>,
+    len: usize,
+}
+
+impl Slots {
+    /// Slots allocated (used or not).
+    fn capacity(&self) -> usize {
+        self.chunks.len() * SLOTS_PER_CHUNK
+    }
+
+    fn get(&self, slot: usize) -> Option<&Option<Node>> {
+        self.chunks
+            .get(slot / SLOTS_PER_CHUNK)?
+            .get(slot % SLOTS_PER_CHUNK)
+    }
+
+    fn get_mut(&mut self, slot: usize) -> Option<&mut Option<Node>> {
+        self.chunks
+            .get_mut(slot / SLOTS_PER_CHUNK)?
+            .get_mut(slot % SLOTS_PER_CHUNK)
+    }
+
+    /// Room for `additional` more slots: that many [`Slots::push`] then allocate nothing.
+    fn try_reserve(&mut self, additional: usize) -> StoreResult<()> {
+        while self.capacity() < self.len + additional {
+            crate::fallible::reserve(&mut self.chunks, 1)?;
+            self.chunks
+                .push(crate::fallible::vec_with_capacity(SLOTS_PER_CHUNK)?);
+        }
+        Ok(())
+    }
+
+    /// Appends an empty slot and returns its number; `ENOMEM` when no room was reserved.
+    fn push_empty(&mut self) -> StoreResult<u32> {
+        let slot = u32::try_from(self.len).map_err(|_| StoreError::NoSpace)?;
+        let chunk = self
+            .chunks
+            .get_mut(self.len / SLOTS_PER_CHUNK)
+            .ok_or(StoreError::OutOfMemory)?;
+        // A chunk holds at most its capacity: the push never reallocates.
+        chunk.push(None);
+        self.len += 1;
+        Ok(slot)
+    }
+
+    /// Every slot in order.
+    fn iter(&self) -> impl Iterator<Item = &Option<Node>> {
+        self.chunks.iter().flatten()
+    }
+}
+
 /// The same hash as [`hash_path`] of the slot's path, from the parent chain.
-fn hash_slot(key: [u64; 2], slots: &[Option<Node>], slot: u32) -> u64 {
+fn hash_slot(key: [u64; 2], slots: &Slots, slot: u32) -> u64 {
     let mut hasher = SipHasher::new(key);
     hash_chain(&mut hasher, slots, slot);
     hasher.finish()
 }
 
 /// The hash of the path of a child `name` of the node in `parent`, without building it.
-fn hash_child(key: [u64; 2], slots: &[Option<Node>], parent: u32, name: &[u8]) -> u64 {
+fn hash_child(key: [u64; 2], slots: &Slots, parent: u32, name: &[u8]) -> u64 {
     let mut hasher = SipHasher::new(key);
     hasher.write(name);
     hasher.write(&COMPONENT_SEPARATOR);
@@ -241,7 +303,7 @@ fn hash_child(key: [u64; 2], slots: &[Option<Node>], parent: u32, name: &[u8]) -
 }
 
 /// Feeds the names from the slot up to its top, as [`hash_path`] feeds a path's components.
-fn hash_chain(hasher: &mut SipHasher, slots: &[Option<Node>], slot: u32) {
+fn hash_chain(hasher: &mut SipHasher, slots: &Slots, slot: u32) {
     let mut current = node_at(slots, slot);
     while let Some(node) = current {
         hasher.write(node.name());
@@ -254,7 +316,7 @@ fn hash_chain(hasher: &mut SipHasher, slots: &[Option<Node>], slot: u32) {
 }
 
 /// Whether two slots' chains of names are the same (the same path).
-fn same_chain(slots: &[Option<Node>], left: u32, right: u32) -> bool {
+fn same_chain(slots: &Slots, left: u32, right: u32) -> bool {
     let (mut left, mut right) = (node_at(slots, left), node_at(slots, right));
     while let (Some(left_node), Some(right_node)) = (left, right) {
         if left_node.name() != right_node.name() {
@@ -273,7 +335,7 @@ fn same_chain(slots: &[Option<Node>], left: u32, right: u32) -> bool {
 }
 
 /// Whether the slot's chain of names spells `path`.
-fn slot_has_path(slots: &[Option<Node>], slot: u32, path: &str) -> bool {
+fn slot_has_path(slots: &Slots, slot: u32, path: &str) -> bool {
     let (top, below) = split_path(path);
     let mut current = slot;
     for component in below.into_iter().flat_map(path_components_from_last) {
@@ -291,7 +353,7 @@ fn slot_has_path(slots: &[Option<Node>], slot: u32, path: &str) -> bool {
 /// The committed tree.
 #[derive(Debug)]
 pub struct Tree {
-    slots: Vec<Option<Node>>,
+    slots: Slots,
     free_slots: Vec<u32>,
     index: HashTable<u32>,
     hash_key: [u64; 2],
@@ -304,7 +366,7 @@ impl Tree {
     /// `hash_key` (which should be secret and random: see [`crate::siphash`]).
     pub fn new(owner: crate::DomainId, hash_key: [u64; 2]) -> Tree {
         let mut tree = Tree {
-            slots: Vec::new(),
+            slots: Slots::default(),
             free_slots: Vec::new(),
             index: HashTable::new(),
             hash_key,
@@ -391,11 +453,7 @@ impl Tree {
         let key = *hash_key;
         let slot = match free_slots.pop() {
             Some(slot) => slot,
-            None => {
-                let slot = u32::try_from(slots.len()).map_err(|_| StoreError::NoSpace)?;
-                slots.push(None);
-                slot
-            }
+            None => slots.push_empty()?,
         };
         if let Some(entry) = slots.get_mut(slot as usize) {
             *entry = Some(node);
@@ -420,17 +478,7 @@ impl Tree {
         index
             .try_reserve(additional, |slot| hash_slot(key, slots, *slot))
             .map_err(|_| StoreError::OutOfMemory)?;
-        // Grown to a power of two, as pushing one slot at a time would: `try_reserve` takes
-        // `len + additional` when that is more than double, and a capacity that is not a
-        // power of two then doubles into a table larger (and a copy held later) than needed.
-        let needed = slots.len() + additional.saturating_sub(free_slots.len());
-        if needed <= slots.capacity() {
-            return Ok(());
-        }
-        let target = needed.max(slots.capacity() * 2).next_power_of_two();
-        slots
-            .try_reserve_exact(target - slots.len())
-            .map_err(|_| StoreError::OutOfMemory)
+        slots.try_reserve(additional.saturating_sub(free_slots.len()))
     }
 
     /// Room for `removals` removals of nodes whose descendants are gone: the free list then
@@ -806,6 +854,35 @@ mod tests {
         assert_eq!(tree.len(), 1 + 20 + 20 * 50);
         assert_eq!(tree.get("/d7/42").unwrap().value(), b"7-42");
         assert!(tree.index_is_consistent());
+    }
+
+    #[test]
+    fn slots_span_chunks_and_grow_one_chunk_at_a_time() {
+        let mut tree = Tree::new(DomainId(0), KEY);
+        assert_eq!(tree.slots.capacity(), SLOTS_PER_CHUNK);
+        let count = 2 * SLOTS_PER_CHUNK + 10;
+        for leaf in 0..count {
+            let mut node = owned();
+            node.set_value(alloc::format!("{leaf}").as_bytes()).unwrap();
+            tree.insert(&alloc::format!("/{leaf}"), node).unwrap();
+        }
+        assert_eq!(tree.slots.capacity(), 3 * SLOTS_PER_CHUNK);
+        assert_eq!(tree.slots.iter().count(), count + 1);
+        assert!(tree.remove("/5").unwrap().is_some());
+        assert!(tree.remove("/2000").unwrap().is_some());
+        tree.insert("/again", owned()).unwrap();
+        tree.insert("/once-more", owned()).unwrap();
+        // Freed slots are reused before the table grows.
+        assert_eq!(tree.slots.iter().count(), count + 1);
+        assert_eq!(tree.get("/1500").unwrap().value(), b"1500");
+        assert_eq!(
+            tree.get(&alloc::format!("/{}", count - 1)).unwrap().value(),
+            b"2057"
+        );
+        assert!(tree.get("/5").is_none());
+        assert!(tree.index_is_consistent());
+        tree.try_reserve(SLOTS_PER_CHUNK).unwrap();
+        assert_eq!(tree.slots.capacity(), 4 * SLOTS_PER_CHUNK);
     }
 
     #[test]
