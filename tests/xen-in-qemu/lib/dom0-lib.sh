@@ -227,22 +227,31 @@ boot_stall_report() {
 
 # launch_guest STEP CONFIG NODE SECONDS [HOOK]: create_domain STEP CONFIG (sets DOMID),
 # eval HOOK (e.g. start a watch), unpause, then boot_wait for /local/domain/DOMID/NODE. A
-# domain that dies before writing NODE is created once more (BOOT_RETRIES, default 1; the
-# early triple fault above). Returns boot_wait's status (3 if xl create failed).
+# domain that dies before writing NODE is created once more (BOOT_RETRIES, default 1) only
+# when Xen logged its triple fault (retry_guest: a `RETRY STEP: ...` line); one that dies
+# otherwise, hangs, or dies of a triple fault with no retry left, fails step STEP-boot with
+# what was seen (guest_failed). Returns boot_wait's status (3 if xl create failed).
 launch_guest() {
     _tries=0
     while :; do
         create_domain "$1" "$2" || return 3
+        _lg=$(timeout 10 /usr/lib/xen-4.17/bin/xl domname "$DOMID" 2>/dev/null)
         [ -z "${5:-}" ] || eval "$5"
         xl unpause "$DOMID"
         _r=0
         boot_wait "$DOMID" "/local/domain/$DOMID/$3" "$4" || _r=$?
-        if [ "$_r" != 2 ] || [ "$_tries" -ge "${BOOT_RETRIES:-1}" ]; then
-            return "$_r"
+        [ "$_r" = 0 ] && return 0
+        if [ "$_r" = 2 ] && [ "$_tries" -lt "${BOOT_RETRIES:-1}" ] && retry_guest "$1" "$DOMID"; then
+            _tries=$((_tries + 1))
+            xl destroy "$DOMID" >/dev/null 2>&1
+            continue
         fi
-        _tries=$((_tries + 1))
-        echo "INFO: domain $DOMID died while booting; creating it again (attempt $((_tries + 1)))"
-        xl destroy "$DOMID" >/dev/null 2>&1
+        if [ "$_r" = 2 ]; then
+            guest_failed "$1-boot" "$DOMID" "$_lg" "died before it wrote $3"
+        else
+            guest_failed "$1-boot" "$DOMID" "$_lg" "did not write $3 within $4s"
+        fi
+        return "$_r"
     done
 }
 
@@ -298,10 +307,76 @@ wait_domain_gone() {
     done
 }
 
-# died_of_triple_fault DOMID: the domain is gone and Xen reported its triple fault, the
-# emulation flake of QEMU's nested SVM (tests/xen-in-qemu/README.md, "Known limits").
+# triple_fault_line DOMID: Xen's line about the triple fault of domain DOMID in `xl dmesg`
+# (`dNvM Triple fault - invoking HVM shutdown action ...`), the emulation flake of QEMU's
+# nested SVM (tests/xen-in-qemu/README.md, "Known limits"); status 1 when there is none.
+# Domain ids are not reused, so the line is this domain's.
+triple_fault_line() {
+    [ -n "${1:-}" ] || return 1
+    _tfl=$(xl dmesg 2>/dev/null | tr -d '\r' | grep -m1 -E " d$1v[0-9]+ Triple fault") || return 1
+    echo "$_tfl"
+}
+
+# domain_dead DOMID: the domain is no longer running: not in `xl list`, or shut down or
+# crashed (state s or c, e.g. kept by on_crash="preserve").
+domain_dead() {
+    _dl=$(domain_line "$1")
+    [ -z "$_dl" ] && return 0
+    case $(echo "$_dl" | awk '{print $5}') in *[sc]*) return 0 ;; esac
+    return 1
+}
+
+# died_of_triple_fault DOMID: the domain is dead (domain_dead) and Xen logged its triple
+# fault (triple_fault_line). The only evidence that allows booting a guest again.
 died_of_triple_fault() {
-    [ -z "$(domain_line "$1")" ] && xl dmesg 2>/dev/null | grep -q " d$1v[0-9]* Triple fault"
+    domain_dead "$1" && triple_fault_line "$1" >/dev/null
+}
+
+# retry_guest WHAT DOMID: when domain DOMID died of a triple fault (died_of_triple_fault),
+# prints the one line the harness collects for its summary,
+#   RETRY WHAT: domain N died of a triple fault: <its xl dmesg line>
+# and returns 0: the caller may then boot the guest again. Returns 1 otherwise (no retry:
+# the caller reports the guest with guest_failed). WHAT: a step or guest name, no spaces.
+retry_guest() {
+    died_of_triple_fault "$2" || return 1
+    echo "RETRY $1: domain $2 died of a triple fault: $(triple_fault_line "$2")"
+}
+
+# guest_failed STEP DOMID NAME WHAT: a guest (domain DOMID, console log of NAME; either may
+# be empty) died, hung or vanished and is not booted again: prints what was seen (its
+# `xl list` line, its lines in `xl dmesg`, the tail of its console log) and fails STEP with
+# the gist of it (WHAT, e.g. "died before it wrote data/booted").
+guest_failed() {
+    _gl=$(domain_line "${2:-none}")
+    if [ -n "${2:-}" ]; then
+        _gd=$(xl dmesg 2>/dev/null | tr -d '\r' | grep -E "[ (]d$2(v[0-9]+)?[ :)]" |
+            grep -v -e ' save: ' -e ' restore: ' | tail -n 12)
+    else
+        _gd=$(xl dmesg 2>/dev/null | tr -d '\r' | tail -n 12)
+    fi
+    _gc=""
+    [ -z "${3:-}" ] || _gc=$(tr -d '\r' 2>/dev/null <"$(console_log "$3")" | tail -n 25)
+    if _gt=$(triple_fault_line "${2:-}"); then
+        _why="died of a triple fault, no retry left ($_gt)"
+    else
+        _why="no triple fault of domain ${2:-?} in xl dmesg, so no retry"
+    fi
+    echo "---- guest ${3:-?} (domain ${2:-?}) $4; $_why"
+    echo "    xl list: ${_gl:-(not listed)}"
+    echo "    xl dmesg, its last lines${2:+ (d$2)}:"
+    echo "${_gd:-(none)}" | sed 's/^/    | /'
+    echo "    console${3:+ $(console_log "$3")}, last lines:"
+    echo "${_gc:-(empty or missing)}" | sed 's/^/    | /'
+    echo "----"
+    fail "$1" "guest ${3:-?} (domain ${2:-?}) $4; $_why; xl list: ${_gl:-not listed}; last xl dmesg line: $(echo "$_gd" | tail -n 1); last console line: $(echo "$_gc" | grep . | tail -n 1)"
+}
+
+# last_domid NAME: the domain id that xl's monitor of domain NAME logged last
+# (/var/log/xen/xl-NAME.log: "Waiting for domain NAME (domid N) to die", "Domain N has
+# shut down"): the id of a guest that vanished right after `xl create` returned.
+last_domid() {
+    sed -n -e 's/.*(domid \([0-9]*\)).*/\1/p' -e 's/^Domain \([0-9]*\) has shut down.*/\1/p' \
+        "/var/log/xen/xl-$1.log" 2>/dev/null | tail -n 1
 }
 
 # xen_guest_log DOMID: what the domain wrote to Xen's console (I/O port 0xE9 with

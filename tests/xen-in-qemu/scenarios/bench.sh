@@ -42,9 +42,12 @@
 #  cpu.tx, cpu.guests, cpu.multi: the xenstore's CPU time (as for idle.xenstore) during
 #  (a), (b) and (c), ms (those of (b) and (c) include their idle measurement).
 #  CPU times of domains have 0.1 s steps: over 20 s, 4.9 ms/s is one step.
-# A guest that dies while booting (the rare TCG triple fault, see README) is created once
-# more (BOOT_RETRIES, default 1); the figures are those of the attempt that booted. A failed
-# `xl create` is not retried: its step fails, and a domain it left behind is destroyed.
+# A guest that dies while booting of a triple fault (the rare TCG flake, see README: Xen's
+# `dNvM Triple fault` line for that domain in `xl dmesg`) is created once more
+# (BOOT_RETRIES, default 1; a `RETRY` line); the figures are those of the attempt that
+# booted. One that dies otherwise, vanishes without that line or hangs fails (step
+# NAME-boot, with its console's tail and its `xl dmesg` lines). A failed `xl create` is not
+# retried: its step fails, and a domain it left behind is destroyed.
 # Times in dom0 come from /proc/uptime (10 ms resolution); CPU times of domains from
 # `xl list` (0.1 s).
 #
@@ -342,9 +345,11 @@ domain_gone() {
 }
 
 # timed_create NAME [-p]: `xl create [-p]` of guest NAME, timed. Sets G_ID, G_CREATE (ms)
-# and G_T0 (its start). Returns 0, 1 if xl create failed, 2 if the domain vanished.
+# and G_T0 (its start). Returns 0, 1 if xl create failed, 2 if the domain vanished (G_DEAD:
+# its id from xl's log, or empty).
 timed_create() {
-    G_ID="" G_CREATE="" G_BOOT=""
+    G_ID="" G_CREATE="" G_BOOT="" G_DEAD=""
+    _prev=$(last_domid "$1")
     guest_cfg "$1"
     now_ms
     G_T0=$NOW
@@ -362,7 +367,9 @@ timed_create() {
     G_CREATE=$((NOW - G_T0))
     G_ID=$(xl domid "$1" 2>/dev/null)
     if [ -z "$G_ID" ]; then
-        echo "INFO: bench: guest $1 vanished right after xl create: $(timeout 10 xl dmesg 2>/dev/null | grep 'Triple fault' | tail -n 1)"
+        G_DEAD=$(last_domid "$1")
+        [ "$G_DEAD" != "$_prev" ] || G_DEAD=""
+        echo "INFO: bench: guest $1 (domain ${G_DEAD:-id unknown}) vanished right after xl create"
         return 2
     fi
 }
@@ -412,13 +419,26 @@ timed_boot() {
     return 0
 }
 
-# boot_guest NAME: timed_boot, once more (BOOT_RETRIES) when the guest died while booting.
+# guest_lost NAME STATUS: reports a guest that timed_create/timed_boot did not bring up
+# (STATUS 2: died or vanished; 3: did not boot in time) as a failed step NAME-boot with what
+# was seen (guest_failed); nothing for 0 and 1 (a failed xl create, shown already).
+guest_lost() {
+    case $2 in
+    2) guest_failed "$1-boot" "${G_ID:-$G_DEAD}" "$1" "died or vanished before it wrote data/booted" ;;
+    3) guest_failed "$1-boot" "$G_ID" "$1" "did not write data/booted within ${GUEST_BOOT_TIMEOUT}s" ;;
+    esac
+}
+
+# boot_guest NAME: timed_boot, once more (BOOT_RETRIES) when the guest died while booting
+# of a triple fault (retry_guest: a `RETRY NAME: ...` line); any other failure to boot is
+# reported by guest_lost.
 boot_guest() {
     _tries=0
     while :; do
         _br=0
         timed_boot "$1" || _br=$?
-        if [ "$_br" != 2 ] || [ "$_tries" -ge "${BOOT_RETRIES:-1}" ]; then
+        if [ "$_br" != 2 ] || [ "$_tries" -ge "${BOOT_RETRIES:-1}" ] || ! retry_guest "$1" "${G_ID:-$G_DEAD}"; then
+            guest_lost "$1" "$_br"
             return "$_br"
         fi
         _tries=$((_tries + 1))
@@ -500,7 +520,12 @@ k=1
 while [ "$k" -le "$MULTI_GUESTS" ]; do
     name=bench-m$k
     r=0
-    if [ "$MULTI_BOOT" = 1 ]; then boot_guest "$name" || r=$?; else timed_create "$name" -p || r=$?; fi
+    if [ "$MULTI_BOOT" = 1 ]; then
+        boot_guest "$name" || r=$?
+    else
+        timed_create "$name" -p || r=$?
+        guest_lost "$name" "$r"
+    fi
     if [ "$r" = 0 ]; then
         bench "multi.create-$k" "$G_CREATE" ms
         [ "$MULTI_BOOT" != 1 ] || bench "multi.boot-$k" "$G_BOOT" ms

@@ -72,10 +72,21 @@ alive() {
         fail "$1" "dom0 cannot write/read/rm /hostile-test/alive"
         return 1
     fi
-    if [ -n "${byid:-}" ] && [ -z "$(domain_line "$byid")" ]; then
+    if [ -n "${by_lost:-}" ]; then
+        fail "$1" "$_d; the bystander died earlier without a triple fault (step $by_lost)"
+        return 1
+    fi
+    if [ -n "${byid:-}" ] && domain_dead "$byid"; then
         # Linux PVH guests under QEMU's TCG occasionally die with a triple fault (seen when
-        # another domain is being built): not the xenstore's doing; start a new bystander.
-        echo "INFO: the bystander (domain $byid) died (Xen: $(timeout 10 xl dmesg 2>/dev/null | grep -m1 "d${byid}v0 Triple fault" || echo 'no triple fault logged')); starting a new one"
+        # another domain is being built): not the xenstore's doing; only then (Xen's
+        # `dNvM Triple fault` line for it in `xl dmesg`: a `RETRY` line) start a new
+        # bystander. A bystander that died otherwise fails the step, with what was seen.
+        if ! retry_guest bystander "$byid"; then
+            guest_failed "$1" "$byid" bystander "is no longer running (dom0 ok)"
+            by_lost=$1
+            return 1
+        fi
+        xl destroy "$byid" >/dev/null 2>&1
         if launch_guest xl-create-bystander "$(guest_cfg bystander xsclient echo)" data/booted 240; then
             byid=$DOMID
             # Its death fired @releaseDomain, as it should: a running release watch starts

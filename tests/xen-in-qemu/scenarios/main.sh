@@ -77,12 +77,33 @@ if xl create -p /tmp/hello.cfg >/tmp/create.out 2>&1 && gid=$(xl domid hello-xen
     xl unpause "$gid"
     r=0
     boot_wait "$gid" "/local/domain/$gid/data/booted" 180 || r=$?
-    if [ "$r" = 2 ]; then
-        # A rare early triple fault of Linux under TCG: one more try.
+    tries=0
+    # A guest that died of a triple fault (Xen's line in `xl dmesg`: the rare emulation
+    # flake of Linux under TCG, README "Known limits") is created once more (BOOT_RETRIES);
+    # one that died otherwise, hung or vanished fails step guest-boot with what was seen.
+    while [ "$r" = 2 ] && [ "$tries" -lt "${BOOT_RETRIES:-1}" ] && retry_guest guest-boot "$gid"; do
+        tries=$((tries + 1))
         xl destroy "$gid" >/dev/null 2>&1
-        xl create /tmp/hello.cfg >/tmp/create.out 2>&1 && gid=$(xl domid hello-xenstore) &&
-            boot_wait "$gid" "/local/domain/$gid/data/booted" 180
-    fi
+        r=0 old=$gid
+        if ! xl create /tmp/hello.cfg >/tmp/create.out 2>&1; then
+            r=3
+            show /tmp/create.out "xl create /tmp/hello.cfg (again)"
+        elif gid=$(xl domid hello-xenstore); then
+            boot_wait "$gid" "/local/domain/$gid/data/booted" 180 || r=$?
+        else
+            # Created and gone at once: its id from xl's log (its triple fault, if any,
+            # is under that id).
+            r=2
+            gid=$(last_domid hello-xenstore)
+            [ "$gid" != "$old" ] || gid=""
+        fi
+    done
+    case $r in
+    0) ;;
+    3) ko guest-boot "xl create /tmp/hello.cfg failed when the guest was created again" ;;
+    1) failed="$failed guest-boot"; guest_failed guest-boot "$gid" hello-xenstore "did not write data/booted within 180s" ;;
+    *) failed="$failed guest-boot"; guest_failed guest-boot "$gid" hello-xenstore "died or vanished before it wrote data/booted" ;;
+    esac
     sleep 1
     line=$(tr -d '\r' <"$(console_log hello-xenstore)" 2>/dev/null | grep -m1 'GUEST: hello, I am')
     echo "    guest console: $line"
