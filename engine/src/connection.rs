@@ -292,7 +292,7 @@ impl Connection {
     /// Drops every queued message.
     pub fn clear_output(&mut self) {
         self.output.clear();
-        self.event_hashes.clear();
+        self.event_hashes = HashTable::new();
     }
 
     /// Keeps only the messages `keep` accepts (called with each message and its position).
@@ -361,12 +361,49 @@ fn forget_digest(event_hashes: &mut HashTable<(u64, u32)>, digest: u64) {
             entry.remove();
         }
     }
+    release_if_empty(event_hashes);
+}
+
+/// Frees the index's table once no event is queued: a `HashTable` keeps its room when
+/// emptied, and an idle connection (most of them) would hold a table for nothing (84 bytes
+/// each, 84 KiB over 1000 guests). The next queued event allocates one again, fallibly.
+fn release_if_empty(event_hashes: &mut HashTable<(u64, u32)>) {
+    if event_hashes.is_empty() && event_hashes.capacity() > 0 {
+        *event_hashes = HashTable::new();
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::encode_message;
+
+    #[test]
+    fn the_event_index_is_freed_once_no_event_is_queued() {
+        let mut connection = Connection::new(ConnectionKind::Domain, DomainId(1), [1, 2]);
+        let event = |bytes: &[u8]| OutputMessage {
+            bytes: bytes.to_vec(),
+            is_reply: false,
+            queued_at_milliseconds: 0,
+            caused_by: None,
+        };
+        connection.push_output(event(b"a")).unwrap();
+        connection.push_output(event(b"a")).unwrap();
+        connection.push_output(event(b"b")).unwrap();
+        assert!(connection.has_unsent_event(b"a"));
+        connection.pop_output();
+        connection.pop_output();
+        assert!(connection.event_hashes.capacity() > 0);
+        connection.pop_output();
+        assert_eq!(connection.event_hashes.capacity(), 0);
+        connection.push_output(event(b"c")).unwrap();
+        connection.retain_output(|_, _| false);
+        assert_eq!(connection.event_hashes.capacity(), 0);
+        connection.push_output(event(b"d")).unwrap();
+        connection.clear_output();
+        assert_eq!(connection.event_hashes.capacity(), 0);
+        assert!(!connection.has_unsent_event(b"d"));
+    }
 
     #[test]
     fn frames_requests_split_anywhere() {
