@@ -9,7 +9,8 @@
 #     xenstored 4.17 stopped answering everyone after it); then dom0 appends a message
 #     header with len 0xffffffff to its request ring (tools/ringpoke, a foreign mapping:
 #     step ring-poke) and the guest's next request must go unanswered
-#     (hostile-ring-ignored). dom0 then checks: xenstore still serves dom0 and the bystander, the hostile domain still
+#     (hostile-ring-ignored); the stub must have written XENSTORE_ERROR_PROTO (3) in the
+#     ring's error word (ring-error-poke). dom0 then checks: xenstore still serves dom0 and the bystander, the hostile domain still
 #     runs and no @releaseDomain fired (not-released); `xl destroy` fires @releaseDomain
 #     and removes its nodes.
 #  3. HOSTILE_GUEST_KERNEL (run.sh --hostile-kernel IMAGE; default: the stub image when the
@@ -23,7 +24,8 @@
 #     1025, rsp_cons = rsp_prod + 2000, a header with len > 4096, garbage bytes) notifying
 #     after each, prints `hostile: <what>` lines and finally `hostile: done` to port 0xE9
 #     (Xen shows `(dN) hostile: ...`), and then idles until destroyed. The scenario waits
-#     for `hostile: done` (HOSTILE_WAIT seconds, default 60), then makes the same checks.
+#     for `hostile: done` (HOSTILE_WAIT seconds, default 60), then makes the same checks, and
+#     that the error word was XENSTORE_ERROR_RINGIDX (2) after each abuse (ring-error-kernel).
 #     Before the abuse the kernel also writes one request without notifying (step
 #     unannounced-request): the stub must answer it within its 1 s ring sweep; C
 #     xenstored answers only when some other event wakes it (SKIP with XENSTORE=c).
@@ -34,7 +36,7 @@
 # harness-expect: hostile-raw-unknown-type hostile-raw-read-no-nul hostile-raw-introduce
 # harness-expect: hostile-raw-alive hostile-raw-is-introduced ring-poke hostile-ring-ignored
 # harness-expect: alive-after-ring not-released destroy-hostile release-watch nodes-gone
-# harness-expect: hostile-kernel unannounced-request alive-end
+# harness-expect: hostile-kernel ring-error-kernel unannounced-request alive-end ring-error-poke
 # harness-timeout: 600
 set -u
 
@@ -196,7 +198,36 @@ while ! grep -q 'GUEST: hostile done' "$log" 2>/dev/null && [ $n -lt 240 ]; do s
 show "$log" "console of the hostile guest (domain $hid)"
 guest_steps hostile hostile-
 echo "hostile-ring: the hostile guest finished after $(($(date +%s) - t0))s"
-[ -n "${RINGPOKE:-}" ] && [ -n "${gfn:-}" ] && echo "hostile-ring: ring of domain $hid now: $("$RINGPOKE" "$hid" "$gfn" show 2>&1)"
+if [ -n "${RINGPOKE:-}" ] && [ -n "${gfn:-}" ]; then
+    ring_now=$("$RINGPOKE" "$hid" "$gfn" show 2>&1)
+    echo "hostile-ring: ring of domain $hid now: $ring_now"
+    # The ring's error word (xenstore-ring.txt): the header announcing 0xffffffff bytes is a
+    # protocol error, XENSTORE_ERROR_PROTO (3), which the stub writes before ignoring the ring.
+    # ringpoke cannot notify, and Linux's xb_write() notifies only when the server had read
+    # everything before (the poked header was not), so the stub may not have looked at this
+    # ring yet: its sweep covers recently served rings only. A watch event for the guest
+    # makes it serve the ring: memory/target written back with its own value (the balloon
+    # driver's watch fires; the target does not change).
+    n=0
+    while [ "$(echo "$ring_now" | sed -n 's/.* error=\([0-9]*\).*/\1/p')" = 0 ] && [ $n -lt 20 ]; do
+        target=$(xs xenstore-read "/local/domain/$hid/memory/target" 2>/dev/null) &&
+            xs xenstore-write "/local/domain/$hid/memory/target" "$target"
+        sleep 1
+        n=$((n + 1))
+        ring_now=$("$RINGPOKE" "$hid" "$gfn" show 2>&1)
+    done
+    echo "hostile-ring: ring of domain $hid after $n watch events: $ring_now"
+    ring_error=$(echo "$ring_now" | sed -n 's/.* error=\([0-9]*\).*/\1/p')
+    if [ "${XENSTORE:-stub}" != stub ]; then
+        skip ring-error-poke "error word $ring_error with C xenstored (the check is the stub's)"
+    elif [ "$ring_error" = 3 ]; then
+        pass ring-error-poke "error word 3 (XENSTORE_ERROR_PROTO) after the oversized header"
+    else
+        fail ring-error-poke "error word '${ring_error}' after the oversized header, expected 3 (XENSTORE_ERROR_PROTO)"
+    fi
+else
+    fail ring-error-poke "no ring to read (ringpoke ${RINGPOKE:+present}, ring-ref '${gfn:-}')"
+fi
 alive alive-after-ring
 hostile_end "" "$hid" "$hvm"
 
@@ -232,6 +263,17 @@ CFG
             pass hostile-kernel "domain $kid said 'hostile: done' after ${n}s"
         else
             fail hostile-kernel "no 'hostile: done' from domain $kid within ${HOSTILE_WAIT}s"
+        fi
+        # The error word after each abuse, as the kernel read it: the first abuse (a producer
+        # index more than a ring ahead) is XENSTORE_ERROR_RINGIDX (2), and the stub then
+        # ignores the ring, so the word stays 2 through the later abuses.
+        words=$(xen_guest_log "$kid" | sed -n 's/.*hostile: .*error field now \([0-9]*\).*/\1/p' | tr '\n' ' ')
+        if [ "${XENSTORE:-stub}" != stub ]; then
+            skip ring-error-kernel "error words '$words' with C xenstored (the check is the stub's)"
+        elif [ "$words" = "2 2 2 2 " ]; then
+            pass ring-error-kernel "error word 2 (XENSTORE_ERROR_RINGIDX) after the first abuse and unchanged after the 3 others"
+        else
+            fail ring-error-kernel "error words after the 4 abuses: '$words', expected 2 2 2 2 (XENSTORE_ERROR_RINGIDX, then ignored)"
         fi
         # A request written without a notification (what a lost wake-up looks like) is
         # answered by the stub's periodic ring sweep, which reports it on the console.
