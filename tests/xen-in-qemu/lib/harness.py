@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Host-side helper of the Xen-in-QEMU test harness (tests/xen-in-qemu/run.sh).
 
-Two sub-commands, both called by run.sh (not meant to be run by hand, but they can be):
+Sub-commands, called by run.sh (not meant to be run by hand, but they can be), and a check:
 
   harness.py cpio OUT.cpio.gz DIR [--device PATH:c:MAJOR:MINOR ...]
       Writes DIR as a gzip-compressed "newc" cpio archive (the Linux initramfs format).
@@ -30,6 +30,16 @@ Two sub-commands, both called by run.sh (not meant to be run by hand, but they c
       (global interrupt flag) had stayed clear, so no interrupt could ever reach it and
       the host stopped wherever it needed that CPU. With single-threaded TCG (one
       `ALL CPUs/TCG` thread) no thread is watched.
+
+      A line of the stub's panic handler (`xenstore-stubdom: PANIC ...`, see
+      STUB_PANIC_RE) fails the run as step `stub-panic`, whatever the scenario reports.
+
+  harness.py check
+      Checks `run` itself against fake consoles (small Python programs in place of QEMU):
+      a clean run passes; the stub's panic fails it even when every step passes, a later
+      `STEP stub-panic: PASS` does not undo it, a panic line Xen split is joined, a panic
+      printed again is counted once; a machine that stalls after a panic is not booted
+      again (exit 1, not 3). Needs nothing but Python; takes about 10 s.
 """
 
 import argparse
@@ -138,6 +148,20 @@ FATAL = [
     re.compile(r"^(\(XEN\) )?Panic on CPU \d+"),
     re.compile(r"^(\[ *[0-9.]+\] )?Kernel panic - not syncing"),
 ]
+# The stub's panic handler (src/runtime/panic.rs) prints `xenstore-stubdom: PANIC at
+# FILE:LINE: MESSAGE` (or `PANIC: MESSAGE`, or `panic while panicking`) on port 0xE9, which
+# Xen's console shows as `(dN) xenstore-stubdom: PANIC ...`. A panicking stub takes the
+# host's xenstore with it (issue 15), while the scenario may still limp to its end with
+# clients that time out, or get a lucky retry: so such a line fails every scenario, as the
+# step STUB_PANIC_STEP, whatever else the scenario reports. Not anchored: a scenario that
+# prints the line again (`xl dmesg`, the stub's PV console log) shows the same panic.
+STUB_PANIC_RE = re.compile(r"xenstore-stubdom: (PANIC\b|panic while panicking)")
+STUB_PANIC_STEP = "stub-panic"
+STUB_LINE_PREFIX = "xenstore-stubdom: "
+# Xen hands port 0xE9 output on in chunks of at most 199 characters (DOMAIN_PBUF_SIZE), so a
+# long panic message continues on the domain's next `(dN)` lines, the ones that do not start
+# a new stub line; this many of them are joined to the evidence.
+STUB_PANIC_CONTINUATIONS = 3
 # After SCENARIO DONE, how long QEMU may take to power off before it is killed.
 POWEROFF_GRACE = 60
 # Exit status of `run` when the emulated machine stalled (run.sh boots it once more).
@@ -210,6 +234,12 @@ def run_qemu(args):
     fatal_at = None
     timed_out = False
     stalled = None  # (vcpu, seconds) when the watchdog stopped the machine
+    # The stub's panics ([text from the stub's prefix on, evidence, elapsed]), kept apart
+    # from `steps` so that nothing the scenario prints later (a step of the same name, a
+    # retry that passes) can undo them.
+    stub_panics = []
+    # (domain, index in stub_panics, continuations joined) while a panic line may go on.
+    panic_continuing = None
 
     def say(msg):
         print(f"[{time.monotonic() - start:7.1f}s] {msg}", flush=True)
@@ -224,6 +254,31 @@ def run_qemu(args):
     next_watch = start
     buf = b""
     tail = []
+
+    def note_stub_panic(line, guest):
+        """Records the stub's panic lines; joins the chunks Xen split a long one into."""
+        nonlocal panic_continuing
+        if guest is not None and panic_continuing is not None and panic_continuing[0] == guest.group(1):
+            domain, index, joined = panic_continuing
+            text = guest.group(2)
+            if joined < STUB_PANIC_CONTINUATIONS and not text.startswith(STUB_LINE_PREFIX):
+                stub_panics[index][1] += text
+                panic_continuing = (domain, index, joined + 1)
+                return
+            panic_continuing = None
+        m = STUB_PANIC_RE.search(line)
+        if not m:
+            return
+        key = line[m.start():].strip()
+        # The same panic printed again (`xl dmesg`, whole or in Xen's chunks, or the stub's
+        # PV console log) is not a new one.
+        if any(key.startswith(seen[0]) or seen[0].startswith(key) for seen in stub_panics):
+            return
+        evidence = line.strip()
+        stub_panics.append([key, evidence, time.monotonic() - start])
+        if guest is not None:
+            panic_continuing = (guest.group(1), len(stub_panics) - 1, 0)
+        say(f"STEP {STUB_PANIC_STEP}: FAIL {evidence}")
 
     def handle_line(raw):
         nonlocal done_at, fatal
@@ -256,6 +311,7 @@ def run_qemu(args):
             guest_lines.append(line[g.start():])
             if not args.verbose:
                 say(f"Xen console: {line[g.start():]}")
+        note_stub_panic(line, g if g and not m else None)
         for regex in FATAL:
             if fatal is None and regex.search(line):
                 fatal = line.strip()
@@ -335,6 +391,9 @@ def run_qemu(args):
         result, detail, at = steps[name]
         ok &= result != "FAIL"
         print(f"  {result}  {name:<24} {at:7.1f}s  {detail}")
+    for _, evidence, at in stub_panics:
+        ok = False
+        print(f"  FAIL  {STUB_PANIC_STEP:<24} {at:7.1f}s  {evidence}")
     missing = [s for s in expected if s not in steps]
     for name in missing:
         print(f"  MISSING {name}")
@@ -363,7 +422,9 @@ def run_qemu(args):
         for line in tail[-40:]:
             print(f"    {line}")
     print("=" * 72, flush=True)
-    if stalled is not None:
+    # A stall after a panic is not booted again: the panic is the finding, and a fresh
+    # boot that passed would hide it.
+    if stalled is not None and not stub_panics:
         return EXIT_STALLED
     return 0 if ok else 1
 
@@ -388,6 +449,89 @@ def extract_vmlinux(bzimage, out):
     raise SystemExit(f"harness.py vmlinux: no xz or gzip ELF payload in {bzimage}")
 
 
+# ---------------------------------------------------------------------------------------
+# Self-check of `run` with fake consoles
+
+# A fake QEMU: prints LINES (with a short pause, as a console would), then optionally names
+# its thread like a vCPU of QEMU and sleeps without running, which the stall watch must see.
+FAKE_CONSOLE = """
+import sys, time
+for line in LINES:
+    print(line, flush=True)
+    time.sleep(0.02)
+if STALL:
+    with open("/proc/self/comm", "w") as comm:
+        comm.write("CPU 0/TCG")
+    time.sleep(30)
+"""
+PANIC_LINE = ("(d1) xenstore-stubdom: PANIC at src/runtime/heap.rs:160: "
+              "memory allocation of 4608 bytes failed")
+PASSING_RUN = ["(XEN) Xen version 4.17.5", "STEP dom0-setup: PASS modules loaded",
+               "STEP xenstore: PASS stub", "SCENARIO DONE"]
+
+
+def check_run():
+    """Runs `run` on fake consoles; returns 0 if every case behaved as described in --help."""
+    import tempfile
+    # (name, console lines, stall, expected exit status, texts the summary must hold,
+    #  texts it must not hold)
+    # Longer than Xen's 199-character chunks: the console shows it on two `(d1)` lines.
+    long_message = "x" * 250 + " END"
+    split_head = "(d1) xenstore-stubdom: PANIC at src/engine.rs:1: " + long_message
+    cut = len("(d1) ") + 199
+    cases = [
+        ("clean run passes", PASSING_RUN, False, 0, ["Result: PASS"], ["stub-panic"]),
+        ("a panic fails a run whose steps all pass",
+         PASSING_RUN[:2] + [PANIC_LINE, "(d1) xenstore-stubdom: recent trace (oldest first):"]
+         + PASSING_RUN[2:],
+         False, 1, ["FAIL  stub-panic", "memory allocation of 4608 bytes failed", "Result: FAIL"], []),
+        ("a later STEP stub-panic: PASS does not undo it",
+         PASSING_RUN[:2] + [PANIC_LINE, "STEP stub-panic: PASS nothing to see"] + PASSING_RUN[2:],
+         False, 1, ["FAIL  stub-panic", "Result: FAIL"], []),
+        ("a panic line split by Xen is joined, printed again counted once",
+         PASSING_RUN[:2] + [split_head[:cut], "(d1) " + split_head[cut:],
+                            "(d1) xenstore-stubdom: recent trace (oldest first):",
+                            "    | " + split_head[:cut], "    | " + split_head[5:]]
+         + PASSING_RUN[2:],
+         False, 1, [long_message, "Result: FAIL"], []),
+        ("the panic handler's second panic counts too",
+         PASSING_RUN[:2] + ["(d3) xenstore-stubdom: panic while panicking"] + PASSING_RUN[2:],
+         False, 1, ["FAIL  stub-panic", "panic while panicking"], []),
+        ("a stall after a panic is final (exit 1, not 3)",
+         PASSING_RUN[:2] + [PANIC_LINE], True, 1, ["stalled", "FAIL  stub-panic"], []),
+        ("a stall without a panic asks for a new boot (exit 3)",
+         PASSING_RUN[:2], True, EXIT_STALLED, ["stalled"], ["stub-panic"]),
+    ]
+    failures = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, lines, stall, want_status, must, must_not in cases:
+            program = f"LINES = {lines!r}\nSTALL = {stall!r}\n" + FAKE_CONSOLE
+            result = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "run", "--name", "check",
+                 "--log", os.path.join(tmp, "console.log"), "--timeout", "20",
+                 "--stall-seconds", "2" if stall else "0", "--",
+                 sys.executable, "-c", program],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            out = result.stdout
+            # The summary up to its copy of the last console lines, which hold anything.
+            summary = out[out.find("Summary ("):].split("Last console lines:")[0]
+            problems = []
+            if result.returncode != want_status:
+                problems.append(f"exit status {result.returncode}, expected {want_status}")
+            problems += [f"summary lacks {text!r}" for text in must if text not in summary]
+            problems += [f"summary holds {text!r}" for text in must_not if text in summary]
+            if summary.count(f"FAIL  {STUB_PANIC_STEP}") > 1:
+                problems.append("the same panic is listed more than once")
+            if problems:
+                failures += 1
+                print(f"FAIL  {name}: {'; '.join(problems)}")
+                print("\n".join("    | " + line for line in out.splitlines()))
+            else:
+                print(f"ok    {name}")
+    print(f"harness.py check: {len(cases) - failures} of {len(cases)} cases behaved")
+    return 1 if failures else 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -406,7 +550,10 @@ def main():
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--stall-seconds", type=float, default=0)
     p.add_argument("qemu", nargs="+")
+    sub.add_parser("check")
     args = parser.parse_args()
+    if args.cmd == "check":
+        return check_run()
     if args.cmd == "vmlinux":
         return extract_vmlinux(args.bzimage, args.out)
     if args.cmd == "cpio":
