@@ -53,6 +53,7 @@ if ! $quick; then
     # guests, and the README's main job).
     stub=target/x86_64-unknown-none/release/xenstore-stubdom
     step xen-in-qemu-stall-watch tests/xen-in-qemu/check-stall-watch.sh
+    step xen-in-qemu-harness-check python3 tests/xen-in-qemu/lib/harness.py check
     for scenario in self-test stub-xenstore guest-lifecycle hostile-ring memory-exhaustion main; do
         step "xen-in-qemu-$scenario" tests/xen-in-qemu/run.sh "$scenario" --kernel "$stub"
     done
