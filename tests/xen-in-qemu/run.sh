@@ -454,21 +454,31 @@ fi
 extra=(--stall-seconds "${XEN_QEMU_STALL_SECONDS:-60}")
 [ "$verbose" = 1 ] && extra+=(--verbose)
 retries=${XEN_QEMU_STALL_RETRIES:-1}
+# The retries of a boot that stalled (its guests' RETRY lines and the stall itself), which
+# harness.py writes here and lists in the summary of the next boot.
+extra+=(--retries-file "$work/retries")
+stalls=0
 while :; do
     say "booting scenario '$scenario' (time limit ${timeout}s; expected steps: $expect)"
+    # Where the console of this boot is kept if it stalls: LOG.stalled, LOG.stalled-2, ...
+    stalled_log=$log.stalled
+    [ "$stalls" = 0 ] || stalled_log=$log.stalled-$((stalls + 1))
     status=0
     python3 "$here/lib/harness.py" run --name "$scenario" --log "$log" --timeout "$timeout" \
-        --expect "$expect" "${extra[@]}" -- "${qemu[@]}" -monitor none -serial stdio || status=$?
-    # 3: the emulated machine stalled (harness.py); any other status is the run's result.
+        --expect "$expect" "${extra[@]}" --stalled-log "$stalled_log" -- "${qemu[@]}" -monitor none -serial stdio || status=$?
+    # 3: the emulated machine stalled and no step had failed (harness.py; a stall after a
+    # FAIL or the stub's panic is status 1: a fresh boot must not hide it); any other
+    # status is the run's result.
     [ "$status" = 3 ] || break
-    mv -f "$log" "$log.stalled"
+    mv -f "$log" "$stalled_log"
+    stalls=$((stalls + 1))
     if [ "$retries" -le 0 ]; then
-        say "the emulated machine stalled (log: $log.stalled); no retries left"
+        say "the emulated machine stalled (log: $stalled_log); no retries left"
         status=1
         break
     fi
     retries=$((retries - 1))
-    say "the emulated machine stalled (log: $log.stalled); booting it again"
+    say "the emulated machine stalled (log: $stalled_log); booting it again (a retry, listed in the next summary)"
 done
 say "total wall time (including preparation); result: $([ "$status" = 0 ] && echo PASS || echo FAIL)"
 exit "$status"

@@ -34,12 +34,25 @@ Sub-commands, called by run.sh (not meant to be run by hand, but they can be), a
       A line of the stub's panic handler (`xenstore-stubdom: PANIC ...`, see
       STUB_PANIC_RE) fails the run as step `stub-panic`, whatever the scenario reports.
 
+      Retries: a scenario boots a guest again only when that domain died of the
+      emulation's triple fault, and says so in one line, `RETRY <what>: <evidence>`
+      (lib/dom0-lib.sh retry_guest). The summary lists every such line and their number
+      (`retries: N`, also when 0). A stalled machine is booted again by run.sh only if no
+      step had failed (a FAIL, or the stub's panic, is the finding: exit 1, not 3); that
+      fresh boot counts as a retry too, with the stalled thread as evidence:
+      --retries-file FILE holds the retries of earlier (stalled) boots, one
+      `<what>\t<evidence>` line each; they are listed first, and a run that stalls
+      writes them back with its own and its stall's (`stall-reboot`, naming the log as
+      --stalled-log PATH, where run.sh keeps it), for the next boot.
+
   harness.py check
       Checks `run` itself against fake consoles (small Python programs in place of QEMU):
       a clean run passes; the stub's panic fails it even when every step passes, a later
       `STEP stub-panic: PASS` does not undo it, a panic line Xen split is joined, a panic
       printed again is counted once; a machine that stalls after a panic is not booted
-      again (exit 1, not 3). Needs nothing but Python; takes about 10 s.
+      again (exit 1, not 3), nor one after a failed step; RETRY lines are listed and
+      counted (`retries: N`), a stall is written to --retries-file as a retry and the next
+      boot lists it. Needs nothing but Python; takes about 15 s.
 """
 
 import argparse
@@ -130,6 +143,9 @@ def write_cpio(out_path, root, devices):
 # the scenario as STEP lines of its own) must not count when a scenario prints a guest log.
 STEP_RE = re.compile(r"(?<![A-Za-z0-9_-])STEP ([A-Za-z0-9_.:/-]+): (PASS|FAIL|SKIP)\b ?(.*)$")
 GUEST_RE = re.compile(r"\((d[0-9]+)\) (.*)$")
+# A scenario's retry (lib/dom0-lib.sh retry_guest): `RETRY <what>: <evidence>`, e.g.
+# `RETRY xl-create: domain 3 died of a triple fault: (XEN) d3v0 Triple fault ...`.
+RETRY_RE = re.compile(r"(?<![A-Za-z0-9_-])RETRY ([A-Za-z0-9_.:/-]+): (.*)$")
 # Milestones: (regex, description). Each is reported once, the first time it matches.
 MILESTONES = [
     (re.compile(r"Xen version \d+\.\d+"), "Xen started"),
@@ -234,6 +250,14 @@ def run_qemu(args):
     fatal_at = None
     timed_out = False
     stalled = None  # (vcpu, seconds) when the watchdog stopped the machine
+    # Retries: [what, evidence, elapsed or None, which boot] (earlier boots' from the file).
+    retries = []
+    if args.retries_file and os.path.exists(args.retries_file):
+        with open(args.retries_file, encoding="utf-8", errors="replace") as f:
+            for entry in f:
+                what, _, evidence = entry.rstrip("\n").partition("\t")
+                if what:
+                    retries.append([what, evidence, None, "an earlier boot"])
     # The stub's panics ([text from the stub's prefix on, evidence, elapsed]), kept apart
     # from `steps` so that nothing the scenario prints later (a step of the same name, a
     # retry that passes) can undo them.
@@ -304,6 +328,11 @@ def run_qemu(args):
                 steps[name] = (result, detail, time.monotonic() - start)
             if not args.verbose:
                 say(f"STEP {name}: {result}" + (f" {detail}" if detail else ""))
+        r = RETRY_RE.search(line)
+        if r and not m:
+            retries.append([r.group(1), r.group(2).strip(), time.monotonic() - start, "this boot"])
+            if not args.verbose:
+                say(f"RETRY {r.group(1)}: {r.group(2).strip()}")
         if not args.verbose and line.startswith(("==================== ", "INFO: ", "BENCH ")):
             say(line)
         g = GUEST_RE.search(line)
@@ -387,6 +416,7 @@ def run_qemu(args):
         if len(guest_lines) > 60:
             print(f"    ... {len(guest_lines) - 60} more in the log")
     ok = True
+    failed_before = [name for name in order if steps[name][0] == "FAIL"]
     for name in order:
         result, detail, at = steps[name]
         ok &= result != "FAIL"
@@ -397,6 +427,12 @@ def run_qemu(args):
     missing = [s for s in expected if s not in steps]
     for name in missing:
         print(f"  MISSING {name}")
+    # Every retry, with its evidence: a guest booted again after Xen logged its triple
+    # fault, an earlier boot of the whole machine that stalled.
+    for what, evidence, at, boot in retries:
+        when = f"{at:7.1f}s" if at is not None else "earlier"
+        print(f"  RETRY {what:<24} {when}  {evidence}" + ("" if at is not None else f" ({boot})"))
+    print(f"retries: {len(retries)}")
     ok &= not missing
     if not steps:
         print("  (no STEP lines)")
@@ -410,6 +446,10 @@ def run_qemu(args):
         else:
             reason = fatal or "console closed"
         print(f"  scenario did not finish: {reason} (SCENARIO DONE missing)")
+        if stalled is not None and (stub_panics or failed_before):
+            print(f"  not booted again: the machine stalled after "
+                  f"{'the stub' + chr(39) + 's panic' if stub_panics else 'failed steps: ' + ' '.join(failed_before)}"
+                  " (a fresh boot would hide them)")
     elif timed_out:
         print("  note: time limit reached while powering off (the scenario had finished)")
     if fatal:
@@ -422,9 +462,18 @@ def run_qemu(args):
         for line in tail[-40:]:
             print(f"    {line}")
     print("=" * 72, flush=True)
-    # A stall after a panic is not booted again: the panic is the finding, and a fresh
-    # boot that passed would hide it.
-    if stalled is not None and not stub_panics:
+    # A stall after a panic or a failed step is not booted again: that is the finding, and
+    # a fresh boot that passed would hide it.
+    if stalled is not None and not stub_panics and not failed_before:
+        if args.retries_file:
+            kept = args.stalled_log or args.log
+            stall = (f"the emulated machine stalled: QEMU's thread `CPU {stalled[0]}/TCG` did not run for "
+                     f"{stalled[1]:.0f}s (at {elapsed:.0f}s of the boot; limit {args.stall_seconds:.0f}s; "
+                     f"its serial log: {kept}); booted again from scratch")
+            with open(args.retries_file, "w", encoding="utf-8") as f:
+                for what, evidence, _, _ in retries:
+                    f.write(f"{what}\t{evidence}\n")
+                f.write(f"stall-reboot\t{stall}\n")
         return EXIT_STALLED
     return 0 if ok else 1
 
@@ -468,6 +517,8 @@ PANIC_LINE = ("(d1) xenstore-stubdom: PANIC at src/runtime/heap.rs:160: "
               "memory allocation of 4608 bytes failed")
 PASSING_RUN = ["(XEN) Xen version 4.17.5", "STEP dom0-setup: PASS modules loaded",
                "STEP xenstore: PASS stub", "SCENARIO DONE"]
+RETRY_LINE = ("RETRY xl-create: domain 3 died of a triple fault: "
+              "(XEN) d3v0 Triple fault - invoking HVM shutdown action 1")
 
 
 def check_run():
@@ -480,7 +531,10 @@ def check_run():
     split_head = "(d1) xenstore-stubdom: PANIC at src/engine.rs:1: " + long_message
     cut = len("(d1) ") + 199
     cases = [
-        ("clean run passes", PASSING_RUN, False, 0, ["Result: PASS"], ["stub-panic"]),
+        ("clean run passes", PASSING_RUN, False, 0, ["Result: PASS", "retries: 0"], ["stub-panic", "RETRY"]),
+        ("RETRY lines are listed with their evidence and counted",
+         PASSING_RUN[:2] + [RETRY_LINE, "    | RETRYx no: not one", "STEP xl-create: PASS domain 4"] + PASSING_RUN[2:],
+         False, 0, ["RETRY xl-create", "d3v0 Triple fault", "retries: 1", "Result: PASS"], ["retries: 0"]),
         ("a panic fails a run whose steps all pass",
          PASSING_RUN[:2] + [PANIC_LINE, "(d1) xenstore-stubdom: recent trace (oldest first):"]
          + PASSING_RUN[2:],
@@ -500,18 +554,33 @@ def check_run():
         ("a stall after a panic is final (exit 1, not 3)",
          PASSING_RUN[:2] + [PANIC_LINE], True, 1, ["stalled", "FAIL  stub-panic"], []),
         ("a stall without a panic asks for a new boot (exit 3)",
-         PASSING_RUN[:2], True, EXIT_STALLED, ["stalled"], ["stub-panic"]),
+         PASSING_RUN[:2], True, EXIT_STALLED, ["stalled", "retries: 0"], ["stub-panic"]),
+        ("a stall after a failed step is final (exit 1, not 3)",
+         PASSING_RUN[:2] + ["STEP guest-boot: FAIL domain 3 died, no triple fault"], True, 1,
+         ["stalled", "FAIL  guest-boot", "not booted again"], []),
     ]
+    # A run that stalls after a retry, then the fresh boot run.sh makes (same retries file):
+    # the stall and the earlier retry are the new boot's retries.
+    cases.append(("a stall is written to the retries file (exit 3)",
+                  PASSING_RUN[:2] + [RETRY_LINE], True, EXIT_STALLED, ["retries: 1"], []))
+    cases.append(("the next boot lists the stall and the earlier retries",
+                  PASSING_RUN, False, 0,
+                  ["RETRY stall-reboot", "CPU 0/TCG", "did not run for", "RETRY xl-create", "retries: 2",
+                   "Result: PASS"], []))
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
+        retries_file = os.path.join(tmp, "retries")
         for name, lines, stall, want_status, must, must_not in cases:
             program = f"LINES = {lines!r}\nSTALL = {stall!r}\n" + FAKE_CONSOLE
             result = subprocess.run(
                 [sys.executable, os.path.abspath(__file__), "run", "--name", "check",
                  "--log", os.path.join(tmp, "console.log"), "--timeout", "20",
-                 "--stall-seconds", "2" if stall else "0", "--",
+                 "--stall-seconds", "2" if stall else "0", "--retries-file", retries_file, "--",
                  sys.executable, "-c", program],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            # Only the stalled case of the last pair leaves its retries for the next one.
+            if not name.startswith("a stall is written") and os.path.exists(retries_file):
+                os.unlink(retries_file)
             out = result.stdout
             # The summary up to its copy of the last console lines, which hold anything.
             summary = out[out.find("Summary ("):].split("Last console lines:")[0]
@@ -549,6 +618,8 @@ def main():
     p.add_argument("--name", default="scenario")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--stall-seconds", type=float, default=0)
+    p.add_argument("--retries-file", default="")
+    p.add_argument("--stalled-log", default="")
     p.add_argument("qemu", nargs="+")
     sub.add_parser("check")
     args = parser.parse_args()
