@@ -12,7 +12,10 @@
 //! - under [`PRIVILEGED_RESERVE_BYTES`] left, the privileged domain's growing requests get
 //!   `ENOMEM` too. What remains is for the requests that free memory (removals, releases,
 //!   transaction aborts, unwatches), for error replies and for reads, whose replies are at
-//!   most one 4 KiB message.
+//!   most one 4 KiB message. Those are never refused by a reserve, but a removal needs
+//!   memory in proportion to the subtree it removes (its list of nodes and, inside a
+//!   transaction, a copy of each node), so removing a large subtree when almost nothing is
+//!   left can still answer `ENOMEM` (the store stays as it was).
 //!
 //! Mini-OS's C stub answers `ENOMEM` when talloc fails; it has no reserve for dom0.
 
