@@ -78,44 +78,56 @@ alive() {
         fail "$1" "$_d; the bystander died earlier without a triple fault (step $by_lost)"
         return 1
     fi
-    if [ -n "${byid:-}" ] && domain_dead "$byid"; then
-        # Linux PVH guests under QEMU's TCG occasionally die with a triple fault (seen when
-        # another domain is being built): not the xenstore's doing; only then (Xen's
-        # `dNvM Triple fault` line for it in `xl dmesg`: a `RETRY` line) start a new
-        # bystander. A bystander that died otherwise fails the step, with what was seen.
-        if ! retry_guest bystander "$byid"; then
-            guest_failed "$1" "$byid" bystander "is no longer running (dom0 ok)"
-            by_lost=$1
-            return 1
-        fi
-        xl destroy "$byid" >/dev/null 2>&1
-        if launch_guest xl-create-bystander "$(guest_cfg bystander xsclient echo)" data/booted 240; then
-            byid=$DOMID
-            # Its death fired @releaseDomain, as it should: a running release watch starts
-            # over, so that not-released counts only what came after.
-            if [ -n "${RWPID:-}" ] && kill -0 "$RWPID" 2>/dev/null; then
-                echo "INFO: restarting the @releaseDomain watch after the bystander's death"
-                kill "$RWPID" 2>/dev/null
-                release_watch_start
+    # Two rounds: the bystander may also die of a triple fault while it is asked to echo.
+    for _round in 1 2; do
+        if [ -n "${byid:-}" ] && domain_dead "$byid"; then
+            # Linux PVH guests under QEMU's TCG occasionally die with a triple fault (seen
+            # when another domain is being built): not the xenstore's doing; only then
+            # (Xen's `dNvM Triple fault` line for it in `xl dmesg`: a `RETRY` line) start a
+            # new bystander. A bystander that died otherwise fails the step, with what was
+            # seen.
+            if ! retry_guest bystander "$byid"; then
+                guest_failed "$1" "$byid" bystander "is no longer running (dom0 ok)"
+                by_lost=$1
+                return 1
             fi
-        else
-            fail "$1" "$_d; a new bystander (domain $DOMID) did not boot"
-            return 1
+            xl destroy "$byid" >/dev/null 2>&1
+            if launch_guest xl-create-bystander "$(guest_cfg bystander xsclient echo)" data/booted 240; then
+                byid=$DOMID
+                # Its death fired @releaseDomain, as it should: a running release watch
+                # starts over, so that not-released counts only what came after.
+                if [ -n "${RWPID:-}" ] && kill -0 "$RWPID" 2>/dev/null; then
+                    echo "INFO: restarting the @releaseDomain watch after the bystander's death"
+                    kill "$RWPID" 2>/dev/null
+                    release_watch_start
+                fi
+            else
+                fail "$1" "$_d; a new bystander (domain $DOMID) did not boot"
+                return 1
+            fi
         fi
-    fi
-    if [ -n "${byid:-}" ]; then
+        [ -n "${byid:-}" ] || break
         xs xenstore-write "/local/domain/$byid/data/ask" "$ask"
         _n=0
         while [ "$(xs xenstore-read "/local/domain/$byid/data/answer" 2>/dev/null)" != "$ask" ]; do
             _n=$((_n + 1))
+            # Dead meanwhile: the next round decides (a new bystander, or a failure).
+            domain_dead "$byid" && break
             if [ "$_n" -ge 30 ]; then
                 fail "$1" "$_d; the bystander (domain $byid) did not echo $ask within 30s"
                 return 1
             fi
             sleep 1
         done
-        _d="$_d; bystander domain $byid echoed $ask after ${_n}s"
-    fi
+        if [ "$(xs xenstore-read "/local/domain/$byid/data/answer" 2>/dev/null)" = "$ask" ]; then
+            _d="$_d; bystander domain $byid echoed $ask after ${_n}s"
+            break
+        fi
+        if [ "$_round" = 2 ]; then
+            fail "$1" "$_d; the new bystander (domain $byid) died too before it echoed $ask"
+            return 1
+        fi
+    done
     pass "$1" "$_d"
 }
 leftovers() {
