@@ -88,15 +88,7 @@ pub fn account_replacement(
         missing_owners += 1;
     }
     deltas.try_reserve(missing_owners)?;
-    if let Some(old) = old {
-        account(
-            deltas,
-            path,
-            old.permissions.owner(),
-            old.stored_size_bytes(),
-            -1,
-        );
-    }
+    refund(deltas, path, old);
     if let Some(new) = new {
         account(
             deltas,
@@ -123,6 +115,19 @@ pub fn account_record(
 
 /// Adds (`sign` 1) or removes (`sign` -1) one node of `owner` with a record of `size_bytes`.
 /// The caller reserved room for `owner` ([`account_replacement`]).
+/// Takes a replaced or deleted node (if there was one) off its owner's books.
+fn refund(deltas: &mut AccountingDeltas, path: &str, old: Option<&Node>) {
+    if let Some(old) = old {
+        account(
+            deltas,
+            path,
+            old.permissions.owner(),
+            old.stored_size_bytes(),
+            -1,
+        );
+    }
+}
+
 fn account(
     deltas: &mut AccountingDeltas,
     path: &str,
@@ -160,15 +165,7 @@ impl NodeAccess for GlobalAccess<'_> {
             .count();
         self.deltas.try_reserve(missing_owners)?;
         let old = self.tree.insert(path, node)?;
-        if let Some(old) = old.as_ref() {
-            account(
-                &mut self.deltas,
-                path,
-                old.permissions.owner(),
-                old.stored_size_bytes(),
-                -1,
-            );
-        }
+        refund(&mut self.deltas, path, old.as_ref());
         account(&mut self.deltas, path, owner, size_bytes, 1);
         Ok(())
     }
@@ -180,15 +177,7 @@ impl NodeAccess for GlobalAccess<'_> {
             self.deltas.try_reserve(1)?;
         }
         let old = self.tree.remove(path)?;
-        if let Some(old) = old.as_ref() {
-            account(
-                &mut self.deltas,
-                path,
-                old.permissions.owner(),
-                old.stored_size_bytes(),
-                -1,
-            );
-        }
+        refund(&mut self.deltas, path, old.as_ref());
         Ok(())
     }
 
