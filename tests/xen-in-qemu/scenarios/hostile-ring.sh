@@ -94,9 +94,11 @@ alive() {
             xl destroy "$byid" >/dev/null 2>&1
             if launch_guest xl-create-bystander "$(guest_cfg bystander xsclient echo)" data/booted 240; then
                 byid=$DOMID
-                # Its death fired @releaseDomain, as it should: a running release watch
-                # starts over, so that not-released counts only what came after.
-                if [ -n "${RWPID:-}" ] && kill -0 "$RWPID" 2>/dev/null; then
+                # Its death fired @releaseDomain, as it should: a release watch started
+                # before starts over, so that not-released counts only what came after.
+                # (The watch may have ended already: `xenstore-watch -n 2` stops after
+                # its first event and the death's, which is what not-released would see.)
+                if [ -n "${RWPID:-}" ]; then
                     echo "INFO: restarting the @releaseDomain watch after the bystander's death"
                     kill "$RWPID" 2>/dev/null
                     release_watch_start
@@ -155,6 +157,7 @@ hostile_end() {
         fail "${1}release-watch" "no @releaseDomain event within 30s of the destruction"
     fi
     kill "$RWPID" 2>/dev/null
+    RWPID=
     _left=$(leftovers "$2" "$3")
     if [ -z "$_left" ]; then
         pass "${1}nodes-gone" "no node names domain $2"
