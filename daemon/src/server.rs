@@ -26,16 +26,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use xenstore_engine::ring_host::{HostSettings, RingHost};
 use xenstore_engine::{ConnectionId, DomainId, Engine};
 
 use crate::markers::{MarkerChanges, MarkerWatcher};
-use crate::platform::{GuestRing, LinuxPlatform};
+use crate::platform::LinuxPort;
 use crate::simulation::{self, DomainMarkers, NotificationFifo};
 use crate::sys::{self, Epoll, Interest, IoUring, Readiness, Registered, SocketOperation};
 use std::os::fd::AsFd;
 
-/// How often [`Engine::tick`] runs; also the longest wait.
-const TICK_INTERVAL_MILLISECONDS: u64 = 100;
+/// The longest wait: [`Engine::tick`] runs this often (the ring host's tick).
+const TICK_INTERVAL_MILLISECONDS: u64 = xenstore_engine::ring_host::TICK_NANOSECONDS / 1_000_000;
 /// How often every domain's marker files are rescanned when inotify does not watch them all.
 const MARKER_SCAN_INTERVAL_MILLISECONDS: u64 = 1000;
 /// Input kept per connection before we stop reading: one maximal message.
@@ -72,17 +73,16 @@ impl SocketClient {
 
 /// The daemon.
 pub struct Server {
-    engine: Engine,
-    platform: LinuxPlatform,
+    /// The engine and the simulated guests' rings.
+    host: RingHost<LinuxPort>,
+    /// The last [`RingHost::serve`] left work (bounded passes): the next wait must not sleep.
+    rings_have_work: bool,
     epoll: Arc<Epoll>,
     listener: Registered<UnixListener>,
     sockets: BTreeMap<ConnectionId, SocketClient>,
     domain_exception: Registered<NotificationFifo>,
     markers: MarkerWatcher,
-    last_tick: Instant,
     last_marker_scan: Instant,
-    /// Rings holding input the engine could not take yet (quota or rate limit).
-    blocked_rings: BTreeSet<u16>,
     /// Sockets holding whole requests the engine refused for now (outstanding-request quota
     /// of an unprivileged store domain): offered again each round until it takes them.
     blocked_sockets: BTreeSet<ConnectionId>,
@@ -180,17 +180,18 @@ impl Server {
         domain_exception.set_interest(Some(Interest::READ))?;
         let markers = MarkerWatcher::new(&epoll, run_directory, Source::Markers.token());
         let now = Instant::now();
+        let port = LinuxPort::new(run_directory, Arc::clone(&epoll));
+        // FIFOs lose no notification: no sweep.
+        let host = RingHost::new(engine, port, HostSettings::default());
         let mut server = Server {
-            engine,
-            platform: LinuxPlatform::new(run_directory, Arc::clone(&epoll)),
+            host,
+            rings_have_work: false,
             epoll,
             listener,
             sockets: BTreeMap::new(),
             domain_exception,
             markers,
-            last_tick: now,
             last_marker_scan: now,
-            blocked_rings: BTreeSet::new(),
             blocked_sockets: BTreeSet::new(),
             touched_sockets: Vec::new(),
             read_buffer: vec![0; PENDING_INPUT_LIMIT_BYTES],
@@ -213,19 +214,18 @@ impl Server {
 
     /// One iteration: wait, read, let the engine work, write.
     fn round(&mut self) -> io::Result<()> {
-        let mut timeout =
-            TICK_INTERVAL_MILLISECONDS.saturating_sub(self.last_tick.elapsed().as_millis() as u64);
+        let mut timeout = TICK_INTERVAL_MILLISECONDS;
         // A socket whose kept input the engine refused before may be taken now (its replies
         // went out): do not sleep on it. (A socket holding part of a message waits for epoll.)
         if self
             .blocked_sockets
             .iter()
-            .any(|connection| self.engine.wants_input(*connection))
+            .any(|connection| self.host.engine().wants_input(*connection))
         {
             timeout = 0;
         }
         // Work left by the bounded ring passes of the last round has no event to wake us.
-        if !self.platform.needs_service.is_empty() || self.engine.has_output_ready() {
+        if self.rings_have_work || self.host.engine().has_output_ready() {
             timeout = 0;
         }
         let mut ready = core::mem::take(&mut self.ready);
@@ -252,9 +252,9 @@ impl Server {
                     }
                 }
                 Some(Source::Guest(domid)) if readiness.readable => {
-                    if let Some(guest) = self.platform.rings.get(&domid) {
+                    if let Some(guest) = self.host.ring(DomainId(domid)) {
                         let _ = guest.to_server.drain();
-                        self.platform.needs_service.insert(domid);
+                        self.host.notified(DomainId(domid));
                     }
                 }
                 _ => {}
@@ -273,10 +273,7 @@ impl Server {
         {
             self.rescan_domain_markers();
         }
-        if self.last_tick.elapsed() >= Duration::from_millis(TICK_INTERVAL_MILLISECONDS) {
-            self.last_tick = Instant::now();
-            self.engine.tick(&mut self.platform);
-        }
+        self.host.tick_if_due();
         // The tick, marker changes and requests from sockets may have queued output (replies,
         // watch events) for rings; serving rings may queue events for sockets.
         self.service_rings();
@@ -292,12 +289,14 @@ impl Server {
                         log::warn!("cannot make a client socket non-blocking: {error}");
                         continue;
                     }
-                    let connection = self.engine.open_socket_connection();
+                    let connection = self.host.engine_mut().open_socket_connection();
                     let mut stream =
                         Registered::new(&self.epoll, stream, Source::Socket(connection).token());
                     if let Err(error) = stream.set_interest(Some(Interest::READ)) {
                         log::warn!("cannot watch a client socket: {error}");
-                        self.engine.close_connection(&mut self.platform, connection);
+                        self.host.with_engine(|engine, platform| {
+                            engine.close_connection(platform, connection);
+                        });
                         continue;
                     }
                     log::debug!("socket client connected as {connection:?}");
@@ -399,8 +398,10 @@ impl Server {
                     let received = self.read_buffer.get(offset..offset + count).unwrap_or(&[]);
                     if client.pending_input.is_empty() {
                         let taken = self
-                            .engine
-                            .receive(&mut self.platform, connection, received)
+                            .host
+                            .with_engine(|engine, platform| {
+                                engine.receive(platform, connection, received)
+                            })
                             .min(received.len());
                         client
                             .pending_input
@@ -408,14 +409,13 @@ impl Server {
                     } else {
                         // Earlier bytes wait for the engine: these go behind them.
                         client.pending_input.extend_from_slice(received);
-                        self.engine.receive_from(
-                            &mut self.platform,
-                            connection,
-                            &mut client.pending_input,
-                        );
+                        let pending_input = &mut client.pending_input;
+                        self.host.with_engine(|engine, platform| {
+                            engine.receive_from(platform, connection, pending_input);
+                        });
                     }
                     settle_socket_input(
-                        &self.engine,
+                        self.host.engine(),
                         connection,
                         client,
                         &mut self.blocked_sockets,
@@ -446,27 +446,29 @@ impl Server {
                 continue;
             };
             client.touch(connection, &mut self.touched_sockets);
-            self.engine
-                .receive_from(&mut self.platform, connection, &mut client.pending_input);
-            settle_socket_input(&self.engine, connection, client, &mut self.blocked_sockets);
+            let pending_input = &mut client.pending_input;
+            self.host.with_engine(|engine, platform| {
+                engine.receive_from(platform, connection, pending_input);
+            });
+            settle_socket_input(
+                self.host.engine(),
+                connection,
+                client,
+                &mut self.blocked_sockets,
+            );
         }
     }
 
     /// Sorts the connections the engine queued output for: sockets to write out at the end
     /// of the round, rings to serve.
     fn collect_output_ready(&mut self) {
-        if !self.engine.has_output_ready() {
-            return;
-        }
-        for connection in self.engine.take_output_ready() {
-            if let Some(client) = self.sockets.get_mut(&connection) {
-                client.touch(connection, &mut self.touched_sockets);
-            } else if let Some(domain) = self.engine.connection_domain(connection)
-                && self.platform.rings.contains_key(&domain.0)
-            {
-                self.platform.needs_service.insert(domain.0);
+        let sockets = &mut self.sockets;
+        let touched_sockets = &mut self.touched_sockets;
+        self.host.sort_output_ready(&mut |connection| {
+            if let Some(client) = sockets.get_mut(&connection) {
+                client.touch(connection, touched_sockets);
             }
-        }
+        });
     }
 
     /// Finishes the sockets touched this round: closes the finished ones, writes out the
@@ -484,19 +486,21 @@ impl Server {
             client.touched = false;
             if !client.closing {
                 // What the batch left: further queued messages (a reply and watch events).
-                write_socket(&mut self.engine, connection, client);
+                write_socket(self.host.engine_mut(), connection, client);
             }
             if client.closing {
                 self.sockets.remove(&connection);
                 self.blocked_sockets.remove(&connection);
-                self.engine.close_connection(&mut self.platform, connection);
+                self.host.with_engine(|engine, platform| {
+                    engine.close_connection(platform, connection);
+                });
                 log::debug!("socket client {connection:?} closed");
                 continue;
             }
             let interest = Interest {
-                read: self.engine.wants_input(connection)
+                read: self.host.engine().wants_input(connection)
                     && client.pending_input.len() < PENDING_INPUT_LIMIT_BYTES,
-                write: !self.engine.output(connection).is_empty(),
+                write: !self.host.engine().output(connection).is_empty(),
             };
             if let Err(error) = client.stream.set_interest(Some(interest)) {
                 log::warn!("{connection:?}: cannot update its epoll interest: {error}");
@@ -523,7 +527,7 @@ impl Server {
                 continue;
             };
             if !client.closing {
-                let output = self.engine.output(*connection);
+                let output = self.host.engine().output(*connection);
                 if !output.is_empty() {
                     operations.push(SocketOperation::Send {
                         descriptor: client.stream.as_fd(),
@@ -551,7 +555,7 @@ impl Server {
                 continue;
             };
             match result {
-                Ok(count) if is_send => self.engine.consume_output(connection, count),
+                Ok(count) if is_send => self.host.engine_mut().consume_output(connection, count),
                 Err(error)
                     if is_send
                         && matches!(
@@ -581,59 +585,16 @@ impl Server {
         self.socket_results = results;
     }
 
-    /// Moves bytes between every served ring and the engine.
-    ///
-    /// Only rings with work are visited: those their guest notified, those just connected,
-    /// those the engine queued output for, and those holding input the engine could not take
-    /// yet. Serving one ring can queue watch events for others, so this repeats until no ring
-    /// has new work (a bounded number of passes; the next round picks up the rest).
+    /// Moves bytes between the served rings and the engine (the ring host's rounds); output
+    /// queued for sockets meanwhile is written at the end of the round.
     fn service_rings(&mut self) {
-        for _ in 0..4 {
-            self.collect_output_ready();
-            let mut domids = core::mem::take(&mut self.platform.needs_service);
-            domids.extend(self.blocked_rings.iter().copied());
-            if domids.is_empty() {
-                return;
+        let sockets = &mut self.sockets;
+        let touched_sockets = &mut self.touched_sockets;
+        self.rings_have_work = self.host.serve(&mut |connection| {
+            if let Some(client) = sockets.get_mut(&connection) {
+                client.touch(connection, touched_sockets);
             }
-            self.service_ring_set(domids);
-        }
-    }
-
-    fn service_ring_set(&mut self, domids: BTreeSet<u16>) {
-        for domid in domids {
-            let Some(connection) = self.engine.domain_connection(DomainId(domid)) else {
-                continue;
-            };
-            // The ring is taken out of the platform while the engine runs, because the engine
-            // may call back into the platform (another INTRODUCE, a RELEASE of this domain).
-            let Some(mut guest) = self.platform.rings.remove(&domid) else {
-                continue;
-            };
-            self.platform.changed_domains.clear();
-            if !guest.features_from_engine {
-                // The platform wrote the default set at introduction; the engine knows the
-                // domain's own set (XS_SET_FEATURE before XS_INTRODUCE may have masked bits).
-                guest
-                    .ring()
-                    .set_server_features(self.engine.domain_features(DomainId(domid)));
-                guest.features_from_engine = true;
-            }
-            if guest.failure.is_none() {
-                service_ring(&mut self.engine, &mut self.platform, connection, &mut guest);
-            }
-            // A ring whose input waits for the engine (outstanding-request or write-rate
-            // limit) is visited again each round until the engine takes it.
-            let waiting = !guest.pending_input.is_empty() || !self.engine.wants_input(connection);
-            if waiting && guest.failure.is_none() {
-                self.blocked_rings.insert(domid);
-            } else {
-                self.blocked_rings.remove(&domid);
-            }
-            // Keep the ring unless the engine disconnected or replaced it meanwhile.
-            if !self.platform.changed_domains.contains(&domid) {
-                self.platform.rings.insert(domid, guest);
-            }
-        }
+        });
     }
 
     /// Looks at the domains whose markers changed (`$RUNDIR/domains/<domid>/{shutdown,dead}`):
@@ -651,7 +612,8 @@ impl Server {
             }
             MarkerChanges::Domains(domids) => {
                 for domid in domids {
-                    let markers = simulation::domain_markers(self.platform.run_directory(), domid);
+                    let markers =
+                        simulation::domain_markers(self.host.port().run_directory(), domid);
                     self.apply_domain_markers(markers);
                 }
             }
@@ -665,8 +627,9 @@ impl Server {
         let _ = self.markers.changes();
         let found = self.markers.rescan();
         // Domains whose directory went away have no markers any more.
-        let mut gone: BTreeSet<u16> = self.platform.dead_domains.clone();
-        gone.extend(self.platform.shutdown_domains.iter().copied());
+        let port = self.host.port();
+        let mut gone: BTreeSet<u16> = port.dead_domains.clone();
+        gone.extend(port.shutdown_domains.iter().copied());
         for markers in found {
             gone.remove(&markers.domid);
             self.apply_domain_markers(markers);
@@ -684,25 +647,25 @@ impl Server {
     /// means the domid was recreated: it exists again.
     fn apply_domain_markers(&mut self, marker: DomainMarkers) {
         let domain = DomainId(marker.domid);
-        let introduced = self.engine.domain_connection(domain).is_some();
+        let introduced = self.host.engine().domain_connection(domain).is_some();
         if marker.dead {
-            if self.platform.dead_domains.insert(marker.domid) {
+            if self.host.port_mut().dead_domains.insert(marker.domid) {
                 log::info!("domain {domain}: dead (simulated)");
-                if introduced || self.platform.rings.contains_key(&marker.domid) {
-                    self.engine.domain_died(&mut self.platform, domain);
+                if introduced || self.host.has_ring(domain) {
+                    self.host.domain_died(domain);
                 }
-                self.platform.rings.remove(&marker.domid);
-                self.blocked_rings.remove(&marker.domid);
             }
         } else {
-            self.platform.dead_domains.remove(&marker.domid);
+            self.host.port_mut().dead_domains.remove(&marker.domid);
         }
         if !marker.shutdown {
-            self.platform.shutdown_domains.remove(&marker.domid);
-        } else if !marker.dead && self.platform.shutdown_domains.insert(marker.domid) && introduced
+            self.host.port_mut().shutdown_domains.remove(&marker.domid);
+        } else if !marker.dead
+            && self.host.port_mut().shutdown_domains.insert(marker.domid)
+            && introduced
         {
             log::info!("domain {domain}: shut down (simulated)");
-            self.engine.domain_shutdown(&mut self.platform, domain);
+            self.host.domain_shutdown(domain);
         }
     }
 }
@@ -790,32 +753,6 @@ fn write_socket(engine: &mut Engine, connection: ConnectionId, client: &mut Sock
                 return;
             }
         }
-    }
-}
-
-/// One ring: the engine's shared ring service, then the notification and failure marking
-/// that belong to this front end.
-fn service_ring(
-    engine: &mut Engine,
-    platform: &mut LinuxPlatform,
-    connection: ConnectionId,
-    guest: &mut GuestRing,
-) {
-    let mut pending_input = core::mem::take(&mut guest.pending_input);
-    let outcome = xenstore_engine::ring_service::service_ring(
-        engine,
-        platform,
-        connection,
-        guest.domain,
-        &guest.ring(),
-        &mut pending_input,
-    );
-    guest.pending_input = pending_input;
-    if let Some(failure) = outcome.failure {
-        // The engine already wrote the error field when the domain may see it.
-        guest.mark_failed(failure, false);
-    } else if outcome.progressed {
-        guest.notify();
     }
 }
 

@@ -69,6 +69,7 @@ pub mod path;
 pub mod permissions;
 pub mod quota;
 pub mod ring;
+pub mod ring_host;
 pub mod ring_service;
 pub mod siphash;
 pub mod store;

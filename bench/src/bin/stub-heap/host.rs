@@ -1,13 +1,12 @@
-//! A model of the stub domain serving a host, around the real engine: the serving loop of
-//! `src/xenstore.rs` with the same per-ring state on the heap and the same calls into the
-//! engine (`service_ring` on each ring with work, `take_output_ready`), in-memory ring pages
-//! in place of grant-mapped frames, and the other side of every ring (dom0's toolstack, each
-//! guest's kernel) writing requests into it and reading the replies and watch events.
+//! A model of the stub domain serving a host, around the real engine and the real ring host:
+//! the stub's `XenPort` (`src/xenstore.rs`) with in-memory ring pages in place of grant-mapped
+//! frames, and the other side of every ring (dom0's toolstack, each guest's kernel) writing
+//! requests into it and reading the replies and watch events.
 //!
 //! The stub's state and the engine live in the arena (see [`crate::arena`]); the ring pages and
 //! the guests' side do not, because in the stub they are not on its heap.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Instant;
 
@@ -15,10 +14,10 @@ use xenstore_engine::domain_state::{
     DomainState, DomainStateError, DomainStateSource, DomainStateTracker,
 };
 use xenstore_engine::memory::MemoryStatus;
-use xenstore_engine::ring::{InMemoryPage, Ring, RingError, connection};
-use xenstore_engine::ring_service::service_ring;
+use xenstore_engine::ring::{InMemoryPage, Ring, RingError};
+use xenstore_engine::ring_host::{HostSettings, RingHost, RingPort};
 use xenstore_engine::wire::{self, HEADER_SIZE_BYTES, MessageHeader, MessageType};
-use xenstore_engine::{Config, DomainId, Engine, Platform, StoreError, StoreResult};
+use xenstore_engine::{Config, DomainId, Engine, StoreResult};
 
 use crate::arena::{STUB_HEAP, inside_stub, outside_stub};
 
@@ -28,8 +27,6 @@ pub const DOM0: u16 = 0;
 pub const STUB_DOMID: u16 = 1;
 /// The stub's serving loop also polls `VIRQ_DOM_EXC`'s port (one more entry in its port list).
 const VIRQ_PORTS: usize = 1;
-/// Rounds of `service_rings` per wake-up, as in the stub.
-const SERVICE_ROUNDS: usize = 4;
 /// Wake-ups without any byte moved after which a request is declared stuck.
 const STALLED_WAKEUPS: usize = 16;
 
@@ -46,34 +43,25 @@ struct MappedRingPageLayout {
     handle: u32,
 }
 
-/// The stub's `GuestRing` (`src/xenstore.rs`) field for field, with the Xen handle types as
-/// the integers they wrap: the same size, and the same heap behaviour (`pending_input` keeps
-/// the capacity its largest read needed).
-pub struct StubGuestRing {
+/// The stub's `XenRing` (`src/xenstore.rs`) field for field, with the Xen handle types as
+/// the integers they wrap, plus the page it stands for (8 bytes more than the stub's).
+pub struct BenchRing {
     domain: DomainId,
     #[expect(dead_code, reason = "only its size matters: the page is grant-mapped")]
-    page: MappedRingPageLayout,
+    layout: MappedRingPageLayout,
     local_port: u32,
-    pending_input: Vec<u8>,
-    features_written: bool,
-    ignored: bool,
-    #[expect(dead_code, reason = "only its size matters: lost-notification retries")]
-    full_ring_retries_left: u8,
+    /// Not the stub's heap: the page stands for a grant-mapped frame.
+    page: &'static InMemoryPage,
 }
 
-/// The stub's `StubPlatform` minus its hypervisor handles: the collections it keeps per ring.
-pub struct StubModel {
-    rings: BTreeMap<u16, StubGuestRing>,
+/// The stub's `XenPort` minus its hypervisor handles: what it keeps per ring.
+pub struct BenchPort {
     /// Which domain's ring each local event-channel port serves.
     port_domains: BTreeMap<u32, u16>,
-    changed_domains: Vec<u16>,
-    needs_service: BTreeSet<u16>,
-    blocked: BTreeSet<u16>,
     /// Ports notified this round (the stub keeps the vector's capacity between rounds).
     to_notify: Vec<u32>,
     /// The serving loop's list of ports to poll, rebuilt each wake-up with one entry per ring.
     poll_ports: Vec<u32>,
-    rings_changed: bool,
     next_local_port: u32,
     /// Not the stub's heap: the ring pages stand for grant-mapped frames. Filled outside the
     /// arena; leaked, because a page lives as long as the process.
@@ -81,17 +69,12 @@ pub struct StubModel {
     clock: Instant,
 }
 
-impl StubModel {
-    fn new() -> StubModel {
-        StubModel {
-            rings: BTreeMap::new(),
+impl BenchPort {
+    fn new() -> BenchPort {
+        BenchPort {
             port_domains: BTreeMap::new(),
-            changed_domains: Vec::new(),
-            needs_service: BTreeSet::new(),
-            blocked: BTreeSet::new(),
             to_notify: Vec::new(),
             poll_ports: Vec::new(),
-            rings_changed: false,
             next_local_port: 1,
             pages: BTreeMap::new(),
             clock: Instant::now(),
@@ -99,164 +82,67 @@ impl StubModel {
     }
 
     /// The stub's `map_ring`: the grant mapping (here: the domain's page) and a bound port.
-    fn map_ring(&mut self, domain: DomainId) -> StubGuestRing {
+    fn map_ring(&mut self, domain: DomainId) -> BenchRing {
         let pages = &mut self.pages;
-        outside_stub(|| {
+        let page: &'static InMemoryPage = outside_stub(|| {
             pages
                 .entry(domain.0)
-                .or_insert_with(|| Box::leak(Box::new(InMemoryPage::new())));
+                .or_insert_with(|| Box::leak(Box::new(InMemoryPage::new())))
         });
         let local_port = self.next_local_port;
         self.next_local_port += 1;
         self.port_domains.insert(local_port, domain.0);
-        StubGuestRing {
+        BenchRing {
             domain,
-            page: MappedRingPageLayout {
+            layout: MappedRingPageLayout {
                 domain: domain.0,
                 grant_ref: 1,
                 gfn: 0,
                 handle: 0,
             },
             local_port,
-            pending_input: Vec::new(),
-            features_written: false,
-            ignored: false,
-            full_ring_retries_left: 0,
-        }
-    }
-
-    fn release_ring(&mut self, guest: StubGuestRing) {
-        if self.port_domains.get(&guest.local_port) == Some(&guest.domain.0) {
-            self.port_domains.remove(&guest.local_port);
+            page,
         }
     }
 
     fn page(&self, domid: u16) -> Option<&'static InMemoryPage> {
         self.pages.get(&domid).copied()
     }
-
-    /// The stub's `service_rings`: serve the rings with work, a bounded number of rounds.
-    /// Returns whether a round found no work left.
-    fn service_rings(&mut self, engine: &mut Engine) -> bool {
-        let mut idle = false;
-        for _ in 0..SERVICE_ROUNDS {
-            let mut domids = core::mem::take(&mut self.needs_service);
-            domids.extend(self.blocked.iter().copied());
-            for connection in engine.take_output_ready() {
-                if let Some(domain) = engine.connection_domain(connection) {
-                    domids.insert(domain.0);
-                }
-            }
-            if domids.is_empty() {
-                idle = true;
-                break;
-            }
-            self.service_ring_set(engine, domids);
-        }
-        if self.rings_changed {
-            // The serving loop rebuilds its port list on every wake-up; the capacity only
-            // changes when rings come or go.
-            self.poll_ports.clear();
-            let ports = self
-                .rings
-                .values()
-                .filter(|guest| !guest.ignored)
-                .map(|guest| guest.local_port);
-            self.poll_ports.extend(ports);
-            self.poll_ports.extend([0; VIRQ_PORTS]);
-            self.rings_changed = false;
-        }
-        idle
-    }
-
-    /// The stub's `service_ring_set`, without the lost-notification retries (no
-    /// notification is lost here).
-    fn service_ring_set(&mut self, engine: &mut Engine, domids: BTreeSet<u16>) {
-        for domid in domids {
-            let domain = DomainId(domid);
-            let Some(connection) = engine.domain_connection(domain) else {
-                continue;
-            };
-            let Some(page) = self.page(domid) else {
-                continue;
-            };
-            // Out of the map while the engine runs: it may call back into the platform.
-            let Some(mut guest) = self.rings.remove(&domid) else {
-                continue;
-            };
-            self.changed_domains.clear();
-            let ring = Ring::new(page);
-            let mut notify = false;
-            if !guest.features_written {
-                ring.set_server_features(engine.domain_features(domain));
-                guest.features_written = true;
-                notify = true;
-            }
-            if !guest.ignored {
-                let outcome = service_ring(
-                    engine,
-                    self,
-                    connection,
-                    domain,
-                    &ring,
-                    &mut guest.pending_input,
-                );
-                notify |= outcome.progressed;
-                if outcome.failure.is_some() {
-                    guest.ignored = true;
-                }
-            }
-            let waiting = !guest.pending_input.is_empty() || !engine.wants_input(connection);
-            if waiting && !guest.ignored {
-                self.blocked.insert(domid);
-            } else {
-                self.blocked.remove(&domid);
-            }
-            if notify {
-                self.to_notify.push(guest.local_port);
-            }
-            if self.changed_domains.contains(&domid) {
-                self.release_ring(guest);
-            } else {
-                self.rings.insert(domid, guest);
-            }
-        }
-    }
 }
 
-impl Platform for StubModel {
-    fn connect_domain(
+impl RingPort for BenchPort {
+    type Ring = BenchRing;
+    type Memory = InMemoryPage;
+
+    fn memory(ring: &BenchRing) -> &InMemoryPage {
+        ring.page
+    }
+
+    fn attach(
         &mut self,
         domain: DomainId,
         _ring_frame: u64,
         _remote_port: u32,
-    ) -> StoreResult<()> {
-        let guest = self.map_ring(domain);
-        let page = self.page(domain.0).ok_or(StoreError::Invalid)?;
-        Ring::new(page).server_reset(0);
-        self.changed_domains.push(domain.0);
-        self.needs_service.insert(domain.0);
-        self.rings_changed = true;
-        if let Some(previous) = self.rings.insert(domain.0, guest) {
-            self.release_ring(previous);
-        }
-        Ok(())
+    ) -> StoreResult<BenchRing> {
+        Ok(self.map_ring(domain))
     }
 
-    fn disconnect_domain(&mut self, domain: DomainId) {
-        self.changed_domains.push(domain.0);
-        self.rings_changed = true;
-        if let Some(guest) = self.rings.remove(&domain.0) {
-            self.release_ring(guest);
+    fn detach(&mut self, _domain: DomainId, ring: BenchRing) {
+        if self.port_domains.get(&ring.local_port) == Some(&ring.domain.0) {
+            self.port_domains.remove(&ring.local_port);
         }
+    }
+
+    fn notify(&mut self, ring: &BenchRing) {
+        self.to_notify.push(ring.local_port);
     }
 
     fn domain_exists(&mut self, _domain: DomainId) -> bool {
         true
     }
 
-    fn now_milliseconds(&mut self) -> u64 {
-        self.clock.elapsed().as_millis() as u64
+    fn now_nanoseconds(&mut self) -> u64 {
+        self.clock.elapsed().as_nanos() as u64
     }
 
     /// The arena's figures, as the stub reads its heap's: none while the arena does not serve
@@ -273,6 +159,16 @@ impl Platform for StubModel {
             heap_limit_bytes: statistics.size_bytes as u64,
         })
     }
+}
+
+/// The stub's serving loop after a round: it rebuilds its port list (one entry per served
+/// ring, plus `VIRQ_DOM_EXC`'s), keeping the vector's capacity.
+fn rebuild_poll_list(host: &mut RingHost<BenchPort>) {
+    let mut ports = core::mem::take(&mut host.port_mut().poll_ports);
+    ports.clear();
+    ports.extend(host.served_rings().map(|(_, ring)| ring.local_port));
+    ports.extend([0; VIRQ_PORTS]);
+    host.port_mut().poll_ports = ports;
 }
 
 /// `XEN_DOMCTL_get_domain_state(DOMID_INVALID)` right after the hypervisor created domains
@@ -365,8 +261,8 @@ struct Reply {
 /// The store serving dom0 and the introduced guests, one request at a time (each client waits
 /// for its reply, as libxl and Linux's xenbus do).
 pub struct SimulatedHost {
-    pub engine: Engine,
-    stub: StubModel,
+    /// The stub's ring host: the engine and the per-ring state, on the arena.
+    pub host: RingHost<BenchPort>,
     /// The stub's `DomainWatcher::DomainState` (Xen 4.21+; on older Xen the stub scans with
     /// `getdomaininfo` and keeps nothing per domain): a unique id per domain that exists.
     domain_states: DomainStateTracker,
@@ -382,32 +278,29 @@ impl SimulatedHost {
             ..Config::default()
         };
         let mut host = inside_stub(|| {
-            let mut engine = Engine::new(config);
-            let mut stub = StubModel::new();
+            let mut port = BenchPort::new();
             let master = DomainId(DOM0);
             // As the stub starts: dom0's ring is mapped before its connection is opened.
-            let mut guest = stub.map_ring(master);
-            let page = stub.page(DOM0).ok_or(HostError::NoRing(DOM0))?;
-            let ring = Ring::new(page);
-            ring.set_server_features(engine.domain_features(master));
-            engine.open_domain_connection(&mut stub, master);
-            guest.features_written = true;
-            ring.set_connection(connection::CONNECTED);
-            stub.rings.insert(DOM0, guest);
-            stub.rings_changed = true;
-            stub.needs_service.insert(DOM0);
-            let _ = stub.service_rings(&mut engine);
-            Ok(SimulatedHost {
-                engine,
-                stub,
+            let ring = port.map_ring(master);
+            let mut host = RingHost::new(Engine::new(config), port, stub_settings());
+            host.adopt(master, ring);
+            let _ = host.serve(&mut |_| {});
+            rebuild_poll_list(&mut host);
+            SimulatedHost {
+                host,
                 domain_states: DomainStateTracker::default(),
                 guests: GuestSide::default(),
-            })
-        })?;
+            }
+        });
         // Binding VIRQ_DOM_EXC reports every existing domain: dom0 and the stub domain.
         host.domains_created(vec![DOM0, STUB_DOMID])?;
         host.collect_replies()?;
         Ok(host)
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        self.host.engine()
     }
 
     /// The hypervisor created `domids`: the stub's `VIRQ_DOM_EXC` handler learns them.
@@ -432,11 +325,12 @@ impl SimulatedHost {
 
     fn domains_changed(&mut self, mut source: ChangedDomains) -> Result<(), HostError> {
         let tracker = &mut self.domain_states;
-        let engine = &mut self.engine;
-        let stub = &mut self.stub;
-        inside_stub(|| tracker.drain(&mut source, engine, stub))
-            .map(|_| ())
-            .map_err(HostError::DomainState)
+        let host = &mut self.host;
+        inside_stub(|| {
+            host.with_engine(|engine, platform| tracker.drain(&mut source, engine, platform))
+        })
+        .map(|_| ())
+        .map_err(HostError::DomainState)
     }
 
     /// Sends one request from `domid` through its ring and returns the reply's payload once
@@ -448,7 +342,11 @@ impl SimulatedHost {
         transaction_id: u32,
         payload: &[u8],
     ) -> Result<Vec<u8>, HostError> {
-        let page = self.stub.page(domid).ok_or(HostError::NoRing(domid))?;
+        let page = self
+            .host
+            .port()
+            .page(domid)
+            .ok_or(HostError::NoRing(domid))?;
         let request_id = self.guests.next_request_id;
         self.guests.next_request_id = request_id.wrapping_add(1);
         let message = wire::encode_message(request.number(), request_id, transaction_id, payload);
@@ -466,11 +364,14 @@ impl SimulatedHost {
                 written_bytes += count;
                 moved |= count > 0;
                 // The guest's event: the stub's event-channel drain marks its ring.
-                inside_stub(|| self.stub.needs_service.insert(domid));
+                inside_stub(|| self.host.notified(DomainId(domid)));
             }
-            let stub = &mut self.stub;
-            let engine = &mut self.engine;
-            let store_idle = inside_stub(|| stub.service_rings(engine));
+            let host = &mut self.host;
+            let store_idle = inside_stub(|| {
+                let work_remains = host.serve(&mut |_| {});
+                rebuild_poll_list(host);
+                !work_remains
+            });
             let (read_any, replies) = self.collect_replies()?;
             moved |= read_any;
             for candidate in replies {
@@ -478,8 +379,7 @@ impl SimulatedHost {
                     reply = Some(candidate);
                 }
             }
-            let quiet =
-                store_idle && self.stub.needs_service.is_empty() && self.stub.blocked.is_empty();
+            let quiet = store_idle && !self.host.has_ring_work();
             if written_bytes == message.len()
                 && quiet
                 && let Some(reply) = reply.take()
@@ -507,15 +407,19 @@ impl SimulatedHost {
     /// counted and dropped, replies returned. A guest that read while the store still has
     /// output for it notifies the store (its ring had been full).
     fn collect_replies(&mut self) -> Result<(bool, Vec<Reply>), HostError> {
-        let notified_ports = self.stub.to_notify.clone();
-        self.stub.to_notify.clear();
+        let notified_ports = self.host.port().to_notify.clone();
+        self.host.port_mut().to_notify.clear();
         let mut replies = Vec::new();
         let mut read_any = false;
         for port in notified_ports {
-            let Some(&domid) = self.stub.port_domains.get(&port) else {
+            let Some(&domid) = self.host.port().port_domains.get(&port) else {
                 continue;
             };
-            let page = self.stub.page(domid).ok_or(HostError::NoRing(domid))?;
+            let page = self
+                .host
+                .port()
+                .page(domid)
+                .ok_or(HostError::NoRing(domid))?;
             let ring = Ring::new(page);
             let inbox = self.guests.inboxes.entry(domid).or_default();
             let mut buffer = [0u8; xenstore_engine::ring::RING_SIZE_BYTES];
@@ -541,12 +445,12 @@ impl SimulatedHost {
                     });
                 }
             }
-            let store_has_more = self
-                .engine
+            let engine = self.host.engine();
+            let store_has_more = engine
                 .domain_connection(DomainId(domid))
-                .is_some_and(|connection| !self.engine.output(connection).is_empty());
+                .is_some_and(|connection| !engine.output(connection).is_empty());
             if store_has_more {
-                inside_stub(|| self.stub.needs_service.insert(domid));
+                inside_stub(|| self.host.notified(DomainId(domid)));
             }
         }
         Ok((read_any, replies))
@@ -560,33 +464,18 @@ impl SimulatedHost {
     /// Whether every output queue, every ring's pending input and every guest's partly read
     /// message is empty.
     pub fn drained(&self) -> bool {
-        let outputs_empty = self.stub.rings.values().all(|guest| {
-            match self.engine.domain_connection(guest.domain) {
-                Some(connection) => self.engine.output(connection).is_empty(),
-                None => true,
-            }
-        });
-        let inputs_empty = self
-            .stub
-            .rings
-            .values()
-            .all(|guest| guest.pending_input.is_empty());
         let nothing_half_read = self.guests.inboxes.values().all(Vec::is_empty);
-        outputs_empty && inputs_empty && nothing_half_read
+        self.host.is_drained() && nothing_half_read
     }
 
     /// Rings the stub serves (dom0's included).
     pub fn ring_count(&self) -> usize {
-        self.stub.rings.len()
+        self.host.ring_count()
     }
 
     /// The capacity the rings' `pending_input` buffers keep, bytes.
     pub fn pending_input_capacity_bytes(&self) -> usize {
-        self.stub
-            .rings
-            .values()
-            .map(|guest| guest.pending_input.capacity())
-            .sum()
+        self.host.pending_input_capacity_bytes()
     }
 
     /// Drops the domain-state tracker; the caller measures what that frees.
@@ -594,13 +483,21 @@ impl SimulatedHost {
         self.domain_states = DomainStateTracker::default();
     }
 
-    /// Drops the stub's per-ring state (ring map, port map, port list), as if every ring
-    /// were released; the caller measures what that frees.
+    /// Drops the stub's per-ring state (the host's rings and schedule, the port map, the port
+    /// list), as if every ring were released; the caller measures what that frees.
     pub fn drop_ring_state(&mut self) {
-        self.stub.rings = BTreeMap::new();
-        self.stub.port_domains = BTreeMap::new();
-        self.stub.poll_ports = Vec::new();
-        self.stub.to_notify = Vec::new();
+        self.host.detach_all();
+        let port = self.host.port_mut();
+        port.port_domains = BTreeMap::new();
+        port.poll_ports = Vec::new();
+        port.to_notify = Vec::new();
+    }
+}
+
+/// The stub's ring host settings (its sweep of recently served rings).
+fn stub_settings() -> HostSettings {
+    HostSettings {
+        sweep: Some(100_000_000),
     }
 }
 
@@ -613,7 +510,8 @@ fn next_message(bytes: &[u8]) -> Option<(MessageHeader, Vec<u8>, usize)> {
     Some((header, payload, length))
 }
 
-/// The size of the stub's `GuestRing` (for the estimate from struct sizes).
-pub const fn guest_ring_size_bytes() -> usize {
-    size_of::<StubGuestRing>()
+/// The size of the stub's per-ring record in its ring host (for the estimate from struct
+/// sizes).
+pub fn guest_ring_size_bytes() -> usize {
+    RingHost::<BenchPort>::hosted_ring_size_bytes()
 }

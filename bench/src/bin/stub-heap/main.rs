@@ -192,7 +192,7 @@ impl Recorder {
         data_nodes: usize,
     ) -> Result<(), HostError> {
         let used_before = STUB_HEAP.used_bytes();
-        let nodes_before = host.engine.node_count();
+        let nodes_before = host.engine().node_count();
         let started = Instant::now();
         match step {
             Step::LibxlNodes => workload::create_domain_nodes(host, domid)?,
@@ -206,7 +206,7 @@ impl Recorder {
         let totals = &mut self.totals[step.index()];
         totals.seconds += started.elapsed().as_secs_f64();
         totals.delta_bytes += STUB_HEAP.used_bytes() as i64 - used_before as i64;
-        totals.nodes += host.engine.node_count() as i64 - nodes_before as i64;
+        totals.nodes += host.engine().node_count() as i64 - nodes_before as i64;
         Ok(())
     }
 
@@ -280,7 +280,7 @@ fn measure(options: &Options) -> Result<Measurement, Box<dyn Error>> {
     let mut host = SimulatedHost::start()?;
     workload::set_up_host(&mut host)?;
     let start = STUB_HEAP.figures();
-    let start_nodes = host.engine.node_count();
+    let start_nodes = host.engine().node_count();
     let mut recorder = Recorder {
         totals: [StepTotals::default(); 4],
         most_holes: start.layout.hole_count,
@@ -309,7 +309,7 @@ fn measure(options: &Options) -> Result<Measurement, Box<dyn Error>> {
     class_free_lists.truncate(LARGEST_CLASS_FREE_LISTS);
 
     // The run must have built what it claims, or the figures mean nothing.
-    let end_nodes = host.engine.node_count();
+    let end_nodes = host.engine().node_count();
     if end_nodes - start_nodes != options.domains * options.nodes_per_domain {
         return Err(format!(
             "the store grew by {} nodes, expected {} x {}",
@@ -319,7 +319,7 @@ fn measure(options: &Options) -> Result<Measurement, Box<dyn Error>> {
         )
         .into());
     }
-    let introduced = host.engine.introduced_domains();
+    let introduced = host.engine().introduced_domains();
     if introduced.len() != options.domains + 1 || !introduced.contains(&DomainId(0)) {
         return Err(format!(
             "{} domains introduced, expected dom0 and {} guests",

@@ -158,7 +158,7 @@ fn fill_as_guests(host: &mut SimulatedHost, guests: &[u16]) -> BTreeMap<u16, Gue
             ) {
                 None => fill.values_stored += 1,
                 Some(errno) => {
-                    let usage = host.engine.domain_usage(DomainId(domid));
+                    let usage = host.engine().domain_usage(DomainId(domid));
                     fill.refusal = Some(errno);
                     fill.memory_charged_bytes = usage.memory_bytes;
                     fill.nodes_owned = usage.nodes;
@@ -244,20 +244,20 @@ fn guests_leave(host: &mut SimulatedHost, guests: &[u16]) {
 /// `XS_INTRODUCE`) and takes it down as `xl destroy` does (its death, `XS_RM`); the nodes
 /// it made.
 fn xl_create_and_destroy(host: &mut SimulatedHost, domid: u16) -> usize {
-    let nodes_before = host.engine.node_count();
+    let nodes_before = host.engine().node_count();
     if let Err(error) =
         workload::create_domain_nodes(host, domid).and_then(|()| workload::introduce(host, domid))
     {
         panic!("dom0 building domain {domid}: {error}");
     }
-    let nodes_made = host.engine.node_count() - nodes_before;
+    let nodes_made = host.engine().node_count() - nodes_before;
     if let Err(error) = host.domains_destroyed(vec![domid]) {
         panic!("destroying domain {domid}: {error}");
     }
     for root in workload::domain_roots(domid) {
         remove(host, &root);
     }
-    assert_eq!(host.engine.node_count(), nodes_before);
+    assert_eq!(host.engine().node_count(), nodes_before);
     nodes_made
 }
 
