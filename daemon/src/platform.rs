@@ -31,7 +31,7 @@ pub struct GuestRing {
     /// Request bytes taken from the ring that the engine has not accepted yet.
     pub pending_input: Vec<u8>,
     /// Set once the ring broke the protocol: it is ignored until the domain goes away
-    /// (reference §6.4, C `ignore_connection()`).
+    /// (docs/protocol.md, "Ring"; C `ignore_connection()`).
     pub failure: Option<ConnectionFailure>,
     /// Whether `server_features` holds the engine's per-domain set yet.
     pub features_from_engine: bool,
@@ -50,7 +50,7 @@ impl GuestRing {
         }
     }
 
-    /// Stops serving the ring; with `report` (the domain has the ERROR feature, which C-HEAD
+    /// Stops serving the ring; with `report` (the domain has the ERROR feature, which C 4.22
     /// requires before it writes the field) tells the guest why in the `error` field.
     pub fn mark_failed(&mut self, failure: ConnectionFailure, report: bool) {
         if self.failure.is_none() {
@@ -159,7 +159,7 @@ impl Platform for LinuxPlatform {
             store_error(&error)
         })?;
         // A re-introduction keeps an earlier protocol failure: C never revives an ignored
-        // connection (reference §6.4). Dropping the previous ring unregisters its FIFO.
+        // connection (docs/protocol.md, "Ring"). Dropping the previous ring unregisters its FIFO.
         let previous_failure = self
             .rings
             .get(&domain.0)
@@ -176,7 +176,7 @@ impl Platform for LinuxPlatform {
         }
         guest_ring.failure = previous_failure;
         self.rings.remove(&domain.0);
-        // C-HEAD `introduce_domain()`/`domain_conn_reset()`: zero the indices and answer a
+        // C 4.22 `introduce_domain()`/`domain_conn_reset()`: zero the indices and answer a
         // pending RECONNECT. The features start empty: the event loop writes the engine's
         // per-domain set right after this request and then notifies (4.18+ notifies after the
         // reset); the ring document allows adding bits at any time, never clearing them.
