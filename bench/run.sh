@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmark suite: our xenstored, Debian bookworm's C xenstored and oxenstored (Xen 4.17,
 # under bench/shim/fake-xen.c) through every workload; prints the table, the ratios and the goals
-# of performance.md §4.4, and writes target/bench/results.csv and target/bench/scaling.svg.
+# (docs/performance.md, "Goals"), and writes target/bench/results.csv and target/bench/scaling.svg.
 # Then stub-heap measures the stub domain's heap (its allocator, the real engine) under 1000
 # domains x 100 nodes and the domain size that needs (with the stub's image, built here), and
 # appends its row and verdict to the same results.

@@ -2,7 +2,7 @@
 //!
 //! Started with `xl create` as an ordinary PVH guest, it proves its ring works with one
 //! legitimate `XS_READ`, then breaks the ring protocol the way hostile guests did in the
-//! xenstore advisories (`shared/reference/hostile-guests.md` §3): a producer index more than a
+//! xenstore advisories (docs/hostile-guests.md, "Ring abuse"): a producer index more than a
 //! ring ahead, a consumer index past the producer, an oversized header, garbage. It reports
 //! each step as `hostile: ...` on its console (port 0xE9) and then idles, so that a test can
 //! check that the xenstore ignores this guest while serving everyone else.

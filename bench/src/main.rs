@@ -1,8 +1,8 @@
-//! `xenstore-bench`: runs the named workloads of performance.md §4.2 against our xenstored,
-//! Debian's C xenstored and oxenstored under the fake-Xen shim, all serving the same simulated
-//! guests; prints a table with ratios to ours and the §4.4 goals, writes `results.csv`,
-//! `scaling.svg` and `failures.txt`, and ends with a verdict: exit status 1 when any server
-//! could not be set up or failed a workload (goals are reported, never judged).
+//! `xenstore-bench`: runs the named workloads (docs/performance.md, "Workloads") against our
+//! xenstored, Debian's C xenstored and oxenstored under the fake-Xen shim, all serving the same
+//! simulated guests; prints a table with ratios to ours and the goals ("Goals" there), writes
+//! `results.csv`, `scaling.svg` and `failures.txt`, and ends with a verdict: exit status 1 when
+//! any server could not be set up or failed a workload (goals are reported, never judged).
 
 mod report;
 mod servers;

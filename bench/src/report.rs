@@ -1,5 +1,5 @@
-//! The outputs: the printed table with ratios to our server, the goals of performance.md §4.4,
-//! `results.csv` and the scaling curves as a hand-written SVG.
+//! The outputs: the printed table with ratios to our server, the goals (docs/performance.md,
+//! "Goals"), `results.csv` and the scaling curves as a hand-written SVG.
 
 use std::fmt::Write as _;
 
@@ -136,7 +136,7 @@ fn find(rows: &[Row], server: ServerKind, workload: &str, variant: &str) -> Opti
         .cloned()
 }
 
-/// The goals of performance.md §4.4 as reported figures: (goal, met?, figure).
+/// The goals (docs/performance.md, "Goals") as reported figures: (goal, met?, figure).
 pub fn goals(rows: &[Row], checkpoints: &[usize]) -> Vec<(String, Option<bool>, String)> {
     let mut goals = Vec::new();
     let floor = find(rows, ServerKind::Floor, "W0", "echo small, 1 client");
@@ -311,7 +311,7 @@ pub fn goals(rows: &[Row], checkpoints: &[usize]) -> Vec<(String, Option<bool>, 
 }
 
 pub fn goals_text(goals: &[(String, Option<bool>, String)]) -> String {
-    let mut text = String::from("Goals (performance.md 4.4), our server:\n");
+    let mut text = String::from("Goals (docs/performance.md), our server:\n");
     for (goal, met, figure) in goals {
         let verdict = match met {
             Some(true) => "met",

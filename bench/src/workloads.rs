@@ -1,5 +1,5 @@
-//! The named workloads (performance.md §4.2): each one runs against one started server and
-//! returns table rows; the domain-scaling ones also return curve points for the SVG.
+//! The named workloads (docs/performance.md, "Workloads"): each one runs against one started
+//! server and returns table rows; the domain-scaling ones also return curve points for the SVG.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ pub struct Scale {
     /// How long each timed phase of the throughput workloads runs.
     pub phase: Duration,
     /// How often each throughput phase is repeated; the run with the median throughput is
-    /// kept (performance.md §4.1), because the machine may be shared.
+    /// kept (docs/performance.md, "Metrics"), because the machine may be shared.
     pub repeats: usize,
     /// Iterations of each W1 test.
     pub iterations: usize,
@@ -738,7 +738,7 @@ pub fn w9_domain_scaling(server: &RunningServer, scale: &Scale) -> WorkloadResul
     }
     let (final_rss_kibibytes, _) = server.memory_kibibytes();
     // The store of a busy host: every live domain gets a toolstack's nodes plus data nodes,
-    // about 100 nodes each (performance.md: 1000 domains x 100 nodes in 16 MiB).
+    // about 100 nodes each (docs/performance.md, "Goals": 1000 domains x 100 nodes in 16 MiB).
     let mut nodes_per_domain = 0;
     for domid in 1..=live_domains {
         let mut writes = toolstack_writes(domid);

@@ -226,7 +226,7 @@ fn domain_death_fires_release_domain_and_removes_the_guests_nodes() {
         Some(("@releaseDomain".into(), "released".into()))
     );
     assert!(!dom0.is_domain_introduced(14).unwrap());
-    // Nodes owned by the dead domain are deleted with their subtree (reference §2.7).
+    // Nodes owned by the dead domain are deleted with their subtree (docs/protocol.md, "Domains").
     assert_eq!(
         error_name(dom0.read("/local/domain/14/device/vif/0")),
         "ENOENT"
@@ -371,7 +371,7 @@ fn a_simulated_shutdown_fires_release_domain_once_and_keeps_the_domain() {
 fn introduction_answers_a_reconnect_request_and_honours_the_feature_mask() {
     let daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    // XS_SET_FEATURE (24) before XS_INTRODUCE masks the advertised bits (reference §6.3).
+    // XS_SET_FEATURE (24) before XS_INTRODUCE masks the advertised bits (docs/protocol.md, "Ring").
     dom0.call(24, 0, &xenstored_linux::wire::join_strings(&["18", "2"]))
         .unwrap();
     let files = DomainFiles::new(&daemon.run_directory, 18);
@@ -479,7 +479,7 @@ fn with_keep_orphans_a_dead_domains_nodes_go_to_the_privileged_domain() {
 fn without_the_error_feature_a_failed_ring_gets_no_error_code() {
     let daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    // Mask every feature of domain 23 before introducing it (C-HEAD writes `error` only
+    // Mask every feature of domain 23 before introducing it (C 4.22 writes `error` only
     // for domains with XENSTORE_SERVER_FEATURE_ERROR).
     dom0.call(24, 0, &xenstored_linux::wire::join_strings(&["23", "0"]))
         .unwrap();

@@ -1,7 +1,8 @@
-//! Hostile guests: one test per xenstore security advisory of `hostile-guests.md` §1.3
-//! (T-38 … T-484), run against the engine through simulated guest rings on the Linux daemon.
+//! Hostile guests: one test per xenstore security advisory (T-38 … T-484 of
+//! docs/hostile-guests.md, "The advisory tests"), run against the engine through simulated
+//! guest rings on the Linux daemon.
 //!
-//! Every test ends with the liveness check (LC) of the reference: after the hostile sequence
+//! Every test ends with the liveness check (LC, same section): after the hostile sequence
 //! a fresh guest and dom0 are served correctly, the daemon still runs, and
 //! `XS_CONTROL check` finds the accounting equal to a full recount (nodes, node memory,
 //! watches, transactions, queued output) and the tree well formed. How fast the store serves
@@ -1187,8 +1188,8 @@ fn xsa_419_a_dead_domains_nodes_are_deleted() {
     owner.set_perms("share", &["n18", "b7"]).unwrap();
     let mut guest = daemon.guest(7);
     let dom0_nodes = nodes_owned(&mut dom0, 0);
-    // 300 rather than the reference's 500: 500 child names would take `share` over the
-    // node-size quota (2048 bytes, child names included) before the test is done.
+    // 300 rather than 500: 500 child names would take `share` over the node-size quota
+    // (2048 bytes, child names included) before the test is done.
     for index in 0..300 {
         guest
             .write(&format!("/local/domain/18/share/f{index}"), b"v")

@@ -37,7 +37,7 @@ pub struct OutputMessage {
     /// For a watch event: the connection whose request caused it. Until the event is sent
     /// or dropped it counts as one of that connection's outstanding requests, so a writer
     /// cannot flood a guest that does not read its ring without being slowed itself (C
-    /// `send_event()`, `pend.req`; `hostile-guests.md` T-326b).
+    /// `send_event()`, `pend.req`; T-326b of docs/hostile-guests.md, "The advisory tests").
     pub caused_by: Option<ConnectionId>,
 }
 

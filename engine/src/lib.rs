@@ -24,7 +24,8 @@
     clippy::expect_used,
     clippy::indexing_slicing,
     clippy::panic,
-    // Further ways to stop the store from guest input (hostile-guests.md §1.4 items 3, 7).
+    // Further ways to stop the store from guest input (docs/hostile-guests.md,
+    // "Invariants", 3 and 7).
     clippy::unreachable,
     clippy::todo,
     clippy::unimplemented,

@@ -13,7 +13,8 @@
 //! guest (the guest tool and tests).
 //!
 //! Every index is read from shared memory exactly once per operation and validated before use,
-//! because the other side may change it at any moment (`X-HEAD domain.c:check_indexes()`).
+//! because the other side may change it at any moment (C xenstored 4.22,
+//! `domain.c:check_indexes()`).
 
 use core::sync::atomic::{AtomicU32, Ordering, fence};
 
@@ -348,11 +349,11 @@ impl<'memory, M: RingMemory + ?Sized> Ring<'memory, M> {
     }
 
     /// Server, at (re)introduction: zero all four indices and advertise `features`
-    /// (`X-HEAD domain.c:domain_conn_reset()` and `introduce_domain()`).
+    /// (C xenstored 4.22, `domain.c:domain_conn_reset()` and `introduce_domain()`).
     ///
     /// Returns true when the guest had asked for a reconnection (`connection == RECONNECT`,
     /// the dom0less flow); the state is then set back to CONNECTED and the caller must notify
-    /// the guest (§6.5 of the reference: "if the page says RECONNECT, sets CONNECTED and notifies").
+    /// the guest (docs/protocol.md, "Ring", "Introduction and reconnection").
     pub fn server_reset(&self, features: u32) -> bool {
         for word in [
             offset::REQUEST_CONSUMER,

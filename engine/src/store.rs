@@ -1,7 +1,7 @@
 //! The node tree: values, permissions, child lists and generation counts.
 //!
 //! Memory per node is what limits how many domains one stub domain serves, so the layout is
-//! compact (`performance.md`, W13: at most 100 bytes per node beyond key and value):
+//! compact (at most 100 bytes per node beyond key and value: docs/performance.md, "Goals"):
 //!
 //! - Nodes live in an arena of slots (freed slots are reused), allocated in chunks of 1024
 //!   slots so that the table never moves nor doubles. A node keeps its own name and its

@@ -1,10 +1,11 @@
 //! The domain-state consumer against a model of Xen 4.21's `XEN_DOMCTL_get_domain_state`.
 //!
 //! No Debian package carries Xen 4.21, so the interface is modelled from its specification
-//! (reference xen-abi §7.3, `xen/include/public/domctl.h`): binding `VIRQ_DOM_EXC` marks every
-//! existing domain changed; `DOMID_INVALID` returns the lowest changed domain and clears its
-//! flag, `ENOENT` when none is left; callers other than the VIRQ handler get `EACCES`; every
-//! domain has a unique id that is never reused, even when its domid is.
+//! (docs/xen-interface.md, "Domain state"; `xen/include/public/domctl.h`): binding
+//! `VIRQ_DOM_EXC` marks every existing domain changed; `DOMID_INVALID` returns the lowest
+//! changed domain and clears its flag, `ENOENT` when none is left; callers other than the VIRQ
+//! handler get `EACCES`; every domain has a unique id that is never reused, even when its
+//! domid is.
 
 mod support;
 

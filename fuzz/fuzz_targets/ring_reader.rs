@@ -1,6 +1,6 @@
 //! Fuzz target: the shared ring (`engine::ring::Ring` over `InMemoryPage`) with a hostile
 //! peer that sets any index, byte, connection or error word between the store's passes
-//! (`service_ring`), as a guest can at any moment (XSA-38, `hostile-guests.md` §3).
+//! (`service_ring`), as a guest can at any moment (XSA-38; docs/hostile-guests.md, "Ring abuse").
 //! Checks: no panic, reads and writes never report more than a ring's worth, a failed
 //! ring stays failed and gets an error code, and the accounting equals a recount.
 #![no_main]

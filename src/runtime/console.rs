@@ -1,8 +1,9 @@
 //! The console: a `log` backend and raw lines, on port 0xE9 and the PV console ring.
 //!
 //! Every line starts with [`crate::CONSOLE_PREFIX`] (`xenstore-stubdom: `). Port 0xE9 always
-//! works (xen-abi §3.2); the PV console ring is added once `crate::xen::pv_console` found
-//! one, and is best-effort (bytes are dropped when xenconsoled does not drain it).
+//! works (docs/xen-interface.md, "Start info and command line"); the PV console ring is
+//! added once `crate::xen::pv_console` found one, and is best-effort (bytes are dropped when
+//! xenconsoled does not drain it).
 //! Writing never allocates, so allocation-failure and panic paths can log.
 
 use core::fmt::{self, Write};

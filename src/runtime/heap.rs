@@ -26,7 +26,8 @@ pub const PAGE_SIZE_BYTES: u64 = 4096;
 /// Below this the stub cannot do useful work.
 pub const MIN_HEAP_SIZE_BYTES: u64 = 256 * 1024;
 /// Pages of the populated reservation that are not in the low RAM region: the 8 special
-/// pages at 0xfeff8000 (xen-abi §4.1) plus slack for frames the toolstack may add.
+/// pages at 0xfeff8000 (docs/xen-interface.md, "Memory map") plus slack for frames the
+/// toolstack may add.
 pub const RESERVATION_PAGES_OUTSIDE_LOW_RAM: u64 = 16;
 
 /// The least the heap grows by at once (more when one allocation needs more).

@@ -39,7 +39,8 @@ pub fn is_pending(shared_info: &SharedInfo, port: EventChannelPort) -> bool {
 /// those words hold nothing, all 64 are scanned, so a port Xen marked without the selector
 /// (pending while masked, then unmasked by someone else) cannot make the poll loop spin:
 /// `SCHEDOP_poll` returns at once for a pending port that is never cleared. The selector
-/// must be cleared in any case: Xen raises the upcall only on the 0→1 edge (xen-abi §5.4).
+/// must be cleared in any case: Xen raises the upcall only on the 0→1 edge
+/// (docs/xen-interface.md, "Event channels").
 pub fn drain_pending(shared_info: &SharedInfo, mut handle: impl FnMut(EventChannelPort)) -> usize {
     let vcpu = &shared_info.vcpu_info[0];
     vcpu.evtchn_upcall_pending.store(0, Ordering::Release);

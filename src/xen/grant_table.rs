@@ -2,12 +2,13 @@
 //!
 //! A PVH caller of `GNTTABOP_map_grant_ref` names the guest-physical frame that receives
 //! the foreign page. That frame must be a **hole**: over RAM the RAM page leaks, over
-//! another grant Xen crashes the domain (xen-abi §4.3, §6.2). So mappings go into a window
-//! of frames that no memory-map entry touches: the first large-enough gap at or above
-//! 4 GiB — like Xen-as-a-guest's `xg_alloc_unused_page()` (which treats everything below
-//! max(RAM end, 4 GiB) and every map entry as used) and Solo5's 4–5 GiB area; it also stays
-//! clear of the unknown-MMIO area below 4 GiB (LAPIC, special pages). The window is identity-mapped by
-//! the boot page tables, and a slot bitmap guarantees that no frame is mapped twice.
+//! another grant Xen crashes the domain (docs/xen-interface.md, "Grant tables"). So mappings
+//! go into a window of frames that no memory-map entry touches: the first large-enough gap at
+//! or above 4 GiB — like Xen-as-a-guest's `xg_alloc_unused_page()` (which treats everything
+//! below max(RAM end, 4 GiB) and every map entry as used) and Solo5's 4–5 GiB area; it also
+//! stays clear of the unknown-MMIO area below 4 GiB (LAPIC, special pages). The window is
+//! identity-mapped by the boot page tables, and a slot bitmap guarantees that no frame is
+//! mapped twice.
 //!
 //! For the xenstore engine (`Platform::connect_domain`): map `GrantRef::RESERVED_XENSTORE`
 //! of the new domain, keep the [`ForeignPage`], unmap it in `disconnect_domain`.

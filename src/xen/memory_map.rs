@@ -2,8 +2,8 @@
 //!
 //! `init-xenstore-domain` gives the stub no map in its start info (`memmap_entries == 0`),
 //! but sets one with `xc_domain_set_memory_map()` that `XENMEM_memory_map` returns as packed
-//! 20-byte E820 entries (xen-abi §4.1). Only `--memory` MiB of the RAM entry are populated
-//! (`XENMEM_current_reservation` says how many pages are backed).
+//! 20-byte E820 entries (docs/xen-interface.md, "Memory map"). Only `--memory` MiB of the
+//! RAM entry are populated (`XENMEM_current_reservation` says how many pages are backed).
 
 use core::fmt;
 
@@ -168,7 +168,7 @@ pub fn read_memory_map_from_xen(
 mod tests {
     use super::*;
 
-    /// The map init-xenstore-domain sets for `--memory 8` (xen-abi §4.1).
+    /// The map init-xenstore-domain sets for `--memory 8` (docs/xen-interface.md, "Memory map").
     pub(crate) fn stub_domain_map() -> MemoryMap {
         MemoryMap::from_regions(
             [

@@ -3,7 +3,8 @@
 //! The toolstack publishes the ring page and event channel as `HVM_PARAM_CONSOLE_PFN` and
 //! `HVM_PARAM_CONSOLE_EVTCHN`. The consumer is xenconsoled in dom0, which for a xenstore
 //! stub only appears after xenstore works: until then the 2 KiB ring fills up, and further
-//! output is dropped rather than waited for (waiting would hang the stub, xen-abi §3.3).
+//! output is dropped rather than waited for (waiting would hang the stub; docs/xen-interface.md,
+//! "Start info and command line").
 
 use core::sync::atomic::Ordering;
 

@@ -3,7 +3,8 @@
 //! A PVH guest chooses where shared_info appears: `XENMEM_add_to_physmap(
 //! XENMAPSPACE_shared_info, 0, gfn)` (`memory.h`). As Mini-OS and Solo5 do, the target is a
 //! dedicated page-aligned frame of the kernel image: Xen frees the RAM that was there and
-//! puts shared_info in its place (xen-abi §4.2), and the identity map already covers it.
+//! puts shared_info in its place (docs/xen-interface.md, "Memory map"), and the identity map
+//! already covers it.
 
 use xen_hypercall::shared_info::{SharedInfo, TimeSnapshot};
 

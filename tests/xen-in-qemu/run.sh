@@ -80,7 +80,8 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2
 scenario="" timeout="" kernel="" interactive=0 keep=0 log="" verbose=0
 xenstore=${XENSTORE:-stub} hostile=${HOSTILE_GUEST_KERNEL:-} sets=()
 tcg_thread=${XEN_QEMU_TCG_THREAD:-multi}
-# XEN_QEMU_CPU: QEMU's -cpu value, for experiments (default: the reference's working model).
+# XEN_QEMU_CPU: QEMU's -cpu value, for experiments (default: the model that works,
+#               docs/xen-interface.md, "Xen in QEMU").
 # XEN_QEMU_ACCEL: QEMU's -accel value (default tcg,thread=--tcg-thread's). For a host whose
 #                 KVM exposes nested AMD-V/VT-x: XEN_QEMU_ACCEL=kvm XEN_QEMU_CPU=host. Not
 #                 tried here (the development machines have no working KVM); the stall
@@ -422,7 +423,7 @@ cat "$base/base.cpio.gz" "$work/overlay.cpio.gz" >"$work/dom0.cpio.gz"
 say "dom0 initramfs: $(du -sh "$work/dom0.cpio.gz" | cut -f1) (base + $(du -sh "$work/overlay.cpio.gz" | cut -f1) for scenario $scenario)"
 
 # ---------------------------------------------------------------------------------------
-# Boot. The command line is the one in the project's xen-in-qemu reference; conring_size
+# Boot. The command line follows docs/xen-interface.md, "Xen in QEMU"; conring_size
 # lets `xl dmesg` in dom0 still see early guest lines after Xen's boot messages.
 # spec-ctrl=eager-fpu: on the AMD CPU that TCG emulates, Xen switches FPU state lazily by
 # default (CR0.TS and #NM), and under QEMU's TCG that corrupted user space in dom0 and in

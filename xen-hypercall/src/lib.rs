@@ -15,7 +15,7 @@
 //!
 //! Design principles:
 //! - Every ABI struct is `#[repr(C)]` and has size and field-offset unit tests against the
-//!   figures compiled from Xen's public headers (see the project's `xen-abi.md`).
+//!   figures of Xen's public headers (`docs/xen-interface.md`).
 //! - Failures come back as typed values ([`XenErrno`], [`grant_table::GrantStatus`]); nothing
 //!   in this crate panics on a hypervisor result.
 //! - Calls that can change what a guest-physical frame contains (and therefore break memory

@@ -4,8 +4,7 @@
 //! A byte string is read as a program: each step picks an actor (dom0's socket or one of
 //! three unprivileged guests), a request and its arguments from a deliberately small space
 //! of paths, values and permissions, so that steps collide, conflict and hit quotas. After
-//! every step the invariants the hostile-guest reference asks for are checked
-//! (`hostile-guests.md` §1.4):
+//! every step these invariants (docs/hostile-guests.md, "Invariants") are checked:
 //! - the accounting equals a full recount and the tree is well formed
 //!   ([`Engine::check_accounting`] returns 0);
 //! - every request gets exactly one reply of at most 4096 payload bytes (XSA-72/324/481);

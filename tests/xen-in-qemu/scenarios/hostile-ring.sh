@@ -1,7 +1,8 @@
 # Scenario `hostile-ring`: a guest that misbehaves on its xenstore connection must lose
 # only its own xenstore service; the chosen xenstore (XENSTORE=stub, the default, or c) keeps
 # serving dom0 and other guests, does not report the guest as released while it lives, and
-# cleans up when it dies (hostile-guests.md T-38a/T-325 with a liveness check).
+# cleans up when it dies (T-38a and T-325 with a liveness check, docs/hostile-guests.md,
+# "The advisory tests").
 #  1. A bystander guest (guests/xsclient, xsmode=echo) copies data/ask to data/answer
 #     through its own ring; `alive-*` steps check dom0 and that guest at each stage.
 #  2. guests/hostile (stock parts only, see its init): raw malformed messages through

@@ -40,7 +40,7 @@ then every XS_INTRODUCE, then every guest's data, then every watch.
 $CARGO_TARGET_DIR or the workspace's target/, then x86_64-unknown-none/release/xenstore-stubdom:
 `cargo kernel` builds it); when it cannot be read, the image is assumed to end at 2 MiB.";
 
-/// The goal of performance.md §4.4 / issue 6.
+/// The goal of docs/performance.md, "Goals" (issue 6).
 const GOAL_BYTES: usize = 16 << 20;
 const MEBIBYTE: f64 = 1024.0 * 1024.0;
 /// The columns of `results.csv` (`report::csv` in xenstore-bench), for a file made here.
