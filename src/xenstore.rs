@@ -1,6 +1,6 @@
 //! Serving xenstore on Xen: the engine behind dom0's and every introduced guest's ring.
 //!
-//! Boot contract of `init-xenstore-domain` (xen-abi §8): the command line carries
+//! Boot contract of `init-xenstore-domain` (docs/xen-interface.md, "init-xenstore-domain"): the command line carries
 //! `--event <port>` (dom0's end of its xenstore event channel) and C xenstored's options
 //! passed with `--param`. dom0 has granted us its ring as grant reference 1; we map it, bind
 //! the port, mark the ring connected and serve dom0 first, because `init-xenstore-domain`
@@ -331,7 +331,7 @@ enum DomainWatcher {
 fn configure(command_line: &CommandLine<'_>, own_domid: DomId) -> (Config, DomainId) {
     let mut config = Config {
         privileged_domain: DomainId(command_line.privileged_domid.map_or(0, |domid| domid.0)),
-        // The store domain is where the store runs: here (C-HEAD `store_domid`).
+        // The store domain is where the store runs: here (C xenstored 4.22 `store_domid`; docs/protocol.md, "Domains").
         store_domain: DomainId(own_domid.0),
         // The node index's secret hash key (guests must not be able to compute collisions).
         hash_key: [

@@ -6,13 +6,13 @@
 //! the protocol stops being watched), so a round costs in proportion to the sources that are
 //! ready or have work, not to the number of live domains or clients.
 //!
-//! Bytes read from a connection are offered to the engine (which may take only part of them;
-//! the rest is kept and offered again when [`Engine::wants_input`] allows), and after every
-//! round each connection that got output is written out: to the socket, or into the guest's
-//! response ring followed by a notification (C notifies after every read and every write,
-//! reference §6.2). [`Engine::tick`] runs every 100 ms; simulated shutdowns and deaths are
-//! picked up from inotify events on the domain directories (`markers.rs`; only the domains
-//! named are looked at), with `$RUNDIR/dom-exc` as a prompt to read them.
+//! Socket bytes are offered to the engine (which may take only part of them; the rest is
+//! kept and offered again when [`Engine::wants_input`] allows), and the replies of a round
+//! are written at its end. Rings are the ring host's (`xenstore_engine::ring_host`, over
+//! [`LinuxPort`]): it moves their bytes and notifies after every read and every write, as C
+//! does (docs/protocol.md, "Ring"), and ticks the engine every 100 ms. Simulated shutdowns
+//! and deaths are picked up from inotify events on the domain directories (`markers.rs`;
+//! only the domains named are looked at), with `$RUNDIR/dom-exc` as a prompt to read them.
 //!
 //! Socket reads and writes are batched: all readable sockets are read (with io_uring, in one
 //! system call), the engine answers, and the replies of the round are sent together at its
