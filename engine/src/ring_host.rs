@@ -162,6 +162,11 @@ impl<P: RingPort> Platform for HostPlatform<'_, P> {
         remote_port: u32,
     ) -> StoreResult<()> {
         let ring = self.port.attach(domain, ring_frame, remote_port)?;
+        // Fresh indices, and a pending RECONNECT answered (C `domain_conn_reset()`), now:
+        // the reply to this request may go to this very page (a domain re-introduced from
+        // its own ring), and must land after the reset. The features start empty; the
+        // engine's set is written when the ring is first served, which is next.
+        Ring::new(P::memory(&ring)).server_reset(0);
         self.changes.push(RingChange::Attached(domain, ring));
         Ok(())
     }
@@ -562,10 +567,7 @@ impl<P: RingPort> RingHost<P> {
         for change in changes.drain(..) {
             match change {
                 RingChange::Attached(domain, ring) => {
-                    // Fresh indices, and a pending RECONNECT answered (C `domain_conn_reset()`).
-                    // The features start empty; the engine's set is written when the ring is
-                    // first served, which is next (`needs_service`).
-                    Ring::new(P::memory(&ring)).server_reset(0);
+                    // Reset already (see `HostPlatform::connect_domain`); served next.
                     if let Some(previous) = self.rings.insert(domain, HostedRing::new(ring)) {
                         self.port.detach(domain, previous.ring);
                     }
