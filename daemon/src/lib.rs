@@ -13,5 +13,6 @@ pub mod options;
 pub mod platform;
 pub mod server;
 pub mod simulation;
+pub mod sockets;
 pub mod sys;
 pub mod wire;
