@@ -8,36 +8,28 @@
 //! (their grant reference 1 and the given port). `VIRQ_DOM_EXC` tells us a domain changed
 //! state; `XEN_DOMCTL_getdomaininfo` says which (Xen 4.17's interface).
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-use xen_hypercall::cpuid::XenVersion;
 use xen_hypercall::domctl::{self, dominf};
 use xen_hypercall::event_channel::VIRQ_DOM_EXC;
-use xen_hypercall::{DomId, EventChannelPort, GrantRef, Hypervisor, XenErrno};
-use xenstore_engine::domain_state::{
-    DomainState, DomainStateError, DomainStateSource, DomainStateTracker,
-};
-use xenstore_engine::memory::MemoryStatus;
+use xen_hypercall::{DomId, EventChannelPort};
+use xenstore_engine::domain_state::DomainStateTracker;
 use xenstore_engine::options::{
     OptionError, OptionName, STORE_FLAGS, STORE_OPTIONS_WITH_VALUE, apply_store_option,
     domain_value, for_each_option,
 };
-use xenstore_engine::ring_host::{HostSettings, RingHost, RingPort};
-use xenstore_engine::{Config, DomainId, Engine, StoreError, StoreResult};
+use xenstore_engine::ring_host::{HostSettings, RingHost};
+use xenstore_engine::{Config, DomainId, Engine};
 
 use crate::cmdline::CommandLine;
 use crate::kernel::BootedPlatform;
 use crate::runtime::{console, trace};
 use crate::xen::event_channel::EventChannels;
 use crate::xen::grant_table::{GrantMapper, GrantWindow, plan_grant_window};
-use crate::xen::runstate::WakeClock;
-use crate::xen::xenstore_ring::MappedRingPage;
+use crate::xen::ring_port::{HypervisorDomainStates, Rest, XenPort};
 
 /// `SCHEDOP_poll` takes at most this many ports; beyond, the loop polls with a short timeout.
 const POLLED_PORTS_MAX: usize = 128;
-/// Sleep when there are too many ports to list.
-const UNLISTED_WAIT_NANOSECONDS: u64 = 5_000_000;
 /// How soon after serving a ring it is checked again for work that arrived without an
 /// event (the ring host's sweep, see `HostSettings::sweep`): notifications on Xen can be
 /// lost. Only rings served in the last two such intervals are checked, so an idle store
@@ -78,246 +70,8 @@ const STUB_FLAGS: [OptionName; 4] = [
     },
 ];
 
-/// A domain's ring as the stub holds it: the grant-mapped page and the bound port.
-pub struct XenRing {
-    domain: DomainId,
-    page: MappedRingPage,
-    local_port: EventChannelPort,
-}
-
-/// The stub's [`RingPort`]: grant mappings and event channels, and the loop's clock.
-pub struct XenPort {
-    hypervisor: Hypervisor,
-    xen_version: XenVersion,
-    events: EventChannels,
-    mapper: GrantMapper,
-    /// Which domain's ring each local event-channel port serves.
-    port_domains: BTreeMap<u32, DomainId>,
-    /// Ports of the rings served this round: notified together with the next sleep.
-    to_notify: Vec<EventChannelPort>,
-    /// Xen refused `HYPERVISOR_multicall`: notify and sleep with separate hypercalls.
-    multicall_refused: bool,
-    /// Xen system time read once per round of the loop, right after its sleep (by
-    /// `clock`: no TSC read when the sleep blocked), and used for everything the round
-    /// times: the engine's clock, sweeps, room checks, the next sleep's deadline. Each
-    /// `rdtsc` can be a guest exit (see [`WakeClock`]); reading the time at every use cost
-    /// five exits and 40% of the stub's running time per request (xentrace). Work of one
-    /// round is at most a few ms old by this clock; every deadline it sets is then that
-    /// much early, never late.
-    round_ns: u64,
-    clock: WakeClock,
-}
-
-/// How the loop rests after a round.
-#[derive(Clone, Copy)]
-enum Rest {
-    /// Work is left: send the notifications and go on.
-    None,
-    /// Sleep until an event, or at most until this Xen system time (`None`: no limit).
-    UntilEvent(Option<u64>),
-}
-
-impl XenPort {
-    /// Sends this round's notifications, then rests as `rest` says. `ports: None`: too
-    /// many to list; sleep for any event of the domain, always with a short timeout (an
-    /// event that came before the call would not end the sleep).
-    fn notify_then_rest(
-        &mut self,
-        ports: Option<&[EventChannelPort]>,
-        rest: Rest,
-    ) -> Result<(), XenErrno> {
-        let mut notify = core::mem::take(&mut self.to_notify);
-        notify.sort_unstable_by_key(|port| port.0);
-        notify.dedup();
-        let result = match (ports, rest) {
-            (Some(ports), Rest::UntilEvent(deadline_ns)) if !self.multicall_refused => {
-                match self
-                    .events
-                    .notify_then_wait_until(&notify, ports, deadline_ns)
-                {
-                    Err(XenErrno::NotImplemented) => {
-                        log::info!("multicall refused: notifying and polling separately");
-                        self.multicall_refused = true;
-                        self.notify_then_rest_separately(&notify, Some(ports), rest)
-                    }
-                    result => result,
-                }
-            }
-            _ => self.notify_then_rest_separately(&notify, ports, rest),
-        };
-        notify.clear();
-        self.to_notify = notify;
-        result
-    }
-
-    fn notify_then_rest_separately(
-        &self,
-        notify: &[EventChannelPort],
-        ports: Option<&[EventChannelPort]>,
-        rest: Rest,
-    ) -> Result<(), XenErrno> {
-        for port in notify {
-            // A port closed meanwhile (its domain went away) has nobody to wake.
-            let _ = self.events.notify(*port);
-        }
-        match (ports, rest) {
-            (_, Rest::None) => Ok(()),
-            (Some(ports), Rest::UntilEvent(deadline_ns)) => {
-                self.events.wait_until(ports, deadline_ns)
-            }
-            (None, Rest::UntilEvent(deadline_ns)) => {
-                let unlisted_ns = self.round_ns.saturating_add(UNLISTED_WAIT_NANOSECONDS);
-                let deadline_ns = deadline_ns.map_or(unlisted_ns, |ns| ns.min(unlisted_ns));
-                self.events.wait_until(&[], Some(deadline_ns))
-            }
-        }
-    }
-
-    /// Maps `domain`'s ring (grant reference 1) and binds `remote_port`.
-    fn map_ring(&mut self, domain: DomainId, remote_port: u32) -> StoreResult<XenRing> {
-        let page = self
-            .mapper
-            .map(DomId(domain.0), GrantRef::RESERVED_XENSTORE)
-            .map_err(|error| {
-                log::warn!("domain {domain}: cannot map its xenstore ring (grant 1): {error}");
-                StoreError::Invalid
-            })?;
-        let local_port = match self
-            .events
-            .bind_interdomain(DomId(domain.0), EventChannelPort(remote_port))
-        {
-            Ok(port) => port,
-            Err(errno) => {
-                log::warn!("domain {domain}: cannot bind its port {remote_port}: {errno}");
-                if let Err(error) = self.mapper.unmap(page) {
-                    log::warn!("domain {domain}: unmap failed: {error}");
-                }
-                return Err(StoreError::Invalid);
-            }
-        };
-        self.port_domains.insert(local_port.0, domain);
-        Ok(XenRing {
-            domain,
-            page: MappedRingPage::new(page),
-            local_port,
-        })
-    }
-
-    /// What the hypervisor says of `domain`: `None` when it no longer exists.
-    fn domain_flags(&self, domain: DomainId) -> Option<u32> {
-        match self
-            .hypervisor
-            .get_domain_info_for_version(DomId(domain.0), self.xen_version)
-        {
-            // At 4.17 a missing id yields the next higher domain: compare.
-            Ok(info) if info.domain == domain.0 => Some(info.flags),
-            Ok(_) | Err(XenErrno::NoSuchDomain) => None,
-            Err(errno) => {
-                // Not knowing is not dying: keep the domain.
-                log::warn!("getdomaininfo({domain}) failed: {errno}");
-                Some(0)
-            }
-        }
-    }
-}
-
-impl RingPort for XenPort {
-    type Ring = XenRing;
-    type Memory = MappedRingPage;
-
-    fn memory(ring: &XenRing) -> &MappedRingPage {
-        &ring.page
-    }
-
-    fn attach(
-        &mut self,
-        domain: DomainId,
-        _ring_frame: u64,
-        remote_port: u32,
-    ) -> StoreResult<XenRing> {
-        // C xenstored ignores the frame number and maps grant reference 1
-        // (docs/xen-interface.md, "init-xenstore-domain").
-        self.map_ring(domain, remote_port)
-    }
-
-    fn detach(&mut self, domain: DomainId, ring: XenRing) {
-        if self.port_domains.get(&ring.local_port.0) == Some(&domain) {
-            self.port_domains.remove(&ring.local_port.0);
-        }
-        if let Err(errno) = self.events.close(ring.local_port) {
-            log::warn!(
-                "domain {domain}: closing port {} failed: {errno}",
-                ring.local_port
-            );
-        }
-        if let Err(error) = self.mapper.unmap(ring.page.into_page()) {
-            log::warn!("domain {}: unmapping its ring failed: {error}", ring.domain);
-        }
-    }
-
-    fn notify(&mut self, ring: &XenRing) {
-        self.to_notify.push(ring.local_port);
-    }
-
-    fn event_pending(&self, ring: &XenRing) -> bool {
-        self.events.is_pending(ring.local_port)
-    }
-
-    fn domain_exists(&mut self, domain: DomainId) -> bool {
-        self.domain_flags(domain)
-            .is_some_and(|flags| flags & dominf::DYING == 0)
-    }
-
-    fn now_nanoseconds(&mut self) -> u64 {
-        self.round_ns
-    }
-
-    /// The heap's figures and the limit it can grow to (`docs/memory.md`): one lock and a
-    /// few loads, no hypercall.
-    fn memory_status(&mut self) -> Option<MemoryStatus> {
-        let heap = crate::runtime::heap::statistics();
-        let to_u64 = |bytes: usize| u64::try_from(bytes).unwrap_or(u64::MAX);
-        Some(MemoryStatus {
-            heap_size_bytes: to_u64(heap.size_bytes),
-            heap_used_bytes: to_u64(heap.used_bytes),
-            // The size classes' free blocks count: a reclaim gives them to any request.
-            heap_free_bytes: to_u64(heap.free_bytes.saturating_add(heap.class_free_bytes)),
-            heap_limit_bytes: to_u64(heap.limit_bytes),
-        })
-    }
-}
-
 /// The stub's ring host.
 type XenHost = RingHost<XenPort>;
-
-/// Xen 4.21's `XEN_DOMCTL_get_domain_state(DOMID_INVALID)`: the next changed domain.
-struct HypervisorDomainStates(Hypervisor);
-
-impl DomainStateSource for HypervisorDomainStates {
-    fn next_changed_domain(&mut self) -> Result<(DomainId, DomainState), DomainStateError> {
-        match self.0.get_domain_state(DomId::INVALID) {
-            Ok((domain, reported)) => {
-                let bit = |flag: u16| reported.state & flag != 0;
-                Ok((
-                    DomainId(domain.0),
-                    DomainState {
-                        exists: bit(domctl::domain_state::EXIST),
-                        shutdown: bit(domctl::domain_state::SHUTDOWN),
-                        dying: bit(domctl::domain_state::DYING),
-                        dead: bit(domctl::domain_state::DEAD),
-                        unique_id: reported.unique_id,
-                    },
-                ))
-            }
-            Err(XenErrno::NoEntry) => Err(DomainStateError::NoneChanged),
-            Err(XenErrno::AccessDenied) => Err(DomainStateError::NotHandler),
-            Err(errno) => {
-                log::warn!("get_domain_state failed: {errno}");
-                Err(DomainStateError::Other)
-            }
-        }
-    }
-}
 
 /// How this hypervisor tells us about domains.
 enum DomainWatcher {
@@ -404,20 +158,12 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         config.store_domain,
         config.privileged_domain
     );
-    let mut port = XenPort {
-        hypervisor: platform.hypervisor,
-        xen_version: platform.cpuid_version,
+    let mut port = XenPort::new(
+        platform.hypervisor,
+        platform.cpuid_version,
         events,
-        mapper: GrantMapper::new(platform.hypervisor, window),
-        port_domains: BTreeMap::new(),
-        to_notify: Vec::new(),
-        multicall_refused: false,
-        round_ns: events.now_ns(),
-        clock: WakeClock::register(&platform.hypervisor).unwrap_or_else(|errno| {
-            log::warn!("no runstate area ({errno}): the clock reads the TSC every round");
-            WakeClock::without_area()
-        }),
-    };
+        GrantMapper::new(platform.hypervisor, window),
+    );
     let mut domain_watcher = if domctl::has_get_domain_state(platform.cpuid_version) {
         DomainWatcher::DomainState(DomainStateTracker::default())
     } else {
@@ -454,7 +200,7 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         crate::runtime::heap::grow_if_low();
         let work_remains = host.serve(&mut |_| {});
         ports.clear();
-        ports.extend(host.served_rings().map(|(_, ring)| ring.local_port));
+        ports.extend(host.served_rings().map(|(_, ring)| ring.local_port()));
         ports.extend(domain_state_port);
         // Sleep until an event, or sooner when time-driven work waits (rings held back by
         // a quota or the write rate, watch events that may expire, a sweep of recently
@@ -467,22 +213,10 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
             Rest::UntilEvent(host.next_deadline_ns())
         };
         let listed_ports = (ports.len() <= POLLED_PORTS_MAX).then_some(ports.as_slice());
-        let stub = host.port_mut();
-        let waited = stub.notify_then_rest(listed_ports, rest);
-        let events = &stub.events;
-        stub.round_ns = stub.clock.read(|| events.now_ns());
-        if let Err(errno) = waited {
-            log::warn!("SCHEDOP_poll failed: {errno}");
-        }
-        let mut domains_changed = false;
-        let port_domains = &stub.port_domains;
-        stub.events.drain_pending(|port| {
-            if Some(port) == domain_state_port {
-                domains_changed = true;
-            } else if let Some(domain) = port_domains.get(&port.0) {
-                notified.push(*domain);
-            }
-        });
+        host.port_mut().notify_and_rest(listed_ports, rest);
+        let domains_changed = host
+            .port_mut()
+            .take_events(domain_state_port, &mut notified);
         for domain in notified.drain(..) {
             host.notified(domain);
         }
@@ -497,7 +231,7 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
 fn watch_domains(watcher: &mut DomainWatcher, host: &mut XenHost) {
     match watcher {
         DomainWatcher::DomainState(tracker) => {
-            let mut source = HypervisorDomainStates(host.port().hypervisor);
+            let mut source = HypervisorDomainStates(host.port().hypervisor());
             let drained =
                 host.with_engine(|engine, platform| tracker.drain(&mut source, engine, platform));
             if let Err(error) = drained {

@@ -9,24 +9,21 @@
 //!
 //! Only this layer (with `arch` and `runtime`) turns guest-physical addresses into pointers.
 //!
-//! How the xenstore engine's `Platform` (engine/src/lib.rs) sits on top of this layer
-//! (`src/xenstore.rs`):
-//! - `connect_domain(domain, _ring_frame, remote_port)`: `GrantMapper::map(domain,
-//!   GrantRef::RESERVED_XENSTORE)` (C xenstored ignores the frame and maps ref 1), cast the
-//!   [`grant_table::ForeignPage`] to the ring type in one audited place, then
-//!   `EventChannels::bind_interdomain(domain, remote_port)`; dom0 is connected the same way
-//!   at boot with the `--event` port.
-//! - `disconnect_domain`: `EventChannels::close` + `GrantMapper::unmap`.
-//! - `domain_exists`: `Hypervisor::get_domain_info_for_version` / `get_domain_state`.
-//! - `now_milliseconds`: the loop round's time, read once per round by
-//!   [`runstate::WakeClock`] (no `rdtsc` after a sleep that blocked).
-//! - The serving loop: `EventChannels::notify_then_wait_until(&notify, &ports, deadline)`
-//!   (ports: dom0, guests, `VIRQ_DOM_EXC`), then `drain_pending` dispatching each port to its connection.
+//! - [`ring_port`]: the ring host's port on Xen (engine/src/ring_host.rs): attaching a
+//!   domain's ring is `GrantMapper::map(domain, GrantRef::RESERVED_XENSTORE)` (C xenstored
+//!   ignores the frame the toolstack names and maps reference 1) and
+//!   `EventChannels::bind_interdomain(domain, remote_port)`; detaching closes the port and
+//!   unmaps; notifications go out with the loop's next sleep
+//!   (`EventChannels::notify_then_wait_until`); the clock is the round's time, read once per
+//!   round by [`runstate::WakeClock`]. dom0's ring is attached the same way at boot with the
+//!   `--event` port (`src/xenstore.rs`).
 
 pub mod event_channel;
 pub mod grant_table;
 pub mod memory_map;
 pub mod pv_console;
+#[cfg(target_os = "none")]
+pub mod ring_port;
 pub mod runstate;
 pub mod shared_info;
 pub mod start_info;
