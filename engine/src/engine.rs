@@ -13,7 +13,7 @@ use crate::path::{self, CanonicalPath, INTRODUCE_DOMAIN, RELEASE_DOMAIN};
 use crate::permissions::{Access, Permission, Permissions};
 use crate::quota::{QuotaKind, Quotas};
 use crate::store::{Node, Tree};
-use crate::transaction::{Transaction, TransactionAccess};
+use crate::transaction::TransactionAccess;
 use crate::watch::{Watch, WatchIndex};
 use crate::wire::{self, HEADER_SIZE_BYTES, MessageHeader, MessageType, PAYLOAD_MAX_BYTES};
 use crate::write_rate::{self, WriteCredit};
@@ -87,28 +87,28 @@ pub struct Engine {
     /// By id (ids grow, so a new connection goes at the end): a map whose growth can be
     /// refused, so that `XS_INTRODUCE` answers `ENOMEM` rather than ending the store.
     pub(crate) connections: SortedMap<ConnectionId, Connection>,
-    next_connection_id: u32,
+    pub(crate) next_connection_id: u32,
     pub(crate) watches: WatchIndex,
-    pending_changes: Vec<Change>,
-    pending_special: Vec<(&'static str, DomainId)>,
+    pub(crate) pending_changes: Vec<Change>,
+    pub(crate) pending_special: Vec<(&'static str, DomainId)>,
     /// Watch events (whole messages) for one connection, queued after the reply.
-    pending_direct_events: Vec<(ConnectionId, Vec<u8>)>,
-    now_milliseconds: u64,
+    pub(crate) pending_direct_events: Vec<(ConnectionId, Vec<u8>)>,
+    pub(crate) now_milliseconds: u64,
     /// The platform's memory figures, read before each request (`None`: no limit).
-    memory_status: Option<MemoryStatus>,
+    pub(crate) memory_status: Option<MemoryStatus>,
     /// Whether the access trace is written (`xenstore-control log on|off`).
     pub(crate) trace_enabled: bool,
     /// The reserve of write credit that lends to unprivileged domains in debt.
-    global_write_credit: WriteCredit,
+    pub(crate) global_write_credit: WriteCredit,
     /// Transactions open on all connections (write-rate limiting applies only then).
-    open_transactions: usize,
+    pub(crate) open_transactions: usize,
     /// Connections that got output since the front end last asked. Its room is reserved
     /// for every connection when one is added, so queueing output does not grow it.
-    output_ready: SortedSet<ConnectionId>,
+    pub(crate) output_ready: SortedSet<ConnectionId>,
     /// Unprivileged domains' connections that were queued a watch event (which may expire)
     /// and may still hold it: the only connections [`Engine::tick`] needs to visit. Room
     /// reserved like [`Engine::output_ready`]'s.
-    event_holders: SortedSet<ConnectionId>,
+    pub(crate) event_holders: SortedSet<ConnectionId>,
 }
 
 /// A reply's payload: a constant (`OK`, `T`, `F`) needs no allocation, so a request that
@@ -116,7 +116,7 @@ pub struct Engine {
 pub(crate) type Reply = Cow<'static, [u8]>;
 
 /// The `OK` reply of requests that answer nothing else.
-fn ok_reply() -> StoreResult<Reply> {
+pub(crate) fn ok_reply() -> StoreResult<Reply> {
     Ok(Reply::Borrowed(b"OK\0"))
 }
 
@@ -397,7 +397,7 @@ impl Engine {
     ///
     /// As in C (`wrl_apply_debit_direct()`), nothing is debited while no transaction is open
     /// anywhere: the limit protects transactions from being starved by writers.
-    fn debit_writes(&mut self, caller: &Caller, writes: i64) {
+    pub(crate) fn debit_writes(&mut self, caller: &Caller, writes: i64) {
         if caller.privileged || writes <= 0 || self.open_transactions == 0 {
             return;
         }
@@ -410,7 +410,7 @@ impl Engine {
     }
 
     /// Drops a connection's queued output and refunds its memory charge.
-    fn clear_output(&mut self, connection: ConnectionId) {
+    pub(crate) fn clear_output(&mut self, connection: ConnectionId) {
         let Some(state) = self.connections.get_mut(&connection) else {
             return;
         };
@@ -643,7 +643,7 @@ impl Engine {
     }
 
     /// Whether access-trace lines are wanted: enabled here and by the logger.
-    fn tracing(&self) -> bool {
+    pub(crate) fn tracing(&self) -> bool {
         self.trace_enabled && log::log_enabled!(target: ACCESS_LOG_TARGET, log::Level::Info)
     }
 
@@ -653,7 +653,7 @@ impl Engine {
             .map_or(self.config.quotas, |record| record.quotas)
     }
 
-    fn caller(&self, connection: ConnectionId) -> Option<Caller> {
+    pub(crate) fn caller(&self, connection: ConnectionId) -> Option<Caller> {
         let state = self.connections.get(&connection)?;
         let record = self.domains.get(state.domain);
         let features = match state.kind {
@@ -668,7 +668,7 @@ impl Engine {
         })
     }
 
-    fn apply_deltas(&mut self, deltas: &AccountingDeltas) {
+    pub(crate) fn apply_deltas(&mut self, deltas: &AccountingDeltas) {
         let generation = self.tree.current_generation();
         for (domain, (nodes, memory_bytes)) in deltas {
             self.domains.charge(
@@ -686,7 +686,7 @@ impl Engine {
         }
     }
 
-    fn check_soft_memory(&mut self, domain: DomainId) {
+    pub(crate) fn check_soft_memory(&mut self, domain: DomainId) {
         if let Some(record) = self.domains.get_mut(domain) {
             let over = record
                 .quotas
@@ -702,7 +702,7 @@ impl Engine {
         }
     }
 
-    fn resolve(
+    pub(crate) fn resolve(
         &self,
         caller: &Caller,
         raw: &[u8],
@@ -1127,40 +1127,18 @@ impl Engine {
                 }
                 ok()
             }
-            TransactionStart => {
-                let quotas = self.quotas_of(caller.domain);
-                let open = self.domains.usage(caller.domain).transactions;
-                if !caller.privileged && quotas.exceeded_by(QuotaKind::Transactions, open + 1) {
-                    return Err(StoreError::NoSpace);
+            TransactionStart => self.start_transaction(connection, &caller),
+            TransactionEnd => {
+                if transaction_id == 0 {
+                    return Err(StoreError::NoEntry);
                 }
-                let state = self
-                    .connections
-                    .get_mut(&connection)
-                    .ok_or(StoreError::Invalid)?;
-                let id = state.allocate_transaction_id()?;
-                let reply = fallible::decimal_reply(u64::from(id))?;
-                // The caller's record has room before the transaction exists.
-                self.domains.try_reserve(1)?;
-                let state = self
-                    .connections
-                    .get_mut(&connection)
-                    .ok_or(StoreError::Invalid)?;
-                state.transactions.try_insert(id, Transaction::default())?;
-                self.open_transactions += 1;
-                let generation = self.tree.next_generation();
-                if let Ok(record) =
-                    self.domains
-                        .ensure(caller.domain, generation, &self.config.quotas)
-                {
-                    record.usage.transactions += 1;
-                    if !caller.privileged {
-                        let usage = record.usage;
-                        self.domains.note_max(usage);
-                    }
-                }
-                Ok(Reply::Owned(reply))
+                let commit = match wire::single_string(payload) {
+                    Some(b"T") => true,
+                    Some(b"F") => false,
+                    _ => return Err(StoreError::Invalid),
+                };
+                self.end_transaction(connection, &caller, transaction_id, commit)
             }
-            TransactionEnd => self.end_transaction(connection, &caller, transaction_id, payload),
             Introduce => self.introduce(platform, payload),
             Release => {
                 let domain =
@@ -1261,7 +1239,7 @@ impl Engine {
         }
     }
 
-    fn known_domain_features(
+    pub(crate) fn known_domain_features(
         &mut self,
         platform: &mut dyn Platform,
         domain: DomainId,
@@ -1280,7 +1258,7 @@ impl Engine {
             .ok_or(StoreError::NoEntry)
     }
 
-    fn check_memory(&self, caller: &Caller) -> StoreResult<()> {
+    pub(crate) fn check_memory(&self, caller: &Caller) -> StoreResult<()> {
         if caller.privileged {
             return Ok(());
         }
@@ -1295,7 +1273,7 @@ impl Engine {
     }
 
     /// Runs a read-only operation on the committed tree or inside the named transaction.
-    fn with_view<T>(
+    pub(crate) fn with_view<T>(
         &mut self,
         connection: ConnectionId,
         transaction_id: u32,
@@ -1347,7 +1325,7 @@ impl Engine {
     }
 
     /// Runs a modifying operation; its changes fire now, or at commit inside a transaction.
-    fn modify(
+    pub(crate) fn modify(
         &mut self,
         connection: ConnectionId,
         transaction_id: u32,
@@ -1471,119 +1449,6 @@ impl Engine {
         ok_reply()
     }
 
-    fn end_transaction(
-        &mut self,
-        connection: ConnectionId,
-        caller: &Caller,
-        transaction_id: u32,
-        payload: &[u8],
-    ) -> StoreResult<Reply> {
-        if transaction_id == 0 {
-            return Err(StoreError::NoEntry);
-        }
-        let commit = match wire::single_string(payload) {
-            Some(b"T") => true,
-            Some(b"F") => false,
-            _ => return Err(StoreError::Invalid),
-        };
-        let transaction = self
-            .connections
-            .get_mut(&connection)
-            .and_then(|state| state.transactions.remove(&transaction_id))
-            .ok_or(StoreError::NoEntry)?;
-        self.open_transactions = self.open_transactions.saturating_sub(1);
-        if let Some(record) = self.domains.get_mut(caller.domain) {
-            record.usage.transactions = record.usage.transactions.saturating_sub(1);
-            record.usage.memory_bytes = record
-                .usage
-                .memory_bytes
-                .saturating_sub(transaction.memory_bytes);
-        }
-        if !commit {
-            return ok_reply();
-        }
-        if transaction.failed {
-            return Err(StoreError::OutOfMemory);
-        }
-        transaction.validate(&self.tree)?;
-        if !caller.privileged {
-            for (owner, (nodes, _)) in &transaction.deltas {
-                if *nodes > 0 {
-                    let quotas = self.quotas_of(*owner);
-                    let total = self.domains.usage(*owner).nodes as i64 + nodes;
-                    if quotas.exceeded_by(QuotaKind::Nodes, total.max(0) as u64) {
-                        return Err(StoreError::NoSpace);
-                    }
-                }
-            }
-        }
-        let writes = transaction.writes();
-        let Transaction {
-            accessed,
-            mut changes,
-            ..
-        } = transaction;
-        // One event per modified node; a subtree event wins over an exact one. Decided
-        // before the tree changes, like everything else that allocates: the commit is
-        // all or nothing.
-        let kept = first_change_per_path(&mut changes)?;
-        // What the commit needs room for: new nodes, removals, the owners whose accounting
-        // changes.
-        let mut owners: SortedSet<DomainId> = SortedSet::new();
-        let (mut new_nodes, mut deletions) = (0, 0);
-        for (node_path, written) in accessed.iter() {
-            if !written.written {
-                continue;
-            }
-            let committed = self.tree.get(node_path);
-            match &written.node {
-                Some(node) => {
-                    owners.try_insert(node.permissions.owner())?;
-                    new_nodes += usize::from(committed.is_none());
-                }
-                None => deletions += 1,
-            }
-            if let Some(committed) = committed {
-                owners.try_insert(committed.permissions.owner())?;
-            }
-        }
-        let mut view = GlobalAccess {
-            tree: &mut self.tree,
-            deltas: AccountingDeltas::new(),
-        };
-        view.reserve(new_nodes, deletions, owners.len())?;
-        // Deletions first, deepest first (the paths are in order, children after their
-        // parent), so that the tree never holds a node whose parent is gone; then the
-        // stores, parents before children. The transaction's view was consistent, so every
-        // store finds its parent, and with the room reserved none fails for memory.
-        for (node_path, written) in accessed.iter().rev() {
-            if written.written && written.node.is_none() {
-                view.delete(node_path)?;
-            }
-        }
-        for (node_path, written) in accessed {
-            if written.written
-                && let Some(node) = written.node
-            {
-                view.put(&node_path, node)?;
-            }
-        }
-        let deltas = view.deltas;
-        self.apply_deltas(&deltas);
-        // Writes inside a transaction are debited at commit, and only while other
-        // transactions are open too (C's `wrl_apply_debit_trans_commit()`).
-        self.debit_writes(caller, writes as i64);
-        let mut index = 0;
-        changes.retain(|_| {
-            let keep = kept.get(index).copied().unwrap_or(false);
-            index += 1;
-            keep
-        });
-        // Nothing is pending at a commit: the list is handed over, not copied.
-        self.pending_changes = changes;
-        ok_reply()
-    }
-
     fn introduce(&mut self, platform: &mut dyn Platform, payload: &[u8]) -> StoreResult<Reply> {
         let strings = wire::split_strings(payload)?;
         let (Some(domain), Some(frame), Some(port)) =
@@ -1633,7 +1498,7 @@ impl Engine {
     /// Releases a domain: its connection, watches and transactions go; its nodes are deleted
     /// (or given to the privileged domain with `-K`); permission entries naming it are
     /// removed everywhere (4.22); `@releaseDomain` fires.
-    fn destroy_domain(
+    pub(crate) fn destroy_domain(
         &mut self,
         platform: &mut dyn Platform,
         domain: DomainId,
@@ -1766,7 +1631,7 @@ impl Engine {
         }
     }
 
-    fn drop_watches_and_transactions(&mut self, connection: ConnectionId) {
+    pub(crate) fn drop_watches_and_transactions(&mut self, connection: ConnectionId) {
         let Some(state) = self.connections.get_mut(&connection) else {
             return;
         };
@@ -1819,7 +1684,7 @@ impl Engine {
     /// Queues the events of the pending changes; `cause` is the connection whose request
     /// made them (`None`: the store itself, e.g. a domain's death). An event that finds no
     /// memory is dropped, as one over its domain's quota is.
-    fn flush_events(&mut self, cause: Option<ConnectionId>) {
+    pub(crate) fn flush_events(&mut self, cause: Option<ConnectionId>) {
         let changes = core::mem::take(&mut self.pending_changes);
         // (connection, message, whether a queued duplicate suppresses it)
         let mut events: Vec<(ConnectionId, Vec<u8>, bool)> = Vec::new();
@@ -2005,42 +1870,6 @@ fn special_per_domain<'a>(name: &str, domain: DomainId, room: &'a mut [u8; 48]) 
     room.get(..used).unwrap_or(&[])
 }
 
-/// Which changes of a transaction fire: the first change of each path, made a subtree
-/// change when any change of that path is one. Sorts positions, not changes, so the order
-/// of the events stays the order of the changes; `ENOMEM` when the lists cannot be made.
-fn first_change_per_path(changes: &mut [Change]) -> StoreResult<Vec<bool>> {
-    let mut positions: Vec<usize> = fallible::vec_with_capacity(changes.len())?;
-    positions.extend(0..changes.len());
-    let mut kept: Vec<bool> = fallible::vec_with_capacity(changes.len())?;
-    kept.resize(changes.len(), false);
-    positions.sort_unstable_by(|left, right| {
-        let path = |position: &usize| changes.get(*position).map(|change| change.path.as_str());
-        path(left).cmp(&path(right)).then(left.cmp(right))
-    });
-    let mut group_start = 0;
-    while let Some(&first) = positions.get(group_start) {
-        let first_path = changes.get(first).map(|change| change.path.as_str());
-        let mut group_end = group_start;
-        let mut subtree = false;
-        while let Some(&position) = positions.get(group_end) {
-            let change = changes.get(position);
-            if change.map(|change| change.path.as_str()) != first_path {
-                break;
-            }
-            subtree |= change.is_some_and(|change| !change.exact);
-            group_end += 1;
-        }
-        if let Some(change) = changes.get_mut(first) {
-            change.exact = change.exact && !subtree;
-        }
-        if let Some(keep) = kept.get_mut(first) {
-            *keep = true;
-        }
-        group_start = group_end;
-    }
-    Ok(kept)
-}
-
 /// An error reply's payload, the name and a NUL, written into `room` (no allocation).
 fn error_payload(error: StoreError, room: &mut [u8; 16]) -> &[u8] {
     let name = error.wire_name().as_bytes();
@@ -2080,35 +1909,6 @@ fn event_message(shown_path: &[u8], token: &[u8]) -> StoreResult<Vec<u8>> {
 mod tests {
     use super::*;
     use std::string::ToString;
-
-    fn change(path: &str, exact: bool) -> Change {
-        Change {
-            path: String::from(path),
-            exact,
-            permissions: Permissions::owned_by(DomainId(0)),
-            old_permissions: None,
-        }
-    }
-
-    #[test]
-    fn a_transaction_fires_the_first_change_of_each_path_subtree_winning() {
-        let mut changes = std::vec![
-            change("/b", true),
-            change("/a", false),
-            change("/b", false),
-            change("/c", true),
-            change("/a", true),
-        ];
-        let kept = first_change_per_path(&mut changes).unwrap();
-        assert_eq!(kept, [true, true, false, true, false]);
-        let fired: Vec<(&str, bool)> = changes
-            .iter()
-            .zip(&kept)
-            .filter(|(_, kept)| **kept)
-            .map(|(change, _)| (change.path.as_str(), change.exact))
-            .collect();
-        assert_eq!(fired, [("/b", false), ("/a", false), ("/c", true)]);
-    }
 
     #[test]
     fn replies_and_events_are_built_without_formatting() {

@@ -68,6 +68,7 @@ pub mod options;
 pub mod path;
 pub mod permissions;
 pub mod quota;
+mod requests;
 pub mod ring;
 pub mod ring_service;
 pub mod siphash;

@@ -1,0 +1,3 @@
+//! The engine's requests, one module per family, each an `impl Engine` block.
+
+mod transactions;
