@@ -8,6 +8,7 @@
 //! notes what it replaced, so that should one fail all are undone and the store is again
 //! as it was.
 
+use super::Origin;
 use crate::engine::{Engine, Reply, ok_reply};
 use crate::fallible::{self, SortedSet};
 use crate::operations::{AccountingDeltas, Caller, Change, account_replacement};
@@ -15,7 +16,7 @@ use crate::path;
 use crate::quota::QuotaKind;
 use crate::store::{Node, Tree};
 use crate::transaction::Transaction;
-use crate::{ConnectionId, DomainId, StoreError, StoreResult};
+use crate::{DomainId, StoreError, StoreResult};
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -56,11 +57,10 @@ struct CommitPlan {
 
 impl Engine {
     /// `XS_TRANSACTION_START`: a new transaction on `connection`; the reply is its id.
-    pub(crate) fn start_transaction(
-        &mut self,
-        connection: ConnectionId,
-        caller: &Caller,
-    ) -> StoreResult<Reply> {
+    pub(crate) fn start_transaction(&mut self, origin: &Origin) -> StoreResult<Reply> {
+        let Origin {
+            connection, caller, ..
+        } = *origin;
         let quotas = self.quotas_of(caller.domain);
         let open = self.domains.usage(caller.domain).transactions;
         if !caller.privileged && quotas.exceeded_by(QuotaKind::Transactions, open + 1) {
@@ -96,13 +96,12 @@ impl Engine {
 
     /// `XS_TRANSACTION_END`: the transaction ends; with `commit`, its changes are applied
     /// all or nothing and their events fire.
-    pub(crate) fn end_transaction(
-        &mut self,
-        connection: ConnectionId,
-        caller: &Caller,
-        transaction_id: u32,
-        commit: bool,
-    ) -> StoreResult<Reply> {
+    pub(crate) fn end_transaction(&mut self, origin: &Origin, commit: bool) -> StoreResult<Reply> {
+        let Origin {
+            connection,
+            caller,
+            transaction_id,
+        } = *origin;
         let transaction = self
             .connections
             .get_mut(&connection)
@@ -124,7 +123,7 @@ impl Engine {
         if transaction.failed {
             return Err(StoreError::OutOfMemory);
         }
-        self.commit(caller, transaction)
+        self.commit(&caller, transaction)
     }
 
     /// Applies a transaction to the committed tree, completely or not at all.
