@@ -15,6 +15,7 @@ mod support;
 
 use failing_allocator::FailingAllocator;
 use support::Harness;
+use xenstore_engine::domain::Usage;
 use xenstore_engine::wire::{MessageHeader, MessageType, encode_message};
 use xenstore_engine::{ConnectionId, DomainId};
 
@@ -49,9 +50,9 @@ fn tree_contents(harness: &Harness) -> Vec<(String, Vec<u8>, Vec<u8>, u64)> {
     nodes
 }
 
-/// Nodes owned by dom0 and the guest, as the accounting records them.
-fn node_counts(harness: &Harness) -> [u64; 2] {
-    [0, GUEST].map(|domain| harness.engine.domain_usage(DomainId(domain)).nodes)
+/// What dom0 and the guest use, as the accounting records it.
+fn usage(harness: &Harness) -> [Usage; 2] {
+    [0, GUEST].map(|domain| harness.engine.domain_usage(DomainId(domain)))
 }
 
 /// A store holding nodes of dom0 and of the guest, and an open transaction of the guest
@@ -112,7 +113,23 @@ fn commit(
     transaction: u32,
     nth: u32,
 ) -> (String, bool) {
-    let message = encode_message(MessageType::TransactionEnd.number(), 7, transaction, b"T\0");
+    end_transaction(harness, guest, transaction, b"T\0", nth)
+}
+
+/// Sends `XS_TRANSACTION_END` with `payload` (`T` or `F`), failing the `nth` allocation.
+fn end_transaction(
+    harness: &mut Harness,
+    guest: ConnectionId,
+    transaction: u32,
+    payload: &[u8],
+    nth: u32,
+) -> (String, bool) {
+    let message = encode_message(
+        MessageType::TransactionEnd.number(),
+        7,
+        transaction,
+        payload,
+    );
     FailingAllocator::arm(nth);
     let taken = harness
         .engine
@@ -137,13 +154,18 @@ fn a_commit_that_runs_out_of_memory_changes_nothing_and_can_be_retried() {
     let (reply, _) = commit(&mut reference, guest, transaction, 0);
     assert_eq!(reply, "OK|", "the commit works without failures");
     let committed = tree_contents(&reference);
+    // What an aborted transaction leaves: the tree and the books a failed commit must leave.
+    let (mut aborted, guest, transaction) = open_transaction();
+    let (reply, _) = end_transaction(&mut aborted, guest, transaction, b"F\0", 0);
+    assert_eq!(reply, "OK|");
+    let usage_after_abort = usage(&aborted);
 
     let mut out_of_memory_replies = 0;
     let mut nth = 1;
     loop {
         let (mut harness, guest, transaction) = open_transaction();
         let before = tree_contents(&harness);
-        let counts_before = node_counts(&harness);
+        let usage_before = usage(&harness);
         let (reply, failed) = commit(&mut harness, guest, transaction, nth);
         if !failed {
             // Past the commit's last allocation: it ran without a failure.
@@ -156,7 +178,14 @@ fn a_commit_that_runs_out_of_memory_changes_nothing_and_can_be_retried() {
             "ERROR ENOMEM" => {
                 out_of_memory_replies += 1;
                 assert_eq!(tree_contents(&harness), before, "allocation {nth}");
-                assert_eq!(node_counts(&harness), counts_before, "allocation {nth}");
+                assert_eq!(tree_contents(&harness), tree_contents(&aborted));
+                // As after an abort or, when the failure stopped the request before it ran
+                // (no room for its reply), as before it with the transaction still open.
+                let usage_now = usage(&harness);
+                assert!(
+                    usage_now == usage_after_abort || usage_now == usage_before,
+                    "allocation {nth}: {usage_now:?}, not {usage_after_abort:?} or {usage_before:?}"
+                );
                 assert_eq!(harness.engine.check_tree(), 0, "allocation {nth}");
                 // The transaction is gone; run it again and commit without failures.
                 let transaction = run_transaction(&mut harness, guest);
