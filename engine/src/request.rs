@@ -110,7 +110,7 @@ pub(crate) enum QuotaQuery<'a> {
     Domain { domain: DomainId, name: &'a [u8] },
 }
 
-/// An `XS_CONTROL` command (`xenstore-control`; C `tools/xenstored/control.c`).
+/// An `XS_CONTROL` command, as `xenstore-control` sends them (C xenstored's commands).
 #[derive(Debug)]
 pub(crate) enum ControlCommand<'a> {
     /// `help`.

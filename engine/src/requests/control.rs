@@ -1,5 +1,5 @@
-//! The administrator's requests: `XS_CONTROL` (C xenstored's `tools/xenstored/control.c`,
-//! as used by `xenstore-control`) and the quota requests `XS_GET_QUOTA` and `XS_SET_QUOTA`
+//! The administrator's requests: `XS_CONTROL` (C xenstored's commands, as sent by
+//! `xenstore-control`) and the quota requests `XS_GET_QUOTA` and `XS_SET_QUOTA`
 //! (`docs/protocol.md`, "Quotas"). All are for the privileged domain only (checked before
 //! parsing). The accounting check behind `check` is in `control.rs`.
 
