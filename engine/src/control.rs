@@ -1,173 +1,15 @@
-//! `XS_CONTROL`: the administrator's commands of C xenstored (`tools/xenstored/control.c`),
-//! as used by `xenstore-control`.
+//! What the administrator's `XS_CONTROL` commands inspect (`requests/control.rs` runs
+//! them): the recount of the per-domain accounting behind `check`, the tree-shape check,
+//! and the memory report behind `memreport`.
 
 use crate::domain::Usage;
-use crate::engine::{Engine, Printable, Reply};
+use crate::engine::Engine;
 use crate::fallible::{SortedMap, Text};
-use crate::quota::QuotaKind;
-use crate::wire;
-use crate::{ConnectionId, DomainId, StoreError, StoreResult};
+use crate::{ConnectionId, DomainId, StoreResult};
 use alloc::string::String;
 use core::fmt::Write;
 
-/// The `help` reply, NUL included: constant replies are not allocated.
-const HELP: &[u8] = b"Control commands:\n\
-  check\n\
-  help\n\
-  log [on|off]\n\
-  logfile <file>\n\
-  memreport [<file>]\n\
-  print <string>\n\
-  quota [set <name> <val>|<domid>|max [-r]]\n\
-  quota-soft [set <name> <val>]\n\0";
-
-/// The reply of commands that answer nothing else (needs no memory, so a command that
-/// changed something can always say so).
-const OK: Reply = Reply::Borrowed(b"OK\0");
-
-fn utf8(bytes: &[u8]) -> StoreResult<&str> {
-    core::str::from_utf8(bytes).map_err(|_| StoreError::Invalid)
-}
-
 impl Engine {
-    /// Handles an `XS_CONTROL` request (privileged callers only; checked by the dispatcher).
-    pub(crate) fn control(&mut self, payload: &[u8]) -> StoreResult<Reply> {
-        let strings = wire::split_strings(payload)?;
-        let (command, arguments) = strings.split_first().ok_or(StoreError::Invalid)?;
-        match (*command, arguments) {
-            (b"help", []) => Ok(Reply::Borrowed(HELP)),
-            (b"log", []) => Ok(Reply::Borrowed(if self.trace_enabled {
-                b"on\n\0"
-            } else {
-                b"off\n\0"
-            })),
-            (b"log", [b"on"]) => {
-                self.trace_enabled = true;
-                Ok(OK)
-            }
-            (b"log", [b"off"]) => {
-                self.trace_enabled = false;
-                Ok(OK)
-            }
-            (b"logfile", [_]) => Ok(OK),
-            (b"print", [text]) => {
-                log::info!(target: crate::engine::ACCESS_LOG_TARGET, "control: {}", Printable(text));
-                Ok(OK)
-            }
-            (b"check", []) => {
-                // `OK` only when every count matched a full recount; otherwise the counters
-                // are corrected and the reply says how many were wrong (tests look for it).
-                // The reply's room is taken first (the longest count, and the NUL): the
-                // repair cannot be undone.
-                let mut text = Text::with_capacity(48)?;
-                let repaired = self.try_check_accounting()?;
-                if repaired > 0 {
-                    log::warn!("check: corrected {repaired} accounting counters");
-                    let _ = write!(text, "corrected {repaired} counters");
-                    return text.into_reply().map(Reply::Owned);
-                }
-                Ok(OK)
-            }
-            (b"memreport", [] | [_]) => {
-                let mut report = Text::new();
-                self.write_memory_report(&mut report);
-                log::info!("{}", Printable(report.as_bytes()));
-                report.into_reply().map(Reply::Owned)
-            }
-            (b"quota", arguments) => self.control_quota(arguments),
-            (b"quota-soft", []) => {
-                let value = self.config.quotas.get(QuotaKind::SoftMemoryBytes);
-                let mut text = Text::new();
-                let _ = writeln!(
-                    text,
-                    "{:<17}: {:>8} {}",
-                    "memory",
-                    value,
-                    QuotaKind::SoftMemoryBytes.description()
-                );
-                text.into_reply().map(Reply::Owned)
-            }
-            (b"quota-soft", [b"set", name, value]) => {
-                let value = positive(value)?;
-                self.config.quotas.set_soft_by_name(utf8(name)?, value)?;
-                Ok(OK)
-            }
-            _ => Err(StoreError::Invalid),
-        }
-    }
-
-    fn control_quota(&mut self, arguments: &[&[u8]]) -> StoreResult<Reply> {
-        match arguments {
-            [] => {
-                let mut text = Text::new();
-                for kind in QuotaKind::ALL {
-                    if kind == QuotaKind::SoftMemoryBytes {
-                        continue;
-                    }
-                    let _ = writeln!(
-                        text,
-                        "{:<17}: {:>8} {}",
-                        kind.name(),
-                        self.config.quotas.get(kind),
-                        kind.description()
-                    );
-                }
-                text.into_reply().map(Reply::Owned)
-            }
-            [b"set", name, value] => {
-                let value = positive(value)?;
-                let kind = QuotaKind::from_name(utf8(name)?)?;
-                if kind == QuotaKind::SoftMemoryBytes {
-                    return Err(StoreError::Invalid);
-                }
-                self.config.quotas.set(kind, value);
-                Ok(OK)
-            }
-            [b"max"] | [b"max", b"-r"] => {
-                let max = self.domains.max_seen;
-                let mut text = Text::new();
-                for kind in QuotaKind::ALL {
-                    if let Some(value) = max.counter(kind)
-                        && kind != QuotaKind::SoftMemoryBytes
-                    {
-                        let _ = writeln!(text, "{:<17}: {:>8}", kind.name(), value);
-                    }
-                }
-                // The reply is made before the maxima are reset: that cannot be undone.
-                let reply = text.into_reply()?;
-                if arguments.len() == 2 {
-                    self.domains.max_seen = Default::default();
-                }
-                Ok(Reply::Owned(reply))
-            }
-            [domain] => {
-                let domain = wire::parse_decimal(domain)
-                    .and_then(|domain| u16::try_from(domain).ok())
-                    .map(DomainId)
-                    .ok_or(StoreError::Invalid)?;
-                let record = self.domains.get(domain).ok_or(StoreError::NoEntry)?;
-                let mut usage = record.usage;
-                usage.outstanding = self.outstanding_requests_of(domain);
-                let mut text = Text::new();
-                for kind in QuotaKind::ALL {
-                    if let Some(value) = usage.counter(kind)
-                        && kind != QuotaKind::SoftMemoryBytes
-                    {
-                        let _ = writeln!(
-                            text,
-                            "{:<17}: {:>8} (max {})",
-                            kind.name(),
-                            value,
-                            record.quotas.get(kind)
-                        );
-                    }
-                }
-                text.into_reply().map(Reply::Owned)
-            }
-            _ => Err(StoreError::Invalid),
-        }
-    }
-
     /// Recounts everything the per-domain accounting tracks and corrects the records;
     /// returns how many counters were wrong (0 when the books balance, which they must),
     /// or `usize::MAX` when there was no memory to recount.
@@ -357,7 +199,7 @@ impl Engine {
     }
 
     /// Writes [`Engine::memory_report`] into `text` (which remembers a refused write).
-    fn write_memory_report(&self, text: &mut Text) {
+    pub(crate) fn write_memory_report(&self, text: &mut Text) {
         let node_bytes: usize = self
             .tree
             .nodes_with_path_bytes()
@@ -398,11 +240,4 @@ impl Engine {
             );
         }
     }
-}
-
-fn positive(value: &[u8]) -> StoreResult<u32> {
-    wire::parse_decimal(value)
-        .and_then(|value| u32::try_from(value).ok())
-        .filter(|value| *value >= 1)
-        .ok_or(StoreError::Invalid)
 }

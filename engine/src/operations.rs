@@ -412,24 +412,7 @@ fn write_or_create(
 ) -> StoreResult<Option<Change>> {
     if let Some(existing) = view.node(path)? {
         let existing = existing.try_clone()?;
-        if !access_for(caller, &existing, domains).allows(Access::WRITE) {
-            return Err(missing_node_error(
-                view,
-                domains,
-                caller,
-                path,
-                StoreError::AccessDenied,
-            ));
-        }
-        let Some(value) = value else {
-            return Ok(None);
-        };
-        let mut node = existing;
-        node.set_value(value)?;
-        check_node_size(caller, quotas, &node)?;
-        let change = change_for(path, &node.permissions)?;
-        view.put(path, node)?;
-        return Ok(Some(change));
+        return write_existing(view, domains, caller, quotas, path, existing, value);
     }
 
     // Find the nearest existing ancestor; every path on the way down gets created.
@@ -495,6 +478,37 @@ fn write_or_create(
     for (new_path, node) in created {
         view.put(new_path, node)?;
     }
+    Ok(Some(change))
+}
+
+/// [`write_or_create`] of a node that exists (`existing`, a copy): its value changes when
+/// `value` is given.
+fn write_existing(
+    view: &mut dyn NodeAccess,
+    domains: &Domains,
+    caller: &Caller,
+    quotas: &Quotas,
+    path: &str,
+    existing: Node,
+    value: Option<&[u8]>,
+) -> StoreResult<Option<Change>> {
+    if !access_for(caller, &existing, domains).allows(Access::WRITE) {
+        return Err(missing_node_error(
+            view,
+            domains,
+            caller,
+            path,
+            StoreError::AccessDenied,
+        ));
+    }
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let mut node = existing;
+    node.set_value(value)?;
+    check_node_size(caller, quotas, &node)?;
+    let change = change_for(path, &node.permissions)?;
+    view.put(path, node)?;
     Ok(Some(change))
 }
 
