@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use xenstored_linux::client::{Client, ClientError, SocketTransport};
-use xenstored_linux::wire::{HEADER_SIZE_BYTES, Header};
+use xenstore_client::client::{Client, ClientError, SocketTransport};
+use xenstore_client::wire::{HEADER_SIZE_BYTES, Header};
 
 /// Which server a run talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use xenstored_linux::client::{Client, ClientError, RingTransport, SocketTransport};
-use xenstored_linux::wire::{join_strings, message_type, split_strings};
+use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport};
+use xenstore_client::wire::{join_strings, message_type, split_strings};
 
 use crate::servers::{RunningServer, ServerKind};
 use crate::stats::{Samples, Summary};
@@ -847,7 +847,7 @@ struct BootTimes {
 /// The guest side of a domain: its ring file and FIFOs. Made before the toolstack's timed part,
 /// as a real domain's memory exists before it is introduced.
 fn create_guest_files(run_directory: &Path, domid: usize) -> Result<(), ClientError> {
-    xenstored_linux::simulation::DomainFiles::new(run_directory, domid as u16)
+    xenstore_client::simulation::DomainFiles::new(run_directory, domid as u16)
         .create(1000 + domid as u32)?;
     Ok(())
 }

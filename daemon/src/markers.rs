@@ -1,7 +1,7 @@
 //! Noticing simulated shutdowns and deaths without rescanning every domain.
 //!
 //! A domain announces its state with marker files (`$RUNDIR/domains/<domid>/{shutdown,dead}`,
-//! see `simulation.rs`). Rescanning all domain directories costs two path lookups per domain,
+//! see `client/src/simulation.rs`). Rescanning all domain directories costs two path lookups per domain,
 //! milliseconds with a thousand domains, so the store instead keeps an `inotify(7)` watch on
 //! `domains/` and on every domain directory: an event names the domain whose markers changed,
 //! and only that domain's markers are looked at (as Xen 4.21's `XEN_DOMCTL_get_domain_state`
@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::simulation::{self, DomainFiles, DomainMarkers};
 use crate::sys::{Epoll, Inotify, Interest, Registered};
+use xenstore_client::simulation::{self, DomainFiles, DomainMarkers};
 
 /// What a domain directory (and `domains/` itself) is watched for.
 const WATCH_MASK: u32 = libc::IN_CREATE

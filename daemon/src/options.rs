@@ -11,7 +11,7 @@ use xenstore_engine::options::{
     domain_value, for_each_option,
 };
 
-use crate::simulation::DEFAULT_RUN_DIRECTORY;
+use xenstore_client::simulation::DEFAULT_RUN_DIRECTORY;
 
 /// What the daemon was asked to do.
 #[derive(Debug)]

@@ -3,8 +3,8 @@
 //! `connect_domain` is what `XS_INTRODUCE` ends in: it maps `$RUNDIR/domains/<domid>/ring`
 //! (the page grant reference 1 would map on Xen), opens the domain's notification FIFOs, resets
 //! the ring as C xenstored does at introduction and advertises the server features. The event
-//! loop then moves bytes between each [`GuestRing`] and the engine. See `simulation.rs` for the
-//! file convention.
+//! loop then moves bytes between each [`GuestRing`] and the engine. See `client/src/simulation.rs`
+//! for the file convention.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -16,8 +16,9 @@ use xenstore_engine::ring::Ring;
 use xenstore_engine::{ConnectionFailure, DomainId, Platform, StoreError, StoreResult};
 
 use crate::server::Source;
-use crate::simulation::{DomainFiles, NotificationFifo};
-use crate::sys::{Epoll, Interest, Registered, SharedPage};
+use crate::sys::{Epoll, Interest, Registered};
+use xenstore_client::simulation::{DomainFiles, NotificationFifo};
+use xenstore_client::sys::SharedPage;
 
 /// A mapped guest ring and its notification FIFOs.
 pub struct GuestRing {

@@ -4,11 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, error_name, events_queued_so_far, eventually, round_trip};
+use common::{Daemon, error_name, events_queued_so_far, eventually, guest_tool, round_trip};
+use xenstore_client::client::Client;
+use xenstore_client::simulation::{self, DomainFiles};
+use xenstore_client::wire::{Header, message_type};
 use xenstore_engine::ring::{RingMemory, error as ring_error, feature, offset};
-use xenstored_linux::client::Client;
-use xenstored_linux::simulation::{self, DomainFiles};
-use xenstored_linux::wire::{Header, message_type};
 
 const EVENT_WAIT: Duration = Duration::from_secs(3);
 
@@ -300,7 +300,7 @@ fn the_guest_tool_acts_as_a_domain() {
     dom0.mkdir("/local/domain/16").unwrap();
     dom0.set_perms("/local/domain/16", &["n16"]).unwrap();
     let tool = |arguments: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_xenstore-guest"))
+        std::process::Command::new(guest_tool())
             .arg("--domid")
             .arg("16")
             .arg("--rundir")
@@ -372,13 +372,13 @@ fn introduction_answers_a_reconnect_request_and_honours_the_feature_mask() {
     let daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
     // XS_SET_FEATURE (24) before XS_INTRODUCE masks the advertised bits (reference §6.3).
-    dom0.call(24, 0, &xenstored_linux::wire::join_strings(&["18", "2"]))
+    dom0.call(24, 0, &xenstore_client::wire::join_strings(&["18", "2"]))
         .unwrap();
     let files = DomainFiles::new(&daemon.run_directory, 18);
     files.create(3).unwrap();
     {
         // The dom0less flow: the page says RECONNECT before the domain is introduced.
-        let page = xenstored_linux::sys::SharedPage::map(&files.ring()).unwrap();
+        let page = xenstore_client::sys::SharedPage::map(&files.ring()).unwrap();
         page.store_u32_release(offset::CONNECTION, 1);
     }
     dom0.introduce(18, 0, 3).unwrap();
@@ -397,7 +397,7 @@ fn the_guest_tool_runs_a_transaction_batch() {
     let mut dom0 = daemon.dom0();
     dom0.mkdir("/local/domain/19").unwrap();
     dom0.set_perms("/local/domain/19", &["n19"]).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xenstore-guest"))
+    let mut child = std::process::Command::new(guest_tool())
         .args(["--domid", "19", "--introduce", "--rundir"])
         .arg(&daemon.run_directory)
         .arg("--socket")
@@ -436,7 +436,7 @@ fn a_guest_flooding_requests_is_throttled_but_every_reply_arrives() {
     for request_id in 1..=total {
         let payload = b"value\0".to_vec();
         let message =
-            xenstored_linux::wire::Message::new(message_type::READ, request_id, 0, payload);
+            xenstore_client::wire::Message::new(message_type::READ, request_id, 0, payload);
         requests.extend_from_slice(&message.to_bytes());
     }
     let sender = std::thread::scope(|scope| {
@@ -481,7 +481,7 @@ fn without_the_error_feature_a_failed_ring_gets_no_error_code() {
     let mut dom0 = daemon.dom0();
     // Mask every feature of domain 23 before introducing it (C-HEAD writes `error` only
     // for domains with XENSTORE_SERVER_FEATURE_ERROR).
-    dom0.call(24, 0, &xenstored_linux::wire::join_strings(&["23", "0"]))
+    dom0.call(24, 0, &xenstore_client::wire::join_strings(&["23", "0"]))
         .unwrap();
     let hostile = daemon.guest(23);
     let page = hostile.transport().page();

@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 use common::{
     Daemon, error_name, events_queued_so_far, eventually, messages_queued_so_far, round_trip,
 };
+use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport};
+use xenstore_client::simulation::{self, DomainFiles, NotificationFifo};
+use xenstore_client::wire::{Header, Message, join_strings, message_type, split_strings};
 use xenstore_engine::ring::{Ring, RingMemory, error as ring_error, offset};
-use xenstored_linux::client::{Client, ClientError, RingTransport, SocketTransport};
-use xenstored_linux::simulation::{self, DomainFiles, NotificationFifo};
-use xenstored_linux::wire::{Header, Message, join_strings, message_type, split_strings};
 
 const EVENT_WAIT: Duration = Duration::from_secs(3);
 /// C xenstored's default hard memory quota (2.5 MiB).

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{
     Daemon, error_name, events_queued_so_far, eventually, messages_queued_so_far, round_trip,
 };
-use xenstored_linux::wire::{Header, Message, join_strings, message_type};
+use xenstore_client::wire::{Header, Message, join_strings, message_type};
 
 #[test]
 fn help_and_usage_errors() {

@@ -22,10 +22,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use xenstored_linux::client::{Client, RingTransport, SocketTransport, Transport};
-use xenstored_linux::wire::{Message, join_strings, message_type};
+use xenstore_client::client::{Client, RingTransport, SocketTransport, Transport};
+use xenstore_client::wire::{Message, join_strings, message_type};
 
 static NEXT_DAEMON: AtomicU32 = AtomicU32::new(0);
+
+/// The `xenstore-guest` program of the `xenstore-client` crate, which cargo builds next to
+/// `xenstored` when it tests that crate too (`cargo test --workspace`; `client/tests/` makes it
+/// build the program). Testing this package alone needs `cargo build -p xenstore-client` first.
+pub fn guest_tool() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_xenstored")).with_file_name("xenstore-guest");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p xenstore-client` or `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
 
 /// A running daemon; killed and cleaned up on drop.
 pub struct Daemon {
@@ -132,7 +145,7 @@ impl Drop for Daemon {
 
 /// The store error name of a result, for `assert_eq!`.
 pub fn error_name<T: std::fmt::Debug>(
-    result: Result<T, xenstored_linux::client::ClientError>,
+    result: Result<T, xenstore_client::client::ClientError>,
 ) -> String {
     match result {
         Err(error) => error

@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use xenstored_linux::client::{Client, ClientError, RingTransport};
-use xenstored_linux::simulation::{self, DEFAULT_RUN_DIRECTORY, DomainFiles};
-use xenstored_linux::wire::{
+use xenstore_client::client::{Client, ClientError, RingTransport};
+use xenstore_client::simulation::{self, DEFAULT_RUN_DIRECTORY, DomainFiles};
+use xenstore_client::wire::{
     join_strings, message_type, message_type_from_name, message_type_name, split_strings,
 };
 
@@ -340,7 +340,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn dom0(arguments: &Arguments) -> Result<Client<xenstored_linux::client::SocketTransport>, String> {
+fn dom0(arguments: &Arguments) -> Result<Client<xenstore_client::client::SocketTransport>, String> {
     let mut client = Client::connect(&arguments.socket_path).map_err(|error| {
         format!(
             "cannot connect to {}: {error}",
