@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport};
-use xenstore_client::wire::{join_strings, message_type, split_strings};
+use xenstore_client::message::payload_strings;
+use xenstore_engine::wire::{MessageType, join_strings};
 
 use crate::servers::{RunningServer, ServerKind};
 use crate::stats::{Samples, Summary};
@@ -244,7 +245,7 @@ where
 pub fn w0_floor(server: &RunningServer, scale: &Scale) -> WorkloadResult {
     let mut samples = run_socket_clients(server, 1, scale, |_, client, _, samples| {
         let payload = join_strings(&["/bench/w3/key-00001"]);
-        samples.time(|| client.request(message_type::READ, 0, &payload))?;
+        samples.time(|| client.request(MessageType::Read, 0, &payload))?;
         Ok(())
     })?;
     // The echo thread of a closed connection has exited, and its CPU time left the
@@ -471,7 +472,7 @@ fn list_directory(
     let mut children = 0usize;
     loop {
         let payload = client.call(
-            message_type::DIRECTORY_PART,
+            MessageType::DirectoryPart,
             0,
             &join_strings(&[path, &offset.to_string()]),
         )?;
@@ -488,7 +489,7 @@ fn list_directory(
         } else {
             data
         };
-        children += split_strings(names)
+        children += payload_strings(names)
             .iter()
             .filter(|name| !name.is_empty())
             .count();
@@ -975,7 +976,7 @@ pub fn w13_memory(server: &RunningServer, scale: &Scale) -> WorkloadResult {
     // An error reply is the server's answer (C xenstored knows memreport only when built
     // with talloc reports); a lost connection or a timeout fails the workload.
     let mut refused = None;
-    let memreport = match client.call(message_type::CONTROL, 0, &join_strings(&["memreport"])) {
+    let memreport = match client.call(MessageType::Control, 0, &join_strings(&["memreport"])) {
         Ok(reply) => {
             let text = String::from_utf8_lossy(&reply).replace(['\n', '\0'], " ");
             text.split_whitespace()

@@ -7,8 +7,8 @@ use std::time::Duration;
 use common::{Daemon, error_name, events_queued_so_far, eventually, guest_tool, round_trip};
 use xenstore_client::client::Client;
 use xenstore_client::simulation::{self, DomainFiles};
-use xenstore_client::wire::{Header, message_type};
 use xenstore_engine::ring::{RingMemory, error as ring_error, feature, offset};
+use xenstore_engine::wire::{MessageHeader, MessageType, join_strings};
 
 const EVENT_WAIT: Duration = Duration::from_secs(3);
 
@@ -52,7 +52,7 @@ fn a_guest_is_refused_outside_its_home() {
     assert_eq!(error_name(guest.introduce(9, 0, 1)), "EACCES");
     assert_eq!(error_name(guest.is_domain_introduced(0)), "EACCES");
     assert_eq!(
-        error_name(guest.call(message_type::CONTROL, 0, b"print\0x\0")),
+        error_name(guest.call(MessageType::Control, 0, b"print\0x\0")),
         "EACCES"
     );
 }
@@ -172,13 +172,13 @@ fn a_guest_with_impossible_ring_indices_is_ignored_while_others_are_served() {
 fn a_guest_announcing_an_oversized_message_is_ignored() {
     let daemon = Daemon::start(&[]);
     let mut hostile = daemon.guest(12);
-    let header = Header {
-        message_type: message_type::WRITE,
+    let header = MessageHeader {
+        message_type: MessageType::Write.number(),
         request_id: 1,
         transaction_id: 0,
-        length: 4097,
+        payload_length_bytes: 4097,
     };
-    hostile.send_raw(&header.encode()).unwrap();
+    hostile.send_raw(&header.to_bytes()).unwrap();
     let page = hostile.transport().page();
     assert!(eventually(EVENT_WAIT, || page
         .load_u32_acquire(offset::ERROR)
@@ -372,7 +372,7 @@ fn introduction_answers_a_reconnect_request_and_honours_the_feature_mask() {
     let daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
     // XS_SET_FEATURE (24) before XS_INTRODUCE masks the advertised bits (reference §6.3).
-    dom0.call(24, 0, &xenstore_client::wire::join_strings(&["18", "2"]))
+    dom0.call(MessageType::SetFeature, 0, &join_strings(&["18", "2"]))
         .unwrap();
     let files = DomainFiles::new(&daemon.run_directory, 18);
     files.create(3).unwrap();
@@ -436,7 +436,7 @@ fn a_guest_flooding_requests_is_throttled_but_every_reply_arrives() {
     for request_id in 1..=total {
         let payload = b"value\0".to_vec();
         let message =
-            xenstore_client::wire::Message::new(message_type::READ, request_id, 0, payload);
+            xenstore_client::message::Message::new(MessageType::Read, request_id, 0, payload);
         requests.extend_from_slice(&message.to_bytes());
     }
     let sender = std::thread::scope(|scope| {
@@ -452,7 +452,7 @@ fn a_guest_flooding_requests_is_throttled_but_every_reply_arrives() {
     let mut seen = Vec::new();
     while seen.len() < total as usize {
         let message = guest.receive_message(EVENT_WAIT).unwrap().expect("a reply");
-        assert_eq!(message.header.message_type, message_type::READ);
+        assert!(message.is(MessageType::Read));
         assert_eq!(message.payload, b"v");
         seen.push(message.header.request_id);
     }
@@ -481,7 +481,7 @@ fn without_the_error_feature_a_failed_ring_gets_no_error_code() {
     let mut dom0 = daemon.dom0();
     // Mask every feature of domain 23 before introducing it (C-HEAD writes `error` only
     // for domains with XENSTORE_SERVER_FEATURE_ERROR).
-    dom0.call(24, 0, &xenstore_client::wire::join_strings(&["23", "0"]))
+    dom0.call(MessageType::SetFeature, 0, &join_strings(&["23", "0"]))
         .unwrap();
     let hostile = daemon.guest(23);
     let page = hostile.transport().page();

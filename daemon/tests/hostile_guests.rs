@@ -29,9 +29,10 @@ use common::{
     Daemon, error_name, events_queued_so_far, eventually, messages_queued_so_far, round_trip,
 };
 use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport};
+use xenstore_client::message::{Message, payload_strings};
 use xenstore_client::simulation::{self, DomainFiles, NotificationFifo};
-use xenstore_client::wire::{Header, Message, join_strings, message_type, split_strings};
 use xenstore_engine::ring::{Ring, RingMemory, error as ring_error, offset};
+use xenstore_engine::wire::{MessageHeader, MessageType, join_strings};
 
 const EVENT_WAIT: Duration = Duration::from_secs(3);
 /// C xenstored's default hard memory quota (2.5 MiB).
@@ -43,7 +44,7 @@ type Dom0 = Client<SocketTransport>;
 /// `XS_CONTROL` with `arguments`; the reply as text.
 fn control(dom0: &mut Dom0, arguments: &[&str]) -> String {
     let reply = dom0
-        .call(message_type::CONTROL, 0, &join_strings(arguments))
+        .call(MessageType::Control, 0, &join_strings(arguments))
         .expect("XS_CONTROL");
     String::from_utf8_lossy(&reply)
         .trim_end_matches('\0')
@@ -197,7 +198,7 @@ fn push_until_the_store_stops_reading(dom0: &mut Dom0, guest: &Guest, pending: &
     panic!("the store never stopped reading the ring");
 }
 
-fn read_requests(count: u32, path: &str, message_kind: u32) -> Vec<u8> {
+fn read_requests(count: u32, path: &str, message_kind: MessageType) -> Vec<u8> {
     let mut bytes = Vec::new();
     for request_id in 1..=count {
         let message = Message::new(message_kind, request_id, 0, join_strings(&[path]));
@@ -217,7 +218,7 @@ fn pump_all(guest: &mut Guest, mut requests: Vec<u8>, expected: usize) -> Vec<Me
         if let Some(message) = guest
             .receive_message(Duration::from_millis(50))
             .expect("receive")
-            && message.header.message_type != message_type::WATCH_EVENT
+            && !message.is(MessageType::WatchEvent)
         {
             replies.push(message);
         }
@@ -271,7 +272,7 @@ fn xsa_38_ring_indices_are_validated() {
     let name = format!("data/{}", "p".repeat(106));
     assert_eq!(name.len() + 1, 112);
     full.write(&name, b"full").unwrap();
-    let requests = read_requests(8, &name, message_type::READ);
+    let requests = read_requests(8, &name, MessageType::Read);
     assert_eq!(requests.len(), 1024);
     let page = full.transport().page();
     assert_eq!(Ring::new(page).client_write(&requests).unwrap(), 1024);
@@ -319,7 +320,7 @@ fn xsa_38_ring_indices_are_validated() {
     let page = response_abuser.transport().page();
     let producer = page.load_u32_acquire(offset::RESPONSE_PRODUCER);
     page.store_u32_release(offset::RESPONSE_CONSUMER, producer.wrapping_add(2000));
-    let request = Message::new(message_type::READ, 1, 0, join_strings(&["x"]));
+    let request = Message::new(MessageType::Read, 1, 0, join_strings(&["x"]));
     Ring::new(page).client_write(&request.to_bytes()).unwrap();
     response_abuser.transport().notify().unwrap();
     assert!(eventually(EVENT_WAIT, || page
@@ -352,7 +353,7 @@ fn xsa_72_oversized_replies_are_e2big() {
     loop {
         let reply = guest
             .call(
-                message_type::DIRECTORY_PART,
+                MessageType::DirectoryPart,
                 0,
                 &join_strings(&["/t", &offset.to_string()]),
             )
@@ -367,7 +368,7 @@ fn xsa_72_oversized_replies_are_e2big() {
         );
         let rest = &reply[split + 1..];
         let finished = rest.is_empty() || rest.ends_with(b"\0\0") || rest == b"\0";
-        let entries: Vec<String> = split_strings(rest)
+        let entries: Vec<String> = payload_strings(rest)
             .into_iter()
             .filter(|name| !name.is_empty())
             .collect();
@@ -448,7 +449,7 @@ fn xsa_233_domain_and_device_model_die_together() {
     let mut watcher = dom0_release_watch(&daemon);
     let mut guest = daemon.guest(7);
     let mut device_model = daemon.guest(17);
-    dom0.call(message_type::SET_TARGET, 0, &join_strings(&["17", "7"]))
+    dom0.call(MessageType::SetTarget, 0, &join_strings(&["17", "7"]))
         .unwrap();
     guest.write("data/a", b"1").unwrap();
     // The device model acts for 7.
@@ -547,7 +548,7 @@ fn xsa_115_watch_events_filtered() {
     // (d) the transaction id of WATCH is ignored, not looked up.
     let reply = guest
         .call(
-            message_type::WATCH,
+            MessageType::Watch,
             0xdead_beef,
             &join_strings(&["data/w", "t"]),
         )
@@ -679,7 +680,7 @@ fn xsa_325_a_bad_client_is_kept_until_it_dies() {
     let mut watcher = dom0_release_watch(&daemon);
     let hostile = daemon.guest(7);
     let device_model = daemon.guest(17);
-    dom0.call(message_type::SET_TARGET, 0, &join_strings(&["17", "7"]))
+    dom0.call(MessageType::SetTarget, 0, &join_strings(&["17", "7"]))
         .unwrap();
     for client in [&hostile, &device_model] {
         let page = client.transport().page();
@@ -737,7 +738,7 @@ fn xsa_330_reset_watches_keeps_indices_consistent() {
             .watch(&format!("data/w{index}"), &format!("t{index}"))
             .unwrap();
         guest
-            .call(message_type::RESET_WATCHES, 0, b"")
+            .call(MessageType::ResetWatches, 0, b"")
             .expect("RESET_WATCHES");
         if index % 500 == 0 {
             guest.collect_events(Duration::ZERO).unwrap();
@@ -811,7 +812,7 @@ fn xsa_326_memory_exhaustion_is_bounded() {
     // (a) 2000 reads; the guest stops reading replies for a while.
     let mut reader = daemon.guest(7);
     reader.write("data/x", b"v").unwrap();
-    let mut requests = read_requests(2000, "data/x", message_type::READ);
+    let mut requests = read_requests(2000, "data/x", MessageType::Read);
     push_until_the_store_stops_reading(&mut dom0, &reader, &mut requests);
     let page = reader.transport().page();
     let consumed = page.load_u32_acquire(offset::REQUEST_CONSUMER);
@@ -862,7 +863,7 @@ fn xsa_326_memory_exhaustion_is_bounded() {
         (64..=127).contains(&outstanding),
         "events caused by guest 18 count as its outstanding requests: {outstanding}"
     );
-    let mut blocked = read_requests(1, "/local/domain/17/data/w/same", message_type::READ);
+    let mut blocked = read_requests(1, "/local/domain/17/data/w/same", MessageType::Read);
     let page = writer.transport().page();
     let consumed = page.load_u32_acquire(offset::REQUEST_CONSUMER);
     push_requests(&writer, &mut blocked);
@@ -1097,7 +1098,7 @@ fn xsa_416_temporary_memory_is_bounded() {
     let listing_bytes = guest.directory("/dir").unwrap().len() * 9;
     assert!(listing_bytes > 3500);
     let memory_idle = memory_of(&mut dom0, 7);
-    let mut requests = read_requests(1000, "/dir", message_type::DIRECTORY);
+    let mut requests = read_requests(1000, "/dir", MessageType::Directory);
     push_until_the_store_stops_reading(&mut dom0, &guest, &mut requests);
     let memory = memory_of(&mut dom0, 7);
     assert!(
@@ -1168,7 +1169,7 @@ fn xsa_418_deep_trees_do_not_exhaust_the_stack() {
     dom0.watch("/deep", "deep").unwrap();
     assert_eq!(control(&mut dom0, &["check"]), "OK");
     let transaction = dom0.transaction_start().unwrap();
-    dom0.call(message_type::RM, transaction, &join_strings(&["/deep"]))
+    dom0.call(MessageType::Remove, transaction, &join_strings(&["/deep"]))
         .unwrap();
     dom0.transaction_end(transaction, true).unwrap();
     assert_eq!(error_name(dom0.read("/deep")), "ENOENT");
@@ -1221,13 +1222,13 @@ fn xsa_420_huge_lengths_are_protocol_errors() {
     let mut daemon = Daemon::start(&[]);
     for (domid, length) in [(7u16, 0x4000_0000u32), (17, 0xFFFF_FFFF)] {
         let mut hostile = daemon.guest(domid);
-        let header = Header {
-            message_type: message_type::WRITE,
+        let header = MessageHeader {
+            message_type: MessageType::Write.number(),
             request_id: 1,
             transaction_id: 0,
-            length,
+            payload_length_bytes: length,
         };
-        hostile.send_raw(&header.encode()).unwrap();
+        hostile.send_raw(&header.to_bytes()).unwrap();
         // Answered in a round that served the ring after its notification (`common`): the
         // header alone has failed the ring by then, and dom0 is served (no livelock). The
         // time is printed, not asserted: speed is measured in the benchmark (`bench/`).
@@ -1261,7 +1262,7 @@ fn xsa_421_create_and_delete_in_a_transaction_keeps_the_count() {
             .unwrap();
         guest
             .call(
-                message_type::RM,
+                MessageType::Remove,
                 transaction,
                 &join_strings(&["data/transient/x"]),
             )
@@ -1290,7 +1291,7 @@ fn xsa_425_release_during_activity() {
         if round % 25 == 0 {
             // Watches and unread output at the moment of release.
             let _ = guest.watch("data", &format!("w{round}"));
-            let unread = read_requests(5, "data", message_type::READ);
+            let unread = read_requests(5, "data", MessageType::Read);
             let mut unread = unread;
             push_requests(&guest, &mut unread);
         }
@@ -1325,7 +1326,7 @@ fn xsa_440_competing_deletions_keep_counts_consistent() {
         for index in 0..50 {
             guest
                 .call(
-                    message_type::RM,
+                    MessageType::Remove,
                     transaction,
                     &join_strings(&[format!("data/n{index}")]),
                 )
@@ -1352,14 +1353,14 @@ fn xsa_440_competing_deletions_keep_counts_consistent() {
 fn xsa_481_malformed_paths_get_one_reply() {
     let mut daemon = Daemon::start(&[]);
     let mut guest = daemon.guest(7);
-    let operations: [(u32, &[&str]); 7] = [
-        (message_type::READ, &[]),
-        (message_type::WRITE, &[]),
-        (message_type::RM, &[]),
-        (message_type::WATCH, &["token"]),
-        (message_type::GET_PERMS, &[]),
-        (message_type::DIRECTORY, &[]),
-        (message_type::SET_PERMS, &["n7"]),
+    let operations: [(MessageType, &[&str]); 7] = [
+        (MessageType::Read, &[]),
+        (MessageType::Write, &[]),
+        (MessageType::Remove, &[]),
+        (MessageType::Watch, &["token"]),
+        (MessageType::GetPermissions, &[]),
+        (MessageType::Directory, &[]),
+        (MessageType::SetPermissions, &["n7"]),
     ];
     for path in [
         "/local/domain/",
@@ -1370,24 +1371,20 @@ fn xsa_481_malformed_paths_get_one_reply() {
             let mut parts = vec![path];
             parts.extend_from_slice(extra);
             let mut payload = join_strings(&parts);
-            if kind == message_type::WRITE {
+            if kind == MessageType::Write {
                 payload.extend_from_slice(b"value");
             }
             let reply = guest.request(kind, 0, &payload).unwrap();
             if path.ends_with('/') {
-                assert_eq!(
-                    reply.header.message_type,
-                    message_type::ERROR,
-                    "{path} {kind}"
-                );
-                assert_eq!(reply.payload, b"EINVAL\0", "{path} {kind}");
+                assert!(reply.is(MessageType::Error), "{path} {kind:?}");
+                assert_eq!(reply.payload, b"EINVAL\0", "{path} {kind:?}");
             }
         }
         // Exactly one reply each: no further reply was queued before the marker's (watch
         // events may be).
         let stray_replies: Vec<Message> = messages_queued_so_far(&mut guest)
             .into_iter()
-            .filter(|message| message.header.message_type != message_type::WATCH_EVENT)
+            .filter(|message| !message.is(MessageType::WatchEvent))
             .collect();
         assert!(stray_replies.is_empty(), "{path}: {stray_replies:?}");
         guest.write("next", b"1").unwrap();
@@ -1426,7 +1423,7 @@ fn xsa_484_reset_inside_a_transaction() {
     let transaction = guest.transaction_start().unwrap();
     guest.write_in(transaction, "data/y", b"v").unwrap();
     let reply = guest
-        .call(message_type::RESET_WATCHES, transaction, b"")
+        .call(MessageType::ResetWatches, transaction, b"")
         .unwrap();
     assert_eq!(reply, b"OK\0");
     assert_eq!(error_name(guest.read_in(transaction, "data/x")), "ENOENT");
@@ -1438,7 +1435,7 @@ fn xsa_484_reset_inside_a_transaction() {
     let transaction = hostile.transaction_start().unwrap();
     hostile.write_in(transaction, "data/z", b"v").unwrap();
     let message = Message::new(
-        message_type::WRITE,
+        MessageType::Write,
         99,
         transaction,
         join_strings(&["data/half"]),

@@ -16,10 +16,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use xenstore_client::client::{Client, ClientError, RingTransport};
+use xenstore_client::message::{message_type_from_name, message_type_name, payload_strings};
 use xenstore_client::simulation::{self, DEFAULT_RUN_DIRECTORY, DomainFiles};
-use xenstore_client::wire::{
-    join_strings, message_type, message_type_from_name, message_type_name, split_strings,
-};
+use xenstore_engine::wire::{MessageType, join_strings};
 
 const USAGE: &str = "\
 Usage: xenstore-guest --domid N [options] [COMMAND ARGS...]
@@ -193,22 +192,22 @@ impl Guest {
             "ls" | "directory" | "dir" | "list" => {
                 let path = argument(0)?;
                 let payload = client.call(
-                    message_type::DIRECTORY,
+                    MessageType::Directory,
                     transaction_id,
                     &join_strings(&[path]),
                 )?;
-                Ok(split_strings(&payload))
+                Ok(payload_strings(&payload))
             }
             "rm" | "mkdir" | "getperms" => {
                 let path = argument(0)?;
                 let kind = match command.as_str() {
-                    "rm" => message_type::RM,
-                    "mkdir" => message_type::MKDIR,
-                    _ => message_type::GET_PERMS,
+                    "rm" => MessageType::Remove,
+                    "mkdir" => MessageType::Mkdir,
+                    _ => MessageType::GetPermissions,
                 };
                 let payload = client.call(kind, transaction_id, &join_strings(&[path]))?;
-                Ok(if kind == message_type::GET_PERMS {
-                    split_strings(&payload)
+                Ok(if kind == MessageType::GetPermissions {
+                    payload_strings(&payload)
                 } else {
                     Vec::new()
                 })
@@ -216,7 +215,7 @@ impl Guest {
             "setperms" => {
                 argument(1)?;
                 client.call(
-                    message_type::SET_PERMS,
+                    MessageType::SetPermissions,
                     transaction_id,
                     &join_strings(arguments),
                 )?;
@@ -252,7 +251,7 @@ impl Guest {
                     line.push(' ');
                     line.push_str(&string);
                 }
-                if reply.header.message_type == message_type::ERROR {
+                if reply.is(MessageType::Error) {
                     return Err(CommandError::Client(ClientError::Store(
                         reply.strings().into_iter().next().unwrap_or_default(),
                     )));

@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use xenstore_client::client::{Client, RingTransport, SocketTransport, Transport};
-use xenstore_client::wire::{Message, join_strings, message_type};
+use xenstore_client::message::Message;
+use xenstore_engine::wire::{MessageType, join_strings};
 
 static NEXT_DAEMON: AtomicU32 = AtomicU32::new(0);
 
@@ -199,7 +200,7 @@ pub const MARKER_REQUEST_ID: u32 = u32::MAX;
 /// requests, whose stray replies [`Client::request`] would skip unseen.
 pub fn messages_queued_so_far<T: Transport>(client: &mut Client<T>) -> Vec<Message> {
     let marker = Message::new(
-        message_type::GET_DOMAIN_PATH,
+        MessageType::GetDomainPath,
         MARKER_REQUEST_ID,
         0,
         join_strings(&["0"]),
@@ -213,8 +214,7 @@ pub fn messages_queued_so_far<T: Transport>(client: &mut Client<T>) -> Vec<Messa
             .receive_message(Duration::from_secs(5))
             .expect("receive")
             .expect("the marker request is answered");
-        if message.header.message_type == message_type::GET_DOMAIN_PATH
-            && message.header.request_id == MARKER_REQUEST_ID
+        if message.is(MessageType::GetDomainPath) && message.header.request_id == MARKER_REQUEST_ID
         {
             return before;
         }
