@@ -72,6 +72,7 @@ pub mod ring;
 pub mod ring_service;
 pub mod siphash;
 pub mod store;
+pub mod testing;
 pub mod transaction;
 pub mod watch;
 pub mod wire;
