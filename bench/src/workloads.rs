@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport};
 use xenstore_client::message::payload_strings;
+use xenstore_engine::DomainId;
 use xenstore_engine::wire::{MessageType, join_strings};
 
 use crate::servers::{RunningServer, ServerKind};
@@ -422,7 +423,12 @@ fn introduce_guest(
     let home = format!("/local/domain/{domid}");
     dom0.mkdir(&home)?;
     dom0.set_perms(&home, &[&format!("n{domid}")])?;
-    Client::create_and_introduce(dom0, run_directory, domid, 1000 + u32::from(domid))
+    Client::create_and_introduce(
+        dom0,
+        run_directory,
+        DomainId(domid),
+        1000 + u32::from(domid),
+    )
 }
 
 /// W5: 32-byte writes over 1000 keys from 1 and 8 socket clients.
@@ -683,7 +689,7 @@ pub fn w9_domain_scaling(server: &RunningServer, scale: &Scale) -> WorkloadResul
     let mut first_guest = introduce_guest(&mut dom0, &server.run_directory, 1)?;
     dom0.write("/local/domain/1/name", b"guest-1")?;
     // Warm up (page faults, allocator) before the 0-domain baseline.
-    let mut newest_guest = Client::attach(&server.run_directory, 1)?;
+    let mut newest_guest = Client::attach(&server.run_directory, DomainId(1))?;
     checkpoint_latencies(&mut dom0, &mut first_guest, &mut newest_guest, 200)?;
     let (baseline_rss_kibibytes, _) = server.memory_kibibytes();
     let mut live_domains = 1usize; // domain 1 is the first measuring guest
@@ -848,7 +854,7 @@ struct BootTimes {
 /// The guest side of a domain: its ring file and FIFOs. Made before the toolstack's timed part,
 /// as a real domain's memory exists before it is introduced.
 fn create_guest_files(run_directory: &Path, domid: usize) -> Result<(), ClientError> {
-    xenstore_client::simulation::DomainFiles::new(run_directory, domid as u16)
+    xenstore_client::simulation::DomainFiles::new(run_directory, DomainId(domid as u16))
         .create(1000 + domid as u32)?;
     Ok(())
 }
@@ -869,7 +875,7 @@ fn boot_domain(
     }
     let introduce_start = Instant::now();
     times.requests += introduce_start - start;
-    dom0.introduce(domid as u16, 0, 1000 + domid as u32)?;
+    dom0.introduce(DomainId(domid as u16), 0, 1000 + domid as u32)?;
     times.introduce += introduce_start.elapsed();
     Ok(())
 }
@@ -934,7 +940,7 @@ pub fn w11_lifecycle(server: &RunningServer, scale: &Scale) -> WorkloadResult {
         let domid = 2000 + index % DOMID_POOL;
         samples.time(|| -> Result<(), ClientError> {
             boot_domain(&mut dom0, domid, &mut times)?;
-            dom0.release(domid as u16)?;
+            dom0.release(DomainId(domid as u16))?;
             dom0.rm(&format!("/local/domain/{domid}"))
         })?;
     }

@@ -11,6 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use xenstore_engine::DomainId;
 use xenstore_engine::ring::{Ring, offset};
 
 use crate::simulation::{DomainFiles, NotificationFifo};
@@ -138,9 +139,9 @@ pub struct RingTransport {
 }
 
 impl RingTransport {
-    /// Attaches to the existing files of `domid`; the port is read from the page's `evtchn_port`.
-    pub fn attach(run_directory: &Path, domid: u16) -> io::Result<RingTransport> {
-        let files = DomainFiles::new(run_directory, domid);
+    /// Attaches to the existing files of `domain`; the port is read from the page's `evtchn_port`.
+    pub fn attach(run_directory: &Path, domain: DomainId) -> io::Result<RingTransport> {
+        let files = DomainFiles::new(run_directory, domain);
         let page = SharedPage::map(&files.ring())?;
         let port = Ring::new(&page).event_channel_port();
         Ok(RingTransport {
@@ -250,22 +251,25 @@ impl Client<SocketTransport> {
 }
 
 impl Client<RingTransport> {
-    /// Acts as `domid` through its existing ring files.
-    pub fn attach(run_directory: &Path, domid: u16) -> Result<Client<RingTransport>, ClientError> {
-        Ok(Client::new(RingTransport::attach(run_directory, domid)?))
+    /// Acts as `domain` through its existing ring files.
+    pub fn attach(
+        run_directory: &Path,
+        domain: DomainId,
+    ) -> Result<Client<RingTransport>, ClientError> {
+        Ok(Client::new(RingTransport::attach(run_directory, domain)?))
     }
 
-    /// Creates guest `domid`'s files, has the store introduce it (through `dom0`), and attaches.
+    /// Creates guest `domain`'s files, has the store introduce it (through `dom0`), and attaches.
     pub fn create_and_introduce(
         dom0: &mut Client<impl Transport>,
         run_directory: &Path,
-        domid: u16,
+        domain: DomainId,
         port: u32,
     ) -> Result<Client<RingTransport>, ClientError> {
-        DomainFiles::new(run_directory, domid).create(port)?;
+        DomainFiles::new(run_directory, domain).create(port)?;
         // The frame number is meaningless here; grant ref 1 is the ring file.
-        dom0.introduce(domid, 0, port)?;
-        Client::attach(run_directory, domid)
+        dom0.introduce(domain, 0, port)?;
+        Client::attach(run_directory, domain)
     }
 }
 
@@ -462,29 +466,38 @@ impl<T: Transport> Client<T> {
         )?)
     }
 
-    pub fn introduce(&mut self, domid: u16, frame: u64, port: u32) -> Result<(), ClientError> {
-        let parts = [domid.to_string(), frame.to_string(), port.to_string()];
+    pub fn introduce(
+        &mut self,
+        domain: DomainId,
+        frame: u64,
+        port: u32,
+    ) -> Result<(), ClientError> {
+        let parts = [domain.to_string(), frame.to_string(), port.to_string()];
         Self::expect_ok(self.call(MessageType::Introduce, 0, &join_strings(&parts))?)
     }
 
-    pub fn release(&mut self, domid: u16) -> Result<(), ClientError> {
-        Self::expect_ok(self.call(MessageType::Release, 0, &join_strings(&[domid.to_string()]))?)
+    pub fn release(&mut self, domain: DomainId) -> Result<(), ClientError> {
+        Self::expect_ok(self.call(
+            MessageType::Release,
+            0,
+            &join_strings(&[domain.to_string()]),
+        )?)
     }
 
-    pub fn is_domain_introduced(&mut self, domid: u16) -> Result<bool, ClientError> {
+    pub fn is_domain_introduced(&mut self, domain: DomainId) -> Result<bool, ClientError> {
         let payload = self.call(
             MessageType::IsDomainIntroduced,
             0,
-            &join_strings(&[domid.to_string()]),
+            &join_strings(&[domain.to_string()]),
         )?;
         Ok(payload.starts_with(b"T"))
     }
 
-    pub fn get_domain_path(&mut self, domid: u16) -> Result<String, ClientError> {
+    pub fn get_domain_path(&mut self, domain: DomainId) -> Result<String, ClientError> {
         let payload = self.call(
             MessageType::GetDomainPath,
             0,
-            &join_strings(&[domid.to_string()]),
+            &join_strings(&[domain.to_string()]),
         )?;
         Ok(payload_strings(&payload)
             .into_iter()

@@ -81,6 +81,8 @@ pub struct LinuxPlatform {
     run_directory: PathBuf,
     /// The event loop's epoll set: a connected ring's `to-server` FIFO is registered in it.
     epoll: Arc<Epoll>,
+    // The domain sets below are keyed by bare `u16` ids because the serving loop
+    // (`server.rs`) keys its domains that way for now.
     /// Introduced domains whose ring is mapped.
     pub rings: BTreeMap<u16, GuestRing>,
     /// Domains whose death the simulation announced (they no longer "exist").
@@ -114,7 +116,7 @@ impl LinuxPlatform {
     }
 
     fn map_ring(&self, domain: DomainId, remote_port: u32) -> io::Result<GuestRing> {
-        let files = DomainFiles::new(&self.run_directory, domain.0);
+        let files = DomainFiles::new(&self.run_directory, domain);
         if files.dead_marker().exists() {
             return Err(io::Error::new(io::ErrorKind::NotFound, "domain is dead"));
         }

@@ -9,6 +9,7 @@ use common::{
     Daemon, error_name, events_queued_so_far, eventually, messages_queued_so_far, round_trip,
 };
 use xenstore_client::message::Message;
+use xenstore_engine::DomainId;
 use xenstore_engine::wire::{MessageHeader, MessageType, join_strings};
 
 #[test]
@@ -73,7 +74,10 @@ fn basic_requests_over_the_socket() {
     assert_eq!(dom0.get_perms("/test/a").unwrap(), vec!["n0", "r3"]);
     dom0.rm("/test").unwrap();
     assert_eq!(error_name(dom0.read("/test/a")), "ENOENT");
-    assert_eq!(dom0.get_domain_path(3).unwrap(), "/local/domain/3");
+    assert_eq!(
+        dom0.get_domain_path(DomainId(3)).unwrap(),
+        "/local/domain/3"
+    );
     assert_eq!(error_name(dom0.call(99u32, 0, b"\0")), "ENOSYS");
     assert_eq!(error_name(dom0.read("bad//path")), "EINVAL");
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use xenstore_client::client::{Client, ClientError, RingTransport};
 use xenstore_client::message::{message_type_from_name, message_type_name, payload_strings};
 use xenstore_client::simulation::{self, DEFAULT_RUN_DIRECTORY, DomainFiles};
+use xenstore_engine::DomainId;
 use xenstore_engine::wire::{MessageType, join_strings};
 
 const USAGE: &str = "\
@@ -55,7 +56,7 @@ Commands:
 ";
 
 struct Arguments {
-    domid: u16,
+    domain: DomainId,
     run_directory: PathBuf,
     socket_path: PathBuf,
     port: u32,
@@ -68,7 +69,7 @@ struct Arguments {
 }
 
 fn parse_arguments(raw: &[String]) -> Result<Option<Arguments>, String> {
-    let mut domid = None;
+    let mut domain = None;
     let mut run_directory = None;
     let mut socket_path = None;
     let mut port = 1u32;
@@ -86,10 +87,10 @@ fn parse_arguments(raw: &[String]) -> Result<Option<Arguments>, String> {
             "-h" | "--help" => return Ok(None),
             "--domid" => {
                 let text = value(&mut index, argument)?;
-                domid = Some(
+                domain = Some(DomainId(
                     text.parse::<u16>()
                         .map_err(|_| format!("bad domid {text:?}"))?,
-                );
+                ));
             }
             "--rundir" => run_directory = Some(PathBuf::from(value(&mut index, argument)?)),
             "--socket" => socket_path = Some(PathBuf::from(value(&mut index, argument)?)),
@@ -111,7 +112,7 @@ fn parse_arguments(raw: &[String]) -> Result<Option<Arguments>, String> {
         }
         index += 1;
     }
-    let domid = domid.ok_or("--domid is required")?;
+    let domain = domain.ok_or("--domid is required")?;
     let environment = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
     let run_directory = run_directory
         .or_else(|| environment("XENSTORED_RUNDIR").map(PathBuf::from))
@@ -120,7 +121,7 @@ fn parse_arguments(raw: &[String]) -> Result<Option<Arguments>, String> {
         .or_else(|| environment("XENSTORED_PATH").map(PathBuf::from))
         .unwrap_or_else(|| run_directory.join("socket"));
     Ok(Some(Arguments {
-        domid,
+        domain,
         run_directory,
         socket_path,
         port,
@@ -149,7 +150,7 @@ impl From<ClientError> for CommandError {
 
 struct Guest {
     client: Client<RingTransport>,
-    domid: u16,
+    domain: DomainId,
     transaction_id: u32,
 }
 
@@ -222,13 +223,14 @@ impl Guest {
                 Ok(Vec::new())
             }
             "domain-path" => {
-                let domid = match arguments.first() {
-                    Some(text) => text
-                        .parse::<u16>()
-                        .map_err(|_| CommandError::Usage(format!("bad domid {text:?}")))?,
-                    None => self.domid,
+                let domain = match arguments.first() {
+                    Some(text) => DomainId(
+                        text.parse::<u16>()
+                            .map_err(|_| CommandError::Usage(format!("bad domid {text:?}")))?,
+                    ),
+                    None => self.domain,
                 };
-                Ok(vec![client.get_domain_path(domid)?])
+                Ok(vec![client.get_domain_path(domain)?])
             }
             "start" => {
                 self.transaction_id = client.transaction_start()?;
@@ -351,28 +353,28 @@ fn dom0(arguments: &Arguments) -> Result<Client<xenstore_client::client::SocketT
 }
 
 fn run(arguments: Arguments) -> Result<bool, String> {
-    let domid = arguments.domid;
+    let domain = arguments.domain;
     if arguments.introduce {
         let mut dom0 = dom0(&arguments)?;
         let introduced = dom0
-            .is_domain_introduced(domid)
+            .is_domain_introduced(domain)
             .map_err(|error| format!("XS_IS_DOMAIN_INTRODUCED: {error}"))?;
         if !introduced {
-            DomainFiles::new(&arguments.run_directory, domid)
+            DomainFiles::new(&arguments.run_directory, domain)
                 .create(arguments.port)
                 .map_err(|error| format!("cannot create the ring files: {error}"))?;
-            dom0.introduce(domid, 0, arguments.port)
+            dom0.introduce(domain, 0, arguments.port)
                 .map_err(|error| format!("XS_INTRODUCE: {error}"))?;
         }
     }
     let mut succeeded = true;
     if !arguments.command.is_empty() {
-        let mut client = Client::attach(&arguments.run_directory, domid)
-            .map_err(|error| format!("cannot attach to domain {domid}'s ring: {error}"))?;
+        let mut client = Client::attach(&arguments.run_directory, domain)
+            .map_err(|error| format!("cannot attach to domain {domain}'s ring: {error}"))?;
         client.timeout = arguments.timeout;
         let mut guest = Guest {
             client,
-            domid,
+            domain,
             transaction_id: 0,
         };
         let command = &arguments.command;
@@ -396,10 +398,10 @@ fn run(arguments: Arguments) -> Result<bool, String> {
     }
     if arguments.release {
         let mut dom0 = dom0(&arguments)?;
-        dom0.release(domid)
+        dom0.release(domain)
             .map_err(|error| format!("XS_RELEASE: {error}"))?;
     }
-    let files = DomainFiles::new(&arguments.run_directory, domid);
+    let files = DomainFiles::new(&arguments.run_directory, domain);
     if arguments.shutdown {
         simulation::announce_state_change(&arguments.run_directory, &files.shutdown_marker())
             .map_err(|error| format!("cannot mark the domain shut down: {error}"))?;

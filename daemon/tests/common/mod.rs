@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use xenstore_client::client::{Client, RingTransport, SocketTransport, Transport};
 use xenstore_client::message::Message;
+use xenstore_engine::DomainId;
 use xenstore_engine::wire::{MessageType, join_strings};
 
 static NEXT_DAEMON: AtomicU32 = AtomicU32::new(0);
@@ -101,15 +102,15 @@ impl Daemon {
         client
     }
 
-    /// Introduces guest `domid` with a home `/local/domain/<domid>` it owns (as a toolstack
+    /// Introduces guest `domain` with a home `/local/domain/<domid>` it owns (as a toolstack
     /// would) and returns a client acting as it.
-    pub fn guest(&self, domid: u16) -> Client<RingTransport> {
+    pub fn guest(&self, domain: DomainId) -> Client<RingTransport> {
         let mut dom0 = self.dom0();
-        let home = format!("/local/domain/{domid}");
+        let home = format!("/local/domain/{domain}");
         dom0.mkdir(&home).expect("mkdir home");
-        dom0.set_perms(&home, &[&format!("n{domid}")])
+        dom0.set_perms(&home, &[&format!("n{domain}")])
             .expect("setperms home");
-        let mut guest = Client::create_and_introduce(&mut dom0, &self.run_directory, domid, 7)
+        let mut guest = Client::create_and_introduce(&mut dom0, &self.run_directory, domain, 7)
             .expect("introduce the guest");
         guest.timeout = Duration::from_secs(5);
         guest
@@ -175,7 +176,7 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 /// shows). `GET_DOMAIN_PATH` changes nothing, causes no event, and any domain may send it.
 pub fn round_trip<T: Transport>(client: &mut Client<T>) {
     client
-        .get_domain_path(0)
+        .get_domain_path(DomainId(0))
         .expect("a round trip through the store");
 }
 
