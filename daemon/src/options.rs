@@ -352,6 +352,27 @@ mod tests {
     }
 
     #[test]
+    fn the_usage_text_names_every_option_of_the_tables() {
+        // The store's options come from the engine's tables (`engine/src/options.rs`): a
+        // new one there must be documented here too.
+        let tables = [
+            &STORE_OPTIONS_WITH_VALUE[..],
+            &STORE_FLAGS,
+            &DAEMON_OPTIONS_WITH_VALUE,
+            &DAEMON_FLAGS,
+        ];
+        for option in tables.into_iter().flatten() {
+            assert!(USAGE.contains(&format!("--{}", option.long)), "{option:?}");
+            if option.short != '\0' {
+                assert!(
+                    USAGE.contains(&format!("-{}, --", option.short)),
+                    "{option:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn errors_and_help() {
         for text in [
             "-X",
