@@ -1,4 +1,4 @@
-//! A xenstore client over the Unix socket or a simulated guest's ring, for `xenstore-guest` and the tests.
+//! A xenstore client over the Unix socket or a simulated guest's ring, for `xenstore-guest`, the daemon's tests and the benchmark.
 //!
 //! Requests are sent one at a time; the reply is recognised by its `req_id`. Watch events that
 //! arrive meanwhile are queued for [`Client::next_event`]; replies to other request ids (left
