@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport};
 use xenstore_client::message::payload_strings;
-use xenstore_engine::DomainId;
 use xenstore_engine::wire::{MessageType, join_strings};
+use xenstore_engine::{DomainId, StoreError};
 
 use crate::servers::{RunningServer, ServerKind};
 use crate::stats::{Samples, Summary};
@@ -471,7 +471,7 @@ fn list_directory(
 ) -> Result<(usize, bool), ClientError> {
     match client.directory(path) {
         Ok(children) => return Ok((children.len(), false)),
-        Err(ClientError::Store(name)) if name == "E2BIG" => {}
+        Err(ClientError::Store(name)) if name == StoreError::TooBig.wire_name() => {}
         Err(error) => return Err(error),
     }
     let mut offset = 0usize;
@@ -560,7 +560,9 @@ fn increment_in_transaction(
         client.write_in(transaction, path, (number + 1).to_string().as_bytes())?;
         match client.transaction_end(transaction, true) {
             Ok(()) => break,
-            Err(ClientError::Store(name)) if name == "EAGAIN" => samples.retries += 1,
+            Err(ClientError::Store(name)) if name == StoreError::Again.wire_name() => {
+                samples.retries += 1
+            }
             Err(error) => return Err(error),
         }
     }
