@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use xenstored_linux::client::{Client, ClientError, SocketTransport};
-use xenstored_linux::wire::{HEADER_SIZE_BYTES, Header};
+use xenstore_client::client::{Client, ClientError, SocketTransport};
+use xenstore_client::message::header_from_prefix;
+use xenstore_engine::wire::{HEADER_SIZE_BYTES, PAYLOAD_MAX_BYTES};
 
 /// Which server a run talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -343,11 +344,13 @@ pub fn run_floor_server(socket: &Path) -> io::Result<()> {
 }
 
 fn echo_connection(mut stream: UnixStream) -> io::Result<()> {
-    let mut message = vec![0u8; HEADER_SIZE_BYTES + 4096];
+    let mut message = vec![0u8; HEADER_SIZE_BYTES + PAYLOAD_MAX_BYTES];
     loop {
         stream.read_exact(&mut message[..HEADER_SIZE_BYTES])?;
-        let header = Header::decode(&message).ok_or_else(|| io::Error::other("short header"))?;
-        let total = HEADER_SIZE_BYTES + (header.length as usize).min(4096);
+        let header =
+            header_from_prefix(&message).ok_or_else(|| io::Error::other("short header"))?;
+        let total =
+            HEADER_SIZE_BYTES + (header.payload_length_bytes as usize).min(PAYLOAD_MAX_BYTES);
         stream.read_exact(&mut message[HEADER_SIZE_BYTES..total])?;
         stream.write_all(&message[..total])?;
     }

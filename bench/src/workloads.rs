@@ -4,8 +4,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use xenstored_linux::client::{Client, ClientError, RingTransport, SocketTransport};
-use xenstored_linux::wire::{join_strings, message_type, split_strings};
+use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport};
+use xenstore_client::message::payload_strings;
+use xenstore_engine::wire::{MessageType, join_strings};
+use xenstore_engine::{DomainId, StoreError};
 
 use crate::servers::{RunningServer, ServerKind};
 use crate::stats::{Samples, Summary};
@@ -244,7 +246,7 @@ where
 pub fn w0_floor(server: &RunningServer, scale: &Scale) -> WorkloadResult {
     let mut samples = run_socket_clients(server, 1, scale, |_, client, _, samples| {
         let payload = join_strings(&["/bench/w3/key-00001"]);
-        samples.time(|| client.request(message_type::READ, 0, &payload))?;
+        samples.time(|| client.request(MessageType::Read, 0, &payload))?;
         Ok(())
     })?;
     // The echo thread of a closed connection has exited, and its CPU time left the
@@ -421,7 +423,12 @@ fn introduce_guest(
     let home = format!("/local/domain/{domid}");
     dom0.mkdir(&home)?;
     dom0.set_perms(&home, &[&format!("n{domid}")])?;
-    Client::create_and_introduce(dom0, run_directory, domid, 1000 + u32::from(domid))
+    Client::create_and_introduce(
+        dom0,
+        run_directory,
+        DomainId(domid),
+        1000 + u32::from(domid),
+    )
 }
 
 /// W5: 32-byte writes over 1000 keys from 1 and 8 socket clients.
@@ -464,14 +471,14 @@ fn list_directory(
 ) -> Result<(usize, bool), ClientError> {
     match client.directory(path) {
         Ok(children) => return Ok((children.len(), false)),
-        Err(ClientError::Store(name)) if name == "E2BIG" => {}
+        Err(ClientError::Store(name)) if name == StoreError::TooBig.wire_name() => {}
         Err(error) => return Err(error),
     }
     let mut offset = 0usize;
     let mut children = 0usize;
     loop {
         let payload = client.call(
-            message_type::DIRECTORY_PART,
+            MessageType::DirectoryPart,
             0,
             &join_strings(&[path, &offset.to_string()]),
         )?;
@@ -488,7 +495,7 @@ fn list_directory(
         } else {
             data
         };
-        children += split_strings(names)
+        children += payload_strings(names)
             .iter()
             .filter(|name| !name.is_empty())
             .count();
@@ -553,7 +560,9 @@ fn increment_in_transaction(
         client.write_in(transaction, path, (number + 1).to_string().as_bytes())?;
         match client.transaction_end(transaction, true) {
             Ok(()) => break,
-            Err(ClientError::Store(name)) if name == "EAGAIN" => samples.retries += 1,
+            Err(ClientError::Store(name)) if name == StoreError::Again.wire_name() => {
+                samples.retries += 1
+            }
             Err(error) => return Err(error),
         }
     }
@@ -682,7 +691,7 @@ pub fn w9_domain_scaling(server: &RunningServer, scale: &Scale) -> WorkloadResul
     let mut first_guest = introduce_guest(&mut dom0, &server.run_directory, 1)?;
     dom0.write("/local/domain/1/name", b"guest-1")?;
     // Warm up (page faults, allocator) before the 0-domain baseline.
-    let mut newest_guest = Client::attach(&server.run_directory, 1)?;
+    let mut newest_guest = Client::attach(&server.run_directory, DomainId(1))?;
     checkpoint_latencies(&mut dom0, &mut first_guest, &mut newest_guest, 200)?;
     let (baseline_rss_kibibytes, _) = server.memory_kibibytes();
     let mut live_domains = 1usize; // domain 1 is the first measuring guest
@@ -847,7 +856,7 @@ struct BootTimes {
 /// The guest side of a domain: its ring file and FIFOs. Made before the toolstack's timed part,
 /// as a real domain's memory exists before it is introduced.
 fn create_guest_files(run_directory: &Path, domid: usize) -> Result<(), ClientError> {
-    xenstored_linux::simulation::DomainFiles::new(run_directory, domid as u16)
+    xenstore_client::simulation::DomainFiles::new(run_directory, DomainId(domid as u16))
         .create(1000 + domid as u32)?;
     Ok(())
 }
@@ -868,7 +877,7 @@ fn boot_domain(
     }
     let introduce_start = Instant::now();
     times.requests += introduce_start - start;
-    dom0.introduce(domid as u16, 0, 1000 + domid as u32)?;
+    dom0.introduce(DomainId(domid as u16), 0, 1000 + domid as u32)?;
     times.introduce += introduce_start.elapsed();
     Ok(())
 }
@@ -933,7 +942,7 @@ pub fn w11_lifecycle(server: &RunningServer, scale: &Scale) -> WorkloadResult {
         let domid = 2000 + index % DOMID_POOL;
         samples.time(|| -> Result<(), ClientError> {
             boot_domain(&mut dom0, domid, &mut times)?;
-            dom0.release(domid as u16)?;
+            dom0.release(DomainId(domid as u16))?;
             dom0.rm(&format!("/local/domain/{domid}"))
         })?;
     }
@@ -975,7 +984,7 @@ pub fn w13_memory(server: &RunningServer, scale: &Scale) -> WorkloadResult {
     // An error reply is the server's answer (C xenstored knows memreport only when built
     // with talloc reports); a lost connection or a timeout fails the workload.
     let mut refused = None;
-    let memreport = match client.call(message_type::CONTROL, 0, &join_strings(&["memreport"])) {
+    let memreport = match client.call(MessageType::Control, 0, &join_strings(&["memreport"])) {
         Ok(reply) => {
             let text = String::from_utf8_lossy(&reply).replace(['\n', '\0'], " ");
             text.split_whitespace()

@@ -1,18 +1,15 @@
-//! The Linux front end of the xenstore engine: `xenstored` on a Unix socket, simulated guest rings, and a client library.
+//! The Linux front end of the xenstore engine: `xenstored` on a Unix socket, serving simulated guest rings.
 //!
-//! - [`options`], [`logger`], [`server`], [`platform`], [`markers`]: the daemon.
-//! - [`simulation`]: the file/FIFO convention through which any program acts as a guest.
-//! - [`wire`], [`client`]: `xs_wire.h` framing and a client over the socket or a ring, used
-//!   by `xenstore-guest` and the integration tests.
-//! - [`sys`]: the only `unsafe` code (mmap, poll, epoll, inotify, mkfifo, io_uring).
+//! - [`options`], [`logger`], [`server`], [`sockets`], [`platform`], [`markers`]: the daemon.
+//! - [`sys`]: the only `unsafe` code (epoll, inotify, io_uring).
+//!
+//! The simulated-guest convention and the clients that speak to the store (`xenstore-guest`,
+//! the integration tests, the benchmark) are the `xenstore-client` crate (`client/`).
 
-pub mod client;
 pub mod logger;
 pub mod markers;
 pub mod options;
 pub mod platform;
 pub mod server;
-pub mod simulation;
 pub mod sockets;
 pub mod sys;
-pub mod wire;

@@ -1,7 +1,7 @@
 //! Noticing simulated shutdowns and deaths without rescanning every domain.
 //!
 //! A domain announces its state with marker files (`$RUNDIR/domains/<domid>/{shutdown,dead}`,
-//! see `simulation.rs`). Rescanning all domain directories costs two path lookups per domain,
+//! see `client/src/simulation.rs`). Rescanning all domain directories costs two path lookups per domain,
 //! milliseconds with a thousand domains, so the store instead keeps an `inotify(7)` watch on
 //! `domains/` and on every domain directory: an event names the domain whose markers changed,
 //! and only that domain's markers are looked at (as Xen 4.21's `XEN_DOMCTL_get_domain_state`
@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::simulation::{self, DomainFiles, DomainMarkers};
 use crate::sys::{Epoll, Inotify, Interest, Registered};
+use xenstore_client::simulation::{self, DomainFiles, DomainMarkers};
+use xenstore_engine::DomainId;
 
 /// What a domain directory (and `domains/` itself) is watched for.
 const WATCH_MASK: u32 = libc::IN_CREATE
@@ -26,6 +27,9 @@ const WATCH_MASK: u32 = libc::IN_CREATE
     | libc::IN_ONLYDIR;
 
 /// Which domains' markers may have changed since the last look.
+///
+/// Domains are bare `u16` ids here, as in `DomainMarkers`, because the serving loop
+/// (`server.rs`) keys its domains that way for now.
 #[derive(Debug, PartialEq, Eq)]
 pub enum MarkerChanges {
     /// These domains (possibly none).
@@ -179,7 +183,7 @@ impl MarkerWatcher {
         let Some(inotify) = &self.inotify else {
             return false;
         };
-        let directory = DomainFiles::new(&self.run_directory, domid).directory;
+        let directory = DomainFiles::new(&self.run_directory, DomainId(domid)).directory;
         match inotify.add_watch(&directory, WATCH_MASK) {
             Ok(watch) => {
                 self.domain_watches.insert(watch, domid);
@@ -221,7 +225,7 @@ mod tests {
         std::fs::create_dir_all(simulation::domains_directory(&run_directory)).unwrap();
         let epoll = Arc::new(Epoll::new().unwrap());
         let mut watcher = MarkerWatcher::new(&epoll, &run_directory, 7);
-        let five = DomainFiles::new(&run_directory, 5);
+        let five = DomainFiles::new(&run_directory, DomainId(5));
         std::fs::create_dir_all(&five.directory).unwrap();
         std::fs::write(five.shutdown_marker(), b"").unwrap();
         let found = watcher.rescan();
@@ -237,7 +241,7 @@ mod tests {
         assert!(settle(&mut watcher).is_empty());
 
         // A new domain directory is watched as it appears; its markers are reported.
-        let six = DomainFiles::new(&run_directory, 6);
+        let six = DomainFiles::new(&run_directory, DomainId(6));
         std::fs::create_dir_all(&six.directory).unwrap();
         assert_eq!(settle(&mut watcher), BTreeSet::from([6]));
         std::fs::write(six.dead_marker(), b"").unwrap();

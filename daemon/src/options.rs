@@ -11,7 +11,7 @@ use xenstore_engine::options::{
     domain_value, for_each_option,
 };
 
-use crate::simulation::DEFAULT_RUN_DIRECTORY;
+use xenstore_client::simulation::DEFAULT_RUN_DIRECTORY;
 
 /// What the daemon was asked to do.
 #[derive(Debug)]
@@ -349,6 +349,27 @@ mod tests {
                 PathBuf::from("/var/run/xenstored")
             )
         );
+    }
+
+    #[test]
+    fn the_usage_text_names_every_option_of_the_tables() {
+        // The store's options come from the engine's tables (`engine/src/options.rs`): a
+        // new one there must be documented here too.
+        let tables = [
+            &STORE_OPTIONS_WITH_VALUE[..],
+            &STORE_FLAGS,
+            &DAEMON_OPTIONS_WITH_VALUE,
+            &DAEMON_FLAGS,
+        ];
+        for option in tables.into_iter().flatten() {
+            assert!(USAGE.contains(&format!("--{}", option.long)), "{option:?}");
+            if option.short != '\0' {
+                assert!(
+                    USAGE.contains(&format!("-{}, --", option.short)),
+                    "{option:?}"
+                );
+            }
+        }
     }
 
     #[test]

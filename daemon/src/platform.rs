@@ -3,7 +3,7 @@
 //! Attaching a ring is what `XS_INTRODUCE` ends in: it maps `$RUNDIR/domains/<domid>/ring`
 //! (the page grant reference 1 would map on Xen) and opens the domain's notification FIFOs;
 //! the ring host resets the ring as C xenstored does at introduction and writes the server
-//! features. See `simulation.rs` for the file convention.
+//! features. See `client/src/simulation.rs` for the file convention.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -15,8 +15,9 @@ use xenstore_engine::ring_host::RingPort;
 use xenstore_engine::{DomainId, StoreError, StoreResult};
 
 use crate::server::Source;
-use crate::simulation::{DomainFiles, NotificationFifo};
-use crate::sys::{Epoll, Interest, Registered, SharedPage};
+use crate::sys::{Epoll, Interest, Registered};
+use xenstore_client::simulation::{DomainFiles, NotificationFifo};
+use xenstore_client::sys::SharedPage;
 
 /// A mapped guest ring and its notification FIFOs.
 pub struct GuestRing {
@@ -57,7 +58,7 @@ impl LinuxPort {
     }
 
     fn map_ring(&self, domain: DomainId, remote_port: u32) -> io::Result<GuestRing> {
-        let files = DomainFiles::new(&self.run_directory, domain.0);
+        let files = DomainFiles::new(&self.run_directory, domain);
         if files.dead_marker().exists() {
             return Err(io::Error::new(io::ErrorKind::NotFound, "domain is dead"));
         }

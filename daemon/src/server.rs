@@ -23,9 +23,9 @@ use xenstore_engine::{ConnectionId, DomainId, Engine};
 
 use crate::markers::{MarkerChanges, MarkerWatcher};
 use crate::platform::LinuxPort;
-use crate::simulation::{self, DomainMarkers, NotificationFifo};
 use crate::sockets::{DaemonHost, SocketClients};
 use crate::sys::{self, Epoll, Interest, Readiness, Registered};
+use xenstore_client::simulation::{self, DomainMarkers, NotificationFifo};
 
 /// The longest wait: [`Engine::tick`] runs this often (the ring host's tick).
 const TICK_INTERVAL_MILLISECONDS: u64 = xenstore_engine::ring_host::TICK_NANOSECONDS / 1_000_000;
@@ -103,7 +103,7 @@ impl Server {
         let epoll = Arc::new(Epoll::new()?);
         let sockets = SocketClients::bind(&epoll, socket_path, use_io_uring)?;
         let fifo_path = simulation::domain_exception_fifo(run_directory);
-        sys::make_fifo(&fifo_path, 0o600)?;
+        xenstore_client::sys::make_fifo(&fifo_path, 0o600)?;
         let mut domain_exception = Registered::new(
             &epoll,
             NotificationFifo::open(&fifo_path)?,

@@ -1,8 +1,9 @@
-//! The daemon's only `unsafe` code: `mmap` of a simulated guest's ring page, `poll(2)`, `epoll(7)`,
-//! `inotify(7)`, `mkfifo(3)`, and socket reads and writes one by one or batched in `io_uring(7)`.
+//! The daemon's only `unsafe` code: `epoll(7)`, `inotify(7)`, and socket reads and writes one by one or batched in `io_uring(7)`.
 //!
 //! Each function wraps one system call behind a safe signature; the `// SAFETY:` comments say
-//! why each call is sound. Everything else in the crate is safe Rust.
+//! why each call is sound. Everything else in the crate is safe Rust. The ring page mapping
+//! and `mkfifo(3)` are the simulated-guest convention's, shared with its clients
+//! (`client/src/sys.rs`).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -13,167 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-
-use xenstore_engine::ring::{AtomicPage, PAGE_SIZE_BYTES};
-
-/// A 4 KiB file mapped `MAP_SHARED`: a simulated guest's ring page (what grant ref 1 maps to).
-///
-/// Both processes access the page concurrently, so every access goes through atomics; the
-/// mapping is never turned into a plain `&[u8]`.
-///
-/// Threat model: a simulated guest that *truncates* the file after it was mapped makes the
-/// kernel raise `SIGBUS` on access. Such a guest runs with the daemon's own privileges (it
-/// could equally kill the daemon), so this is outside what the simulation defends against;
-/// hostile *contents* of the page are handled by `ring.rs`.
-pub struct SharedPage {
-    base: NonNull<u8>,
-}
-
-// SAFETY: the mapping belongs to the process, not to a thread, and is unmapped only on drop;
-// moving the owner to another thread changes nothing about its validity.
-unsafe impl Send for SharedPage {}
-
-// SAFETY: every access through `&SharedPage` is an atomic load or store (see `word`/`byte`),
-// so sharing it between threads cannot cause a data race.
-unsafe impl Sync for SharedPage {}
-
-impl SharedPage {
-    /// Maps the first 4096 bytes of `path` read-write and shared.
-    pub fn map(path: &Path) -> io::Result<SharedPage> {
-        let file = File::options().read(true).write(true).open(path)?;
-        let metadata = file.metadata()?;
-        if !metadata.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a regular file", path.display()),
-            ));
-        }
-        if metadata.len() < PAGE_SIZE_BYTES as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} is shorter than one page", path.display()),
-            ));
-        }
-        // SAFETY: a fresh mapping chosen by the kernel (address hint null) of a file descriptor
-        // we own, with a length that the file covers (checked above); it aliases no Rust object.
-        let address = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                PAGE_SIZE_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if address == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // The mapping stays valid after the descriptor is closed (`file` drops here).
-        NonNull::new(address.cast::<u8>())
-            .map(|base| SharedPage { base })
-            .ok_or_else(|| io::Error::other("mmap returned null"))
-    }
-}
-
-impl Drop for SharedPage {
-    fn drop(&mut self) {
-        // SAFETY: `base` came from a successful mmap of PAGE_SIZE_BYTES and is unmapped once;
-        // no reference derived from it outlives `self` (they borrow `self`).
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), PAGE_SIZE_BYTES);
-        }
-    }
-}
-
-impl AtomicPage for SharedPage {
-    fn word(&self, offset: usize) -> Option<&AtomicU32> {
-        if !offset.is_multiple_of(4) || offset.checked_add(4)? > PAGE_SIZE_BYTES {
-            return None;
-        }
-        // SAFETY: `offset + 4 <= 4096` and the mapping is page-aligned, so the pointer is in
-        // bounds and 4-byte aligned; the mapping lives as long as `self`, and all accesses to
-        // it from this process are atomic, which is what `AtomicU32::from_ptr` requires.
-        Some(unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(offset).cast::<u32>()) })
-    }
-
-    fn byte(&self, offset: usize) -> Option<&AtomicU8> {
-        if offset >= PAGE_SIZE_BYTES {
-            return None;
-        }
-        // SAFETY: `offset < 4096` keeps the pointer inside the live mapping owned by `self`;
-        // bytes are only ever accessed atomically.
-        Some(unsafe { AtomicU8::from_ptr(self.base.as_ptr().add(offset)) })
-    }
-
-    fn word64(&self, offset: usize) -> Option<&AtomicU64> {
-        if !offset.is_multiple_of(8) || offset.checked_add(8)? > PAGE_SIZE_BYTES {
-            return None;
-        }
-        // SAFETY: as in `word`, with 8-byte alignment and bounds checked above.
-        Some(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset).cast::<u64>()) })
-    }
-}
-
-/// What to wait for on one descriptor, and what happened.
-#[derive(Clone, Copy, Debug)]
-pub struct PollEntry {
-    pub descriptor: RawFd,
-    pub want_read: bool,
-    pub want_write: bool,
-    /// Set by [`poll`]: readable, or hung up / in error (a read will tell which).
-    pub readable: bool,
-    /// Set by [`poll`].
-    pub writable: bool,
-}
-
-impl PollEntry {
-    pub fn new(descriptor: RawFd, want_read: bool, want_write: bool) -> PollEntry {
-        PollEntry {
-            descriptor,
-            want_read,
-            want_write,
-            readable: false,
-            writable: false,
-        }
-    }
-}
-
-/// `poll(2)` over `entries`; returns how many descriptors are ready (0 on timeout or EINTR).
-pub fn poll(entries: &mut [PollEntry], timeout_milliseconds: i32) -> io::Result<usize> {
-    let mut descriptors: Vec<libc::pollfd> = entries
-        .iter()
-        .map(|entry| libc::pollfd {
-            fd: entry.descriptor,
-            events: (if entry.want_read { libc::POLLIN } else { 0 })
-                | (if entry.want_write { libc::POLLOUT } else { 0 }),
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: the pointer and length describe a live, exclusively borrowed Vec of pollfd.
-    let ready = unsafe {
-        libc::poll(
-            descriptors.as_mut_ptr(),
-            descriptors.len() as libc::nfds_t,
-            timeout_milliseconds,
-        )
-    };
-    if ready < 0 {
-        let error = io::Error::last_os_error();
-        if error.kind() == io::ErrorKind::Interrupted {
-            return Ok(0);
-        }
-        return Err(error);
-    }
-    for (entry, descriptor) in entries.iter_mut().zip(&descriptors) {
-        let events = descriptor.revents;
-        entry.readable =
-            events & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
-        entry.writable = events & (libc::POLLOUT | libc::POLLERR) != 0;
-    }
-    Ok(ready as usize)
-}
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// What a registered descriptor is watched for. Hang-up and error are always reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1100,93 +941,9 @@ impl IoUring {
     }
 }
 
-/// `mkfifo(path, mode)`; an existing FIFO is accepted as is.
-pub fn make_fifo(path: &Path, mode: u32) -> io::Result<()> {
-    let name = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
-    let result = unsafe { libc::mkfifo(name.as_ptr(), mode as libc::mode_t) };
-    if result == 0 {
-        return Ok(());
-    }
-    let error = io::Error::last_os_error();
-    if error.kind() == io::ErrorKind::AlreadyExists {
-        use std::os::unix::fs::FileTypeExt;
-        if std::fs::metadata(path)?.file_type().is_fifo() {
-            return Ok(());
-        }
-    }
-    Err(error)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xenstore_engine::ring::Ring;
-
-    #[test]
-    fn two_mappings_of_one_file_share_a_ring() {
-        let directory = std::env::temp_dir().join(format!("xs-sys-test-{}", std::process::id()));
-        std::fs::create_dir_all(&directory).unwrap();
-        let path = directory.join("ring");
-        std::fs::write(&path, vec![0u8; PAGE_SIZE_BYTES]).unwrap();
-        let guest = SharedPage::map(&path).unwrap();
-        let server = SharedPage::map(&path).unwrap();
-        assert_eq!(Ring::new(&guest).client_write(b"ping"), Ok(4));
-        let mut buffer = [0u8; 8];
-        assert_eq!(Ring::new(&server).server_read(&mut buffer), Ok(4));
-        assert_eq!(&buffer[..4], b"ping");
-        std::fs::write(directory.join("short"), b"x").unwrap();
-        assert!(SharedPage::map(&directory.join("short")).is_err());
-        let fifo = directory.join("fifo");
-        make_fifo(&fifo, 0o600).unwrap();
-        make_fifo(&fifo, 0o600).unwrap();
-        assert!(make_fifo(&path, 0o600).is_err());
-        std::fs::remove_dir_all(&directory).unwrap();
-    }
-
-    #[test]
-    fn word_copies_match_byte_copies_at_every_alignment() {
-        use xenstore_engine::ring::RingMemory;
-        let directory = std::env::temp_dir().join(format!("xs-sys-words-{}", std::process::id()));
-        std::fs::create_dir_all(&directory).unwrap();
-        let path = directory.join("page");
-        std::fs::write(&path, vec![0u8; PAGE_SIZE_BYTES]).unwrap();
-        let page = SharedPage::map(&path).unwrap();
-        for offset in 0..17 {
-            for length in [0, 1, 7, 8, 9, 15, 16, 17, 40] {
-                let source: Vec<u8> = (0..length)
-                    .map(|i| (offset * 31 + i * 7 + 1) as u8)
-                    .collect();
-                page.write_bytes(100 + offset, &source);
-                // Byte by byte, as another domain would see the page.
-                let seen: Vec<u8> = (0..length)
-                    .map(|i| page.byte(100 + offset + i).unwrap().load(Ordering::Relaxed))
-                    .collect();
-                assert_eq!(seen, source, "write at {offset}, {length} bytes");
-                let mut copy = vec![0u8; length];
-                page.read_bytes(100 + offset, &mut copy);
-                assert_eq!(copy, source, "read at {offset}, {length} bytes");
-                // The bytes around were left alone.
-                assert_eq!(
-                    page.byte(100 + offset + length)
-                        .unwrap()
-                        .load(Ordering::Relaxed),
-                    0
-                );
-                page.write_bytes(100 + offset, &vec![0u8; length]);
-            }
-        }
-        // The page's end: whole words up to it, nothing past it.
-        page.write_bytes(PAGE_SIZE_BYTES - 8, b"lastword");
-        let mut end = [0u8; 12];
-        page.read_bytes(PAGE_SIZE_BYTES - 8, &mut end);
-        assert_eq!(&end, b"lastword\0\0\0\0");
-        assert!(page.word64(PAGE_SIZE_BYTES - 4).is_none());
-        assert!(page.word64(PAGE_SIZE_BYTES).is_none());
-        assert!(page.word64(12).is_none());
-        std::fs::remove_dir_all(&directory).unwrap();
-    }
 
     /// Runs `operations` through `ring`, or one system call each without one.
     fn run(

@@ -4,24 +4,28 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, error_name, events_queued_so_far, eventually, round_trip};
+use common::{Daemon, error_name, events_queued_so_far, eventually, guest_tool, round_trip};
+use xenstore_client::client::Client;
+use xenstore_client::simulation::{self, DomainFiles};
+use xenstore_engine::DomainId;
 use xenstore_engine::ring::{RingMemory, error as ring_error, feature, offset};
-use xenstored_linux::client::Client;
-use xenstored_linux::simulation::{self, DomainFiles};
-use xenstored_linux::wire::{Header, message_type};
+use xenstore_engine::wire::{MessageHeader, MessageType, join_strings};
 
 const EVENT_WAIT: Duration = Duration::from_secs(3);
 
 #[test]
 fn a_guest_reads_and_writes_its_own_home() {
     let daemon = Daemon::start(&[]);
-    let mut guest = daemon.guest(5);
+    let mut guest = daemon.guest(DomainId(5));
     let features = guest
         .transport()
         .page()
         .load_u32_acquire(offset::SERVER_FEATURES);
     assert_eq!(features, feature::C_XENSTORED_4_22);
-    assert_eq!(guest.get_domain_path(5).unwrap(), "/local/domain/5");
+    assert_eq!(
+        guest.get_domain_path(DomainId(5)).unwrap(),
+        "/local/domain/5"
+    );
     guest.write("data/value", b"42").unwrap();
     assert_eq!(guest.read("data/value").unwrap(), b"42");
     assert_eq!(guest.read("/local/domain/5/data/value").unwrap(), b"42");
@@ -30,7 +34,7 @@ fn a_guest_reads_and_writes_its_own_home() {
     assert_eq!(guest.get_perms("data/value").unwrap(), vec!["n5"]);
     let mut dom0 = daemon.dom0();
     assert_eq!(dom0.read("/local/domain/5/data/value").unwrap(), b"42");
-    assert!(dom0.is_domain_introduced(5).unwrap());
+    assert!(dom0.is_domain_introduced(DomainId(5)).unwrap());
 }
 
 #[test]
@@ -38,7 +42,7 @@ fn a_guest_is_refused_outside_its_home() {
     let daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
     dom0.write("/local/domain/0/secret", b"s").unwrap();
-    let mut guest = daemon.guest(6);
+    let mut guest = daemon.guest(DomainId(6));
     assert_eq!(error_name(guest.read("/local/domain/0/secret")), "EACCES");
     assert_eq!(
         error_name(guest.write("/local/domain/0/secret", b"x")),
@@ -49,10 +53,13 @@ fn a_guest_is_refused_outside_its_home() {
     assert_eq!(error_name(guest.read("/local/domain/0/missing")), "EACCES");
     assert_eq!(error_name(guest.read("missing")), "ENOENT");
     // Privileged-only requests.
-    assert_eq!(error_name(guest.introduce(9, 0, 1)), "EACCES");
-    assert_eq!(error_name(guest.is_domain_introduced(0)), "EACCES");
+    assert_eq!(error_name(guest.introduce(DomainId(9), 0, 1)), "EACCES");
     assert_eq!(
-        error_name(guest.call(message_type::CONTROL, 0, b"print\0x\0")),
+        error_name(guest.is_domain_introduced(DomainId(0))),
+        "EACCES"
+    );
+    assert_eq!(
+        error_name(guest.call(MessageType::Control, 0, b"print\0x\0")),
         "EACCES"
     );
 }
@@ -64,7 +71,7 @@ fn guest_permissions_follow_c_semantics() {
     dom0.write("/shared/readable", b"r").unwrap();
     dom0.set_perms("/shared", &["n0", "r7"]).unwrap();
     dom0.set_perms("/shared/readable", &["n0", "r7"]).unwrap();
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     assert_eq!(guest.read("/shared/readable").unwrap(), b"r");
     assert_eq!(error_name(guest.write("/shared/readable", b"w")), "EACCES");
     guest.write("mine", b"m").unwrap();
@@ -82,7 +89,7 @@ fn guest_permissions_follow_c_semantics() {
 #[test]
 fn guest_quotas_nodes_watches_and_node_size() {
     let daemon = Daemon::start(&["-E", "6", "-W", "4", "-S", "300"]);
-    let mut guest = daemon.guest(8);
+    let mut guest = daemon.guest(DomainId(8));
     let mut created = 0;
     let mut refusal = None;
     for index in 0..10 {
@@ -122,7 +129,7 @@ fn watch_events_for_unreadable_nodes_do_not_reach_a_guest() {
     let daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
     dom0.write("/local/domain/0/private", b"p").unwrap();
-    let mut guest = daemon.guest(9);
+    let mut guest = daemon.guest(DomainId(9));
     guest.watch("/local/domain/0/private", "hidden").unwrap();
     // The initial event is never filtered.
     assert_eq!(
@@ -147,8 +154,8 @@ fn watch_events_for_unreadable_nodes_do_not_reach_a_guest() {
 #[test]
 fn a_guest_with_impossible_ring_indices_is_ignored_while_others_are_served() {
     let daemon = Daemon::start(&[]);
-    let mut hostile = daemon.guest(10);
-    let mut bystander = daemon.guest(11);
+    let mut hostile = daemon.guest(DomainId(10));
+    let mut bystander = daemon.guest(DomainId(11));
     hostile.write("before", b"ok").unwrap();
     let page = hostile.transport().page();
     let consumer = page.load_u32_acquire(offset::REQUEST_CONSUMER);
@@ -165,20 +172,20 @@ fn a_guest_with_impossible_ring_indices_is_ignored_while_others_are_served() {
     bystander.write("fine", b"1").unwrap();
     assert_eq!(bystander.read("fine").unwrap(), b"1");
     // The hostile domain stays introduced (it is ignored, not released).
-    assert!(dom0.is_domain_introduced(10).unwrap());
+    assert!(dom0.is_domain_introduced(DomainId(10)).unwrap());
 }
 
 #[test]
 fn a_guest_announcing_an_oversized_message_is_ignored() {
     let daemon = Daemon::start(&[]);
-    let mut hostile = daemon.guest(12);
-    let header = Header {
-        message_type: message_type::WRITE,
+    let mut hostile = daemon.guest(DomainId(12));
+    let header = MessageHeader {
+        message_type: MessageType::Write.number(),
         request_id: 1,
         transaction_id: 0,
-        length: 4097,
+        payload_length_bytes: 4097,
     };
-    hostile.send_raw(&header.encode()).unwrap();
+    hostile.send_raw(&header.to_bytes()).unwrap();
     let page = hostile.transport().page();
     assert!(eventually(EVENT_WAIT, || page
         .load_u32_acquire(offset::ERROR)
@@ -189,7 +196,7 @@ fn a_guest_announcing_an_oversized_message_is_ignored() {
 #[test]
 fn garbage_in_a_ring_never_stops_the_daemon() {
     let mut daemon = Daemon::start(&[]);
-    let mut guest = daemon.guest(13);
+    let mut guest = daemon.guest(DomainId(13));
     let mut noise = Vec::new();
     let mut state = 0x1234_5678u32;
     for _ in 0..3000 {
@@ -214,18 +221,18 @@ fn domain_death_fires_release_domain_and_removes_the_guests_nodes() {
         watcher.next_event(EVENT_WAIT).unwrap(),
         Some(("@releaseDomain".into(), "released".into()))
     );
-    let mut guest = daemon.guest(14);
+    let mut guest = daemon.guest(DomainId(14));
     guest.write("device/vif/0", b"state").unwrap();
     // dom0 keeps a node under the guest's home that the guest does not own.
     dom0.write("/local/domain/14/dom0-owned", b"kept").unwrap();
     drop(guest);
-    let files = DomainFiles::new(&daemon.run_directory, 14);
+    let files = DomainFiles::new(&daemon.run_directory, DomainId(14));
     simulation::announce_state_change(&daemon.run_directory, &files.dead_marker()).unwrap();
     assert_eq!(
         watcher.next_event(EVENT_WAIT).unwrap(),
         Some(("@releaseDomain".into(), "released".into()))
     );
-    assert!(!dom0.is_domain_introduced(14).unwrap());
+    assert!(!dom0.is_domain_introduced(DomainId(14)).unwrap());
     // Nodes owned by the dead domain are deleted with their subtree (docs/protocol.md, "Domains").
     assert_eq!(
         error_name(dom0.read("/local/domain/14/device/vif/0")),
@@ -244,23 +251,27 @@ fn a_death_is_noticed_without_the_dom_exc_prompt() {
         events_queued_so_far(&mut watcher),
         [("@releaseDomain".to_string(), "released".to_string())]
     );
-    let guest = daemon.guest(18);
+    let guest = daemon.guest(DomainId(18));
     drop(guest);
     // Only the marker: the store watches the domain directories (inotify).
-    let files = DomainFiles::new(&daemon.run_directory, 18);
+    let files = DomainFiles::new(&daemon.run_directory, DomainId(18));
     std::fs::write(files.dead_marker(), b"").unwrap();
     assert_eq!(
         watcher.next_event(EVENT_WAIT).unwrap(),
         Some(("@releaseDomain".into(), "released".into()))
     );
     let mut dom0 = daemon.dom0();
-    assert!(!dom0.is_domain_introduced(18).unwrap());
+    assert!(!dom0.is_domain_introduced(DomainId(18)).unwrap());
     // Removing the marker makes the domid exist again: it can be introduced anew.
     std::fs::remove_file(files.dead_marker()).unwrap();
-    let mut again = Client::create_and_introduce(&mut dom0, &daemon.run_directory, 18, 7).unwrap();
-    assert!(dom0.is_domain_introduced(18).unwrap());
+    let mut again =
+        Client::create_and_introduce(&mut dom0, &daemon.run_directory, DomainId(18), 7).unwrap();
+    assert!(dom0.is_domain_introduced(DomainId(18)).unwrap());
     // Its ring is served (its old home went with the death).
-    assert_eq!(again.get_domain_path(18).unwrap(), "/local/domain/18");
+    assert_eq!(
+        again.get_domain_path(DomainId(18)).unwrap(),
+        "/local/domain/18"
+    );
 }
 
 #[test]
@@ -278,19 +289,19 @@ fn introduce_and_release_fire_the_special_watches() {
             ("@releaseDomain".to_string(), "out".to_string())
         ]
     );
-    let _guest = daemon.guest(15);
+    let _guest = daemon.guest(DomainId(15));
     assert_eq!(
         watcher.next_event(EVENT_WAIT).unwrap(),
         Some(("@introduceDomain".into(), "in".into()))
     );
     let mut dom0 = daemon.dom0();
-    dom0.release(15).unwrap();
+    dom0.release(DomainId(15)).unwrap();
     assert_eq!(
         watcher.next_event(EVENT_WAIT).unwrap(),
         Some(("@releaseDomain".into(), "out".into()))
     );
-    assert!(!dom0.is_domain_introduced(15).unwrap());
-    assert_eq!(error_name(dom0.release(15)), "ENOENT");
+    assert!(!dom0.is_domain_introduced(DomainId(15)).unwrap());
+    assert_eq!(error_name(dom0.release(DomainId(15))), "ENOENT");
 }
 
 #[test]
@@ -300,7 +311,7 @@ fn the_guest_tool_acts_as_a_domain() {
     dom0.mkdir("/local/domain/16").unwrap();
     dom0.set_perms("/local/domain/16", &["n16"]).unwrap();
     let tool = |arguments: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_xenstore-guest"))
+        std::process::Command::new(guest_tool())
             .arg("--domid")
             .arg("16")
             .arg("--rundir")
@@ -334,7 +345,7 @@ fn the_guest_tool_acts_as_a_domain() {
     let destroyed = tool(&["--destroy"]);
     assert!(destroyed.status.success());
     assert!(eventually(EVENT_WAIT, || !dom0
-        .is_domain_introduced(16)
+        .is_domain_introduced(DomainId(16))
         .unwrap_or(true)));
     let _ = Client::connect(&daemon.socket_path).unwrap();
 }
@@ -349,8 +360,8 @@ fn a_simulated_shutdown_fires_release_domain_once_and_keeps_the_domain() {
         events_queued_so_far(&mut watcher),
         [("@releaseDomain".to_string(), "released".to_string())]
     );
-    let mut guest = daemon.guest(17);
-    let files = DomainFiles::new(&daemon.run_directory, 17);
+    let mut guest = daemon.guest(DomainId(17));
+    let files = DomainFiles::new(&daemon.run_directory, DomainId(17));
     simulation::announce_state_change(&daemon.run_directory, &files.shutdown_marker()).unwrap();
     assert_eq!(
         watcher.next_event(EVENT_WAIT).unwrap(),
@@ -363,7 +374,7 @@ fn a_simulated_shutdown_fires_release_domain_once_and_keeps_the_domain() {
     // (server.rs): an event queued then comes before the watcher's round trip.
     round_trip(&mut dom0);
     assert_eq!(events_queued_so_far(&mut watcher), []);
-    assert!(dom0.is_domain_introduced(17).unwrap());
+    assert!(dom0.is_domain_introduced(DomainId(17)).unwrap());
     guest.write("still", b"here").unwrap();
 }
 
@@ -372,17 +383,17 @@ fn introduction_answers_a_reconnect_request_and_honours_the_feature_mask() {
     let daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
     // XS_SET_FEATURE (24) before XS_INTRODUCE masks the advertised bits (docs/protocol.md, "Ring").
-    dom0.call(24, 0, &xenstored_linux::wire::join_strings(&["18", "2"]))
+    dom0.call(MessageType::SetFeature, 0, &join_strings(&["18", "2"]))
         .unwrap();
-    let files = DomainFiles::new(&daemon.run_directory, 18);
+    let files = DomainFiles::new(&daemon.run_directory, DomainId(18));
     files.create(3).unwrap();
     {
         // The dom0less flow: the page says RECONNECT before the domain is introduced.
-        let page = xenstored_linux::sys::SharedPage::map(&files.ring()).unwrap();
+        let page = xenstore_client::sys::SharedPage::map(&files.ring()).unwrap();
         page.store_u32_release(offset::CONNECTION, 1);
     }
-    dom0.introduce(18, 0, 3).unwrap();
-    let guest = Client::attach(&daemon.run_directory, 18).unwrap();
+    dom0.introduce(DomainId(18), 0, 3).unwrap();
+    let guest = Client::attach(&daemon.run_directory, DomainId(18)).unwrap();
     let page = guest.transport().page();
     assert_eq!(page.load_u32_acquire(offset::CONNECTION), 0);
     assert!(eventually(EVENT_WAIT, || page
@@ -397,7 +408,7 @@ fn the_guest_tool_runs_a_transaction_batch() {
     let mut dom0 = daemon.dom0();
     dom0.mkdir("/local/domain/19").unwrap();
     dom0.set_perms("/local/domain/19", &["n19"]).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xenstore-guest"))
+    let mut child = std::process::Command::new(guest_tool())
         .args(["--domid", "19", "--introduce", "--rundir"])
         .arg(&daemon.run_directory)
         .arg("--socket")
@@ -426,8 +437,8 @@ fn the_guest_tool_runs_a_transaction_batch() {
 #[test]
 fn a_guest_flooding_requests_is_throttled_but_every_reply_arrives() {
     let daemon = Daemon::start(&[]);
-    let mut guest = daemon.guest(20);
-    let mut bystander = daemon.guest(21);
+    let mut guest = daemon.guest(DomainId(20));
+    let mut bystander = daemon.guest(DomainId(21));
     guest.write("value", b"v").unwrap();
     // 100 requests without reading a reply: more than the outstanding quota (20) and more
     // than the response ring holds, so the store must stop reading and resume later.
@@ -436,7 +447,7 @@ fn a_guest_flooding_requests_is_throttled_but_every_reply_arrives() {
     for request_id in 1..=total {
         let payload = b"value\0".to_vec();
         let message =
-            xenstored_linux::wire::Message::new(message_type::READ, request_id, 0, payload);
+            xenstore_client::message::Message::new(MessageType::Read, request_id, 0, payload);
         requests.extend_from_slice(&message.to_bytes());
     }
     let sender = std::thread::scope(|scope| {
@@ -452,7 +463,7 @@ fn a_guest_flooding_requests_is_throttled_but_every_reply_arrives() {
     let mut seen = Vec::new();
     while seen.len() < total as usize {
         let message = guest.receive_message(EVENT_WAIT).unwrap().expect("a reply");
-        assert_eq!(message.header.message_type, message_type::READ);
+        assert!(message.is(MessageType::Read));
         assert_eq!(message.payload, b"v");
         seen.push(message.header.request_id);
     }
@@ -462,14 +473,14 @@ fn a_guest_flooding_requests_is_throttled_but_every_reply_arrives() {
 #[test]
 fn with_keep_orphans_a_dead_domains_nodes_go_to_the_privileged_domain() {
     let daemon = Daemon::start(&["-K"]);
-    let mut guest = daemon.guest(22);
+    let mut guest = daemon.guest(DomainId(22));
     guest.write("kept", b"k").unwrap();
     drop(guest);
-    let files = DomainFiles::new(&daemon.run_directory, 22);
+    let files = DomainFiles::new(&daemon.run_directory, DomainId(22));
     simulation::announce_state_change(&daemon.run_directory, &files.dead_marker()).unwrap();
     let mut dom0 = daemon.dom0();
     assert!(eventually(EVENT_WAIT, || !dom0
-        .is_domain_introduced(22)
+        .is_domain_introduced(DomainId(22))
         .unwrap_or(true)));
     assert_eq!(dom0.read("/local/domain/22/kept").unwrap(), b"k");
     assert_eq!(dom0.get_perms("/local/domain/22/kept").unwrap()[0], "n0");
@@ -481,9 +492,9 @@ fn without_the_error_feature_a_failed_ring_gets_no_error_code() {
     let mut dom0 = daemon.dom0();
     // Mask every feature of domain 23 before introducing it (C 4.22 writes `error` only
     // for domains with XENSTORE_SERVER_FEATURE_ERROR).
-    dom0.call(24, 0, &xenstored_linux::wire::join_strings(&["23", "0"]))
+    dom0.call(MessageType::SetFeature, 0, &join_strings(&["23", "0"]))
         .unwrap();
-    let hostile = daemon.guest(23);
+    let hostile = daemon.guest(DomainId(23));
     let page = hostile.transport().page();
     let consumer = page.load_u32_acquire(offset::REQUEST_CONSUMER);
     page.store_u32_release(offset::REQUEST_PRODUCER, consumer.wrapping_add(2000));
@@ -499,7 +510,9 @@ fn without_the_error_feature_a_failed_ring_gets_no_error_code() {
 #[test]
 fn many_guests_are_served_side_by_side() {
     let daemon = Daemon::start(&[]);
-    let mut guests: Vec<_> = (30..50).map(|domid| (domid, daemon.guest(domid))).collect();
+    let mut guests: Vec<_> = (30..50)
+        .map(|domid| (domid, daemon.guest(DomainId(domid))))
+        .collect();
     for round in 0..5 {
         for (domid, guest) in &mut guests {
             guest.write("round", round.to_string().as_bytes()).unwrap();

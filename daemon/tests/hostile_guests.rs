@@ -29,10 +29,12 @@ use std::time::{Duration, Instant};
 use common::{
     Daemon, error_name, events_queued_so_far, eventually, messages_queued_so_far, round_trip,
 };
+use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport};
+use xenstore_client::message::{Message, payload_strings};
+use xenstore_client::simulation::{self, DomainFiles, NotificationFifo};
+use xenstore_engine::DomainId;
 use xenstore_engine::ring::{Ring, RingMemory, error as ring_error, offset};
-use xenstored_linux::client::{Client, ClientError, RingTransport, SocketTransport};
-use xenstored_linux::simulation::{self, DomainFiles, NotificationFifo};
-use xenstored_linux::wire::{Header, Message, join_strings, message_type, split_strings};
+use xenstore_engine::wire::{MessageHeader, MessageType, join_strings};
 
 const EVENT_WAIT: Duration = Duration::from_secs(3);
 /// C xenstored's default hard memory quota (2.5 MiB).
@@ -44,16 +46,16 @@ type Dom0 = Client<SocketTransport>;
 /// `XS_CONTROL` with `arguments`; the reply as text.
 fn control(dom0: &mut Dom0, arguments: &[&str]) -> String {
     let reply = dom0
-        .call(message_type::CONTROL, 0, &join_strings(arguments))
+        .call(MessageType::Control, 0, &join_strings(arguments))
         .expect("XS_CONTROL");
     String::from_utf8_lossy(&reply)
         .trim_end_matches('\0')
         .to_string()
 }
 
-/// What the store charges `domid` for (`xenstore-control quota <domid>`): counter → value.
-fn usage(dom0: &mut Dom0, domid: u16) -> BTreeMap<String, u64> {
-    let text = control(dom0, &["quota", &domid.to_string()]);
+/// What the store charges `domain` for (`xenstore-control quota <domid>`): counter → value.
+fn usage(dom0: &mut Dom0, domain: DomainId) -> BTreeMap<String, u64> {
+    let text = control(dom0, &["quota", &domain.to_string()]);
     text.lines()
         .filter_map(|line| {
             let (name, rest) = line.split_once(':')?;
@@ -63,12 +65,12 @@ fn usage(dom0: &mut Dom0, domid: u16) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn nodes_owned(dom0: &mut Dom0, domid: u16) -> u64 {
-    usage(dom0, domid).get("nodes").copied().unwrap_or(0)
+fn nodes_owned(dom0: &mut Dom0, domain: DomainId) -> u64 {
+    usage(dom0, domain).get("nodes").copied().unwrap_or(0)
 }
 
-fn memory_of(dom0: &mut Dom0, domid: u16) -> u64 {
-    usage(dom0, domid).get("memory").copied().unwrap_or(0)
+fn memory_of(dom0: &mut Dom0, domain: DomainId) -> u64 {
+    usage(dom0, domain).get("memory").copied().unwrap_or(0)
 }
 
 /// The accounting equals a full recount (`Engine::check_accounting` through `XS_CONTROL`).
@@ -82,7 +84,7 @@ fn assert_accounting_balances(dom0: &mut Dom0) {
 
 /// The liveness check: a fresh guest `bystander` and dom0 are served correctly, and the books
 /// balance. The time it took is printed (speed is measured in the benchmark, `bench/`).
-fn liveness_check(daemon: &mut Daemon, bystander: u16) {
+fn liveness_check(daemon: &mut Daemon, bystander: DomainId) {
     assert!(daemon.is_running(), "the daemon died: {}", daemon.stderr());
     let started = Instant::now();
     let mut dom0 = daemon.dom0();
@@ -102,46 +104,46 @@ fn liveness_check(daemon: &mut Daemon, bystander: u16) {
     assert!(daemon.is_running());
 }
 
-/// The hypervisor destroys `domids` at once (simulated: dead markers, one `VIRQ_DOM_EXC`).
-fn destroy(daemon: &Daemon, domids: &[u16]) {
-    for domid in domids {
-        let files = DomainFiles::new(&daemon.run_directory, *domid);
+/// The hypervisor destroys `domains` at once (simulated: dead markers, one `VIRQ_DOM_EXC`).
+fn destroy(daemon: &Daemon, domains: &[DomainId]) {
+    for domain in domains {
+        let files = DomainFiles::new(&daemon.run_directory, *domain);
         std::fs::create_dir_all(files.dead_marker().parent().expect("domain directory"))
             .expect("domain directory");
         std::fs::write(files.dead_marker(), b"").expect("dead marker");
     }
-    let files = DomainFiles::new(&daemon.run_directory, domids[0]);
+    let files = DomainFiles::new(&daemon.run_directory, domains[0]);
     simulation::announce_state_change(&daemon.run_directory, &files.dead_marker())
         .expect("poke dom-exc");
 }
 
-/// Destroys `domid` and waits until the store has released it.
-fn destroy_and_wait(daemon: &Daemon, dom0: &mut Dom0, domid: u16) {
-    destroy(daemon, &[domid]);
+/// Destroys `domain` and waits until the store has released it.
+fn destroy_and_wait(daemon: &Daemon, dom0: &mut Dom0, domain: DomainId) {
+    destroy(daemon, &[domain]);
     assert!(
         eventually(EVENT_WAIT, || !dom0
-            .is_domain_introduced(domid)
+            .is_domain_introduced(domain)
             .unwrap_or(true)),
-        "domain {domid} was not released"
+        "domain {domain} was not released"
     );
 }
 
-/// Lets domid `domid` exist again after its death (the toolstack creates a new domain with
-/// that id): its files are recreated, which removes the dead marker, and the store is poked.
-fn recreate(daemon: &Daemon, domid: u16) -> Guest {
-    let files = DomainFiles::new(&daemon.run_directory, domid);
+/// Lets `domain` exist again after its death (the toolstack creates a new domain with that
+/// id): its files are recreated, which removes the dead marker, and the store is poked.
+fn recreate(daemon: &Daemon, domain: DomainId) -> Guest {
+    let files = DomainFiles::new(&daemon.run_directory, domain);
     files.create(7).expect("recreate the domain's files");
     simulation::announce_state_change(&daemon.run_directory, &files.ring()).expect("poke");
     let mut dom0 = daemon.dom0();
     // The store learns of the new domain at its next marker scan; until then SET_PERMS
     // naming it as an owner answers ENOENT.
-    let probe = format!("/probe-{domid}");
+    let probe = format!("/probe-{domain}");
     dom0.write(&probe, b"").unwrap();
     assert!(eventually(EVENT_WAIT, || {
-        dom0.set_perms(&probe, &[&format!("n{domid}")]).is_ok()
+        dom0.set_perms(&probe, &[&format!("n{domain}")]).is_ok()
     }));
     dom0.rm(&probe).unwrap();
-    daemon.guest(domid)
+    daemon.guest(domain)
 }
 
 /// Creates as many nodes `prefix<i>` as the quota allows; returns the count and the error.
@@ -198,7 +200,7 @@ fn push_until_the_store_stops_reading(dom0: &mut Dom0, guest: &Guest, pending: &
     panic!("the store never stopped reading the ring");
 }
 
-fn read_requests(count: u32, path: &str, message_kind: u32) -> Vec<u8> {
+fn read_requests(count: u32, path: &str, message_kind: MessageType) -> Vec<u8> {
     let mut bytes = Vec::new();
     for request_id in 1..=count {
         let message = Message::new(message_kind, request_id, 0, join_strings(&[path]));
@@ -218,7 +220,7 @@ fn pump_all(guest: &mut Guest, mut requests: Vec<u8>, expected: usize) -> Vec<Me
         if let Some(message) = guest
             .receive_message(Duration::from_millis(50))
             .expect("receive")
-            && message.header.message_type != message_type::WATCH_EVENT
+            && !message.is(MessageType::WatchEvent)
         {
             replies.push(message);
         }
@@ -247,7 +249,7 @@ fn xsa_38_ring_indices_are_validated() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
     // (a) both "a little more than a ring" and "half the index space" ahead.
-    for (domid, distance) in [(7u16, 1025u32), (17, 0x8000_0000)] {
+    for (domid, distance) in [(DomainId(7), 1025u32), (DomainId(17), 0x8000_0000)] {
         let mut hostile = daemon.guest(domid);
         hostile.write("before", b"ok").unwrap();
         let page = hostile.transport().page();
@@ -268,11 +270,11 @@ fn xsa_38_ring_indices_are_validated() {
     }
 
     // (b) exactly 1024 bytes of well-formed requests: 8 reads of 128 bytes each.
-    let mut full = daemon.guest(27);
+    let mut full = daemon.guest(DomainId(27));
     let name = format!("data/{}", "p".repeat(106));
     assert_eq!(name.len() + 1, 112);
     full.write(&name, b"full").unwrap();
-    let requests = read_requests(8, &name, message_type::READ);
+    let requests = read_requests(8, &name, MessageType::Read);
     assert_eq!(requests.len(), 1024);
     let page = full.transport().page();
     assert_eq!(Ring::new(page).client_write(&requests).unwrap(), 1024);
@@ -289,7 +291,7 @@ fn xsa_38_ring_indices_are_validated() {
     assert_eq!(answered, (1..=8).collect::<Vec<_>>());
 
     // (c) free-running indices across 2^32 (set while the store is idle).
-    let mut wrapping = daemon.guest(37);
+    let mut wrapping = daemon.guest(DomainId(37));
     let page = wrapping.transport().page();
     for word in [
         offset::REQUEST_CONSUMER,
@@ -315,12 +317,12 @@ fn xsa_38_ring_indices_are_validated() {
     );
 
     // (d) the response consumer 2000 bytes ahead of the producer.
-    let mut response_abuser = daemon.guest(47);
+    let mut response_abuser = daemon.guest(DomainId(47));
     response_abuser.write("x", b"1").unwrap();
     let page = response_abuser.transport().page();
     let producer = page.load_u32_acquire(offset::RESPONSE_PRODUCER);
     page.store_u32_release(offset::RESPONSE_CONSUMER, producer.wrapping_add(2000));
-    let request = Message::new(message_type::READ, 1, 0, join_strings(&["x"]));
+    let request = Message::new(MessageType::Read, 1, 0, join_strings(&["x"]));
     Ring::new(page).client_write(&request.to_bytes()).unwrap();
     response_abuser.transport().notify().unwrap();
     assert!(eventually(EVENT_WAIT, || page
@@ -328,8 +330,8 @@ fn xsa_38_ring_indices_are_validated() {
         == ring_error::RING_INDEX));
     assert_eq!(page.load_u32_acquire(offset::RESPONSE_PRODUCER), producer);
     assert!(tail_of_page_untouched(&response_abuser));
-    assert!(dom0.is_domain_introduced(47).unwrap());
-    liveness_check(&mut daemon, 8);
+    assert!(dom0.is_domain_introduced(DomainId(47)).unwrap());
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-72: a reply over 4096 bytes is `E2BIG`; `DIRECTORY_PART` pages through it with one
@@ -345,7 +347,7 @@ fn xsa_72_oversized_replies_are_e2big() {
         expected.push(name);
     }
     dom0.set_perms("/t", &["n0", "r7"]).unwrap();
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     assert_eq!(error_name(guest.directory("/t")), "E2BIG");
     let mut names = Vec::new();
     let mut generation = None;
@@ -353,7 +355,7 @@ fn xsa_72_oversized_replies_are_e2big() {
     loop {
         let reply = guest
             .call(
-                message_type::DIRECTORY_PART,
+                MessageType::DirectoryPart,
                 0,
                 &join_strings(&["/t", &offset.to_string()]),
             )
@@ -368,7 +370,7 @@ fn xsa_72_oversized_replies_are_e2big() {
         );
         let rest = &reply[split + 1..];
         let finished = rest.is_empty() || rest.ends_with(b"\0\0") || rest == b"\0";
-        let entries: Vec<String> = split_strings(rest)
+        let entries: Vec<String> = payload_strings(rest)
             .into_iter()
             .filter(|name| !name.is_empty())
             .collect();
@@ -379,7 +381,7 @@ fn xsa_72_oversized_replies_are_e2big() {
         }
     }
     assert_eq!(names, expected);
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-206: a guest writing in a tight loop cannot starve the toolstack's transactions
@@ -389,7 +391,7 @@ fn xsa_72_oversized_replies_are_e2big() {
 fn xsa_206_transactions_are_not_starved_by_a_writer() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut hostile = daemon.guest(7);
+    let mut hostile = daemon.guest(DomainId(7));
     hostile.timeout = Duration::from_secs(20);
     hostile.write("data/x", b"0").unwrap();
     let stop = AtomicBool::new(false);
@@ -437,7 +439,7 @@ fn xsa_206_transactions_are_not_starved_by_a_writer() {
     );
     assert!(writes.load(Ordering::Relaxed) > 0);
     assert_eq!(dom0.read("/tool/y").unwrap(), b"v");
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-233: a domain and its device-model domain (`SET_TARGET`) destroyed at the same
@@ -447,15 +449,15 @@ fn xsa_233_domain_and_device_model_die_together() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
     let mut watcher = dom0_release_watch(&daemon);
-    let mut guest = daemon.guest(7);
-    let mut device_model = daemon.guest(17);
-    dom0.call(message_type::SET_TARGET, 0, &join_strings(&["17", "7"]))
+    let mut guest = daemon.guest(DomainId(7));
+    let mut device_model = daemon.guest(DomainId(17));
+    dom0.call(MessageType::SetTarget, 0, &join_strings(&["17", "7"]))
         .unwrap();
     guest.write("data/a", b"1").unwrap();
     // The device model acts for 7.
     device_model.write("/local/domain/7/data/b", b"2").unwrap();
     drop((guest, device_model));
-    destroy(&daemon, &[7, 17]);
+    destroy(&daemon, &[DomainId(7), DomainId(17)]);
     let events = {
         let mut events = Vec::new();
         let deadline = Instant::now() + EVENT_WAIT;
@@ -468,11 +470,11 @@ fn xsa_233_domain_and_device_model_die_together() {
     };
     assert!(!events.is_empty(), "@releaseDomain fired");
     assert!(eventually(EVENT_WAIT, || !dom0
-        .is_domain_introduced(7)
+        .is_domain_introduced(DomainId(7))
         .unwrap_or(true)
-        && !dom0.is_domain_introduced(17).unwrap_or(true)));
+        && !dom0.is_domain_introduced(DomainId(17)).unwrap_or(true)));
     assert_eq!(error_name(dom0.read("/local/domain/7")), "ENOENT");
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-272 (and T-326d): node creation is really counted against the node quota (XSA-272):
@@ -481,8 +483,8 @@ fn xsa_233_domain_and_device_model_die_together() {
 fn xsa_272_node_quota_is_enforced() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut guest = daemon.guest(7);
-    let owned_before = nodes_owned(&mut dom0, 7);
+    let mut guest = daemon.guest(DomainId(7));
+    let owned_before = nodes_owned(&mut dom0, DomainId(7));
     assert_eq!(owned_before, 1, "the home the toolstack gave");
     // 100 children per directory, so that no node reaches the node-size quota (2048 bytes
     // of child names) before the domain reaches its node quota.
@@ -495,11 +497,11 @@ fn xsa_272_node_quota_is_enforced() {
     }
     assert_eq!(first_error.as_deref(), Some("ENOSPC"));
     // 4.22 refuses the node that would reach the quota of 1000.
-    assert_eq!(nodes_owned(&mut dom0, 7), 999);
+    assert_eq!(nodes_owned(&mut dom0, DomainId(7)), 999);
     guest.rm("d0/n0").unwrap();
     guest.write("d0/again0", b"").unwrap();
     assert_eq!(error_name(guest.write("d0/again1", b"")), "ENOSPC");
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-115: watch events are filtered by read permission on the node or its parent, special
@@ -510,7 +512,7 @@ fn xsa_272_node_quota_is_enforced() {
 fn xsa_115_watch_events_filtered() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     // (a)
     guest.watch("/", "root").unwrap();
     assert_eq!(
@@ -534,21 +536,24 @@ fn xsa_115_watch_events_filtered() {
         "the initial event is never filtered"
     );
     // Guest 9's introduction was answered before guest 7's round trip.
-    let _nine = daemon.guest(9);
+    let _nine = daemon.guest(DomainId(9));
     assert_eq!(events_queued_so_far(&mut guest), []);
     dom0.set_perms("@introduceDomain", &["n0", "r7"]).unwrap();
     events_queued_so_far(&mut guest);
-    let _ten = daemon.guest(10);
+    let _ten = daemon.guest(DomainId(10));
     assert_eq!(
         guest.next_event(EVENT_WAIT).unwrap(),
         Some(("@introduceDomain".into(), "intro".into()))
     );
     // (c)
-    assert_eq!(error_name(guest.is_domain_introduced(0)), "EACCES");
+    assert_eq!(
+        error_name(guest.is_domain_introduced(DomainId(0))),
+        "EACCES"
+    );
     // (d) the transaction id of WATCH is ignored, not looked up.
     let reply = guest
         .call(
-            message_type::WATCH,
+            MessageType::Watch,
             0xdead_beef,
             &join_strings(&["data/w", "t"]),
         )
@@ -573,7 +578,7 @@ fn xsa_115_watch_events_filtered() {
         .filter(|(_, token)| token == "tree")
         .collect();
     assert_eq!(removal, vec![("data/a".to_string(), "tree".to_string())]);
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-322: a new domain reusing a domid does not inherit the old one's permissions (XSA-322);
@@ -584,14 +589,14 @@ fn xsa_322_domid_reuse_does_not_inherit_permissions() {
     let mut dom0 = daemon.dom0();
     dom0.write("/shared", b"v").unwrap();
     dom0.set_perms("/shared", &["n0", "r7"]).unwrap();
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     assert_eq!(guest.read("/shared").unwrap(), b"v");
     drop(guest);
-    destroy_and_wait(&daemon, &mut dom0, 7);
-    let mut reborn = recreate(&daemon, 7);
+    destroy_and_wait(&daemon, &mut dom0, DomainId(7));
+    let mut reborn = recreate(&daemon, DomainId(7));
     assert_eq!(error_name(reborn.read("/shared")), "EACCES");
     assert_eq!(dom0.get_perms("/shared").unwrap(), vec!["n0"]);
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// A relative path of exactly `length` bytes: components of at most 200 bytes.
@@ -618,7 +623,7 @@ fn xsa_323_path_length_is_measured_on_the_relative_part() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
     let longest = 2047; // path-max 2048, refused at the limit itself (4.22)
-    for domid in [7u16, 32000] {
+    for domid in [DomainId(7), DomainId(32000)] {
         let mut guest = daemon.guest(domid);
         let path = relative_path_of(longest);
         guest.write(&path, b"v").unwrap();
@@ -633,7 +638,7 @@ fn xsa_323_path_length_is_measured_on_the_relative_part() {
             "EINVAL"
         );
     }
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-324: an event that would exceed 4096 payload bytes is dropped, not sent or answered
@@ -641,7 +646,7 @@ fn xsa_323_path_length_is_measured_on_the_relative_part() {
 #[test]
 fn xsa_324_oversized_watch_events_are_dropped() {
     let mut daemon = Daemon::start(&[]);
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     let big_token = "t".repeat(4093);
     guest.watch("a", &big_token).unwrap();
     assert_eq!(
@@ -667,7 +672,7 @@ fn xsa_324_oversized_watch_events_are_dropped() {
             ("a".to_string(), big_token.clone())
         ]
     );
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-325: a domain that broke the ring protocol is ignored but kept until it really dies;
@@ -678,9 +683,9 @@ fn xsa_325_a_bad_client_is_kept_until_it_dies() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
     let mut watcher = dom0_release_watch(&daemon);
-    let hostile = daemon.guest(7);
-    let device_model = daemon.guest(17);
-    dom0.call(message_type::SET_TARGET, 0, &join_strings(&["17", "7"]))
+    let hostile = daemon.guest(DomainId(7));
+    let device_model = daemon.guest(DomainId(17));
+    dom0.call(MessageType::SetTarget, 0, &join_strings(&["17", "7"]))
         .unwrap();
     for client in [&hostile, &device_model] {
         let page = client.transport().page();
@@ -703,25 +708,25 @@ fn xsa_325_a_bad_client_is_kept_until_it_dies() {
         [],
         "no @releaseDomain while the domains live"
     );
-    assert!(dom0.is_domain_introduced(7).unwrap());
-    assert!(dom0.is_domain_introduced(17).unwrap());
-    destroy(&daemon, &[7]);
+    assert!(dom0.is_domain_introduced(DomainId(7)).unwrap());
+    assert!(dom0.is_domain_introduced(DomainId(17)).unwrap());
+    destroy(&daemon, &[DomainId(7)]);
     assert_eq!(
         watcher.next_event(EVENT_WAIT).unwrap(),
         Some(("@releaseDomain".into(), "released".into()))
     );
-    assert!(!dom0.is_domain_introduced(7).unwrap());
+    assert!(!dom0.is_domain_introduced(DomainId(7)).unwrap());
     assert!(
-        dom0.is_domain_introduced(17).unwrap(),
+        dom0.is_domain_introduced(DomainId(17)).unwrap(),
         "the device model lives on"
     );
-    destroy(&daemon, &[17]);
+    destroy(&daemon, &[DomainId(17)]);
     assert_eq!(
         watcher.next_event(EVENT_WAIT).unwrap(),
         Some(("@releaseDomain".into(), "released".into()))
     );
-    assert!(!dom0.is_domain_introduced(17).unwrap());
-    liveness_check(&mut daemon, 8);
+    assert!(!dom0.is_domain_introduced(DomainId(17)).unwrap());
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-330: `RESET_WATCHES` really removes watches from every index: after many watch/reset
@@ -731,14 +736,14 @@ fn xsa_325_a_bad_client_is_kept_until_it_dies() {
 fn xsa_330_reset_watches_keeps_indices_consistent() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut guest = daemon.guest(7);
-    let memory_before = memory_of(&mut dom0, 7);
+    let mut guest = daemon.guest(DomainId(7));
+    let memory_before = memory_of(&mut dom0, DomainId(7));
     for index in 0..3000 {
         guest
             .watch(&format!("data/w{index}"), &format!("t{index}"))
             .unwrap();
         guest
-            .call(message_type::RESET_WATCHES, 0, b"")
+            .call(MessageType::ResetWatches, 0, b"")
             .expect("RESET_WATCHES");
         if index % 500 == 0 {
             guest.collect_events(Duration::ZERO).unwrap();
@@ -746,8 +751,12 @@ fn xsa_330_reset_watches_keeps_indices_consistent() {
     }
     // The initial events not read yet come before the round trip's reply.
     events_queued_so_far(&mut guest);
-    assert_eq!(usage(&mut dom0, 7)["watches"], 0);
-    assert_eq!(memory_of(&mut dom0, 7), memory_before, "memory is flat");
+    assert_eq!(usage(&mut dom0, DomainId(7))["watches"], 0);
+    assert_eq!(
+        memory_of(&mut dom0, DomainId(7)),
+        memory_before,
+        "memory is flat"
+    );
     let mut registered = 0;
     let refusal = loop {
         match guest.watch(&format!("fresh/{registered}"), "f") {
@@ -762,7 +771,7 @@ fn xsa_330_reset_watches_keeps_indices_consistent() {
     dom0.write("/local/domain/7/data/w1", b"x").unwrap();
     // The write was answered before the guest's round trip: an event would come before it.
     assert_eq!(events_queued_so_far(&mut guest), []);
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-352: only the privileged domain changes a node's owner (XSA-352).
@@ -770,14 +779,14 @@ fn xsa_330_reset_watches_keeps_indices_consistent() {
 fn xsa_352_only_dom0_changes_owners() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     dom0.write("/local/domain/7/x", b"v").unwrap();
     dom0.set_perms("/local/domain/7/x", &["b7"]).unwrap();
     assert_eq!(error_name(guest.set_perms("x", &["b9"])), "EPERM");
     assert_eq!(error_name(guest.set_perms("x", &["b0"])), "EPERM");
     guest.set_perms("x", &["n7", "r9"]).unwrap();
     assert_eq!(guest.get_perms("x").unwrap(), vec!["n7", "r9"]);
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-353: a guest can neither change, remove, list nor inspect the root (XSA-353).
@@ -785,7 +794,7 @@ fn xsa_352_only_dom0_changes_owners() {
 fn xsa_353_the_root_is_protected() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     let listing = dom0.directory("/").unwrap();
     assert_eq!(error_name(guest.set_perms("/", &["b7"])), "EACCES");
     assert_eq!(error_name(guest.write("/foo", b"v")), "EACCES");
@@ -794,7 +803,7 @@ fn xsa_353_the_root_is_protected() {
     assert_eq!(error_name(guest.get_perms("/")), "EACCES");
     assert_eq!(dom0.directory("/").unwrap(), listing);
     assert_eq!(dom0.get_perms("/").unwrap(), vec!["n0"]);
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-326: the memory-exhaustion family (XSA-326): (a) unread replies stop the ring being
@@ -810,9 +819,9 @@ fn xsa_326_memory_exhaustion_is_bounded() {
     let mut dom0 = daemon.dom0();
 
     // (a) 2000 reads; the guest stops reading replies for a while.
-    let mut reader = daemon.guest(7);
+    let mut reader = daemon.guest(DomainId(7));
     reader.write("data/x", b"v").unwrap();
-    let mut requests = read_requests(2000, "data/x", message_type::READ);
+    let mut requests = read_requests(2000, "data/x", MessageType::Read);
     push_until_the_store_stops_reading(&mut dom0, &reader, &mut requests);
     let page = reader.transport().page();
     let consumed = page.load_u32_acquire(offset::REQUEST_CONSUMER);
@@ -825,7 +834,7 @@ fn xsa_326_memory_exhaustion_is_bounded() {
         "the store stopped reading the ring"
     );
     assert!(requests.len() > 40_000, "most requests are still unsent");
-    let memory = memory_of(&mut dom0, 7);
+    let memory = memory_of(&mut dom0, DomainId(7));
     assert!(
         memory < 20 * 64 + 4096,
         "memory charged while replies are unread: {memory}"
@@ -839,7 +848,7 @@ fn xsa_326_memory_exhaustion_is_bounded() {
     assert!(replies.iter().all(|reply| reply.payload == b"v"));
 
     // (b) 127 watches on data/w; guest 8 may write there; guest 7 never reads.
-    let mut flooded = daemon.guest(17);
+    let mut flooded = daemon.guest(DomainId(17));
     flooded.write("data/w", b"").unwrap();
     // Guest 18 may write; nodes it creates are its own, and the `r17` entry they inherit
     // lets guest 17 read them, so every event passes the XSA-115 filter.
@@ -849,12 +858,12 @@ fn xsa_326_memory_exhaustion_is_bounded() {
             .watch("data/w", &format!("token-{index:03}"))
             .unwrap();
     }
-    let mut writer = daemon.guest(18);
+    let mut writer = daemon.guest(DomainId(18));
     // One write makes 127 events for guest 17, which does not read. They count as the
     // writer's outstanding requests (C `send_event()`, `pend.req`), so the writer's ring is
     // not read while they wait: the writer is slowed, not the store.
     writer.write("/local/domain/17/data/w/same", b"v").unwrap();
-    let outstanding = usage(&mut dom0, 18)
+    let outstanding = usage(&mut dom0, DomainId(18))
         .get("outstanding")
         .copied()
         .unwrap_or(0);
@@ -863,7 +872,7 @@ fn xsa_326_memory_exhaustion_is_bounded() {
         (64..=127).contains(&outstanding),
         "events caused by guest 18 count as its outstanding requests: {outstanding}"
     );
-    let mut blocked = read_requests(1, "/local/domain/17/data/w/same", message_type::READ);
+    let mut blocked = read_requests(1, "/local/domain/17/data/w/same", MessageType::Read);
     let page = writer.transport().page();
     let consumed = page.load_u32_acquire(offset::REQUEST_CONSUMER);
     push_requests(&writer, &mut blocked);
@@ -879,11 +888,11 @@ fn xsa_326_memory_exhaustion_is_bounded() {
     // first of those queues again only the events whose earlier copy already went into the
     // ring; the other three add nothing.
     dom0.write("/local/domain/17/data/w/same", b"v").unwrap();
-    let memory_after_first = memory_of(&mut dom0, 17);
+    let memory_after_first = memory_of(&mut dom0, DomainId(17));
     for _ in 0..3 {
         dom0.write("/local/domain/17/data/w/same", b"v").unwrap();
     }
-    let memory_after_duplicates = memory_of(&mut dom0, 17);
+    let memory_after_duplicates = memory_of(&mut dom0, DomainId(17));
     assert_eq!(
         memory_after_duplicates, memory_after_first,
         "duplicates of queued events are not queued again"
@@ -904,7 +913,10 @@ fn xsa_326_memory_exhaustion_is_bounded() {
         .unwrap()
         .expect("the throttled writer is served once the events drain");
     assert_eq!(reply.payload, b"v");
-    assert_eq!(usage(&mut dom0, 18).get("outstanding").copied(), Some(0));
+    assert_eq!(
+        usage(&mut dom0, DomainId(18)).get("outstanding").copied(),
+        Some(0)
+    );
 
     // A flood the quota must absorb: dom0 (never throttled) creates 950 nodes where guest
     // 17's watches fire. Events stop at 17's hard memory quota. Guest 17 still pays for the
@@ -924,11 +936,11 @@ fn xsa_326_memory_exhaustion_is_bounded() {
         )
         .unwrap();
         if index % 100 == 0 {
-            let memory = memory_of(&mut dom0, 17);
+            let memory = memory_of(&mut dom0, DomainId(17));
             assert!(memory < FLOOD_BOUND, "memory {memory} over the hard quota");
         }
     }
-    let memory = memory_of(&mut dom0, 17);
+    let memory = memory_of(&mut dom0, DomainId(17));
     assert!(memory < FLOOD_BOUND, "memory {memory} over the hard quota");
     assert!(
         memory > HARD_MEMORY_BYTES - 64 * 1024,
@@ -951,7 +963,7 @@ fn xsa_326_memory_exhaustion_is_bounded() {
     for index in 0..1100 {
         dom0.write(&format!("/r/n{index}"), b"x").unwrap();
     }
-    let mut scanner = daemon.guest(27);
+    let mut scanner = daemon.guest(DomainId(27));
     let transaction = scanner.transaction_start().unwrap();
     let mut refused_at = None;
     for index in 0..1100 {
@@ -969,7 +981,7 @@ fn xsa_326_memory_exhaustion_is_bounded() {
     scanner.transaction_end(transaction, false).unwrap();
 
     // (f) the watch quota: 127 watches, the 128th refused.
-    let mut watcher = daemon.guest(37);
+    let mut watcher = daemon.guest(DomainId(37));
     let mut watches = 0;
     while watcher.watch(&format!("w{watches}"), "t").is_ok() {
         watches += 1;
@@ -991,7 +1003,7 @@ fn xsa_326_memory_exhaustion_is_bounded() {
     // (e) on a store with small quotas.
     let mut daemon = Daemon::start(&["-E", "20", "-t", "4"]);
     let mut dom0 = daemon.dom0();
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     // Each transaction fills its own directory, so they do not conflict: home + 3
     // directories + 15 = 19 nodes, the most quota 20 allows, in each of them.
     for number in 0..3 {
@@ -1031,11 +1043,11 @@ fn xsa_326_memory_exhaustion_is_bounded() {
     // Each fits alone; at commit the node quota is checked against what is committed.
     assert_eq!(outcomes, ["Ok(())", "ENOSPC", "ENOSPC"]);
     assert_eq!(
-        nodes_owned(&mut dom0, 7),
+        nodes_owned(&mut dom0, DomainId(7)),
         19,
         "never more than Q(nodes) - 1"
     );
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-414: a failed multi-node creation leaves the accounting untouched (XSA-414).
@@ -1043,19 +1055,19 @@ fn xsa_326_memory_exhaustion_is_bounded() {
 fn xsa_414_failed_creation_is_rolled_back() {
     let mut daemon = Daemon::start(&["-E", "10"]);
     let mut dom0 = daemon.dom0();
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     // Owned: the home, then n0..n5 → 7 = Q − 3.
     for index in 0..6 {
         guest.write(&format!("n{index}"), b"").unwrap();
     }
-    assert_eq!(nodes_owned(&mut dom0, 7), 7);
+    assert_eq!(nodes_owned(&mut dom0, DomainId(7)), 7);
     assert_eq!(error_name(guest.write("n6/a/b/c", b"v")), "ENOSPC");
     assert_eq!(error_name(guest.read("n6")), "ENOENT");
-    assert_eq!(nodes_owned(&mut dom0, 7), 7);
+    assert_eq!(nodes_owned(&mut dom0, DomainId(7)), 7);
     guest.write("m0", b"").unwrap();
     guest.write("m1", b"").unwrap();
     assert_eq!(error_name(guest.write("m2", b"")), "ENOSPC");
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-415: a creation refused inside a transaction fails the transaction; no orphan appears
@@ -1064,7 +1076,7 @@ fn xsa_414_failed_creation_is_rolled_back() {
 fn xsa_415_failed_creation_fails_the_transaction() {
     let mut daemon = Daemon::start(&["-E", "10"]);
     let mut dom0 = daemon.dom0();
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     for index in 0..6 {
         guest.write(&format!("n{index}"), b"").unwrap();
     }
@@ -1078,9 +1090,9 @@ fn xsa_415_failed_creation_fails_the_transaction() {
         "ENOMEM"
     );
     assert_eq!(error_name(guest.read("p")), "ENOENT");
-    assert_eq!(nodes_owned(&mut dom0, 7), 7);
+    assert_eq!(nodes_owned(&mut dom0, DomainId(7)), 7);
     assert_accounting_balances(&mut dom0);
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-416: unread replies of a near-4 KiB directory listing cost at most the outstanding
@@ -1094,13 +1106,13 @@ fn xsa_416_temporary_memory_is_bounded() {
     for index in 0..400 {
         dom0.write(&format!("/dir/c{index:07}"), b"").unwrap();
     }
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     let listing_bytes = guest.directory("/dir").unwrap().len() * 9;
     assert!(listing_bytes > 3500);
-    let memory_idle = memory_of(&mut dom0, 7);
-    let mut requests = read_requests(1000, "/dir", message_type::DIRECTORY);
+    let memory_idle = memory_of(&mut dom0, DomainId(7));
+    let mut requests = read_requests(1000, "/dir", MessageType::Directory);
     push_until_the_store_stops_reading(&mut dom0, &guest, &mut requests);
-    let memory = memory_of(&mut dom0, 7);
+    let memory = memory_of(&mut dom0, DomainId(7));
     assert!(
         memory <= memory_idle + 20 * (4096 + 16),
         "at most 20 outstanding replies are charged: {memory}"
@@ -1112,11 +1124,11 @@ fn xsa_416_temporary_memory_is_bounded() {
             .all(|reply| reply.payload.len() == listing_bytes)
     );
     assert_eq!(
-        memory_of(&mut dom0, 7),
+        memory_of(&mut dom0, DomainId(7)),
         memory_idle,
         "nothing stays charged"
     );
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-417: a permission entry for a domain that does not exist is inert, also once a domain
@@ -1126,26 +1138,26 @@ fn xsa_417_entries_for_absent_domains_are_inert() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
     // (a) domain 42 does not exist when the entry is written.
-    let files = DomainFiles::new(&daemon.run_directory, 42);
+    let files = DomainFiles::new(&daemon.run_directory, DomainId(42));
     files.create(50).unwrap();
-    destroy(&daemon, &[42]);
+    destroy(&daemon, &[DomainId(42)]);
     // Answered in a round that applied the dead marker (`common`): the entry below is
     // written while the store knows domain 42 to be dead.
     round_trip(&mut dom0);
     dom0.write("/x", b"secret").unwrap();
     dom0.set_perms("/x", &["n0", "r42"]).unwrap();
-    let mut late = recreate(&daemon, 42);
+    let mut late = recreate(&daemon, DomainId(42));
     assert_eq!(error_name(late.read("/x")), "EACCES");
     // (b) the entry was written for the old 43; 43 is replaced before being introduced again.
     dom0.write("/y", b"secret").unwrap();
     dom0.set_perms("/y", &["n0", "r43"]).unwrap();
-    let mut old = daemon.guest(43);
+    let mut old = daemon.guest(DomainId(43));
     assert_eq!(old.read("/y").unwrap(), b"secret");
     drop(old);
-    destroy_and_wait(&daemon, &mut dom0, 43);
-    let mut replaced = recreate(&daemon, 43);
+    destroy_and_wait(&daemon, &mut dom0, DomainId(43));
+    let mut replaced = recreate(&daemon, DomainId(43));
     assert_eq!(error_name(replaced.read("/y")), "EACCES");
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-418: deep trees are created, removed (also inside a transaction) and checked without
@@ -1154,7 +1166,7 @@ fn xsa_417_entries_for_absent_domains_are_inert() {
 fn xsa_418_deep_trees_do_not_exhaust_the_stack() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     // 990 one-character levels: 1979 bytes, under path-max and the node quota.
     let deep_relative = vec!["a"; 990].join("/");
     guest.write(&deep_relative, b"bottom").unwrap();
@@ -1169,12 +1181,12 @@ fn xsa_418_deep_trees_do_not_exhaust_the_stack() {
     dom0.watch("/deep", "deep").unwrap();
     assert_eq!(control(&mut dom0, &["check"]), "OK");
     let transaction = dom0.transaction_start().unwrap();
-    dom0.call(message_type::RM, transaction, &join_strings(&["/deep"]))
+    dom0.call(MessageType::Remove, transaction, &join_strings(&["/deep"]))
         .unwrap();
     dom0.transaction_end(transaction, true).unwrap();
     assert_eq!(error_name(dom0.read("/deep")), "ENOENT");
-    assert_eq!(nodes_owned(&mut dom0, 7), 1);
-    liveness_check(&mut daemon, 8);
+    assert_eq!(nodes_owned(&mut dom0, DomainId(7)), 1);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-419: nodes a dead domain created elsewhere are deleted with it, not given to dom0
@@ -1183,13 +1195,13 @@ fn xsa_418_deep_trees_do_not_exhaust_the_stack() {
 fn xsa_419_a_dead_domains_nodes_are_deleted() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut owner = daemon.guest(18);
+    let mut owner = daemon.guest(DomainId(18));
     owner.write("share", b"").unwrap();
     owner.set_perms("share", &["n18", "b7"]).unwrap();
-    let mut guest = daemon.guest(7);
-    let dom0_nodes = nodes_owned(&mut dom0, 0);
-    // 300 rather than 500: 500 child names would take `share` over the node-size quota
-    // (2048 bytes, child names included) before the test is done.
+    let mut guest = daemon.guest(DomainId(7));
+    let dom0_nodes = nodes_owned(&mut dom0, DomainId(0));
+    // 300 rather than 500: 500 child names would take `share` over the
+    // node-size quota (2048 bytes, child names included) before the test is done.
     for index in 0..300 {
         guest
             .write(&format!("/local/domain/18/share/f{index}"), b"v")
@@ -1201,17 +1213,17 @@ fn xsa_419_a_dead_domains_nodes_are_deleted() {
         "the creator owns what it creates"
     );
     drop(guest);
-    destroy_and_wait(&daemon, &mut dom0, 7);
+    destroy_and_wait(&daemon, &mut dom0, DomainId(7));
     assert!(owner.directory("share").unwrap().is_empty());
     assert_eq!(
-        nodes_owned(&mut dom0, 0),
+        nodes_owned(&mut dom0, DomainId(0)),
         dom0_nodes,
         "nothing was given to dom0"
     );
-    let mut reborn = recreate(&daemon, 7);
-    assert_eq!(nodes_owned(&mut dom0, 7), 1);
+    let mut reborn = recreate(&daemon, DomainId(7));
+    assert_eq!(nodes_owned(&mut dom0, DomainId(7)), 1);
     reborn.write("fresh", b"").unwrap();
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-420: a header announcing a gigantic payload makes the store ignore that ring at once
@@ -1220,15 +1232,15 @@ fn xsa_419_a_dead_domains_nodes_are_deleted() {
 #[test]
 fn xsa_420_huge_lengths_are_protocol_errors() {
     let mut daemon = Daemon::start(&[]);
-    for (domid, length) in [(7u16, 0x4000_0000u32), (17, 0xFFFF_FFFF)] {
+    for (domid, length) in [(DomainId(7), 0x4000_0000u32), (DomainId(17), 0xFFFF_FFFF)] {
         let mut hostile = daemon.guest(domid);
-        let header = Header {
-            message_type: message_type::WRITE,
+        let header = MessageHeader {
+            message_type: MessageType::Write.number(),
             request_id: 1,
             transaction_id: 0,
-            length,
+            payload_length_bytes: length,
         };
-        hostile.send_raw(&header.encode()).unwrap();
+        hostile.send_raw(&header.to_bytes()).unwrap();
         // Answered in a round that served the ring after its notification (`common`): the
         // header alone has failed the ring by then, and dom0 is served (no livelock). The
         // time is printed, not asserted: speed is measured in the benchmark (`bench/`).
@@ -1241,8 +1253,8 @@ fn xsa_420_huge_lengths_are_protocol_errors() {
         let page = hostile.transport().page();
         assert_eq!(page.load_u32_acquire(offset::ERROR), ring_error::PROTOCOL);
     }
-    assert!(daemon.dom0().is_domain_introduced(7).unwrap());
-    liveness_check(&mut daemon, 8);
+    assert!(daemon.dom0().is_domain_introduced(DomainId(7)).unwrap());
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-421: creating and deleting a node inside one transaction, many times, leaves the node
@@ -1251,9 +1263,9 @@ fn xsa_420_huge_lengths_are_protocol_errors() {
 fn xsa_421_create_and_delete_in_a_transaction_keeps_the_count() {
     let mut daemon = Daemon::start(&["-E", "50"]);
     let mut dom0 = daemon.dom0();
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     guest.mkdir("data/transient").unwrap();
-    let owned = nodes_owned(&mut dom0, 7);
+    let owned = nodes_owned(&mut dom0, DomainId(7));
     assert_eq!(owned, 3);
     for _ in 0..2000 {
         let transaction = guest.transaction_start().unwrap();
@@ -1262,7 +1274,7 @@ fn xsa_421_create_and_delete_in_a_transaction_keeps_the_count() {
             .unwrap();
         guest
             .call(
-                message_type::RM,
+                MessageType::Remove,
                 transaction,
                 &join_strings(&["data/transient/x"]),
             )
@@ -1272,11 +1284,11 @@ fn xsa_421_create_and_delete_in_a_transaction_keeps_the_count() {
             Err(error) => assert_eq!(store_error(error), "EAGAIN"),
         }
     }
-    assert_eq!(nodes_owned(&mut dom0, 7), owned);
+    assert_eq!(nodes_owned(&mut dom0, DomainId(7)), owned);
     let (created, error) = fill_nodes(&mut guest, "more", 100);
     assert_eq!(error, "ENOSPC");
     assert_eq!(created as u64, 50 - 1 - owned);
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-425: releasing and re-introducing a domain that has watches and unread output, many
@@ -1285,29 +1297,29 @@ fn xsa_421_create_and_delete_in_a_transaction_keeps_the_count() {
 fn xsa_425_release_during_activity() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut busy = daemon.guest(18);
-    let mut guest = daemon.guest(7);
+    let mut busy = daemon.guest(DomainId(18));
+    let mut guest = daemon.guest(DomainId(7));
     for round in 0..300 {
         if round % 25 == 0 {
             // Watches and unread output at the moment of release.
             let _ = guest.watch("data", &format!("w{round}"));
-            let unread = read_requests(5, "data", message_type::READ);
+            let unread = read_requests(5, "data", MessageType::Read);
             let mut unread = unread;
             push_requests(&guest, &mut unread);
         }
-        dom0.release(7).unwrap();
+        dom0.release(DomainId(7)).unwrap();
         busy.write("counter", round.to_string().as_bytes()).unwrap();
-        dom0.introduce(7, 0, 7).unwrap();
-        assert!(dom0.is_domain_introduced(7).unwrap());
+        dom0.introduce(DomainId(7), 0, 7).unwrap();
+        assert!(dom0.is_domain_introduced(DomainId(7)).unwrap());
         if round % 25 == 0 {
-            guest = Client::attach(&daemon.run_directory, 7).unwrap();
+            guest = Client::attach(&daemon.run_directory, DomainId(7)).unwrap();
             guest.timeout = Duration::from_secs(5);
         }
     }
     assert_eq!(busy.read("counter").unwrap(), b"299");
-    dom0.release(7).unwrap();
-    assert!(!dom0.is_domain_introduced(7).unwrap());
-    liveness_check(&mut daemon, 8);
+    dom0.release(DomainId(7)).unwrap();
+    assert!(!dom0.is_domain_introduced(DomainId(7)).unwrap());
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-440: two transactions deleting the same nodes: the second fails or succeeds, the
@@ -1316,7 +1328,7 @@ fn xsa_425_release_during_activity() {
 fn xsa_440_competing_deletions_keep_counts_consistent() {
     let mut daemon = Daemon::start(&["-E", "100"]);
     let mut dom0 = daemon.dom0();
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     for index in 0..50 {
         guest.write(&format!("data/n{index}"), b"").unwrap();
     }
@@ -1326,7 +1338,7 @@ fn xsa_440_competing_deletions_keep_counts_consistent() {
         for index in 0..50 {
             guest
                 .call(
-                    message_type::RM,
+                    MessageType::Remove,
                     transaction,
                     &join_strings(&[format!("data/n{index}")]),
                 )
@@ -1339,12 +1351,12 @@ fn xsa_440_competing_deletions_keep_counts_consistent() {
         second_outcome == "EAGAIN" || second_outcome == "Ok(())",
         "{second_outcome}"
     );
-    assert_eq!(nodes_owned(&mut dom0, 7), 2, "home and data");
+    assert_eq!(nodes_owned(&mut dom0, DomainId(7)), 2, "home and data");
     assert_accounting_balances(&mut dom0);
     let (created, error) = fill_nodes(&mut guest, "data/m", 200);
     assert_eq!(error, "ENOSPC");
     assert_eq!(created, 100 - 1 - 2);
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-481: malformed paths get exactly one reply each, `EINVAL`, and the guest's next
@@ -1352,15 +1364,15 @@ fn xsa_440_competing_deletions_keep_counts_consistent() {
 #[test]
 fn xsa_481_malformed_paths_get_one_reply() {
     let mut daemon = Daemon::start(&[]);
-    let mut guest = daemon.guest(7);
-    let operations: [(u32, &[&str]); 7] = [
-        (message_type::READ, &[]),
-        (message_type::WRITE, &[]),
-        (message_type::RM, &[]),
-        (message_type::WATCH, &["token"]),
-        (message_type::GET_PERMS, &[]),
-        (message_type::DIRECTORY, &[]),
-        (message_type::SET_PERMS, &["n7"]),
+    let mut guest = daemon.guest(DomainId(7));
+    let operations: [(MessageType, &[&str]); 7] = [
+        (MessageType::Read, &[]),
+        (MessageType::Write, &[]),
+        (MessageType::Remove, &[]),
+        (MessageType::Watch, &["token"]),
+        (MessageType::GetPermissions, &[]),
+        (MessageType::Directory, &[]),
+        (MessageType::SetPermissions, &["n7"]),
     ];
     for path in [
         "/local/domain/",
@@ -1371,29 +1383,25 @@ fn xsa_481_malformed_paths_get_one_reply() {
             let mut parts = vec![path];
             parts.extend_from_slice(extra);
             let mut payload = join_strings(&parts);
-            if kind == message_type::WRITE {
+            if kind == MessageType::Write {
                 payload.extend_from_slice(b"value");
             }
             let reply = guest.request(kind, 0, &payload).unwrap();
             if path.ends_with('/') {
-                assert_eq!(
-                    reply.header.message_type,
-                    message_type::ERROR,
-                    "{path} {kind}"
-                );
-                assert_eq!(reply.payload, b"EINVAL\0", "{path} {kind}");
+                assert!(reply.is(MessageType::Error), "{path} {kind:?}");
+                assert_eq!(reply.payload, b"EINVAL\0", "{path} {kind:?}");
             }
         }
         // Exactly one reply each: no further reply was queued before the marker's (watch
         // events may be).
         let stray_replies: Vec<Message> = messages_queued_so_far(&mut guest)
             .into_iter()
-            .filter(|message| message.header.message_type != message_type::WATCH_EVENT)
+            .filter(|message| !message.is(MessageType::WatchEvent))
             .collect();
         assert!(stray_replies.is_empty(), "{path}: {stray_replies:?}");
         guest.write("next", b"1").unwrap();
     }
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-483: a domain reusing a dead domain's id starts with a full node quota (XSA-483).
@@ -1401,20 +1409,20 @@ fn xsa_481_malformed_paths_get_one_reply() {
 fn xsa_483_quota_counts_do_not_survive_death() {
     let mut daemon = Daemon::start(&["-E", "20"]);
     let mut dom0 = daemon.dom0();
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     let (created, error) = fill_nodes(&mut guest, "n", 50);
     assert_eq!((created, error.as_str()), (18, "ENOSPC"));
     drop(guest);
-    destroy_and_wait(&daemon, &mut dom0, 7);
-    let mut reborn = recreate(&daemon, 7);
+    destroy_and_wait(&daemon, &mut dom0, DomainId(7));
+    let mut reborn = recreate(&daemon, DomainId(7));
     assert_eq!(
-        nodes_owned(&mut dom0, 7),
+        nodes_owned(&mut dom0, DomainId(7)),
         1,
         "only the home the toolstack gave"
     );
     let (created, error) = fill_nodes(&mut reborn, "n", 50);
     assert_eq!((created, error.as_str()), (18, "ENOSPC"));
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }
 
 /// T-484: `RESET_WATCHES` inside a transaction ends the transaction cleanly; a ring failing
@@ -1423,23 +1431,23 @@ fn xsa_483_quota_counts_do_not_survive_death() {
 fn xsa_484_reset_inside_a_transaction() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut guest = daemon.guest(7);
+    let mut guest = daemon.guest(DomainId(7));
     let transaction = guest.transaction_start().unwrap();
     guest.write_in(transaction, "data/y", b"v").unwrap();
     let reply = guest
-        .call(message_type::RESET_WATCHES, transaction, b"")
+        .call(MessageType::ResetWatches, transaction, b"")
         .unwrap();
     assert_eq!(reply, b"OK\0");
     assert_eq!(error_name(guest.read_in(transaction, "data/x")), "ENOENT");
-    assert_eq!(usage(&mut dom0, 7)["transactions"], 0);
+    assert_eq!(usage(&mut dom0, DomainId(7))["transactions"], 0);
     assert_eq!(error_name(guest.read("data/y")), "ENOENT");
 
     // Variant: half a request inside a transaction, then the ring is corrupted.
-    let mut hostile = daemon.guest(17);
+    let mut hostile = daemon.guest(DomainId(17));
     let transaction = hostile.transaction_start().unwrap();
     hostile.write_in(transaction, "data/z", b"v").unwrap();
     let message = Message::new(
-        message_type::WRITE,
+        MessageType::Write,
         99,
         transaction,
         join_strings(&["data/half"]),
@@ -1464,7 +1472,7 @@ fn xsa_484_reset_inside_a_transaction() {
     assert!(eventually(EVENT_WAIT, || page
         .load_u32_acquire(offset::ERROR)
         == ring_error::RING_INDEX));
-    assert_eq!(usage(&mut dom0, 17)["transactions"], 0);
+    assert_eq!(usage(&mut dom0, DomainId(17))["transactions"], 0);
     assert_accounting_balances(&mut dom0);
-    liveness_check(&mut daemon, 8);
+    liveness_check(&mut daemon, DomainId(8));
 }

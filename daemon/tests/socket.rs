@@ -8,7 +8,9 @@ use std::time::Duration;
 use common::{
     Daemon, error_name, events_queued_so_far, eventually, messages_queued_so_far, round_trip,
 };
-use xenstored_linux::wire::{Header, Message, join_strings, message_type};
+use xenstore_client::message::Message;
+use xenstore_engine::DomainId;
+use xenstore_engine::wire::{MessageHeader, MessageType, join_strings};
 
 #[test]
 fn help_and_usage_errors() {
@@ -72,8 +74,11 @@ fn basic_requests_over_the_socket() {
     assert_eq!(dom0.get_perms("/test/a").unwrap(), vec!["n0", "r3"]);
     dom0.rm("/test").unwrap();
     assert_eq!(error_name(dom0.read("/test/a")), "ENOENT");
-    assert_eq!(dom0.get_domain_path(3).unwrap(), "/local/domain/3");
-    assert_eq!(error_name(dom0.call(99, 0, b"\0")), "ENOSYS");
+    assert_eq!(
+        dom0.get_domain_path(DomainId(3)).unwrap(),
+        "/local/domain/3"
+    );
+    assert_eq!(error_name(dom0.call(99u32, 0, b"\0")), "ENOSYS");
     assert_eq!(error_name(dom0.read("bad//path")), "EINVAL");
 }
 
@@ -104,13 +109,13 @@ fn transactions_and_watches_over_the_socket() {
 fn an_oversized_header_closes_the_socket_but_not_the_daemon() {
     let mut daemon = Daemon::start(&[]);
     let mut bad = daemon.dom0();
-    let header = Header {
-        message_type: message_type::WRITE,
+    let header = MessageHeader {
+        message_type: MessageType::Write.number(),
         request_id: 1,
         transaction_id: 0,
-        length: 5000,
+        payload_length_bytes: 5000,
     };
-    bad.send_raw(&header.encode()).unwrap();
+    bad.send_raw(&header.to_bytes()).unwrap();
     // C closes the connection: the next request fails on this socket.
     assert!(bad.read("/").is_err());
     assert!(daemon.is_running());
@@ -174,13 +179,13 @@ fn a_partial_request_leaves_the_daemon_asleep_until_the_rest_arrives() {
     let mut client = daemon.dom0();
     client.write("/partial", b"value").unwrap();
     let payload = b"/partial\0";
-    let header = Header {
-        message_type: message_type::READ,
+    let header = MessageHeader {
+        message_type: MessageType::Read.number(),
         request_id: 9,
         transaction_id: 0,
-        length: payload.len() as u32,
+        payload_length_bytes: payload.len() as u32,
     };
-    client.send_raw(&header.encode()).unwrap();
+    client.send_raw(&header.to_bytes()).unwrap();
     client.send_raw(&payload[..3]).unwrap();
     // Answered at the end of a round that read the partial request (`common`); others are
     // served meanwhile.
@@ -264,7 +269,7 @@ fn pipelined_requests_from_concurrent_clients_are_each_answered_once() {
                         // XS_WRITE's payload: the path, a NUL, the value.
                         let write = [path.as_bytes(), b"\0", value.as_bytes()].concat();
                         batch.extend(
-                            Message::new(message_type::WRITE, request_id, 0, write).to_bytes(),
+                            Message::new(MessageType::Write, request_id, 0, write).to_bytes(),
                         );
                         for _ in 0..30 {
                             request_id += 1;
@@ -275,7 +280,7 @@ fn pipelined_requests_from_concurrent_clients_are_each_answered_once() {
                             };
                             batch.extend(
                                 Message::new(
-                                    message_type::READ,
+                                    MessageType::Read,
                                     request_id,
                                     0,
                                     join_strings(&[read]),

@@ -77,6 +77,7 @@ pub mod ring_host;
 pub mod ring_service;
 pub mod siphash;
 pub mod store;
+pub mod testing;
 pub mod transaction;
 pub mod watch;
 pub mod wire;

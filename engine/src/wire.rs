@@ -271,6 +271,25 @@ pub fn parse_decimal(text: &[u8]) -> Option<u64> {
     Some(value)
 }
 
+/// A message type as the raw number a header carries, for clients that also send numbers
+/// which name no type (tests of `ENOSYS`).
+impl From<MessageType> for u32 {
+    fn from(message_type: MessageType) -> u32 {
+        message_type.number()
+    }
+}
+
+/// A payload of NUL-terminated strings (`path\0token\0`), the inverse of [`split_strings`],
+/// for a client of the store that may abort when memory runs out (as [`encode_message`]).
+pub fn join_strings<S: AsRef<[u8]>>(parts: &[S]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for part in parts {
+        payload.extend_from_slice(part.as_ref());
+        payload.push(0);
+    }
+    payload
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +344,14 @@ mod tests {
         assert_eq!(parse_decimal(b"-1"), None);
         assert_eq!(parse_decimal(b""), None);
         assert_eq!(parse_decimal(b"99999999999999999999999"), None);
+    }
+
+    #[test]
+    fn joined_strings_split_back() {
+        assert_eq!(join_strings(&["x", "y"]), b"x\0y\0");
+        assert_eq!(join_strings::<&str>(&[]), b"");
+        let joined = join_strings(&[b"a".as_slice(), b""]);
+        assert_eq!(split_strings(&joined).unwrap(), [b"a".as_slice(), b""]);
+        assert_eq!(u32::from(MessageType::DirectoryPart), 22);
     }
 }

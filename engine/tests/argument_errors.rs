@@ -6,6 +6,7 @@
 mod support;
 
 use support::Harness;
+use xenstore_engine::DomainId;
 
 #[test]
 fn privilege_and_transaction_are_checked_before_the_payload() {
@@ -50,7 +51,7 @@ fn arguments_are_judged_before_the_store_and_quota_names_after_the_domain() {
     let mut h = Harness::new();
     let dom0 = h.dom0;
     // The quota name of GET_QUOTA <domid> <name> is judged once the domain is found.
-    h.platform.dead.insert(40);
+    h.platform.dead.insert(DomainId(40));
     assert_eq!(h.request(dom0, "GET_QUOTA", 0, "40|bogus|"), "ERROR ENOENT");
     assert_eq!(h.request(dom0, "GET_QUOTA", 0, "41|bogus|"), "ERROR EINVAL");
     assert_eq!(h.request(dom0, "GET_QUOTA", 0, "x|nodes|"), "ERROR EINVAL");

@@ -167,7 +167,7 @@ fn shutdown_and_death_reach_watchers_and_clean_up() {
     );
 
     xen.destroy(7);
-    h.platform.dead.insert(7);
+    h.platform.dead.insert(DomainId(7));
     tracker
         .drain(&mut xen, &mut h.engine, &mut h.platform)
         .unwrap();

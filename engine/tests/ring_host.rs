@@ -5,6 +5,7 @@
 //! asked of it.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use xenstore_engine::quota::QuotaKind;
 use xenstore_engine::ring::{InMemoryPage, Ring};
@@ -17,7 +18,7 @@ const SWEEP_NANOSECONDS: u64 = 100_000_000;
 
 /// A ring the test port attached: the domain's page and which attachment it was.
 struct TestRing {
-    page: &'static InMemoryPage,
+    page: Rc<InMemoryPage>,
     attachment: u32,
 }
 
@@ -25,7 +26,7 @@ struct TestRing {
 /// reference 1 is), recording what the host asked of it.
 #[derive(Default)]
 struct TestPort {
-    pages: BTreeMap<DomainId, &'static InMemoryPage>,
+    pages: BTreeMap<DomainId, Rc<InMemoryPage>>,
     attachments: u32,
     attached: Vec<(DomainId, u32)>,
     detached: Vec<(DomainId, u32)>,
@@ -39,10 +40,12 @@ struct TestPort {
 }
 
 impl TestPort {
-    fn page(&mut self, domain: DomainId) -> &'static InMemoryPage {
-        self.pages
-            .entry(domain)
-            .or_insert_with(|| Box::leak(Box::new(InMemoryPage::new())))
+    fn page(&mut self, domain: DomainId) -> Rc<InMemoryPage> {
+        Rc::clone(
+            self.pages
+                .entry(domain)
+                .or_insert_with(|| Rc::new(InMemoryPage::new())),
+        )
     }
 
     fn attach_ring(&mut self, domain: DomainId) -> TestRing {
@@ -59,7 +62,7 @@ impl TestPort {
 fn domain_of(port: &TestPort, ring: &TestRing) -> DomainId {
     port.pages
         .iter()
-        .find(|(_, page)| std::ptr::eq(**page, ring.page))
+        .find(|(_, page)| Rc::ptr_eq(page, &ring.page))
         .map(|(domain, _)| *domain)
         .expect("a page of the port")
 }
@@ -69,7 +72,7 @@ impl RingPort for TestPort {
     type Memory = InMemoryPage;
 
     fn memory(ring: &TestRing) -> &InMemoryPage {
-        ring.page
+        &ring.page
     }
 
     fn attach(&mut self, domain: DomainId, _frame: u64, _port: u32) -> StoreResult<TestRing> {
@@ -125,7 +128,7 @@ fn write_request(
 ) {
     let page = host.port_mut().page(domain);
     let message = encode_message(message_type.number(), request_id, 0, payload);
-    assert_eq!(Ring::new(page).client_write(&message), Ok(message.len()));
+    assert_eq!(Ring::new(&*page).client_write(&message), Ok(message.len()));
 }
 
 /// The guest side: every whole message waiting in `domain`'s ring.
@@ -134,7 +137,7 @@ fn read_messages(host: &mut RingHost<TestPort>, domain: DomainId) -> Vec<(Messag
     let mut bytes = host.port_mut().inboxes.remove(&domain).unwrap_or_default();
     let mut buffer = vec![0; 4096];
     loop {
-        let count = Ring::new(page)
+        let count = Ring::new(&*page)
             .client_read(&mut buffer)
             .expect("healthy ring");
         if count == 0 {
@@ -229,7 +232,7 @@ fn introduced_guest_is_attached_reset_and_served() {
     let guest = DomainId(5);
     // The guest's page had old indices: introduction resets them (C `domain_conn_reset()`).
     let stale = encode_message(MessageType::Read.number(), 99, 0, b"x\0");
-    Ring::new(host.port_mut().page(guest))
+    Ring::new(&*host.port_mut().page(guest))
         .client_write(&stale)
         .unwrap();
     ok(introduce(&mut host, guest, 2));
@@ -237,8 +240,8 @@ fn introduced_guest_is_attached_reset_and_served() {
     assert_eq!(host.port().attached.last(), Some(&(guest, 2)));
     // Reset: the stale request is gone; the features were written when first served.
     let page = host.port_mut().page(guest);
-    assert_eq!(Ring::new(page).server_pending_requests(), Ok(0));
-    assert_ne!(Ring::new(page).server_features(), 0);
+    assert_eq!(Ring::new(&*page).server_pending_requests(), Ok(0));
+    assert_ne!(Ring::new(&*page).server_features(), 0);
     ask_own_path(&mut host, guest, 3);
 }
 
@@ -306,7 +309,7 @@ fn a_ring_with_bad_indices_is_ignored_and_the_others_are_served() {
     ok(introduce(&mut host, bystander, 3));
     // A producer index more than a ring ahead of the consumer.
     let page = host.port_mut().page(hostile);
-    Ring::new(page).client_write(b"abcd").unwrap();
+    Ring::new(&*page).client_write(b"abcd").unwrap();
     use xenstore_engine::ring::RingMemory;
     let request_producer_offset = 1024 + 1024 + 4;
     page.store_u32_release(request_producer_offset, 5000);

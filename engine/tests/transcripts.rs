@@ -259,7 +259,7 @@ fn domid_any_and_stale_entries() {
     let guest = h.introduce(4);
     assert_eq!(h.request(guest, "READ", 0, "/public|"), "x");
     // An entry naming a domain that does not exist is kept but never matches.
-    h.platform.dead.insert(12);
+    h.platform.dead.insert(DomainId(12));
     assert_eq!(h.request(dom0, "SET_PERMS", 0, "/public|n0|r12|"), "OK|");
     assert_eq!(h.request(dom0, "GET_PERMS", 0, "/public|"), "n0|r12|");
     assert_eq!(
@@ -460,7 +460,7 @@ fn domain_death_removes_its_nodes_watches_and_acl_entries() {
     assert_eq!(h.request(guest, "WATCH", 0, "data|w|"), "OK|");
     assert_eq!(h.request(dom0, "WATCH", 0, "/local/domain/12|home|"), "OK|");
     h.events(dom0);
-    h.platform.dead.insert(12);
+    h.platform.dead.insert(DomainId(12));
     h.engine.domain_died(&mut h.platform, DomainId(12));
     assert_eq!(
         h.request(dom0, "READ", 0, "/local/domain/12|"),
@@ -471,7 +471,7 @@ fn domain_death_removes_its_nodes_watches_and_acl_entries() {
         h.events(dom0)
             .contains(&"/local/domain/12 home".to_string())
     );
-    assert!(!h.platform.connected.contains(&12));
+    assert!(!h.platform.connected.contains(DomainId(12)));
     assert_eq!(h.engine.check_accounting(), 0, "usage equals a recount");
 }
 

@@ -7,22 +7,8 @@
 
 use xenstore_engine::ring::{InMemoryPage, RING_SIZE_BYTES, Ring, RingMemory, offset};
 use xenstore_engine::ring_service::service_ring;
-use xenstore_engine::{Config, DomainId, Engine, Platform, StoreResult};
-
-struct NoHypervisor;
-
-impl Platform for NoHypervisor {
-    fn connect_domain(&mut self, _: DomainId, _: u64, _: u32) -> StoreResult<()> {
-        Ok(())
-    }
-    fn disconnect_domain(&mut self, _: DomainId) {}
-    fn domain_exists(&mut self, _: DomainId) -> bool {
-        true
-    }
-    fn now_milliseconds(&mut self) -> u64 {
-        0
-    }
-}
+use xenstore_engine::testing::NullPlatform;
+use xenstore_engine::{Config, DomainId, Engine};
 
 const WORDS: [usize; 7] = [
     offset::REQUEST_CONSUMER,
@@ -36,7 +22,7 @@ const WORDS: [usize; 7] = [
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut engine = Engine::new(Config::default());
-    let mut platform = NoHypervisor;
+    let mut platform = NullPlatform::default();
     let domain = DomainId(7);
     let connection = engine.open_domain_connection(&mut platform, domain);
     let page = InMemoryPage::new();

@@ -6,22 +6,8 @@
 #![no_main]
 
 use xenstore_engine::wire::{HEADER_SIZE_BYTES, MessageHeader, PAYLOAD_MAX_BYTES};
-use xenstore_engine::{Config, ConnectionId, DomainId, Engine, Platform, StoreResult};
-
-struct NoHypervisor;
-
-impl Platform for NoHypervisor {
-    fn connect_domain(&mut self, _: DomainId, _: u64, _: u32) -> StoreResult<()> {
-        Ok(())
-    }
-    fn disconnect_domain(&mut self, _: DomainId) {}
-    fn domain_exists(&mut self, _: DomainId) -> bool {
-        true
-    }
-    fn now_milliseconds(&mut self) -> u64 {
-        0
-    }
-}
+use xenstore_engine::testing::NullPlatform;
+use xenstore_engine::{Config, ConnectionId, DomainId, Engine};
 
 /// Consumes and checks everything queued for `connection`.
 fn drain(engine: &mut Engine, connection: ConnectionId) {
@@ -70,7 +56,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut engine = Engine::new(Config::default());
-    let mut platform = NoHypervisor;
+    let mut platform = NullPlatform::default();
     let dom0 = engine.open_socket_connection();
     let guest = engine.open_domain_connection(&mut platform, DomainId(5));
     let connection = if control & 1 == 0 { dom0 } else { guest };

@@ -96,7 +96,7 @@ case $target in
     *) target=$repo/$target ;;
 esac
 if [ "${XENSTORE_SKIP_BUILD:-}" != 1 ]; then
-    if (cd "$repo" && cargo build --release -p xenstored-linux); then
+    if (cd "$repo" && cargo build --release -p xenstored-linux -p xenstore-client); then
         pass "build xenstored"
     else
         fail "build xenstored"

@@ -22,10 +22,25 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use xenstored_linux::client::{Client, RingTransport, SocketTransport, Transport};
-use xenstored_linux::wire::{Message, join_strings, message_type};
+use xenstore_client::client::{Client, RingTransport, SocketTransport, Transport};
+use xenstore_client::message::Message;
+use xenstore_engine::DomainId;
+use xenstore_engine::wire::{MessageType, join_strings};
 
 static NEXT_DAEMON: AtomicU32 = AtomicU32::new(0);
+
+/// The `xenstore-guest` program of the `xenstore-client` crate, which cargo builds next to
+/// `xenstored` when it tests that crate too (`cargo test --workspace`; `client/tests/` makes it
+/// build the program). Testing this package alone needs `cargo build -p xenstore-client` first.
+pub fn guest_tool() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_xenstored")).with_file_name("xenstore-guest");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p xenstore-client` or `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
 
 /// A running daemon; killed and cleaned up on drop.
 pub struct Daemon {
@@ -87,15 +102,15 @@ impl Daemon {
         client
     }
 
-    /// Introduces guest `domid` with a home `/local/domain/<domid>` it owns (as a toolstack
+    /// Introduces guest `domain` with a home `/local/domain/<domid>` it owns (as a toolstack
     /// would) and returns a client acting as it.
-    pub fn guest(&self, domid: u16) -> Client<RingTransport> {
+    pub fn guest(&self, domain: DomainId) -> Client<RingTransport> {
         let mut dom0 = self.dom0();
-        let home = format!("/local/domain/{domid}");
+        let home = format!("/local/domain/{domain}");
         dom0.mkdir(&home).expect("mkdir home");
-        dom0.set_perms(&home, &[&format!("n{domid}")])
+        dom0.set_perms(&home, &[&format!("n{domain}")])
             .expect("setperms home");
-        let mut guest = Client::create_and_introduce(&mut dom0, &self.run_directory, domid, 7)
+        let mut guest = Client::create_and_introduce(&mut dom0, &self.run_directory, domain, 7)
             .expect("introduce the guest");
         guest.timeout = Duration::from_secs(5);
         guest
@@ -132,7 +147,7 @@ impl Drop for Daemon {
 
 /// The store error name of a result, for `assert_eq!`.
 pub fn error_name<T: std::fmt::Debug>(
-    result: Result<T, xenstored_linux::client::ClientError>,
+    result: Result<T, xenstore_client::client::ClientError>,
 ) -> String {
     match result {
         Err(error) => error
@@ -161,7 +176,7 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 /// shows). `GET_DOMAIN_PATH` changes nothing, causes no event, and any domain may send it.
 pub fn round_trip<T: Transport>(client: &mut Client<T>) {
     client
-        .get_domain_path(0)
+        .get_domain_path(DomainId(0))
         .expect("a round trip through the store");
 }
 
@@ -186,7 +201,7 @@ pub const MARKER_REQUEST_ID: u32 = u32::MAX;
 /// requests, whose stray replies [`Client::request`] would skip unseen.
 pub fn messages_queued_so_far<T: Transport>(client: &mut Client<T>) -> Vec<Message> {
     let marker = Message::new(
-        message_type::GET_DOMAIN_PATH,
+        MessageType::GetDomainPath,
         MARKER_REQUEST_ID,
         0,
         join_strings(&["0"]),
@@ -200,8 +215,7 @@ pub fn messages_queued_so_far<T: Transport>(client: &mut Client<T>) -> Vec<Messa
             .receive_message(Duration::from_secs(5))
             .expect("receive")
             .expect("the marker request is answered");
-        if message.header.message_type == message_type::GET_DOMAIN_PATH
-            && message.header.request_id == MARKER_REQUEST_ID
+        if message.is(MessageType::GetDomainPath) && message.header.request_id == MARKER_REQUEST_ID
         {
             return before;
         }

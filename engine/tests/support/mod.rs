@@ -1,48 +1,15 @@
-//! A test harness: an engine with a fake platform, and requests written as text.
+//! A test harness: an engine on the null platform (`engine/src/testing.rs`), and requests written as text.
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
 use std::string::String;
 use std::vec::Vec;
+use xenstore_engine::testing::NullPlatform;
 use xenstore_engine::wire::{MessageHeader, MessageType, encode_message};
-use xenstore_engine::{Config, ConnectionId, DomainId, Engine, Platform, StoreResult};
-
-/// A platform with no hypervisor: every domain below 0x7FF0 exists unless marked dead.
-#[derive(Default)]
-pub struct FakePlatform {
-    pub connected: BTreeSet<u16>,
-    pub dead: BTreeSet<u16>,
-    pub now_milliseconds: u64,
-    pub refuse_connect: bool,
-}
-
-impl Platform for FakePlatform {
-    fn connect_domain(
-        &mut self,
-        domain: DomainId,
-        _ring_frame: u64,
-        _remote_port: u32,
-    ) -> StoreResult<()> {
-        if self.refuse_connect {
-            return Err(xenstore_engine::StoreError::InputOutput);
-        }
-        self.connected.insert(domain.0);
-        Ok(())
-    }
-    fn disconnect_domain(&mut self, domain: DomainId) {
-        self.connected.remove(&domain.0);
-    }
-    fn domain_exists(&mut self, domain: DomainId) -> bool {
-        !self.dead.contains(&domain.0)
-    }
-    fn now_milliseconds(&mut self) -> u64 {
-        self.now_milliseconds
-    }
-}
+use xenstore_engine::{Config, ConnectionId, DomainId, Engine};
 
 pub struct Harness {
     pub engine: Engine,
-    pub platform: FakePlatform,
+    pub platform: NullPlatform,
     pub dom0: ConnectionId,
     next_request_id: u32,
     pending: std::collections::BTreeMap<ConnectionId, Vec<Message>>,
@@ -120,7 +87,7 @@ impl Harness {
         let dom0 = engine.open_socket_connection();
         Harness {
             engine,
-            platform: FakePlatform::default(),
+            platform: NullPlatform::default(),
             dom0,
             next_request_id: 1,
             recorded_requests: Vec::new(),

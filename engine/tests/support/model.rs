@@ -33,28 +33,9 @@ use std::string::String;
 use std::vec::Vec;
 use xenstore_engine::quota::{QuotaKind, Quotas};
 use xenstore_engine::store::Node;
+use xenstore_engine::testing::NullPlatform;
 use xenstore_engine::wire::{MessageHeader, MessageType, PAYLOAD_MAX_BYTES, encode_message};
-use xenstore_engine::{Config, ConnectionId, DomainId, Engine, Platform, StoreResult};
-
-/// A platform without a hypervisor: a domain exists unless marked dead.
-#[derive(Default)]
-pub struct ModelPlatform {
-    pub dead: std::collections::BTreeSet<u16>,
-    pub now_milliseconds: u64,
-}
-
-impl Platform for ModelPlatform {
-    fn connect_domain(&mut self, _: DomainId, _: u64, _: u32) -> StoreResult<()> {
-        Ok(())
-    }
-    fn disconnect_domain(&mut self, _: DomainId) {}
-    fn domain_exists(&mut self, domain: DomainId) -> bool {
-        !self.dead.contains(&domain.0)
-    }
-    fn now_milliseconds(&mut self) -> u64 {
-        self.now_milliseconds
-    }
-}
+use xenstore_engine::{Config, ConnectionId, DomainId, Engine};
 
 /// An allocator that can be told to fail an allocation (`support/failing_allocator.rs`).
 pub trait AllocationFaults {
@@ -92,7 +73,7 @@ struct Actor {
 /// The engine under test and what the model knows.
 pub struct Model {
     pub engine: Engine,
-    pub platform: ModelPlatform,
+    pub platform: NullPlatform,
     actors: Vec<Actor>,
     next_request_id: u32,
     /// The committed tree's values as the model's own bookkeeping has them: path → value.
@@ -192,7 +173,7 @@ impl Model {
         let dom0 = engine.open_socket_connection();
         let mut model = Model {
             engine,
-            platform: ModelPlatform::default(),
+            platform: NullPlatform::default(),
             actors: vec![Actor {
                 connection: dom0,
                 domain: 0,
@@ -541,7 +522,7 @@ impl Model {
             18 => {
                 // A guest dies and a new domain reuses its id (XSA-322/419/483).
                 if domain != 0 {
-                    self.platform.dead.insert(domain);
+                    self.platform.dead.insert(DomainId(domain));
                     // Death handling fails soft too: what it could not do waits for a later
                     // report of the death (the front ends report it again).
                     if let Some(faults) = self.faults.as_mut() {
@@ -554,7 +535,7 @@ impl Model {
                         self.engine
                             .domain_died(&mut self.platform, DomainId(domain));
                     }
-                    self.platform.dead.remove(&domain);
+                    self.platform.dead.remove(DomainId(domain));
                     let connection = self.introduce(domain);
                     let actor = &mut self.actors[actor_index];
                     actor.connection = connection;

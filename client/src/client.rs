@@ -1,4 +1,4 @@
-//! A xenstore client over the Unix socket or a simulated guest's ring, for `xenstore-guest` and the tests.
+//! A xenstore client over the Unix socket or a simulated guest's ring, for `xenstore-guest`, the daemon's tests and the benchmark.
 //!
 //! Requests are sent one at a time; the reply is recognised by its `req_id`. Watch events that
 //! arrive meanwhile are queued for [`Client::next_event`]; replies to other request ids (left
@@ -11,11 +11,14 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use xenstore_engine::DomainId;
 use xenstore_engine::ring::{Ring, offset};
 
 use crate::simulation::{DomainFiles, NotificationFifo};
 use crate::sys::{self, PollEntry, SharedPage};
-use crate::wire::{Framer, Message, join_strings, message_type, split_strings};
+use xenstore_engine::wire::{MessageType, join_strings};
+
+use crate::message::{Framer, Message, payload_strings};
 
 /// Why a request did not succeed.
 #[derive(Debug)]
@@ -136,9 +139,9 @@ pub struct RingTransport {
 }
 
 impl RingTransport {
-    /// Attaches to the existing files of `domid`; the port is read from the page's `evtchn_port`.
-    pub fn attach(run_directory: &Path, domid: u16) -> io::Result<RingTransport> {
-        let files = DomainFiles::new(run_directory, domid);
+    /// Attaches to the existing files of `domain`; the port is read from the page's `evtchn_port`.
+    pub fn attach(run_directory: &Path, domain: DomainId) -> io::Result<RingTransport> {
+        let files = DomainFiles::new(run_directory, domain);
         let page = SharedPage::map(&files.ring())?;
         let port = Ring::new(&page).event_channel_port();
         Ok(RingTransport {
@@ -248,22 +251,25 @@ impl Client<SocketTransport> {
 }
 
 impl Client<RingTransport> {
-    /// Acts as `domid` through its existing ring files.
-    pub fn attach(run_directory: &Path, domid: u16) -> Result<Client<RingTransport>, ClientError> {
-        Ok(Client::new(RingTransport::attach(run_directory, domid)?))
+    /// Acts as `domain` through its existing ring files.
+    pub fn attach(
+        run_directory: &Path,
+        domain: DomainId,
+    ) -> Result<Client<RingTransport>, ClientError> {
+        Ok(Client::new(RingTransport::attach(run_directory, domain)?))
     }
 
-    /// Creates guest `domid`'s files, has the store introduce it (through `dom0`), and attaches.
+    /// Creates guest `domain`'s files, has the store introduce it (through `dom0`), and attaches.
     pub fn create_and_introduce(
         dom0: &mut Client<impl Transport>,
         run_directory: &Path,
-        domid: u16,
+        domain: DomainId,
         port: u32,
     ) -> Result<Client<RingTransport>, ClientError> {
-        DomainFiles::new(run_directory, domid).create(port)?;
+        DomainFiles::new(run_directory, domain).create(port)?;
         // The frame number is meaningless here; grant ref 1 is the ring file.
-        dom0.introduce(domid, 0, port)?;
-        Client::attach(run_directory, domid)
+        dom0.introduce(domain, 0, port)?;
+        Client::attach(run_directory, domain)
     }
 }
 
@@ -306,10 +312,11 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    /// Sends one request and returns the reply message (which may be `XS_ERROR`).
+    /// Sends one request and returns the reply message (which may be `XS_ERROR`). The type
+    /// is a [`MessageType`] or any raw number.
     pub fn request(
         &mut self,
-        message_type: u32,
+        message_type: impl Into<u32>,
         transaction_id: u32,
         payload: &[u8],
     ) -> Result<Message, ClientError> {
@@ -326,7 +333,7 @@ impl<T: Transport> Client<T> {
                     "no reply from the store",
                 )));
             };
-            if reply.header.message_type == message_type::WATCH_EVENT {
+            if reply.is(MessageType::WatchEvent) {
                 self.events.push_back(reply);
             } else if reply.header.request_id == request_id {
                 return Ok(reply);
@@ -337,13 +344,14 @@ impl<T: Transport> Client<T> {
     /// Sends one request; an `XS_ERROR` reply becomes [`ClientError::Store`].
     pub fn call(
         &mut self,
-        message_type: u32,
+        message_type: impl Into<u32>,
         transaction_id: u32,
         payload: &[u8],
     ) -> Result<Vec<u8>, ClientError> {
+        let message_type = message_type.into();
         let reply = self.request(message_type, transaction_id, payload)?;
-        if reply.header.message_type == message_type::ERROR {
-            let name = split_strings(&reply.payload)
+        if reply.is(MessageType::Error) {
+            let name = payload_strings(&reply.payload)
                 .into_iter()
                 .next()
                 .unwrap_or_default();
@@ -374,7 +382,7 @@ impl<T: Transport> Client<T> {
     }
 
     pub fn read_in(&mut self, transaction_id: u32, path: &str) -> Result<Vec<u8>, ClientError> {
-        self.call(message_type::READ, transaction_id, &join_strings(&[path]))
+        self.call(MessageType::Read, transaction_id, &join_strings(&[path]))
     }
 
     /// Reads a value as text.
@@ -394,28 +402,28 @@ impl<T: Transport> Client<T> {
     ) -> Result<(), ClientError> {
         let mut payload = join_strings(&[path]);
         payload.extend_from_slice(value);
-        Self::expect_ok(self.call(message_type::WRITE, transaction_id, &payload)?)
+        Self::expect_ok(self.call(MessageType::Write, transaction_id, &payload)?)
     }
 
     pub fn mkdir(&mut self, path: &str) -> Result<(), ClientError> {
-        Self::expect_ok(self.call(message_type::MKDIR, 0, &join_strings(&[path]))?)
+        Self::expect_ok(self.call(MessageType::Mkdir, 0, &join_strings(&[path]))?)
     }
 
     pub fn rm(&mut self, path: &str) -> Result<(), ClientError> {
-        Self::expect_ok(self.call(message_type::RM, 0, &join_strings(&[path]))?)
+        Self::expect_ok(self.call(MessageType::Remove, 0, &join_strings(&[path]))?)
     }
 
     pub fn directory(&mut self, path: &str) -> Result<Vec<String>, ClientError> {
-        Ok(split_strings(&self.call(
-            message_type::DIRECTORY,
+        Ok(payload_strings(&self.call(
+            MessageType::Directory,
             0,
             &join_strings(&[path]),
         )?))
     }
 
     pub fn get_perms(&mut self, path: &str) -> Result<Vec<String>, ClientError> {
-        Ok(split_strings(&self.call(
-            message_type::GET_PERMS,
+        Ok(payload_strings(&self.call(
+            MessageType::GetPermissions,
             0,
             &join_strings(&[path]),
         )?))
@@ -424,20 +432,20 @@ impl<T: Transport> Client<T> {
     pub fn set_perms(&mut self, path: &str, permissions: &[&str]) -> Result<(), ClientError> {
         let mut parts = vec![path];
         parts.extend_from_slice(permissions);
-        Self::expect_ok(self.call(message_type::SET_PERMS, 0, &join_strings(&parts))?)
+        Self::expect_ok(self.call(MessageType::SetPermissions, 0, &join_strings(&parts))?)
     }
 
     pub fn watch(&mut self, path: &str, token: &str) -> Result<(), ClientError> {
-        Self::expect_ok(self.call(message_type::WATCH, 0, &join_strings(&[path, token]))?)
+        Self::expect_ok(self.call(MessageType::Watch, 0, &join_strings(&[path, token]))?)
     }
 
     pub fn unwatch(&mut self, path: &str, token: &str) -> Result<(), ClientError> {
-        Self::expect_ok(self.call(message_type::UNWATCH, 0, &join_strings(&[path, token]))?)
+        Self::expect_ok(self.call(MessageType::Unwatch, 0, &join_strings(&[path, token]))?)
     }
 
     pub fn transaction_start(&mut self) -> Result<u32, ClientError> {
-        let payload = self.call(message_type::TRANSACTION_START, 0, b"\0")?;
-        let text = split_strings(&payload)
+        let payload = self.call(MessageType::TransactionStart, 0, b"\0")?;
+        let text = payload_strings(&payload)
             .into_iter()
             .next()
             .unwrap_or_default();
@@ -452,41 +460,46 @@ impl<T: Transport> Client<T> {
     ) -> Result<(), ClientError> {
         let argument = if commit { "T" } else { "F" };
         Self::expect_ok(self.call(
-            message_type::TRANSACTION_END,
+            MessageType::TransactionEnd,
             transaction_id,
             &join_strings(&[argument]),
         )?)
     }
 
-    pub fn introduce(&mut self, domid: u16, frame: u64, port: u32) -> Result<(), ClientError> {
-        let parts = [domid.to_string(), frame.to_string(), port.to_string()];
-        Self::expect_ok(self.call(message_type::INTRODUCE, 0, &join_strings(&parts))?)
+    pub fn introduce(
+        &mut self,
+        domain: DomainId,
+        frame: u64,
+        port: u32,
+    ) -> Result<(), ClientError> {
+        let parts = [domain.to_string(), frame.to_string(), port.to_string()];
+        Self::expect_ok(self.call(MessageType::Introduce, 0, &join_strings(&parts))?)
     }
 
-    pub fn release(&mut self, domid: u16) -> Result<(), ClientError> {
+    pub fn release(&mut self, domain: DomainId) -> Result<(), ClientError> {
         Self::expect_ok(self.call(
-            message_type::RELEASE,
+            MessageType::Release,
             0,
-            &join_strings(&[domid.to_string()]),
+            &join_strings(&[domain.to_string()]),
         )?)
     }
 
-    pub fn is_domain_introduced(&mut self, domid: u16) -> Result<bool, ClientError> {
+    pub fn is_domain_introduced(&mut self, domain: DomainId) -> Result<bool, ClientError> {
         let payload = self.call(
-            message_type::IS_DOMAIN_INTRODUCED,
+            MessageType::IsDomainIntroduced,
             0,
-            &join_strings(&[domid.to_string()]),
+            &join_strings(&[domain.to_string()]),
         )?;
         Ok(payload.starts_with(b"T"))
     }
 
-    pub fn get_domain_path(&mut self, domid: u16) -> Result<String, ClientError> {
+    pub fn get_domain_path(&mut self, domain: DomainId) -> Result<String, ClientError> {
         let payload = self.call(
-            message_type::GET_DOMAIN_PATH,
+            MessageType::GetDomainPath,
             0,
-            &join_strings(&[domid.to_string()]),
+            &join_strings(&[domain.to_string()]),
         )?;
-        Ok(split_strings(&payload)
+        Ok(payload_strings(&payload)
             .into_iter()
             .next()
             .unwrap_or_default())
@@ -507,7 +520,7 @@ impl<T: Transport> Client<T> {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             match self.receive_message(remaining)? {
-                Some(message) if message.header.message_type == message_type::WATCH_EVENT => {
+                Some(message) if message.is(MessageType::WatchEvent) => {
                     self.events.push_back(message);
                 }
                 Some(_) => {} // a stale reply

@@ -15,11 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use xenstored_linux::client::{Client, ClientError, RingTransport};
-use xenstored_linux::simulation::{self, DEFAULT_RUN_DIRECTORY, DomainFiles};
-use xenstored_linux::wire::{
-    join_strings, message_type, message_type_from_name, message_type_name, split_strings,
-};
+use xenstore_client::client::{Client, ClientError, RingTransport};
+use xenstore_client::message::{message_type_from_name, message_type_name, payload_strings};
+use xenstore_client::simulation::{self, DEFAULT_RUN_DIRECTORY, DomainFiles};
+use xenstore_engine::DomainId;
+use xenstore_engine::wire::{MessageType, join_strings};
 
 const USAGE: &str = "\
 Usage: xenstore-guest --domid N [options] [COMMAND ARGS...]
@@ -56,7 +56,7 @@ Commands:
 ";
 
 struct Arguments {
-    domid: u16,
+    domain: DomainId,
     run_directory: PathBuf,
     socket_path: PathBuf,
     port: u32,
@@ -69,7 +69,7 @@ struct Arguments {
 }
 
 fn parse_arguments(raw: &[String]) -> Result<Option<Arguments>, String> {
-    let mut domid = None;
+    let mut domain = None;
     let mut run_directory = None;
     let mut socket_path = None;
     let mut port = 1u32;
@@ -87,10 +87,10 @@ fn parse_arguments(raw: &[String]) -> Result<Option<Arguments>, String> {
             "-h" | "--help" => return Ok(None),
             "--domid" => {
                 let text = value(&mut index, argument)?;
-                domid = Some(
+                domain = Some(DomainId(
                     text.parse::<u16>()
                         .map_err(|_| format!("bad domid {text:?}"))?,
-                );
+                ));
             }
             "--rundir" => run_directory = Some(PathBuf::from(value(&mut index, argument)?)),
             "--socket" => socket_path = Some(PathBuf::from(value(&mut index, argument)?)),
@@ -112,7 +112,7 @@ fn parse_arguments(raw: &[String]) -> Result<Option<Arguments>, String> {
         }
         index += 1;
     }
-    let domid = domid.ok_or("--domid is required")?;
+    let domain = domain.ok_or("--domid is required")?;
     let environment = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
     let run_directory = run_directory
         .or_else(|| environment("XENSTORED_RUNDIR").map(PathBuf::from))
@@ -121,7 +121,7 @@ fn parse_arguments(raw: &[String]) -> Result<Option<Arguments>, String> {
         .or_else(|| environment("XENSTORED_PATH").map(PathBuf::from))
         .unwrap_or_else(|| run_directory.join("socket"));
     Ok(Some(Arguments {
-        domid,
+        domain,
         run_directory,
         socket_path,
         port,
@@ -150,7 +150,7 @@ impl From<ClientError> for CommandError {
 
 struct Guest {
     client: Client<RingTransport>,
-    domid: u16,
+    domain: DomainId,
     transaction_id: u32,
 }
 
@@ -193,22 +193,22 @@ impl Guest {
             "ls" | "directory" | "dir" | "list" => {
                 let path = argument(0)?;
                 let payload = client.call(
-                    message_type::DIRECTORY,
+                    MessageType::Directory,
                     transaction_id,
                     &join_strings(&[path]),
                 )?;
-                Ok(split_strings(&payload))
+                Ok(payload_strings(&payload))
             }
             "rm" | "mkdir" | "getperms" => {
                 let path = argument(0)?;
                 let kind = match command.as_str() {
-                    "rm" => message_type::RM,
-                    "mkdir" => message_type::MKDIR,
-                    _ => message_type::GET_PERMS,
+                    "rm" => MessageType::Remove,
+                    "mkdir" => MessageType::Mkdir,
+                    _ => MessageType::GetPermissions,
                 };
                 let payload = client.call(kind, transaction_id, &join_strings(&[path]))?;
-                Ok(if kind == message_type::GET_PERMS {
-                    split_strings(&payload)
+                Ok(if kind == MessageType::GetPermissions {
+                    payload_strings(&payload)
                 } else {
                     Vec::new()
                 })
@@ -216,20 +216,21 @@ impl Guest {
             "setperms" => {
                 argument(1)?;
                 client.call(
-                    message_type::SET_PERMS,
+                    MessageType::SetPermissions,
                     transaction_id,
                     &join_strings(arguments),
                 )?;
                 Ok(Vec::new())
             }
             "domain-path" => {
-                let domid = match arguments.first() {
-                    Some(text) => text
-                        .parse::<u16>()
-                        .map_err(|_| CommandError::Usage(format!("bad domid {text:?}")))?,
-                    None => self.domid,
+                let domain = match arguments.first() {
+                    Some(text) => DomainId(
+                        text.parse::<u16>()
+                            .map_err(|_| CommandError::Usage(format!("bad domid {text:?}")))?,
+                    ),
+                    None => self.domain,
                 };
-                Ok(vec![client.get_domain_path(domid)?])
+                Ok(vec![client.get_domain_path(domain)?])
             }
             "start" => {
                 self.transaction_id = client.transaction_start()?;
@@ -252,7 +253,7 @@ impl Guest {
                     line.push(' ');
                     line.push_str(&string);
                 }
-                if reply.header.message_type == message_type::ERROR {
+                if reply.is(MessageType::Error) {
                     return Err(CommandError::Client(ClientError::Store(
                         reply.strings().into_iter().next().unwrap_or_default(),
                     )));
@@ -340,7 +341,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn dom0(arguments: &Arguments) -> Result<Client<xenstored_linux::client::SocketTransport>, String> {
+fn dom0(arguments: &Arguments) -> Result<Client<xenstore_client::client::SocketTransport>, String> {
     let mut client = Client::connect(&arguments.socket_path).map_err(|error| {
         format!(
             "cannot connect to {}: {error}",
@@ -352,28 +353,28 @@ fn dom0(arguments: &Arguments) -> Result<Client<xenstored_linux::client::SocketT
 }
 
 fn run(arguments: Arguments) -> Result<bool, String> {
-    let domid = arguments.domid;
+    let domain = arguments.domain;
     if arguments.introduce {
         let mut dom0 = dom0(&arguments)?;
         let introduced = dom0
-            .is_domain_introduced(domid)
+            .is_domain_introduced(domain)
             .map_err(|error| format!("XS_IS_DOMAIN_INTRODUCED: {error}"))?;
         if !introduced {
-            DomainFiles::new(&arguments.run_directory, domid)
+            DomainFiles::new(&arguments.run_directory, domain)
                 .create(arguments.port)
                 .map_err(|error| format!("cannot create the ring files: {error}"))?;
-            dom0.introduce(domid, 0, arguments.port)
+            dom0.introduce(domain, 0, arguments.port)
                 .map_err(|error| format!("XS_INTRODUCE: {error}"))?;
         }
     }
     let mut succeeded = true;
     if !arguments.command.is_empty() {
-        let mut client = Client::attach(&arguments.run_directory, domid)
-            .map_err(|error| format!("cannot attach to domain {domid}'s ring: {error}"))?;
+        let mut client = Client::attach(&arguments.run_directory, domain)
+            .map_err(|error| format!("cannot attach to domain {domain}'s ring: {error}"))?;
         client.timeout = arguments.timeout;
         let mut guest = Guest {
             client,
-            domid,
+            domain,
             transaction_id: 0,
         };
         let command = &arguments.command;
@@ -397,10 +398,10 @@ fn run(arguments: Arguments) -> Result<bool, String> {
     }
     if arguments.release {
         let mut dom0 = dom0(&arguments)?;
-        dom0.release(domid)
+        dom0.release(domain)
             .map_err(|error| format!("XS_RELEASE: {error}"))?;
     }
-    let files = DomainFiles::new(&arguments.run_directory, domid);
+    let files = DomainFiles::new(&arguments.run_directory, domain);
     if arguments.shutdown {
         simulation::announce_state_change(&arguments.run_directory, &files.shutdown_marker())
             .map_err(|error| format!("cannot mark the domain shut down: {error}"))?;

@@ -26,6 +26,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use xenstore_engine::DomainId;
 use xenstore_engine::ring::{PAGE_SIZE_BYTES, RingMemory, offset};
 
 use crate::sys;
@@ -50,10 +51,10 @@ pub struct DomainFiles {
 }
 
 impl DomainFiles {
-    /// The files of domain `domid` under `run_directory`.
-    pub fn new(run_directory: &Path, domid: u16) -> DomainFiles {
+    /// The files of `domain` under `run_directory`.
+    pub fn new(run_directory: &Path, domain: DomainId) -> DomainFiles {
         DomainFiles {
-            directory: domains_directory(run_directory).join(domid.to_string()),
+            directory: domains_directory(run_directory).join(domain.to_string()),
         }
     }
 
@@ -165,6 +166,9 @@ impl AsFd for NotificationFifo {
 }
 
 /// The state a simulated domain's markers announce.
+///
+/// The domain id is a bare `u16` here, in [`domain_markers`] and in [`scan_markers`] because
+/// the daemon's serving loop (`daemon/src/server.rs`) keys its domains that way for now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DomainMarkers {
     pub domid: u16,
@@ -174,7 +178,7 @@ pub struct DomainMarkers {
 
 /// The markers of one domain (none when its directory does not exist).
 pub fn domain_markers(run_directory: &Path, domid: u16) -> DomainMarkers {
-    let files = DomainFiles::new(run_directory, domid);
+    let files = DomainFiles::new(run_directory, DomainId(domid));
     DomainMarkers {
         domid,
         shutdown: files.shutdown_marker().exists(),

@@ -1,0 +1,15 @@
+//! A xenstore client: one vocabulary for the daemon's tests, the benchmark and the guest tools.
+//!
+//! - [`client`]: requests over the store's Unix socket or a simulated guest's ring.
+//! - [`simulation`]: the file/FIFO convention through which any program acts as a guest
+//!   (`daemon/README.md`); the daemon serves the other end of it.
+//! - [`message`]: whole messages and a stream framer, over the engine's wire format
+//!   (`xenstore_engine::wire`, the one table of message types, header and error names).
+//! - [`sys`]: the only `unsafe` code (mmap of a ring page, poll, mkfifo).
+//!
+//! `xenstore-guest` (`src/bin/xenstore-guest.rs`) is this library on the command line.
+
+pub mod client;
+pub mod message;
+pub mod simulation;
+pub mod sys;
