@@ -230,7 +230,8 @@ pub fn parse(
     if wants_help {
         return Ok(Command::Help);
     }
-    // C-HEAD: the store domain is --master-domid, else the privileged domain (reference §2.5).
+    // C 4.22: the store domain is --master-domid, else the privileged domain
+    // (docs/protocol.md, "Domains").
     config.store_domain = master_domain.unwrap_or(config.privileged_domain);
     let run_directory = run_directory
         .or_else(|| {

@@ -112,26 +112,13 @@ mod tests {
     use super::*;
     use crate::ring::InMemoryPage;
     use crate::wire::encode_message;
-    use crate::{Config, StoreResult};
-
-    struct NoHypervisor;
-    impl Platform for NoHypervisor {
-        fn connect_domain(&mut self, _: DomainId, _: u64, _: u32) -> StoreResult<()> {
-            Ok(())
-        }
-        fn disconnect_domain(&mut self, _: DomainId) {}
-        fn domain_exists(&mut self, _: DomainId) -> bool {
-            true
-        }
-        fn now_milliseconds(&mut self) -> u64 {
-            0
-        }
-    }
+    use crate::Config;
+    use crate::testing::NullPlatform;
 
     #[test]
     fn requests_in_replies_out_and_index_abuse_fails_the_ring() {
         let mut engine = Engine::new(Config::default());
-        let mut platform = NoHypervisor;
+        let mut platform = NullPlatform::default();
         let connection = engine.open_domain_connection(&mut platform, DomainId(0));
         let page = InMemoryPage::new();
         let ring = Ring::new(&page);
