@@ -334,6 +334,7 @@ impl SocketClients {
                 log::debug!("socket client {connection:?} closed");
                 continue;
             }
+            host.engine_mut().prepare_input(connection);
             let interest = Interest {
                 read: host.engine().wants_input(connection)
                     && client.pending_input.len() < PENDING_INPUT_LIMIT_BYTES,

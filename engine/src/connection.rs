@@ -258,6 +258,20 @@ impl Connection {
         }
     }
 
+    /// Whether the next request's answer is sure of its room: the spare reply buffer and a
+    /// free slot in the output queue (at least an `ENOMEM` can then always be queued).
+    pub fn has_reply_room(&self) -> bool {
+        self.spare_reply_room.capacity() >= REPLY_ROOM_BYTES
+            && self.output.len() < self.output.capacity()
+    }
+
+    /// Tries to renew the room [`Connection::has_reply_room`] asks for (nothing when memory is
+    /// short: the connection's requests then wait).
+    pub fn prepare_reply_room(&mut self) {
+        self.replenish_reply_room();
+        let _ = self.reserve_output(1);
+    }
+
     /// Queues a message at the end; `ENOMEM` (and the message dropped) when the queue or the
     /// index of events cannot grow.
     pub fn push_output(&mut self, message: OutputMessage) -> StoreResult<()> {

@@ -287,7 +287,10 @@ impl Engine {
     ) -> usize {
         self.now_milliseconds = platform.now_milliseconds();
         let mut consumed_bytes = 0;
-        while consumed_bytes < bytes.len() && self.wants_input(connection) {
+        while consumed_bytes < bytes.len() && {
+            self.prepare_input(connection);
+            self.wants_input(connection)
+        } {
             let Some(state) = self.connections.get_mut(&connection) else {
                 return bytes.len();
             };
@@ -326,7 +329,10 @@ impl Engine {
         connection: ConnectionId,
         pending_input: &mut Vec<u8>,
     ) {
-        while !pending_input.is_empty() && self.wants_input(connection) {
+        while !pending_input.is_empty() && {
+            self.prepare_input(connection);
+            self.wants_input(connection)
+        } {
             let taken = self
                 .receive(platform, connection, pending_input)
                 .min(pending_input.len());
@@ -356,6 +362,17 @@ impl Engine {
         !self.output_ready.is_empty()
     }
 
+    /// Renews the room the next request's answer needs (see [`Engine::wants_input`]); front
+    /// ends call it before asking whether a connection may send more. Nothing happens when
+    /// memory is short.
+    pub fn prepare_input(&mut self, connection: ConnectionId) {
+        if let Some(state) = self.connections.get_mut(&connection)
+            && !state.has_reply_room()
+        {
+            state.prepare_reply_room();
+        }
+    }
+
     /// Whether the connection may send more requests now (it is healthy and, if
     /// unprivileged, below its outstanding-request quota).
     pub fn wants_input(&self, connection: ConnectionId) -> bool {
@@ -363,6 +380,12 @@ impl Engine {
             return false;
         };
         if state.failure.is_some() {
+            return false;
+        }
+        // A request is taken only when its answer has room, so that no request is ever left
+        // without a reply (a guest's xenbus would wait forever): with the heap exhausted, the
+        // connection's requests wait, dom0's too, until [`Engine::prepare_input`] finds room.
+        if !state.has_reply_room() {
             return false;
         }
         if state.domain == self.config.privileged_domain {

@@ -37,6 +37,7 @@ pub fn service_ring<M: RingMemory + ?Sized>(
     if engine.failure(connection).is_none() {
         loop {
             engine.receive_from(platform, connection, pending_input);
+            engine.prepare_input(connection);
             if !pending_input.is_empty() || !engine.wants_input(connection) {
                 break;
             }
@@ -110,10 +111,10 @@ pub fn service_ring<M: RingMemory + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::InMemoryPage;
-    use crate::wire::encode_message;
     use crate::Config;
+    use crate::ring::InMemoryPage;
     use crate::testing::NullPlatform;
+    use crate::wire::encode_message;
 
     #[test]
     fn requests_in_replies_out_and_index_abuse_fails_the_ring() {

@@ -13,6 +13,8 @@ std::thread_local! {
     static ALLOCATIONS_BEFORE_FAILURE: Cell<u32> = const { Cell::new(0) };
     /// Set when an allocation was failed since the thread armed the allocator.
     static FAILED: Cell<bool> = const { Cell::new(false) };
+    /// Every allocation fails until the thread disarms (a heap exhausted for good).
+    static EXHAUSTED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The system allocator with per-thread fault injection.
@@ -25,14 +27,27 @@ impl FailingAllocator {
         let _ = FAILED.try_with(|failed| failed.set(false));
     }
 
-    /// Disarms this thread; whether an allocation was failed since [`FailingAllocator::arm`].
+    /// Fails every allocation on this thread from now on, until [`FailingAllocator::disarm`].
+    #[allow(dead_code, reason = "not every test binary exhausts the heap")]
+    pub fn exhaust() {
+        let _ = FAILED.try_with(|failed| failed.set(false));
+        let _ = EXHAUSTED.try_with(|exhausted| exhausted.set(true));
+    }
+
+    /// Disarms this thread; whether an allocation was failed since [`FailingAllocator::arm`]
+    /// or [`FailingAllocator::exhaust`].
     pub fn disarm() -> bool {
         let _ = ALLOCATIONS_BEFORE_FAILURE.try_with(|left| left.set(0));
+        let _ = EXHAUSTED.try_with(|exhausted| exhausted.set(false));
         FAILED.try_with(Cell::get).unwrap_or(false)
     }
 
     /// Counts one allocation; whether it is the one to fail.
     fn fails_now() -> bool {
+        if EXHAUSTED.try_with(Cell::get).unwrap_or(false) {
+            let _ = FAILED.try_with(|failed| failed.set(true));
+            return true;
+        }
         ALLOCATIONS_BEFORE_FAILURE
             .try_with(|left| match left.get() {
                 0 => false,
