@@ -7,8 +7,10 @@
 //!   ring, panic handler. Nothing here knows about xenstore.
 //! - [`xen`]: the platform: start info, memory map, hypercall setup, shared_info, event
 //!   channels, grant mappings. It wraps the `xen-hypercall` crate; the engine never sees it.
-//! - [`cmdline`]: the stub's command line (`--event <port>`, `--self-test`, …).
-//! - `kernel` (bare metal only): the boot sequence, and `self_test`: the `--self-test` mode.
+//! - [`cmdline`]: the stub's command line (`--event <port>`, `--priv-domid`, …).
+//! - `kernel` (bare metal only): the boot sequence; `xenstore`: serving the engine on rings.
+//! - The test image only (cargo feature `test-modes`, README "Tests"): `self_test` (the
+//!   `--self-test` mode) and `hostile_ring` (the `--hostile-ring` mode).
 //!
 //! The same package builds on the host (`cargo test`): there `main()` only says that this
 //! is a kernel image, and the pure logic (parsers, layout arithmetic) is unit-tested.
@@ -26,11 +28,11 @@ mod cmdline;
 mod runtime;
 mod xen;
 
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", feature = "test-modes"))]
 mod hostile_ring;
 #[cfg(target_os = "none")]
 mod kernel;
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", feature = "test-modes"))]
 mod self_test;
 #[cfg(target_os = "none")]
 mod xenstore;
