@@ -21,29 +21,13 @@ use crate::cmdline::CommandLine;
 #[cfg(feature = "test-modes")]
 use crate::cmdline::DebugCrash;
 use crate::console_line;
-use crate::runtime::heap::{self, HeapPlan, HeapPlanError, RegionSource};
+use crate::runtime::heap::{self, HeapPlan, RegionSource};
+use crate::runtime::heap_setup::{self, HeapSetupError};
 use crate::runtime::{console, trace};
 use crate::xen::memory_map::{self, MemoryMap, MemoryMapSource};
 use crate::xen::pv_console::PvConsoleRing;
 use crate::xen::shared_info::{SharedInfoMapping, map_shared_info};
 use crate::xen::start_info::{BootInfo, IdentityMappedMemory, parse_start_info};
-
-/// Why the heap is not available.
-#[derive(Clone, Copy, Debug)]
-pub enum HeapSetupError {
-    /// No memory map to place it with.
-    NoMemoryMap(XenErrno),
-    Plan(HeapPlanError),
-}
-
-impl core::fmt::Display for HeapSetupError {
-    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            HeapSetupError::NoMemoryMap(errno) => write!(formatter, "no memory map ({errno})"),
-            HeapSetupError::Plan(error) => write!(formatter, "{error}"),
-        }
-    }
-}
 
 /// What booting on Xen produced; each fallible step keeps its result so that the
 /// self-test can report failures instead of stopping at the first one.
@@ -157,7 +141,7 @@ fn run_without_xen(boot_info: &BootInfo) -> ! {
             memory_map.regions.len(),
             memory_map.total_ram_bytes() >> 20
         );
-        match setup_heap(&Ok(memory_map), boot_info, None) {
+        match heap_setup::setup_heap(&Ok(memory_map), boot_info, None) {
             Ok(plan) => match check_heap() {
                 Ok(detail) => log::info!(
                     "heap: {} KiB at {:#x}: {}",
@@ -220,8 +204,7 @@ fn boot_on_xen(leaves: XenCpuidLeaves, boot_info: &BootInfo) -> BootedPlatform {
         Err(errno) => log::error!("no memory map: XENMEM_memory_map failed: {errno}"),
     }
     let reservation_pages = hypervisor.current_reservation_pages(DomId::SELF);
-    let populated_end = reservation_pages.ok().map(heap::populated_ram_end);
-    let heap = setup_heap(&memory_map, boot_info, populated_end);
+    let heap = heap_setup::setup_heap(&memory_map, boot_info, reservation_pages.ok());
     match &heap {
         Ok(plan) => {
             log::info!(
@@ -251,10 +234,7 @@ fn boot_on_xen(leaves: XenCpuidLeaves, boot_info: &BootInfo) -> BootedPlatform {
     if let Ok(plan) = &heap {
         // After shared_info: mapping it gave the page under its frame back to Xen, which
         // the growth's reading of the reservation must see.
-        // SAFETY: once, after `init_heap(plan)`; nothing uses the RAM region above the heap
-        // (the grant window lies above 4 GiB, shared_info inside the image, the console and
-        // xenstore pages in the special-page region, boot data below the heap).
-        match unsafe { heap::init_growth(hypervisor, plan, reservation_pages.ok()) } {
+        match heap_setup::start_growth(hypervisor, reservation_pages.ok()) {
             Ok(setup) => log::info!(
                 "heap: {} KiB, limit {} KiB (domain pages {} of at most {}; {} frames above \
                  the heap given back to be populated as it grows)",
@@ -287,29 +267,6 @@ fn boot_on_xen(leaves: XenCpuidLeaves, boot_info: &BootInfo) -> BootedPlatform {
         shared_info,
         pv_console_attached,
     }
-}
-
-/// Places and initialises the heap.
-fn setup_heap(
-    memory_map: &Result<MemoryMap, XenErrno>,
-    boot_info: &BootInfo,
-    populated_end: Option<u64>,
-) -> Result<HeapPlan, HeapSetupError> {
-    let memory_map = memory_map
-        .as_ref()
-        .map_err(|errno| HeapSetupError::NoMemoryMap(*errno))?;
-    let plan = heap::plan_heap(
-        layout::kernel_end_address(),
-        boot_info.boot_data_end,
-        memory_map,
-        populated_end,
-        x86_64::IDENTITY_MAPPED_LIMIT_BYTES,
-    )
-    .map_err(HeapSetupError::Plan)?;
-    // SAFETY: the plan lies in a RAM region of the memory map, above the image and all boot
-    // data, below the populated end and inside the identity map; this runs once per boot.
-    unsafe { heap::init_heap(plan) };
-    Ok(plan)
 }
 
 /// Text of a boot check's detail or failure reason: fixed-size, so that a broken heap
