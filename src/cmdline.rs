@@ -1,9 +1,13 @@
 //! The stub's command line: an argv splitter and a typed parser.
 //!
 //! `init-xenstore-domain` passes `--event <dom0 port>` followed by the text of its `--param`
-//! option (e.g. `-E 1000 --priv-domid 0`), xen-abi §8.1; `xl` passes its `cmdline=`. This
-//! module recognises what the kernel needs today and keeps every other argument, in order,
-//! for the xenstore engine's option parser later.
+//! option (e.g. `-E 1000 --priv-domid 0`); `xl` passes its `cmdline=`. This module
+//! recognises what the kernel needs and keeps every other argument, in order, for the
+//! xenstore engine's option parser.
+//!
+//! The test modes (`--self-test`, `--hostile-ring`, `--debug-crash`) exist only in the test
+//! image (cargo feature `test-modes`): the product image keeps them as unrecognised
+//! arguments, so the option parser logs them as unknown like any other.
 //!
 //! Splitting rules: arguments are separated by ASCII whitespace; an argument that *starts*
 //! with `"` or `'` extends to the matching quote (quotes removed, no escapes), so
@@ -60,6 +64,7 @@ impl<'a> Iterator for ArgumentSplitter<'a> {
 }
 
 /// A deliberate failure for testing the crash paths (`--debug-crash <kind>`).
+#[cfg(feature = "test-modes")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DebugCrash {
     /// `panic`: a Rust panic.
@@ -72,14 +77,17 @@ pub enum DebugCrash {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CommandLine<'a> {
     /// `--self-test`: run the platform self-test and power off.
+    #[cfg(feature = "test-modes")]
     pub self_test: bool,
     /// `--hostile-ring`: test mode, act as a guest that corrupts its own xenstore ring.
+    #[cfg(feature = "test-modes")]
     pub hostile_ring: bool,
     /// `--verbose`: log at debug level.
     pub verbose: bool,
     /// `--event <port>`: dom0's unbound port for its xenstore connection.
     pub dom0_event_port: Option<EventChannelPort>,
-    /// `--debug-crash panic|page-fault`: crash on purpose right after boot (tests only).
+    /// `--debug-crash panic|page-fault`: crash on purpose right after boot.
+    #[cfg(feature = "test-modes")]
     pub debug_crash: Option<DebugCrash>,
     /// `--priv-domid <domid>`: the privileged (control) domain; default 0.
     pub privileged_domid: Option<DomId>,
@@ -93,6 +101,7 @@ pub enum CommandLineError<'a> {
     /// An option that needs a value was last.
     MissingValue { option: &'a str },
     /// A value is not one of the accepted words.
+    #[cfg(feature = "test-modes")]
     BadChoice { option: &'a str, value: &'a str },
     /// A value is not a number in range (decimal or `0x` hexadecimal).
     BadNumber { option: &'a str, value: &'a str },
@@ -106,6 +115,7 @@ impl fmt::Display for CommandLineError<'_> {
             CommandLineError::MissingValue { option } => {
                 write!(formatter, "{option} needs a value")
             }
+            #[cfg(feature = "test-modes")]
             CommandLineError::BadChoice { option, value } => {
                 write!(formatter, "{option}: {value:?} is not an accepted value")
             }
@@ -151,7 +161,9 @@ impl<'a> CommandLine<'a> {
                     .ok_or(CommandLineError::MissingValue { option })
             };
             match option {
+                #[cfg(feature = "test-modes")]
                 "--self-test" if inline_value.is_none() => parsed.self_test = true,
+                #[cfg(feature = "test-modes")]
                 "--hostile-ring" if inline_value.is_none() => parsed.hostile_ring = true,
                 "--verbose" if inline_value.is_none() => parsed.verbose = true,
                 "--event" => {
@@ -164,6 +176,7 @@ impl<'a> CommandLine<'a> {
                         })?;
                     parsed.dom0_event_port = Some(EventChannelPort(port));
                 }
+                #[cfg(feature = "test-modes")]
                 "--debug-crash" => {
                     let text = value(option)?;
                     parsed.debug_crash = Some(match text {
@@ -230,9 +243,7 @@ mod tests {
 
     #[test]
     fn parses_init_xenstore_domain_line() {
-        let parsed =
-            CommandLine::parse("--event 12 -E 1000 --priv-domid 0 --self-test").expect("valid");
-        assert!(parsed.self_test);
+        let parsed = CommandLine::parse("--event 12 -E 1000 --priv-domid 0").expect("valid");
         assert_eq!(parsed.dom0_event_port, Some(EventChannelPort(12)));
         assert_eq!(parsed.privileged_domid, Some(DomId(0)));
         assert_eq!(&parsed.unrecognised[..], ["-E", "1000"]);
@@ -243,7 +254,33 @@ mod tests {
         let parsed = CommandLine::parse("--event=0x10 --unknown=3").expect("valid");
         assert_eq!(parsed.dom0_event_port, Some(EventChannelPort(16)));
         assert_eq!(&parsed.unrecognised[..], ["--unknown=3"]);
+    }
+
+    /// The product image does not know the test modes: they stay unrecognised arguments,
+    /// which the xenstore's option parser then reports as unknown.
+    #[cfg(not(feature = "test-modes"))]
+    #[test]
+    fn product_image_does_not_know_test_modes() {
+        let parsed = CommandLine::parse("--self-test --hostile-ring --debug-crash panic --event 3")
+            .expect("valid");
+        assert_eq!(parsed.dom0_event_port, Some(EventChannelPort(3)));
+        assert_eq!(
+            &parsed.unrecognised[..],
+            ["--self-test", "--hostile-ring", "--debug-crash", "panic"]
+        );
+    }
+
+    #[cfg(feature = "test-modes")]
+    #[test]
+    fn test_image_parses_test_modes() {
+        let parsed = CommandLine::parse("--event 12 --self-test --hostile-ring").expect("valid");
+        assert!(parsed.self_test);
+        assert!(parsed.hostile_ring);
+        assert_eq!(parsed.dom0_event_port, Some(EventChannelPort(12)));
+        assert!(parsed.unrecognised.is_empty());
+        let parsed = CommandLine::parse("--event 12").expect("valid");
         assert!(!parsed.self_test);
+        assert!(!parsed.hostile_ring);
     }
 
     #[test]
@@ -275,6 +312,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "test-modes")]
     #[test]
     fn debug_crash_choices() {
         let parsed = CommandLine::parse("--debug-crash page-fault").expect("valid");

@@ -1,9 +1,11 @@
 //! `--hostile-ring` test mode: the kernel plays a guest that abuses its own xenstore ring.
 //!
-//! Started with `xl create` as an ordinary PVH guest, it proves its ring works with one
-//! legitimate `XS_READ`, then breaks the ring protocol the way hostile guests did in the
-//! xenstore advisories (docs/hostile-guests.md, "Ring abuse"): a producer index more than a
-//! ring ahead, a consumer index past the producer, an oversized header, garbage. It reports
+//! Only in the test image (cargo feature `test-modes`). Started with `xl create` as an
+//! ordinary PVH guest, it proves its ring works with one legitimate `XS_READ`, then breaks
+//! the ring protocol the way hostile guests did in the xenstore advisories
+//! (docs/hostile-guests.md, "Ring abuse"): a producer index
+//! more than a ring ahead, a consumer index past the producer, an oversized header, garbage
+//! (the scenario `tests/xen-in-qemu/scenarios/hostile-ring.sh` checks the outcome). It reports
 //! each step as `hostile: ...` on its console (port 0xE9) and then idles, so that a test can
 //! check that the xenstore ignores this guest while serving everyone else.
 

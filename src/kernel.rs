@@ -1,45 +1,43 @@
-//! The boot sequence after the assembly: from `rust_entry` to the self-test or the idle loop.
+//! The boot sequence after the assembly: from `rust_entry` to serving xenstore.
 //!
 //! Order matters: the console first (port 0xE9 needs nothing), then the start info is copied
 //! out (it lies where the heap will go), then Xen is detected. Without Xen (bare QEMU, the
 //! CI smoke test) the kernel checks what it can and leaves through `isa-debug-exit`. On
 //! Xen: hypercalls, version and domid, memory map, heap, shared_info, PV console, and then
-//! either `--self-test` or (for now) an idle event loop.
+//! it serves xenstore. The test image (cargo feature `test-modes`) may instead run one of
+//! its test modes: `--debug-crash`, `--hostile-ring` or `--self-test`.
+
+use alloc::vec::Vec;
+use core::fmt::Write;
 
 use log::LevelFilter;
 use xen_hypercall::cpuid::{XenCpuidLeaves, XenVersion};
+#[cfg(feature = "test-modes")]
 use xen_hypercall::sched::ShutdownReason;
 use xen_hypercall::{DomId, Hypervisor, XenErrno};
 
 use crate::arch::x86_64::{self, layout, port_io};
-use crate::cmdline::{CommandLine, DebugCrash};
+use crate::cmdline::CommandLine;
+#[cfg(feature = "test-modes")]
+use crate::cmdline::DebugCrash;
 use crate::console_line;
-use crate::runtime::heap::{self, HeapPlan, HeapPlanError, RegionSource};
+use crate::runtime::heap::{self, HeapPlan, RegionSource};
+use crate::runtime::heap_setup::{self, HeapSetupError};
 use crate::runtime::{console, trace};
 use crate::xen::memory_map::{self, MemoryMap, MemoryMapSource};
 use crate::xen::pv_console::PvConsoleRing;
 use crate::xen::shared_info::{SharedInfoMapping, map_shared_info};
 use crate::xen::start_info::{BootInfo, IdentityMappedMemory, parse_start_info};
 
-/// Why the heap is not available.
-#[derive(Clone, Copy, Debug)]
-pub enum HeapSetupError {
-    /// No memory map to place it with.
-    NoMemoryMap(XenErrno),
-    Plan(HeapPlanError),
-}
-
-impl core::fmt::Display for HeapSetupError {
-    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            HeapSetupError::NoMemoryMap(errno) => write!(formatter, "no memory map ({errno})"),
-            HeapSetupError::Plan(error) => write!(formatter, "{error}"),
-        }
-    }
-}
-
 /// What booting on Xen produced; each fallible step keeps its result so that the
 /// self-test can report failures instead of stopping at the first one.
+#[cfg_attr(
+    not(feature = "test-modes"),
+    allow(
+        dead_code,
+        reason = "some fields only the test image's --self-test reports"
+    )
+)]
 pub struct BootedPlatform {
     pub hypervisor: Hypervisor,
     pub cpuid_leaves: XenCpuidLeaves,
@@ -92,24 +90,33 @@ pub fn kernel_main(start_info_paddr: u64) -> ! {
             ""
         }
     );
+    #[cfg(feature = "test-modes")]
     trigger_debug_crash(command_line.debug_crash);
     match XenCpuidLeaves::detect() {
         None => run_without_xen(&boot_info),
         Some(leaves) => {
             let platform = boot_on_xen(leaves, &boot_info);
-            if command_line.hostile_ring {
-                crate::hostile_ring::run(&platform)
-            } else if command_line.self_test {
-                crate::self_test::run(&platform);
-                power_off(platform.hypervisor)
-            } else {
-                crate::xenstore::serve(&platform, &command_line)
-            }
+            #[cfg(feature = "test-modes")]
+            run_test_mode(&platform, &command_line);
+            crate::xenstore::serve(&platform, &command_line)
         }
     }
 }
 
+/// The test modes that replace serving xenstore (`--hostile-ring`, `--self-test`); returns
+/// when the command line asks for neither.
+#[cfg(feature = "test-modes")]
+fn run_test_mode(platform: &BootedPlatform, command_line: &CommandLine<'_>) {
+    if command_line.hostile_ring {
+        crate::hostile_ring::run(platform)
+    } else if command_line.self_test {
+        crate::self_test::run(platform);
+        power_off(platform.hypervisor)
+    }
+}
+
 /// `--debug-crash`: fail on purpose so tests can check the crash paths.
+#[cfg(feature = "test-modes")]
 fn trigger_debug_crash(crash: Option<DebugCrash>) {
     match crash {
         None => {}
@@ -134,8 +141,8 @@ fn run_without_xen(boot_info: &BootInfo) -> ! {
             memory_map.regions.len(),
             memory_map.total_ram_bytes() >> 20
         );
-        match setup_heap(&Ok(memory_map), boot_info, None) {
-            Ok(plan) => match crate::self_test::check_heap() {
+        match heap_setup::setup_heap(&Ok(memory_map), boot_info, None) {
+            Ok(plan) => match check_heap() {
                 Ok(detail) => log::info!(
                     "heap: {} KiB at {:#x}: {}",
                     plan.size_bytes >> 10,
@@ -197,8 +204,7 @@ fn boot_on_xen(leaves: XenCpuidLeaves, boot_info: &BootInfo) -> BootedPlatform {
         Err(errno) => log::error!("no memory map: XENMEM_memory_map failed: {errno}"),
     }
     let reservation_pages = hypervisor.current_reservation_pages(DomId::SELF);
-    let populated_end = reservation_pages.ok().map(heap::populated_ram_end);
-    let heap = setup_heap(&memory_map, boot_info, populated_end);
+    let heap = heap_setup::setup_heap(&memory_map, boot_info, reservation_pages.ok());
     match &heap {
         Ok(plan) => {
             log::info!(
@@ -228,10 +234,7 @@ fn boot_on_xen(leaves: XenCpuidLeaves, boot_info: &BootInfo) -> BootedPlatform {
     if let Ok(plan) = &heap {
         // After shared_info: mapping it gave the page under its frame back to Xen, which
         // the growth's reading of the reservation must see.
-        // SAFETY: once, after `init_heap(plan)`; nothing uses the RAM region above the heap
-        // (the grant window lies above 4 GiB, shared_info inside the image, the console and
-        // xenstore pages in the special-page region, boot data below the heap).
-        match unsafe { heap::init_growth(hypervisor, plan, reservation_pages.ok()) } {
+        match heap_setup::start_growth(hypervisor, reservation_pages.ok()) {
             Ok(setup) => log::info!(
                 "heap: {} KiB, limit {} KiB (domain pages {} of at most {}; {} frames above \
                  the heap given back to be populated as it grows)",
@@ -266,30 +269,62 @@ fn boot_on_xen(leaves: XenCpuidLeaves, boot_info: &BootInfo) -> BootedPlatform {
     }
 }
 
-/// Places and initialises the heap.
-fn setup_heap(
-    memory_map: &Result<MemoryMap, XenErrno>,
-    boot_info: &BootInfo,
-    populated_end: Option<u64>,
-) -> Result<HeapPlan, HeapSetupError> {
-    let memory_map = memory_map
-        .as_ref()
-        .map_err(|errno| HeapSetupError::NoMemoryMap(*errno))?;
-    let plan = heap::plan_heap(
-        layout::kernel_end_address(),
-        boot_info.boot_data_end,
-        memory_map,
-        populated_end,
-        x86_64::IDENTITY_MAPPED_LIMIT_BYTES,
-    )
-    .map_err(HeapSetupError::Plan)?;
-    // SAFETY: the plan lies in a RAM region of the memory map, above the image and all boot
-    // data, below the populated end and inside the identity map; this runs once per boot.
-    unsafe { heap::init_heap(plan) };
-    Ok(plan)
+/// Text of a boot check's detail or failure reason: fixed-size, so that a broken heap
+/// cannot break the report.
+pub type CheckText = heapless::String<200>;
+
+/// Formats into a [`CheckText`], cutting what does not fit.
+fn check_text(arguments: core::fmt::Arguments<'_>) -> CheckText {
+    let mut text = CheckText::new();
+    // A full buffer only truncates the text.
+    let _ = text.write_fmt(arguments);
+    text
+}
+
+/// Allocates, fills, checks and frees a buffer; the free space must come back exactly.
+/// Used by the bare-QEMU boot path and by the test image's `--self-test`.
+// `CheckText` makes the `Result` large; it is returned once per boot.
+#[allow(clippy::result_large_err)]
+pub fn check_heap() -> Result<CheckText, CheckText> {
+    const TEST_SIZE_BYTES: usize = 64 * 1024;
+    let before = heap::statistics();
+    if before.size_bytes == 0 {
+        return Err(check_text(format_args!("the heap was not set up")));
+    }
+    {
+        let mut buffer: Vec<u8> = Vec::new();
+        buffer.try_reserve_exact(TEST_SIZE_BYTES).map_err(|_| {
+            check_text(format_args!(
+                "cannot allocate {TEST_SIZE_BYTES} bytes ({} free)",
+                before.free_bytes
+            ))
+        })?;
+        buffer.extend((0..TEST_SIZE_BYTES).map(|index| (index % 251) as u8));
+        let intact = buffer
+            .iter()
+            .enumerate()
+            .all(|(index, &byte)| byte == (index % 251) as u8);
+        if !intact {
+            return Err(check_text(format_args!(
+                "heap memory did not keep the written pattern"
+            )));
+        }
+    }
+    let after = heap::statistics();
+    if after.free_bytes != before.free_bytes {
+        return Err(check_text(format_args!(
+            "free space {} bytes before, {} after freeing {TEST_SIZE_BYTES} bytes",
+            before.free_bytes, after.free_bytes
+        )));
+    }
+    Ok(check_text(format_args!(
+        "allocated and freed {TEST_SIZE_BYTES} bytes, free space before/after {} = {} of {} bytes",
+        before.free_bytes, after.free_bytes, before.size_bytes
+    )))
 }
 
 /// Powers the domain off (`SCHEDOP_shutdown(SHUTDOWN_poweroff)`).
+#[cfg(feature = "test-modes")]
 fn power_off(hypervisor: Hypervisor) -> ! {
     trace::record("shutdown.poweroff", 0);
     let errno = hypervisor.shutdown(ShutdownReason::PowerOff);

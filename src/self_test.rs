@@ -1,5 +1,7 @@
 //! `--self-test`: checks each platform layer on real Xen and prints one line per step.
 //!
+//! A test mode: only in the test image (cargo feature `test-modes`).
+//!
 //! Output contract (the Xen-in-QEMU harness greps these lines):
 //! `xenstore-stubdom: self-test <step>: ok <detail>` or
 //! `xenstore-stubdom: self-test <step>: FAILED <reason>`, for the steps `xen`, `hypercall`,
@@ -12,10 +14,8 @@
 // Those strings make `Result<StepText, StepText>` large; it is returned once per step.
 #![allow(clippy::result_large_err)]
 
-use alloc::vec::Vec;
 use core::fmt::Write;
 
-use heapless::String;
 use xen_hypercall::DomId;
 
 use crate::console_line;
@@ -23,7 +23,7 @@ use crate::kernel::BootedPlatform;
 use crate::xen::event_channel::EventChannels;
 
 /// Text of one step's detail or failure reason.
-pub type StepText = String<200>;
+pub type StepText = crate::kernel::CheckText;
 
 type StepResult = Result<StepText, StepText>;
 
@@ -229,48 +229,7 @@ fn check_memory_map(platform: &BootedPlatform) -> StepResult {
 
 fn check_platform_heap(platform: &BootedPlatform) -> StepResult {
     match &platform.heap {
-        Ok(_) => check_heap(),
+        Ok(_) => crate::kernel::check_heap(),
         Err(error) => Err(text!("no heap: {error}")),
     }
-}
-
-/// Allocates, fills, checks and frees a buffer; the free space must come back exactly.
-/// Also used (without Xen) by the bare-QEMU boot path.
-pub fn check_heap() -> StepResult {
-    const TEST_SIZE_BYTES: usize = 64 * 1024;
-    let before = crate::runtime::heap::statistics();
-    if before.size_bytes == 0 {
-        return Err(text!("the heap was not set up"));
-    }
-    {
-        let mut buffer: Vec<u8> = Vec::new();
-        buffer.try_reserve_exact(TEST_SIZE_BYTES).map_err(|_| {
-            text!(
-                "cannot allocate {TEST_SIZE_BYTES} bytes ({} free)",
-                before.free_bytes
-            )
-        })?;
-        buffer.extend((0..TEST_SIZE_BYTES).map(|index| (index % 251) as u8));
-        let intact = buffer
-            .iter()
-            .enumerate()
-            .all(|(index, &byte)| byte == (index % 251) as u8);
-        if !intact {
-            return Err(text!("heap memory did not keep the written pattern"));
-        }
-    }
-    let after = crate::runtime::heap::statistics();
-    if after.free_bytes != before.free_bytes {
-        return Err(text!(
-            "free space {} bytes before, {} after freeing {TEST_SIZE_BYTES} bytes",
-            before.free_bytes,
-            after.free_bytes
-        ));
-    }
-    Ok(text!(
-        "allocated and freed {TEST_SIZE_BYTES} bytes, free space before/after {} = {} of {} bytes",
-        before.free_bytes,
-        after.free_bytes,
-        before.size_bytes
-    ))
 }

@@ -34,9 +34,14 @@ step() {
 step format cargo fmt --all -- --check
 step clippy-host cargo clippy --workspace --all-targets -- -D warnings
 step clippy-kernel cargo clippy --target x86_64-unknown-none -p xenstore-stubdom -- -D warnings
+# The test image's code: the kernel with its test modes (cargo feature test-modes).
+step clippy-kernel-test-modes cargo clippy --target x86_64-unknown-none -p xenstore-stubdom \
+    --features test-modes -- -D warnings
 step unit-and-integration-tests cargo test --workspace
+step unit-tests-test-modes cargo test -p xenstore-stubdom --features test-modes
 step kernel-image cargo build --release --target x86_64-unknown-none -p xenstore-stubdom
 step kernel-notes tests/kernel/check-notes.sh target/x86_64-unknown-none/release/xenstore-stubdom
+# The product image, and (built by the script itself) the test image for the crash paths.
 step kernel-qemu-smoke tests/kernel/qemu-smoke.sh target/x86_64-unknown-none/release/xenstore-stubdom
 
 # The nightly-only alternative build with the custom target spec: a counted step like any
@@ -50,7 +55,8 @@ step real-clients tests/real-clients/run.sh
 if ! $quick; then
     # Debian's Xen 4.17 in QEMU: the kernel's self-test as a domU, then the stub domain as
     # the host's xenstore (dom0 clients and test-xenstore, guests' lifecycles, hostile
-    # guests, and the README's main job).
+    # guests, and the README's main job). --kernel is the product image; run.sh builds the
+    # test image (self-test, and the hostile guest of hostile-ring) itself.
     stub=target/x86_64-unknown-none/release/xenstore-stubdom
     step xen-in-qemu-stall-watch tests/xen-in-qemu/check-stall-watch.sh
     step xen-in-qemu-harness-check python3 tests/xen-in-qemu/lib/harness.py check

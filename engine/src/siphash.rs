@@ -4,81 +4,30 @@
 //! that fills one bucket chain makes every lookup linear). SipHash is a keyed PRF built for
 //! exactly this (Aumasson and Bernstein, "SipHash: a fast short-input PRF", 2012); without
 //! the 128-bit key, which the front end draws at start-up, colliding paths cannot be
-//! computed. Written from the paper's description; checked against its test vectors.
+//! computed. The function itself comes from the `siphasher` crate; this wrapper only fixes
+//! the variant (2-4) and the keying, so that no caller can build an unkeyed hasher.
+
+use core::hash::Hasher as _;
 
 /// A streaming SipHash-2-4 state: `write` may be called with any split of the input.
 #[derive(Clone, Debug)]
-pub struct SipHasher {
-    v0: u64,
-    v1: u64,
-    v2: u64,
-    v3: u64,
-    /// Bytes not yet absorbed (fewer than 8), little-endian in the low bits.
-    tail: u64,
-    tail_length: u32,
-    /// Total input length (only its low byte is used, as the paper specifies).
-    length: u64,
-}
+pub struct SipHasher(siphasher::sip::SipHasher24);
 
 impl SipHasher {
     /// A state keyed with `key` (`k0`, `k1` as the paper names them).
     pub fn new(key: [u64; 2]) -> SipHasher {
         let [k0, k1] = key;
-        SipHasher {
-            v0: k0 ^ 0x736f_6d65_7073_6575,
-            v1: k1 ^ 0x646f_7261_6e64_6f6d,
-            v2: k0 ^ 0x6c79_6765_6e65_7261,
-            v3: k1 ^ 0x7465_6462_7974_6573,
-            tail: 0,
-            tail_length: 0,
-            length: 0,
-        }
-    }
-
-    fn round(&mut self) {
-        self.v0 = self.v0.wrapping_add(self.v1);
-        self.v1 = self.v1.rotate_left(13) ^ self.v0;
-        self.v0 = self.v0.rotate_left(32);
-        self.v2 = self.v2.wrapping_add(self.v3);
-        self.v3 = self.v3.rotate_left(16) ^ self.v2;
-        self.v0 = self.v0.wrapping_add(self.v3);
-        self.v3 = self.v3.rotate_left(21) ^ self.v0;
-        self.v2 = self.v2.wrapping_add(self.v1);
-        self.v1 = self.v1.rotate_left(17) ^ self.v2;
-        self.v2 = self.v2.rotate_left(32);
-    }
-
-    fn absorb(&mut self, word: u64) {
-        self.v3 ^= word;
-        self.round();
-        self.round();
-        self.v0 ^= word;
+        SipHasher(siphasher::sip::SipHasher24::new_with_keys(k0, k1))
     }
 
     /// Absorbs `bytes`.
     pub fn write(&mut self, bytes: &[u8]) {
-        self.length = self.length.wrapping_add(bytes.len() as u64);
-        for byte in bytes {
-            self.tail |= u64::from(*byte) << (8 * self.tail_length);
-            self.tail_length += 1;
-            if self.tail_length == 8 {
-                let word = self.tail;
-                self.absorb(word);
-                self.tail = 0;
-                self.tail_length = 0;
-            }
-        }
+        self.0.write(bytes);
     }
 
     /// The 64-bit hash of everything written.
-    pub fn finish(mut self) -> u64 {
-        let last = self.tail | ((self.length & 0xff) << 56);
-        self.absorb(last);
-        self.v2 ^= 0xff;
-        for _ in 0..4 {
-            self.round();
-        }
-        self.v0 ^ self.v1 ^ self.v2 ^ self.v3
+    pub fn finish(self) -> u64 {
+        self.0.finish()
     }
 }
 

@@ -259,7 +259,9 @@ pub struct HeapStatistics {
 }
 
 #[cfg(target_os = "none")]
-pub use allocator::{grow_if_low, init_growth, init_heap, statistics};
+pub use allocator::{
+    GrowthSetup, GrowthSetupError, grow_if_low, init_growth, init_heap, statistics,
+};
 
 #[cfg(target_os = "none")]
 mod allocator {

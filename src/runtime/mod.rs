@@ -6,5 +6,7 @@
 pub mod console;
 pub mod heap;
 #[cfg(target_os = "none")]
+pub mod heap_setup;
+#[cfg(target_os = "none")]
 pub mod panic;
 pub mod trace;

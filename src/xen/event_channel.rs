@@ -93,6 +93,10 @@ impl EventChannels {
     }
 
     /// A new local port that `remote` may bind (`DomId::SELF` for a loopback pair).
+    #[cfg_attr(
+        not(feature = "test-modes"),
+        allow(dead_code, reason = "only the test image's --self-test uses it")
+    )]
     pub fn alloc_unbound(&self, remote: DomId) -> XenResult<EventChannelPort> {
         let port = self.hypervisor.alloc_unbound(remote)?;
         crate::runtime::trace::record("evtchn.alloc_unbound", u64::from(port.0));
@@ -133,6 +137,10 @@ impl EventChannels {
     }
 
     /// Clears and returns whether `port` was pending.
+    #[cfg_attr(
+        not(feature = "test-modes"),
+        allow(dead_code, reason = "only the test image's test modes use it")
+    )]
     pub fn take_pending(&self, port: EventChannelPort) -> bool {
         take_pending(self.shared_info, port)
     }
@@ -169,6 +177,10 @@ impl EventChannels {
     /// Sleeps until one of `ports` is pending (at most 128) or `timeout_ns` passed
     /// (`None`: no timeout). An empty `ports` waits for any event of the domain, but then
     /// an event that arrived before the call is not noticed: pass a timeout.
+    #[cfg_attr(
+        not(feature = "test-modes"),
+        allow(dead_code, reason = "only the test image's test modes use it")
+    )]
     pub fn wait(&self, ports: &[EventChannelPort], timeout_ns: Option<u64>) -> XenResult<()> {
         let deadline_ns = timeout_ns.map(|timeout_ns| self.now_ns().saturating_add(timeout_ns));
         self.wait_until(ports, deadline_ns)

@@ -41,6 +41,10 @@ mod mapping {
     #[derive(Clone, Copy)]
     pub struct SharedInfoMapping {
         /// Where it appears in guest-physical memory.
+        #[cfg_attr(
+            not(feature = "test-modes"),
+            allow(dead_code, reason = "only the test image's --self-test reports it")
+        )]
         pub gfn: Gfn,
         pub shared_info: &'static SharedInfo,
     }

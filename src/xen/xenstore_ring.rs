@@ -7,7 +7,9 @@
 
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64};
 
-use xenstore_engine::ring::{AtomicPage, PAGE_SIZE_BYTES, RingMemory};
+#[cfg(feature = "test-modes")]
+use xenstore_engine::ring::RingMemory;
+use xenstore_engine::ring::{AtomicPage, PAGE_SIZE_BYTES};
 
 use super::grant_table::ForeignPage;
 
@@ -18,11 +20,13 @@ pub struct MappedRingPage {
 }
 
 /// This domain's own xenstore page (`HVM_PARAM_STORE_PFN`), for the `--hostile-ring` test mode
-/// in which the kernel plays a guest.
+/// in which the kernel plays a guest (test image only).
+#[cfg(feature = "test-modes")]
 pub struct OwnRingPage {
     base: core::ptr::NonNull<u8>,
 }
 
+#[cfg(feature = "test-modes")]
 impl OwnRingPage {
     /// The page at guest frame `frame`, if it lies inside the identity map.
     pub fn at_frame(frame: u64) -> Option<OwnRingPage> {
@@ -47,6 +51,7 @@ impl OwnRingPage {
     }
 }
 
+#[cfg(feature = "test-modes")]
 impl AtomicPage for OwnRingPage {
     fn word(&self, offset: usize) -> Option<&AtomicU32> {
         // SAFETY: our own xenstore page, populated by the toolstack and never removed while

@@ -8,22 +8,26 @@
 # Xen-in-QEMU harness: as dom0 the kernel gets a version-0 start info, no PV console and
 # Xen's dom0 memory map, and SHUTDOWN_poweroff halts the (emulated) machine.
 #
-# Usage: tests/kernel/xen-dom0-selftest.sh [IMAGE]   (default: $CARGO_TARGET_DIR or target/)
+# Usage: tests/kernel/xen-dom0-selftest.sh [TEST-IMAGE]
+#   TEST-IMAGE: the kernel's test image (--self-test is a test mode, cargo feature
+#   test-modes); default: built with tests/lib/kernel-image.sh test (cargo kernel-test).
 # Environment: XEN_BINARY: an uncompressed multiboot Xen (default: Debian bookworm's
 # xen-hypervisor-4.17-amd64, fetched with `apt-get download`); QEMU_TIMEOUT_SECONDS (60).
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repository=$(cd "$script_dir/../.." && pwd)
-target_dir=${CARGO_TARGET_DIR:-$repository/target}
-[[ $target_dir = /* ]] || target_dir=$repository/$target_dir
-image=${1:-$target_dir/x86_64-unknown-none/release/xenstore-stubdom}
+if [[ $# -ge 1 ]]; then
+    image=$1
+else
+    image=$("$repository/tests/lib/kernel-image.sh" test)
+fi
 timeout_seconds=${QEMU_TIMEOUT_SECONDS:-60}
 work_dir=$(mktemp -d)
 trap 'rm -rf "$work_dir"' EXIT
 
 if [[ ! -f $image ]]; then
-    echo "FAIL: no kernel image at $image (build it with: cargo kernel)"
+    echo "FAIL: no kernel image at $image (build the test image with: cargo kernel-test)"
     exit 1
 fi
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then

@@ -11,8 +11,12 @@
 #   --timeout SECONDS time limit for the boot-to-power-off run (default: the scenario's
 #                     `harness-timeout:`, else 600)
 #   --kernel IMAGE    stub image copied into dom0 (/harness/stub/xenstore-stubdom); default
-#                     for scenarios that need it: `cargo build --release --target
-#                     x86_64-unknown-none -p xenstore-stubdom` and its output
+#                     for scenarios that need it: the product image, built with
+#                     tests/lib/kernel-image.sh product (`cargo kernel`)
+#   --test-kernel IMAGE  the stub's test image, with the test modes --self-test and
+#                     --hostile-ring (/harness/stub/xenstore-stubdom-test); default for
+#                     scenarios that need it (self-test, hostile-ring): built with
+#                     tests/lib/kernel-image.sh test (`cargo kernel-test`)
 #   --interactive     run the scenario, then leave a dom0 shell on the serial console
 #                     (Ctrl-A x quits QEMU); no pass/fail summary
 #   --keep            keep the work folder (initramfs, configuration)
@@ -23,7 +27,8 @@
 #                     stub image (built or --kernel), c = Debian's C xenstored in dom0
 #   --set NAME=VALUE  extra scenario variable (repeatable), e.g. --set ROUNDS=5
 #   --hostile-kernel IMAGE  (or $HOSTILE_GUEST_KERNEL) a PVH image that scribbles on its
-#                     xenstore ring, copied to dom0 for the hostile-ring scenario
+#                     xenstore ring, copied to dom0 for the hostile-ring scenario (default
+#                     there: the test image in --hostile-ring mode)
 #   --tcg-thread single|multi  QEMU's TCG threading (default: $XEN_QEMU_TCG_THREAD, else
 #                     multi, one host thread per vCPU); single runs both vCPUs on one
 #                     host thread
@@ -49,6 +54,8 @@
 # `SCENARIO DONE` afterwards and powers off. Header lines a scenario may carry:
 #   # harness-expect: STEP...      steps that must appear (a missing one fails the run)
 #   # harness-needs: WORD...       stub          the stub image (see --kernel)
+#                                  test-stub     the stub's test image, $TEST_STUB_KERNEL
+#                                                (see --test-kernel)
 #                                  xenstore      runs on the xenstore chosen by --xenstore
 #                                                (the stub image too when that is stub)
 #                                  linux-kernel  Debian's kernel as $GUEST_KERNEL (PVH guests)
@@ -77,7 +84,7 @@ say() {
 die() { echo "run.sh: error: $*" >&2; exit 1; }
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2; }
 
-scenario="" timeout="" kernel="" interactive=0 keep=0 log="" verbose=0
+scenario="" timeout="" kernel="" test_kernel="" interactive=0 keep=0 log="" verbose=0
 xenstore=${XENSTORE:-stub} hostile=${HOSTILE_GUEST_KERNEL:-} sets=()
 tcg_thread=${XEN_QEMU_TCG_THREAD:-multi}
 # XEN_QEMU_CPU: QEMU's -cpu value, for experiments (default: the model that works,
@@ -95,6 +102,8 @@ while [ $# -gt 0 ]; do
     --timeout=*) timeout=${1#*=}; shift ;;
     --kernel) [ $# -ge 2 ] || usage; kernel=$2; shift 2 ;;
     --kernel=*) kernel=${1#*=}; shift ;;
+    --test-kernel) [ $# -ge 2 ] || usage; test_kernel=$2; shift 2 ;;
+    --test-kernel=*) test_kernel=${1#*=}; shift ;;
     --log) [ $# -ge 2 ] || usage; log=$2; shift 2 ;;
     --log=*) log=${1#*=}; shift ;;
     --interactive) interactive=1; shift ;;
@@ -128,6 +137,10 @@ if [ -n "$timeout" ] && ! [[ $timeout =~ ^[0-9]+$ ]]; then die "--timeout wants 
 if [ -n "$kernel" ]; then
     [ -f "$kernel" ] || die "--kernel $kernel: no such file"
     kernel=$(cd "$(dirname "$kernel")" && pwd)/$(basename "$kernel")
+fi
+if [ -n "$test_kernel" ]; then
+    [ -f "$test_kernel" ] || die "--test-kernel $test_kernel: no such file"
+    test_kernel=$(cd "$(dirname "$test_kernel")" && pwd)/$(basename "$test_kernel")
 fi
 
 case $xenstore in c | stub) ;; *) die "--xenstore (or XENSTORE) must be c or stub, got '$xenstore'" ;; esac
@@ -291,28 +304,29 @@ fi
 case "$base$work" in *,* | *" "*) die "paths must not contain commas or spaces (QEMU -initrd syntax): $base, $work" ;; esac
 
 # ---------------------------------------------------------------------------------------
-# The stub image.
+# The stub images: the product (what init-xenstore-domain boots) and the test image (the
+# same kernel with its test modes, for the self-test and the hostile guest).
 stub=""
 if [ -n "$kernel" ]; then
     stub=$kernel
 elif needs_word stub || { needs_word xenstore && [ "$xenstore" = stub ]; }; then
-    command -v cargo >/dev/null || die "cargo not found: build the stub or pass --kernel IMAGE"
-    say "building the stub: cargo build --release --target x86_64-unknown-none -p xenstore-stubdom"
-    if ! (cd "$repo" && cargo build --release --target x86_64-unknown-none -p xenstore-stubdom); then
-        die "the stub image does not build (cargo build --release --target x86_64-unknown-none -p xenstore-stubdom); fix it or pass --kernel IMAGE"
-    fi
-    # The target folder as cargo sees it (CARGO_TARGET_DIR, .cargo/config.toml, or target/).
-    target_dir=$(cd "$repo" && cargo metadata --no-deps --format-version 1 |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') ||
-        target_dir=${CARGO_TARGET_DIR:-$repo/target}
-    case $target_dir in /*) ;; *) target_dir=$repo/$target_dir ;; esac
-    stub=$target_dir/x86_64-unknown-none/release/xenstore-stubdom
-    [ -f "$stub" ] || die "cargo succeeded but $stub does not exist"
+    say "building the stub's product image (tests/lib/kernel-image.sh product)"
+    stub=$("$repo/tests/lib/kernel-image.sh" product) ||
+        die "the stub image does not build (cargo kernel); fix it or pass --kernel IMAGE"
 fi
-if [ -n "$stub" ]; then
-    [ "$(head -c 4 "$stub" | od -An -c | tr -d ' ')" = '177ELF' ] || say "warning: $stub is not an ELF file"
-    say "stub image: $stub ($(stat -c %s "$stub") bytes)"
+test_stub=""
+if [ -n "$test_kernel" ]; then
+    test_stub=$test_kernel
+elif needs_word test-stub; then
+    say "building the stub's test image (tests/lib/kernel-image.sh test)"
+    test_stub=$("$repo/tests/lib/kernel-image.sh" test) ||
+        die "the stub's test image does not build (cargo kernel-test); fix it or pass --test-kernel IMAGE"
 fi
+for image in "$stub" "$test_stub"; do
+    [ -n "$image" ] || continue
+    [ "$(head -c 4 "$image" | od -An -c | tr -d ' ')" = '177ELF' ] || say "warning: $image is not an ELF file"
+    say "stub image: $image ($(stat -c %s "$image") bytes)"
+done
 
 # ---------------------------------------------------------------------------------------
 # The per-run overlay: /init, the scenario, its files and guests; appended to the base
@@ -327,6 +341,7 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
     echo "SCENARIO=$(q "$scenario")"
     echo "INTERACTIVE=$interactive"
     echo "STUB_KERNEL=${stub:+/harness/stub/xenstore-stubdom}"
+    echo "TEST_STUB_KERNEL=${test_stub:+/harness/stub/xenstore-stubdom-test}"
     echo "REPO_XEN_CFG="
     echo "GUEST_KERNEL="
     echo "GUEST_DIR=/harness/guests"
@@ -334,7 +349,7 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
     echo "XENSTORE=$xenstore"
     echo "HOSTILE_GUEST_KERNEL=${hostile:+/harness/hostile/kernel}"
     echo "RINGPOKE="
-    echo "export SCENARIO INTERACTIVE STUB_KERNEL REPO_XEN_CFG GUEST_KERNEL GUEST_DIR FILES_DIR XENSTORE HOSTILE_GUEST_KERNEL RINGPOKE"
+    echo "export SCENARIO INTERACTIVE STUB_KERNEL TEST_STUB_KERNEL REPO_XEN_CFG GUEST_KERNEL GUEST_DIR FILES_DIR XENSTORE HOSTILE_GUEST_KERNEL RINGPOKE"
     for kv in "${sets[@]}"; do
         echo "${kv%%=*}=$(q "${kv#*=}")"
         echo "export ${kv%%=*}"
@@ -344,6 +359,10 @@ setvar() { sed -i "s|^$1=.*|$1=$2|" "$overlay/harness/config"; }
 if [ -n "$stub" ]; then
     mkdir -p "$overlay/harness/stub"
     cp "$stub" "$overlay/harness/stub/xenstore-stubdom"
+fi
+if [ -n "$test_stub" ]; then
+    mkdir -p "$overlay/harness/stub"
+    cp "$test_stub" "$overlay/harness/stub/xenstore-stubdom-test"
 fi
 if [ -n "$hostile" ]; then
     mkdir -p "$overlay/harness/hostile"
@@ -360,7 +379,7 @@ if [ -d "$here/scenarios/$scenario.files" ]; then
 fi
 for word in $needs; do
     case $word in
-    stub | xenstore) ;;
+    stub | test-stub | xenstore) ;;
     linux-kernel)
         mkdir -p "$overlay/harness/guest"
         cp "$base/vmlinuz" "$overlay/harness/guest/vmlinuz"

@@ -159,7 +159,9 @@ mod installation {
     }
 }
 
-/// Triggers a page fault on purpose (`--debug-crash page-fault`), to test this module.
+/// Triggers a page fault on purpose (`--debug-crash page-fault`, test image only), to test
+/// this module.
+#[cfg(feature = "test-modes")]
 pub fn trigger_page_fault() -> ! {
     // 64 GiB: canonical, but above the 8 GiB identity map, so not mapped and the load
     // raises a page fault (not a general protection fault).

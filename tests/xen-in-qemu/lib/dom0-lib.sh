@@ -9,6 +9,7 @@
 # Variables set by /harness/config (written by run.sh):
 #   SCENARIO      scenario name            INTERACTIVE  1 under --interactive, else 0
 #   STUB_KERNEL   stub image path in dom0 (empty unless the scenario declared `stub`)
+#   TEST_STUB_KERNEL  the stub's test image (test modes), empty unless declared `test-stub`
 #   REPO_XEN_CFG  the repository's xen.cfg in dom0 (empty if the repository has none)
 #   GUEST_KERNEL  Debian's Linux kernel for guests (empty unless declared `linux-kernel`)
 #   GUEST_DIR     folder holding guest initramfs images <name>.cpio.gz (`guest:<name>`)

@@ -14,11 +14,12 @@
 #     ring's error word (ring-error-poke). dom0 then checks: xenstore still serves dom0 and the bystander, the hostile domain still
 #     runs and no @releaseDomain fired (not-released); `xl destroy` fires @releaseDomain
 #     and removes its nodes.
-#  3. HOSTILE_GUEST_KERNEL (run.sh --hostile-kernel IMAGE; default: the stub image when the
-#     run has one, i.e. XENSTORE=stub or --kernel, started with HOSTILE_GUEST_CMDLINE,
-#     default `--hostile-ring`, the stub kernel's hostile test mode): a PVH kernel that
-#     scribbles on its own ring. Skipped (step hostile-kernel: SKIP) without an image, or
-#     with HOSTILE_FROM_STUB=0. Contract: a PVH ELF (XEN_ELFNOTE_PHYS32_ENTRY) started by
+#  3. HOSTILE_GUEST_KERNEL (run.sh --hostile-kernel IMAGE; default: the stub's test image,
+#     run.sh --test-kernel or built with the cargo feature test-modes, started with
+#     HOSTILE_GUEST_CMDLINE, default `--hostile-ring`, its hostile test mode; the product
+#     image that serves as xenstore does not have it): a PVH kernel that scribbles on its
+#     own ring. Skipped (step hostile-kernel: SKIP) without an image, or with
+#     HOSTILE_FROM_STUB=0. Contract: a PVH ELF (XEN_ELFNOTE_PHYS32_ENTRY) started by
 #     `xl create` with type="pvh", memory=32, cmdline=HOSTILE_GUEST_CMDLINE,
 #     on_crash="preserve"; it maps its ring (HVM_PARAM_STORE_PFN)
 #     and event channel (HVM_PARAM_STORE_EVTCHN), corrupts it (e.g. req_prod = req_cons +
@@ -31,8 +32,9 @@
 #     unannounced-request): the stub must answer it within its 1 s ring sweep; C
 #     xenstored answers only when some other event wakes it (SKIP with XENSTORE=c).
 # Run: tests/xen-in-qemu/run.sh hostile-ring [--xenstore c|stub] [--hostile-kernel IMAGE]
+#                                          [--test-kernel IMAGE]
 #
-# harness-needs: xenstore linux-vmlinux guest:xsclient guest:hostile ringpoke
+# harness-needs: xenstore test-stub linux-vmlinux guest:xsclient guest:hostile ringpoke
 # harness-expect: xenstore xen-init-dom0 xenconsoled bystander alive-before
 # harness-expect: hostile-raw-unknown-type hostile-raw-read-no-nul hostile-raw-introduce
 # harness-expect: hostile-raw-alive hostile-raw-is-introduced ring-poke hostile-ring-ignored
@@ -249,11 +251,11 @@ hostile_end "" "$hid" "$hvm"
 
 # --------------------------------------------------------------------------------------
 banner "HOSTILE_GUEST_KERNEL"
-if [ -z "${HOSTILE_GUEST_KERNEL:-}" ] && [ -n "${STUB_KERNEL:-}" ] && [ "${HOSTILE_FROM_STUB:-1}" = 1 ]; then
-    HOSTILE_GUEST_KERNEL=$STUB_KERNEL
+if [ -z "${HOSTILE_GUEST_KERNEL:-}" ] && [ -n "${TEST_STUB_KERNEL:-}" ] && [ "${HOSTILE_FROM_STUB:-1}" = 1 ]; then
+    HOSTILE_GUEST_KERNEL=$TEST_STUB_KERNEL
 fi
 if [ -z "${HOSTILE_GUEST_KERNEL:-}" ]; then
-    skip hostile-kernel "no HOSTILE_GUEST_KERNEL image (run.sh --hostile-kernel IMAGE, or a stub image)"
+    skip hostile-kernel "no HOSTILE_GUEST_KERNEL image (run.sh --hostile-kernel IMAGE, or the stub's test image)"
 else
     echo "hostile-ring: hostile kernel $HOSTILE_GUEST_KERNEL, cmdline '${HOSTILE_GUEST_CMDLINE---hostile-ring}'"
     cat >/tmp/hk.cfg <<CFG
