@@ -95,7 +95,9 @@ fn a_request_taken_while_memory_is_exhausted_is_always_answered() {
             );
             offered.push(request_id);
             FailingAllocator::exhaust();
-            let taken = harness.engine.receive(&mut harness.platform, guest, &message);
+            let taken = harness
+                .engine
+                .receive(&mut harness.platform, guest, &message);
             FailingAllocator::disarm();
             if taken == message.len() {
                 taken_while_exhausted += 1;
@@ -108,7 +110,9 @@ fn a_request_taken_while_memory_is_exhausted_is_always_answered() {
         // Memory is back: what was left unread is taken, and every request has its reply,
         // once, in order.
         for message in left_unread {
-            let taken = harness.engine.receive(&mut harness.platform, guest, &message);
+            let taken = harness
+                .engine
+                .receive(&mut harness.platform, guest, &message);
             assert_eq!(taken, message.len(), "taken once memory is back");
         }
         assert_eq!(
