@@ -4,7 +4,7 @@
 # they need on a fresh Debian bookworm machine that has only Rust (rustup) and Debian.
 # Idempotent, and quick when everything is already there. Run it as a command.
 #
-#   tests/lib/setup.sh [--nightly] [--cargo-fuzz]
+#   tests/lib/setup.sh [--nightly] [--cargo-fuzz] [--miri]
 #     (always)      the toolchain of rust-toolchain.toml with its kernel target
 #                   x86_64-unknown-none, and the Debian packages the checks run (QEMU,
 #                   binutils, cpio, gzip, python3)
@@ -12,6 +12,8 @@
 #     --cargo-fuzz  cargo-fuzz from crates.io, built once into
 #                   ${XENSTORE_CACHE_DIR:-~/.cache/xenstore-stubdom}/cargo-fuzz/bin (implies
 #                   --nightly; the caller puts that folder on its PATH)
+#     --miri        Miri on the nightly toolchain (implies --nightly), for the ring host's
+#                   tests under Miri (tests/run-all.sh, step miri-ring-host)
 #
 # Why the target is added by hand: rustup installs a toolchain file's `targets` only when it
 # installs the toolchain itself; on a machine where 1.95.0 is already installed without the
@@ -26,10 +28,12 @@ setup_say() { echo "setup: $*" >&2; }
 
 setup_want_nightly=0
 setup_want_cargo_fuzz=0
+setup_want_miri=0
 for setup_argument in "$@"; do
     case $setup_argument in
     --nightly) setup_want_nightly=1 ;;
     --cargo-fuzz) setup_want_nightly=1; setup_want_cargo_fuzz=1 ;;
+    --miri) setup_want_nightly=1; setup_want_miri=1 ;;
     *) setup_say "unknown option $setup_argument"; exit 2 ;;
     esac
 done
@@ -52,6 +56,10 @@ if [ "$setup_want_nightly" = 1 ]; then
     elif ! rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src'; then
         setup_say "adding rust-src to the nightly toolchain"
         rustup +nightly component add rust-src
+    fi
+    if [ "$setup_want_miri" = 1 ] && ! rustup +nightly component list --installed 2>/dev/null | grep -q '^miri'; then
+        setup_say "adding miri to the nightly toolchain"
+        rustup +nightly component add miri
     fi
 fi
 
