@@ -15,8 +15,8 @@ use xen_hypercall::event_channel::VIRQ_DOM_EXC;
 use xen_hypercall::{DomId, EventChannelPort};
 use xenstore_engine::domain_state::DomainStateTracker;
 use xenstore_engine::options::{
-    OptionError, OptionName, STORE_FLAGS, STORE_OPTIONS_WITH_VALUE, apply_store_option,
-    domain_value, for_each_option,
+    OptionError, OptionName, PROCESS_FLAGS, PROCESS_OPTIONS_WITH_VALUE, STORE_FLAGS,
+    STORE_OPTIONS_WITH_VALUE, apply_store_option, domain_value, for_each_option, option,
 };
 use xenstore_engine::ring_host::{HostSettings, RingHost};
 use xenstore_engine::{Config, DomainId, Engine};
@@ -36,39 +36,9 @@ const POLLED_PORTS_MAX: usize = 128;
 /// does not wake up at all.
 const SWEEP_NANOSECONDS: u64 = 100_000_000;
 
-/// Options the stub accepts besides the store's (C xenstored's, ignored where meaningless here).
-const STUB_OPTIONS_WITH_VALUE: [OptionName; 3] = [
-    OptionName {
-        short: 'T',
-        long: "trace-file",
-    },
-    OptionName {
-        short: '\0',
-        long: "master-domid",
-    },
-    OptionName {
-        short: 'F',
-        long: "pid-file",
-    },
-];
-const STUB_FLAGS: [OptionName; 4] = [
-    OptionName {
-        short: 'N',
-        long: "no-fork",
-    },
-    OptionName {
-        short: 'I',
-        long: "internal-db",
-    },
-    OptionName {
-        short: 'D',
-        long: "no-domain-init",
-    },
-    OptionName {
-        short: 'V',
-        long: "verbose-trace",
-    },
-];
+/// The stub's own flag besides the store's and the process options (`PROCESS_*` of
+/// `xenstore_engine::options`, accepted and ignored where meaningless here).
+const STUB_FLAGS: [OptionName; 1] = [option('V', "verbose-trace")];
 
 /// The stub's ring host.
 type XenHost = RingHost<XenPort>;
@@ -98,10 +68,15 @@ fn configure(command_line: &CommandLine<'_>, own_domid: DomId) -> (Config, Domai
     let mut master = DomainId(0);
     let with_value: Vec<OptionName> = STORE_OPTIONS_WITH_VALUE
         .iter()
-        .chain(&STUB_OPTIONS_WITH_VALUE)
+        .chain(&PROCESS_OPTIONS_WITH_VALUE)
         .copied()
         .collect();
-    let flags: Vec<OptionName> = STORE_FLAGS.iter().chain(&STUB_FLAGS).copied().collect();
+    let flags: Vec<OptionName> = STORE_FLAGS
+        .iter()
+        .chain(&PROCESS_FLAGS)
+        .chain(&STUB_FLAGS)
+        .copied()
+        .collect();
     let parsed = for_each_option(
         command_line.unrecognised.iter().copied(),
         &with_value,

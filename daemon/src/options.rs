@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use xenstore_engine::Config;
 use xenstore_engine::options::{
-    OptionError, OptionName, STORE_FLAGS, STORE_OPTIONS_WITH_VALUE, apply_store_option,
-    domain_value, for_each_option,
+    OptionError, OptionName, PROCESS_FLAGS, PROCESS_OPTIONS_WITH_VALUE, STORE_FLAGS,
+    STORE_OPTIONS_WITH_VALUE, apply_store_option, domain_value, for_each_option, option,
 };
 
 use xenstore_client::simulation::DEFAULT_RUN_DIRECTORY;
@@ -86,64 +86,17 @@ where options may include:
   -h, --help              print this text.
 ";
 
-/// The daemon's own options that take a value (the store's come from the engine).
-const DAEMON_OPTIONS_WITH_VALUE: [OptionName; 5] = [
-    OptionName {
-        short: 'F',
-        long: "pid-file",
-    },
-    OptionName {
-        short: 'T',
-        long: "trace-file",
-    },
-    OptionName {
-        short: '\0',
-        long: "master-domid",
-    },
-    OptionName {
-        short: '\0',
-        long: "socket",
-    },
-    OptionName {
-        short: '\0',
-        long: "rundir",
-    },
-];
+/// The daemon's own options that take a value, besides the store's and the process options
+/// (`PROCESS_*` of `xenstore_engine::options`).
+const DAEMON_OPTIONS_WITH_VALUE: [OptionName; 2] = [option('\0', "socket"), option('\0', "rundir")];
 
-/// The daemon's own flags.
-const DAEMON_FLAGS: [OptionName; 8] = [
-    OptionName {
-        short: 'N',
-        long: "no-fork",
-    },
-    OptionName {
-        short: 'D',
-        long: "no-domain-init",
-    },
-    OptionName {
-        short: 'V',
-        long: "verbose",
-    },
-    OptionName {
-        short: 'h',
-        long: "help",
-    },
-    OptionName {
-        short: 'P',
-        long: "output-pid",
-    },
-    OptionName {
-        short: 'R',
-        long: "no-recovery",
-    },
-    OptionName {
-        short: 'I',
-        long: "internal-db",
-    },
-    OptionName {
-        short: '\0',
-        long: "no-io-uring",
-    },
+/// The daemon's own flags, besides the store's and the process flags.
+const DAEMON_FLAGS: [OptionName; 5] = [
+    option('V', "verbose"),
+    option('h', "help"),
+    option('P', "output-pid"),
+    option('R', "no-recovery"),
+    option('\0', "no-io-uring"),
 ];
 
 impl From<OptionError<'_>> for UsageError {
@@ -197,10 +150,16 @@ pub fn parse(
     let mut master_domain = None;
     let with_value: Vec<OptionName> = STORE_OPTIONS_WITH_VALUE
         .iter()
+        .chain(&PROCESS_OPTIONS_WITH_VALUE)
         .chain(&DAEMON_OPTIONS_WITH_VALUE)
         .copied()
         .collect();
-    let flags: Vec<OptionName> = STORE_FLAGS.iter().chain(&DAEMON_FLAGS).copied().collect();
+    let flags: Vec<OptionName> = STORE_FLAGS
+        .iter()
+        .chain(&PROCESS_FLAGS)
+        .chain(&DAEMON_FLAGS)
+        .copied()
+        .collect();
     let mut wants_help = false;
     for_each_option(
         arguments.iter().map(String::as_str),
@@ -359,6 +318,8 @@ mod tests {
         let tables = [
             &STORE_OPTIONS_WITH_VALUE[..],
             &STORE_FLAGS,
+            &PROCESS_OPTIONS_WITH_VALUE,
+            &PROCESS_FLAGS,
             &DAEMON_OPTIONS_WITH_VALUE,
             &DAEMON_FLAGS,
         ];

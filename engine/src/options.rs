@@ -20,7 +20,8 @@ pub struct OptionName {
     pub long: &'static str,
 }
 
-const fn option(short: char, long: &'static str) -> OptionName {
+/// An option's names (`'\0'`: no short form).
+pub const fn option(short: char, long: &'static str) -> OptionName {
     OptionName { short, long }
 }
 
@@ -40,6 +41,22 @@ pub const STORE_OPTIONS_WITH_VALUE: [OptionName; 10] = [
 
 /// Store options without a value.
 pub const STORE_FLAGS: [OptionName; 1] = [option('K', "keep-orphans")];
+
+/// C xenstored's options about the process rather than the store, with a value: every front
+/// end accepts them (the toolstack passes them to whichever xenstore it starts) and decides
+/// what they mean there.
+pub const PROCESS_OPTIONS_WITH_VALUE: [OptionName; 3] = [
+    option('T', "trace-file"),
+    option('\0', "master-domid"),
+    option('F', "pid-file"),
+];
+
+/// C xenstored's process options without a value (see [`PROCESS_OPTIONS_WITH_VALUE`]).
+pub const PROCESS_FLAGS: [OptionName; 3] = [
+    option('N', "no-fork"),
+    option('I', "internal-db"),
+    option('D', "no-domain-init"),
+];
 
 /// Why an argument was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
