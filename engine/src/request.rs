@@ -277,14 +277,50 @@ fn quota_kind(name: &[u8]) -> StoreResult<QuotaKind> {
     QuotaKind::from_name(utf8(name)?)
 }
 
+/// C's `(unsigned int)atoi(text)`: leading white space, a sign, then digits up to the first
+/// non-digit (none: 0); out of range as glibc's `strtol()` clamps it, then cut to 32 bits.
+pub fn c_atoi_unsigned(text: &[u8]) -> u32 {
+    let mut rest = text;
+    while let Some((first, tail)) = rest.split_first()
+        && matches!(first, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+    {
+        rest = tail;
+    }
+    let negative = rest.first() == Some(&b'-');
+    if matches!(rest.first(), Some(b'-' | b'+')) {
+        rest = rest.get(1..).unwrap_or(&[]);
+    }
+    let mut value: i64 = 0;
+    for digit in rest.iter().take_while(|byte| byte.is_ascii_digit()) {
+        let digit = i64::from(digit - b'0');
+        value = match value.checked_mul(10).and_then(|tens| {
+            if negative {
+                tens.checked_sub(digit)
+            } else {
+                tens.checked_add(digit)
+            }
+        }) {
+            Some(next) => next,
+            None if negative => i64::MIN,
+            None => i64::MAX,
+        };
+        if value == i64::MIN || value == i64::MAX {
+            break;
+        }
+    }
+    // `int` from `long` keeps the low 32 bits; `unsigned int` from `int` reinterprets them.
+    u32::try_from(value & 0xFFFF_FFFF).unwrap_or(0)
+}
+
 /// `<path>\0<offset>`.
 fn parse_directory_part<'a>(payload: &'a [u8], context: &ParseContext) -> StoreResult<Request<'a>> {
     let strings = wire::split_strings(payload)?;
     let [raw, offset] = strings.as_slice() else {
         return Err(StoreError::Invalid);
     };
-    let offset = wire::parse_decimal(offset).ok_or(StoreError::Invalid)?;
-    let offset = usize::try_from(offset).map_err(|_| StoreError::Invalid)?;
+    // C 4.22 reads the offset with `atoi()` into an unsigned int: text that is not a number
+    // is offset 0, a negative one is past every list (docs/protocol.md, "Requests").
+    let offset = usize::try_from(c_atoi_unsigned(offset)).unwrap_or(usize::MAX);
     let path = context.resolve(raw, false)?;
     Ok(Request::DirectoryPart { path, offset })
 }

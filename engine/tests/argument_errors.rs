@@ -26,9 +26,11 @@ fn privilege_and_transaction_are_checked_before_the_payload() {
     // A guest naming a domain in GET_FEATURE: refused before the domain is read.
     assert_eq!(h.request(guest, "GET_FEATURE", 0, "bogus|"), "ERROR EACCES");
     assert_eq!(h.request(guest, "GET_FEATURE", 0, "1|2|"), "ERROR EINVAL");
-    // An unknown transaction before a malformed payload; ending "transaction 0" is ENOENT.
+    // An unknown transaction before a malformed payload; ending "transaction 0" is ENOENT,
+    // once the argument was found good (C 4.22 checks `T`/`F` first).
     assert_eq!(h.request(dom0, "READ", 77, "//bad"), "ERROR ENOENT");
-    assert_eq!(h.request(dom0, "TRANSACTION_END", 0, "X|"), "ERROR ENOENT");
+    assert_eq!(h.request(dom0, "TRANSACTION_END", 0, "X|"), "ERROR EINVAL");
+    assert_eq!(h.request(dom0, "TRANSACTION_END", 0, "T|"), "ERROR ENOENT");
     let transaction: u32 = h
         .request(dom0, "TRANSACTION_START", 0, "")
         .trim_end_matches('|')
@@ -76,9 +78,10 @@ fn arguments_are_judged_before_the_store_and_quota_names_after_the_domain() {
         h.request(dom0, "SET_PERMS", 0, "/missing|n0|"),
         "ERROR ENOENT"
     );
+    // The offset is read with C's atoi(): never an error of its own.
     assert_eq!(
         h.request(dom0, "DIRECTORY_PART", 0, "/missing|x|"),
-        "ERROR EINVAL"
+        "ERROR ENOENT"
     );
     assert_eq!(
         h.request(dom0, "DIRECTORY_PART", 0, "/missing|0|"),

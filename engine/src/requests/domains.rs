@@ -80,9 +80,14 @@ impl Engine {
         ok_reply()
     }
 
-    /// `XS_IS_DOMAIN_INTRODUCED`: `T` or `F` (`DOMID_SELF` always is).
+    /// `XS_IS_DOMAIN_INTRODUCED`: `T` or `F`. `DOMID_SELF` always is, and so is the
+    /// privileged domain, which C xenstored introduces at its start and never releases
+    /// (`XS_RELEASE` of it is refused): also where it has no ring, as with the Linux daemon,
+    /// whose dom0 speaks through the socket (docs/protocol.md, "Domains").
     pub(crate) fn is_domain_introduced(&self, domain: DomainId) -> StoreResult<Reply> {
-        let introduced = domain == DomainId::SELF || self.domain_connection(domain).is_some();
+        let introduced = domain == DomainId::SELF
+            || domain == self.config.privileged_domain
+            || self.domain_connection(domain).is_some();
         Ok(Reply::Borrowed(if introduced { b"T\0" } else { b"F\0" }))
     }
 

@@ -243,9 +243,9 @@ impl Engine {
                 return Err(StoreError::Busy);
             }
         }
-        if transaction_id == 0 && message_type == MessageType::TransactionEnd {
-            return Err(StoreError::NoEntry);
-        }
+        // `XS_TRANSACTION_END` outside a transaction is `ENOENT`, but only once its argument
+        // was found good (C 4.22 `do_transaction_end()` checks `T`/`F` first): the handler
+        // finds no transaction 0.
         Ok(())
     }
 
