@@ -110,10 +110,10 @@ pub fn service_ring<M: RingMemory + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::InMemoryPage;
-    use crate::wire::encode_message;
     use crate::Config;
+    use crate::ring::InMemoryPage;
     use crate::testing::NullPlatform;
+    use crate::wire::encode_message;
 
     #[test]
     fn requests_in_replies_out_and_index_abuse_fails_the_ring() {

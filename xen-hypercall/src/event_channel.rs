@@ -3,6 +3,7 @@
 //! All operations here only create, connect, signal or close ports of the calling domain;
 //! none touches guest memory, so all wrappers are safe.
 
+use crate::abi_layout;
 use crate::errno::XenResult;
 use crate::hypercall::{Hypervisor, argument_address_mut, number};
 use crate::types::{DomId, EventChannelPort};
@@ -28,6 +29,8 @@ pub struct EvtchnAllocUnbound {
     pub port: u32,
 }
 
+abi_layout!(EvtchnAllocUnbound: 8 bytes { remote_dom: 2, port: 4 });
+
 /// `struct evtchn_bind_interdomain` (12 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +40,8 @@ pub struct EvtchnBindInterdomain {
     /// OUT.
     pub local_port: u32,
 }
+
+abi_layout!(EvtchnBindInterdomain: 12 bytes { remote_port: 4, local_port: 8 });
 
 /// `struct evtchn_bind_virq` (12 bytes).
 #[repr(C)]
@@ -48,12 +53,16 @@ pub struct EvtchnBindVirq {
     pub port: u32,
 }
 
+abi_layout!(EvtchnBindVirq: 12 bytes { vcpu: 4, port: 8 });
+
 /// `struct evtchn_send`, `evtchn_unmask`, `evtchn_close` (4 bytes each).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EvtchnPortArgument {
     pub port: u32,
 }
+
+abi_layout!(EvtchnPortArgument: 4 bytes);
 
 /// `struct evtchn_status` (24 bytes); the union at offset 16 is kept raw.
 #[repr(C)]
@@ -69,6 +78,8 @@ pub struct EvtchnStatus {
     /// `pirq`/`virq` (u32 @16).
     pub union_words: [u32; 2],
 }
+
+abi_layout!(EvtchnStatus: 24 bytes { port: 4, status: 8, vcpu: 12, union_words: 16 });
 
 /// What a port is connected to (`EVTCHNSTAT_*` plus the union).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,33 +221,9 @@ impl Hypervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::{offset_of, size_of};
 
     #[test]
-    fn alloc_unbound_layout() {
-        assert_eq!(size_of::<EvtchnAllocUnbound>(), 8);
-        assert_eq!(offset_of!(EvtchnAllocUnbound, remote_dom), 2);
-        assert_eq!(offset_of!(EvtchnAllocUnbound, port), 4);
-    }
-
-    #[test]
-    fn bind_layouts() {
-        assert_eq!(size_of::<EvtchnBindInterdomain>(), 12);
-        assert_eq!(offset_of!(EvtchnBindInterdomain, remote_port), 4);
-        assert_eq!(offset_of!(EvtchnBindInterdomain, local_port), 8);
-        assert_eq!(size_of::<EvtchnBindVirq>(), 12);
-        assert_eq!(offset_of!(EvtchnBindVirq, vcpu), 4);
-        assert_eq!(offset_of!(EvtchnBindVirq, port), 8);
-        assert_eq!(size_of::<EvtchnPortArgument>(), 4);
-    }
-
-    #[test]
-    fn status_layout_and_decoding() {
-        assert_eq!(size_of::<EvtchnStatus>(), 24);
-        assert_eq!(offset_of!(EvtchnStatus, port), 4);
-        assert_eq!(offset_of!(EvtchnStatus, status), 8);
-        assert_eq!(offset_of!(EvtchnStatus, vcpu), 12);
-        assert_eq!(offset_of!(EvtchnStatus, union_words), 16);
+    fn status_decoding() {
         let unbound = EvtchnStatus {
             status: 1,
             union_words: [5, 0],
