@@ -170,25 +170,26 @@ impl Hypervisor {
         Ok(EventChannelPort(request.port))
     }
 
+    /// An EVTCHNOP whose whole argument is one port (`evtchn_send`, `_unmask`, `_close`).
+    fn port_op(&self, command: u64, port: EventChannelPort) -> XenResult<()> {
+        let mut request = EvtchnPortArgument { port: port.0 };
+        self.event_channel_op(command, &mut request)?;
+        Ok(())
+    }
+
     /// `EVTCHNOP_send`: notifies the other end of `port`.
     pub fn send(&self, port: EventChannelPort) -> XenResult<()> {
-        let mut request = EvtchnPortArgument { port: port.0 };
-        self.event_channel_op(EVTCHNOP_SEND, &mut request)?;
-        Ok(())
+        self.port_op(EVTCHNOP_SEND, port)
     }
 
     /// `EVTCHNOP_unmask`: clears the mask bit and re-raises the upcall if `port` is pending.
     pub fn unmask(&self, port: EventChannelPort) -> XenResult<()> {
-        let mut request = EvtchnPortArgument { port: port.0 };
-        self.event_channel_op(EVTCHNOP_UNMASK, &mut request)?;
-        Ok(())
+        self.port_op(EVTCHNOP_UNMASK, port)
     }
 
     /// `EVTCHNOP_close`: closes `port` (an interdomain peer's port becomes unbound again).
     pub fn close(&self, port: EventChannelPort) -> XenResult<()> {
-        let mut request = EvtchnPortArgument { port: port.0 };
-        self.event_channel_op(EVTCHNOP_CLOSE, &mut request)?;
-        Ok(())
+        self.port_op(EVTCHNOP_CLOSE, port)
     }
 
     /// `EVTCHNOP_status` of one of the calling domain's ports.

@@ -230,6 +230,21 @@ pub struct GrantTableSize {
 }
 
 impl Hypervisor {
+    /// One `GNTTABOP_*` on the single argument struct `request` (count 1). The per-entry
+    /// status Xen writes into `request` is for the caller to check.
+    ///
+    /// # Safety
+    ///
+    /// `request` must be the argument struct of `command`, and the caller must accept what
+    /// `command` does to guest memory (mapping into or out of a frame, writing a frame list).
+    unsafe fn grant_table_op<T>(&self, command: u64, request: &mut T) -> Result<(), GrantError> {
+        let address = argument_address_mut(request);
+        // SAFETY: Xen reads/writes one argument struct of `command`, alive for the call; the
+        // caller vouches for the struct and the effects.
+        unsafe { self.hypercall(number::GRANT_TABLE_OP, [command, address, 1, 0, 0]) }?;
+        Ok(())
+    }
+
     /// `GNTTABOP_map_grant_ref` of one grant: maps `grant_ref` of `granting_domain` at `gfn`.
     ///
     /// # Safety
@@ -250,15 +265,9 @@ impl Hypervisor {
             dom: granting_domain.0,
             ..GnttabMapGrantRef::default()
         };
-        let address = argument_address_mut(&mut request);
         // SAFETY: Xen reads/writes one gnttab_map_grant_ref (count 1) that lives for the
         // call; the caller guarantees `gfn` is a hole.
-        unsafe {
-            self.hypercall(
-                number::GRANT_TABLE_OP,
-                [GNTTABOP_MAP_GRANT_REF, address, 1, 0, 0],
-            )
-        }?;
+        unsafe { self.grant_table_op(GNTTABOP_MAP_GRANT_REF, &mut request) }?;
         GrantStatus::check(request.status).map_err(GrantError::Status)?;
         Ok(GrantMapping {
             gfn,
@@ -278,15 +287,9 @@ impl Hypervisor {
             handle: mapping.handle,
             status: 0,
         };
-        let address = argument_address_mut(&mut request);
         // SAFETY: Xen reads/writes one gnttab_unmap_grant_ref that lives for the call; the
         // caller stops using the frame.
-        unsafe {
-            self.hypercall(
-                number::GRANT_TABLE_OP,
-                [GNTTABOP_UNMAP_GRANT_REF, address, 1, 0, 0],
-            )
-        }?;
+        unsafe { self.grant_table_op(GNTTABOP_UNMAP_GRANT_REF, &mut request) }?;
         GrantStatus::check(request.status).map_err(GrantError::Status)
     }
 
@@ -296,15 +299,9 @@ impl Hypervisor {
             dom: DomId::SELF.0,
             ..GnttabQuerySize::default()
         };
-        let address = argument_address_mut(&mut request);
         // SAFETY: Xen reads/writes one gnttab_query_size that lives for the call; no memory
         // of the guest changes.
-        unsafe {
-            self.hypercall(
-                number::GRANT_TABLE_OP,
-                [GNTTABOP_QUERY_SIZE, address, 1, 0, 0],
-            )
-        }?;
+        unsafe { self.grant_table_op(GNTTABOP_QUERY_SIZE, &mut request) }?;
         GrantStatus::check(request.status).map_err(GrantError::Status)?;
         Ok(GrantTableSize {
             frames: request.nr_frames,
@@ -323,15 +320,9 @@ impl Hypervisor {
             status: 0,
             frame_list: frames.as_mut_ptr() as u64,
         };
-        let address = argument_address_mut(&mut request);
         // SAFETY: Xen writes at most `nr_frames` xen_pfn_t to `frames`, which is that long
         // and lives for the call.
-        unsafe {
-            self.hypercall(
-                number::GRANT_TABLE_OP,
-                [GNTTABOP_SETUP_TABLE, address, 1, 0, 0],
-            )
-        }?;
+        unsafe { self.grant_table_op(GNTTABOP_SETUP_TABLE, &mut request) }?;
         GrantStatus::check(request.status).map_err(GrantError::Status)
     }
 }

@@ -120,28 +120,20 @@ impl Hypervisor {
 
     /// `XENMEM_current_reservation` for `domid`: the number of pages currently backed.
     pub fn current_reservation_pages(&self, domid: DomId) -> XenResult<u64> {
-        let domid = domid.0;
-        let address = argument_address(&domid);
-        // SAFETY: Xen reads one domid_t, which lives for the call; nothing changes.
-        unsafe {
-            self.hypercall(
-                number::MEMORY_OP,
-                [XENMEM_CURRENT_RESERVATION, address, 0, 0, 0],
-            )
-        }
+        self.reservation_query(XENMEM_CURRENT_RESERVATION, domid)
     }
 
     /// `XENMEM_maximum_reservation` for `domid`: the page limit.
     pub fn maximum_reservation_pages(&self, domid: DomId) -> XenResult<u64> {
+        self.reservation_query(XENMEM_MAXIMUM_RESERVATION, domid)
+    }
+
+    /// A `XENMEM_*_reservation` query, whose argument is a `domid_t`: a page count.
+    fn reservation_query(&self, command: u64, domid: DomId) -> XenResult<u64> {
         let domid = domid.0;
         let address = argument_address(&domid);
         // SAFETY: Xen reads one domid_t, which lives for the call; nothing changes.
-        unsafe {
-            self.hypercall(
-                number::MEMORY_OP,
-                [XENMEM_MAXIMUM_RESERVATION, address, 0, 0, 0],
-            )
-        }
+        unsafe { self.hypercall(number::MEMORY_OP, [command, address, 0, 0, 0]) }
     }
 
     /// `XENMEM_populate_physmap` for the calling domain: backs each frame of `frames` (extents
