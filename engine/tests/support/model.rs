@@ -126,6 +126,14 @@ fn snapshot(engine: &Engine) -> Vec<(String, Node)> {
         .collect()
 }
 
+/// The value of the node at `path` in a [`snapshot`], if there is one.
+fn value_in<'a>(snapshot: &'a [(String, Node)], path: &str) -> Option<&'a [u8]> {
+    snapshot
+        .iter()
+        .find(|(node_path, _)| node_path == path)
+        .map(|(_, node)| node.value())
+}
+
 /// Reads bytes of the program; past its end every byte is 0.
 struct Program<'a> {
     bytes: &'a [u8],
@@ -755,10 +763,7 @@ impl Model {
                     }
                     if commit && !reply.is_error {
                         for (read_path, value) in &log.reads {
-                            let current = before
-                                .iter()
-                                .find(|(node_path, _)| node_path == read_path)
-                                .map(|(_, node)| node.value());
+                            let current = value_in(&before, read_path);
                             assert_eq!(
                                 current,
                                 Some(value.as_slice()),
@@ -766,10 +771,7 @@ impl Model {
                             );
                         }
                         for (written_path, value) in &log.writes {
-                            let current = after
-                                .iter()
-                                .find(|(node_path, _)| node_path == written_path)
-                                .map(|(_, node)| node.value());
+                            let current = value_in(&after, written_path);
                             assert_eq!(
                                 current,
                                 Some(value.as_slice()),
