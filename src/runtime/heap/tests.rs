@@ -133,21 +133,7 @@ fn growth_with_maxmem_reaches_the_end_of_the_ram_entry() {
 /// special pages' entry, capped at the local APIC.
 #[test]
 fn the_4_17_maxmem_memory_map_falls_back_to_the_reservation() {
-    let map = MemoryMap::from_regions(
-        [
-            MemoryRegion {
-                start: 0,
-                size_bytes: 64,
-                kind: MemoryKind::Ram,
-            },
-            MemoryRegion {
-                start: 0xfeff_8000,
-                size_bytes: 0x8000,
-                kind: MemoryKind::Reserved,
-            },
-        ],
-        MemoryMapSource::XenMemoryMapHypercall,
-    );
+    let map = map_with_ram(64);
     let boot_pages = 8 * MIB / PAGE_SIZE_BYTES + 8;
     let plan = plan_heap(
         0x19_d000,
