@@ -225,33 +225,31 @@ mod tests {
 
     #[test]
     fn status_decoding() {
-        let unbound = EvtchnStatus {
-            status: 1,
-            union_words: [5, 0],
-            ..EvtchnStatus::default()
-        };
-        assert_eq!(
-            PortStatus::decode(&unbound),
-            PortStatus::Unbound {
-                remote_domain: DomId(5)
-            }
-        );
-        let interdomain = EvtchnStatus {
-            status: 2,
-            union_words: [0, 9],
-            ..EvtchnStatus::default()
-        };
-        assert_eq!(
-            PortStatus::decode(&interdomain),
-            PortStatus::Interdomain {
-                remote_domain: DomId(0),
-                remote_port: EventChannelPort(9)
-            }
-        );
-        let odd = EvtchnStatus {
-            status: 77,
-            ..EvtchnStatus::default()
-        };
-        assert_eq!(PortStatus::decode(&odd), PortStatus::Unknown(77));
+        let statuses = [
+            (
+                1,
+                [5, 0],
+                PortStatus::Unbound {
+                    remote_domain: DomId(5),
+                },
+            ),
+            (
+                2,
+                [0, 9],
+                PortStatus::Interdomain {
+                    remote_domain: DomId(0),
+                    remote_port: EventChannelPort(9),
+                },
+            ),
+            (77, [0, 0], PortStatus::Unknown(77)),
+        ];
+        for (status, union_words, decoded) in statuses {
+            let raw = EvtchnStatus {
+                status,
+                union_words,
+                ..EvtchnStatus::default()
+            };
+            assert_eq!(PortStatus::decode(&raw), decoded);
+        }
     }
 }
