@@ -762,21 +762,28 @@ impl Model {
                         );
                     }
                     if commit && !reply.is_error {
-                        for (read_path, value) in &log.reads {
-                            let current = value_in(&before, read_path);
-                            assert_eq!(
-                                current,
-                                Some(value.as_slice()),
-                                "a committed transaction read {read_path}, which changed since"
-                            );
-                        }
-                        for (written_path, value) in &log.writes {
-                            let current = value_in(&after, written_path);
-                            assert_eq!(
-                                current,
-                                Some(value.as_slice()),
-                                "a committed write to {written_path} is visible"
-                            );
+                        // What it read was still there when it committed, and what it
+                        // wrote is there afterwards.
+                        let checks = [
+                            (
+                                &log.reads,
+                                &before,
+                                "read by a committed transaction, changed since",
+                            ),
+                            (
+                                &log.writes,
+                                &after,
+                                "written by a committed transaction, not visible",
+                            ),
+                        ];
+                        for (entries, snapshot, what) in checks {
+                            for (path, value) in entries {
+                                assert_eq!(
+                                    value_in(snapshot, path),
+                                    Some(value.as_slice()),
+                                    "{path}: {what}"
+                                );
+                            }
                         }
                     }
                 }
