@@ -16,6 +16,7 @@
 //! because the other side may change it at any moment (C xenstored 4.22,
 //! `domain.c:check_indexes()`).
 
+use core::ops::Range;
 use core::sync::atomic::{AtomicU32, Ordering, fence};
 
 /// Size of the shared page in bytes.
@@ -101,62 +102,94 @@ pub trait AtomicPage {
 
 impl<P: AtomicPage + ?Sized> RingMemory for P {
     fn load_u32_acquire(&self, offset: usize) -> u32 {
-        self.word(offset)
-            .map_or(0, |word| word.load(Ordering::Acquire))
+        load_acquire(self.word(offset))
     }
 
     fn store_u32_release(&self, offset: usize, value: u32) {
-        if let Some(word) = self.word(offset) {
-            word.store(value, Ordering::Release);
-        }
+        store_release(self.word(offset), value);
     }
 
     fn read_bytes(&self, offset: usize, destination: &mut [u8]) {
-        let mut copied = 0;
-        while let Some(rest) = destination.get_mut(copied..)
-            && let Some(position) = offset.checked_add(copied)
-            && !rest.is_empty()
-        {
-            // Whole aligned words where the page offers them, single bytes elsewhere.
-            if let Some(chunk) = rest.get_mut(..8)
-                && position.is_multiple_of(8)
-                && let Some(word) = self.word64(position)
-            {
-                // Native byte order: the bytes in the order memory holds them.
-                chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
-                copied += 8;
-            } else {
-                if let Some(slot) = rest.first_mut() {
-                    *slot = self
-                        .byte(position)
-                        .map_or(0, |byte| byte.load(Ordering::Relaxed));
+        walk_page(
+            self,
+            offset,
+            destination.len(),
+            |copied, access| match access {
+                PageAccess::Word(word) => {
+                    if let Some(chunk) = destination.get_mut(copied..copied + 8) {
+                        // Native byte order: the bytes in the order memory holds them.
+                        chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+                    }
                 }
-                copied += 1;
-            }
-        }
+                PageAccess::Byte(byte) => {
+                    if let Some(slot) = destination.get_mut(copied) {
+                        *slot = byte.map_or(0, |byte| byte.load(Ordering::Relaxed));
+                    }
+                }
+            },
+        );
     }
 
     fn write_bytes(&self, offset: usize, source: &[u8]) {
-        let mut copied = 0;
-        while let Some(rest) = source.get(copied..)
-            && let Some(position) = offset.checked_add(copied)
-            && !rest.is_empty()
-        {
-            if let Some(chunk) = rest.get(..8)
-                && position.is_multiple_of(8)
-                && let Some(word) = self.word64(position)
-            {
-                let mut bytes = [0u8; 8];
-                bytes.copy_from_slice(chunk);
-                word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
-                copied += 8;
-            } else {
-                if let (Some(value), Some(byte)) = (rest.first(), self.byte(position)) {
+        walk_page(self, offset, source.len(), |copied, access| match access {
+            PageAccess::Word(word) => {
+                if let Some(chunk) = source.get(copied..copied + 8) {
+                    let mut bytes = [0u8; 8];
+                    bytes.copy_from_slice(chunk);
+                    word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+                }
+            }
+            PageAccess::Byte(byte) => {
+                if let (Some(value), Some(byte)) = (source.get(copied), byte) {
                     byte.store(*value, Ordering::Relaxed);
                 }
-                copied += 1;
             }
+        });
+    }
+}
+
+/// One step of [`walk_page`]: an aligned 8-byte word, or a single byte (`None` outside the
+/// page).
+enum PageAccess<'page> {
+    Word(&'page core::sync::atomic::AtomicU64),
+    Byte(Option<&'page core::sync::atomic::AtomicU8>),
+}
+
+/// Walks `length` bytes of `page` from `offset` for the copy loops: whole aligned words where
+/// the page offers them and 8 bytes remain, single bytes elsewhere. `step` gets how many bytes
+/// came before and the access.
+fn walk_page<'page, P: AtomicPage + ?Sized>(
+    page: &'page P,
+    offset: usize,
+    length: usize,
+    mut step: impl FnMut(usize, PageAccess<'page>),
+) {
+    let mut copied = 0;
+    while copied < length
+        && let Some(position) = offset.checked_add(copied)
+    {
+        if length - copied >= 8
+            && position.is_multiple_of(8)
+            && let Some(word) = page.word64(position)
+        {
+            step(copied, PageAccess::Word(word));
+            copied += 8;
+        } else {
+            step(copied, PageAccess::Byte(page.byte(position)));
+            copied += 1;
         }
+    }
+}
+
+/// Loads a shared index word with acquire ordering; 0 outside the page.
+fn load_acquire(word: Option<&AtomicU32>) -> u32 {
+    word.map_or(0, |word| word.load(Ordering::Acquire))
+}
+
+/// Stores a shared index word with release ordering; nothing outside the page.
+fn store_release(word: Option<&AtomicU32>, value: u32) {
+    if let Some(word) = word {
+        word.store(value, Ordering::Release);
     }
 }
 
@@ -236,6 +269,23 @@ fn ring_position(index: u32) -> usize {
     (index & (RING_SIZE_INDEX - 1)) as usize
 }
 
+/// The pieces of `count` stream bytes from index `start`: `(ring position, range of the
+/// caller's buffer)`, split where the bytes run past the end of the ring and continue at its
+/// start (at most two pieces).
+fn ring_chunks(start: u32, count: usize) -> impl Iterator<Item = (usize, Range<usize>)> {
+    let mut copied = 0;
+    core::iter::from_fn(move || {
+        if copied >= count {
+            return None;
+        }
+        let position = ring_position(start.wrapping_add(index_distance(copied)));
+        let chunk = (count - copied).min(RING_SIZE_BYTES - position);
+        let range = copied..copied + chunk;
+        copied += chunk;
+        Some((position, range))
+    })
+}
+
 /// Orders an index just published before the next read of the other side's index.
 ///
 /// Both sides decide whether to signal by "store my index, then load yours": the guest
@@ -266,28 +316,15 @@ impl<'memory, M: RingMemory + ?Sized> Ring<'memory, M> {
         // Each index is read once; every later decision uses these copies.
         let consumer = self.memory.load_u32_acquire(direction.consumer_offset);
         let producer = self.memory.load_u32_acquire(direction.producer_offset);
-        let available = unread_bytes(producer, consumer)?;
-        let count = available.min(destination.len());
-        let mut copied = 0;
-        while copied < count {
-            let index = consumer.wrapping_add(index_distance(copied));
-            let position = ring_position(index);
-            // Copy up to the end of the ring, then continue at its start.
-            let chunk = (count - copied).min(RING_SIZE_BYTES - position);
-            if let Some(target) = destination.get_mut(copied..copied + chunk) {
+        let count = unread_bytes(producer, consumer)?.min(destination.len());
+        for (position, range) in ring_chunks(consumer, count) {
+            if let Some(target) = destination.get_mut(range) {
                 self.memory
                     .read_bytes(direction.data_offset + position, target);
             }
-            copied += chunk;
         }
-        if count > 0 {
-            // Release: our reads of the data happen before the producer may overwrite it.
-            self.memory.store_u32_release(
-                direction.consumer_offset,
-                consumer.wrapping_add(index_distance(count)),
-            );
-            publication_fence();
-        }
+        // Release: our reads of the data happen before the producer may overwrite it.
+        self.advance(direction.consumer_offset, consumer, count);
         Ok(count)
     }
 
@@ -297,26 +334,25 @@ impl<'memory, M: RingMemory + ?Sized> Ring<'memory, M> {
         let producer = self.memory.load_u32_acquire(direction.producer_offset);
         let unread = unread_bytes(producer, consumer)?;
         let count = (RING_SIZE_BYTES - unread).min(source.len());
-        let mut copied = 0;
-        while copied < count {
-            let index = producer.wrapping_add(index_distance(copied));
-            let position = ring_position(index);
-            let chunk = (count - copied).min(RING_SIZE_BYTES - position);
-            if let Some(chunk_bytes) = source.get(copied..copied + chunk) {
+        for (position, range) in ring_chunks(producer, count) {
+            if let Some(chunk_bytes) = source.get(range) {
                 self.memory
                     .write_bytes(direction.data_offset + position, chunk_bytes);
             }
-            copied += chunk;
         }
+        // Release: the data is visible before the consumer sees the new producer index.
+        self.advance(direction.producer_offset, producer, count);
+        Ok(count)
+    }
+
+    /// Publishes the index word at `index_offset` as `index + count` (nothing when `count` is
+    /// 0), with release ordering and the [`publication_fence`].
+    fn advance(&self, index_offset: usize, index: u32, count: usize) {
         if count > 0 {
-            // Release: the data is visible before the consumer sees the new producer index.
-            self.memory.store_u32_release(
-                direction.producer_offset,
-                producer.wrapping_add(index_distance(count)),
-            );
+            self.memory
+                .store_u32_release(index_offset, index.wrapping_add(index_distance(count)));
             publication_fence();
         }
-        Ok(count)
     }
 
     /// Unread bytes in `direction`, validated.
@@ -462,14 +498,11 @@ impl InMemoryPage {
 
 impl RingMemory for InMemoryPage {
     fn load_u32_acquire(&self, offset: usize) -> u32 {
-        self.word(offset)
-            .map_or(0, |word| word.load(Ordering::Acquire))
+        load_acquire(self.word(offset))
     }
 
     fn store_u32_release(&self, offset: usize, value: u32) {
-        if let Some(word) = self.word(offset) {
-            word.store(value, Ordering::Release);
-        }
+        store_release(self.word(offset), value);
     }
 
     fn read_bytes(&self, offset: usize, destination: &mut [u8]) {

@@ -10,8 +10,11 @@ mod failing_allocator;
 #[path = "support/model.rs"]
 #[allow(dead_code)]
 mod model;
+#[path = "support/program_cases.rs"]
+mod program_cases;
 
 use failing_allocator::{FailingAllocator, ThreadFaults};
+use program_cases::program_cases;
 use proptest::prelude::*;
 
 #[global_allocator]
@@ -30,11 +33,7 @@ fn the_allocator_fails_exactly_the_armed_allocation() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(program_cases(256))]
 
     #[test]
     fn every_program_survives_failed_allocations(

@@ -23,29 +23,38 @@ fn privilege_and_transaction_are_checked_before_the_payload() {
     ] {
         assert_eq!(h.request(guest, request, 0, payload), "ERROR EACCES");
     }
-    // A guest naming a domain in GET_FEATURE: refused before the domain is read.
-    assert_eq!(h.request(guest, "GET_FEATURE", 0, "bogus|"), "ERROR EACCES");
-    assert_eq!(h.request(guest, "GET_FEATURE", 0, "1|2|"), "ERROR EINVAL");
-    // An unknown transaction before a malformed payload; ending "transaction 0" is ENOENT,
-    // once the argument was found good (C 4.22 checks `T`/`F` first).
-    assert_eq!(h.request(dom0, "READ", 77, "//bad"), "ERROR ENOENT");
-    assert_eq!(h.request(dom0, "TRANSACTION_END", 0, "X|"), "ERROR EINVAL");
-    assert_eq!(h.request(dom0, "TRANSACTION_END", 0, "T|"), "ERROR ENOENT");
+    h.expect(
+        guest,
+        &[
+            // A guest naming a domain in GET_FEATURE: refused before the domain is read.
+            ("GET_FEATURE", 0, "bogus|", "ERROR EACCES"),
+            ("GET_FEATURE", 0, "1|2|", "ERROR EINVAL"),
+        ],
+    );
+    h.expect(
+        dom0,
+        &[
+            // An unknown transaction before a malformed payload; ending "transaction 0" is
+            // ENOENT once the argument was found good (C 4.22 checks `T`/`F` first).
+            ("READ", 77, "//bad", "ERROR ENOENT"),
+            ("TRANSACTION_END", 0, "X|", "ERROR EINVAL"),
+            ("TRANSACTION_END", 0, "T|", "ERROR ENOENT"),
+        ],
+    );
     let transaction: u32 = h
         .request(dom0, "TRANSACTION_START", 0, "")
         .trim_end_matches('|')
         .parse()
         .unwrap();
-    assert_eq!(
-        h.request(dom0, "TRANSACTION_START", transaction, "anything"),
-        "ERROR EBUSY"
+    h.expect(
+        dom0,
+        &[
+            ("TRANSACTION_START", transaction, "anything", "ERROR EBUSY"),
+            ("TRANSACTION_END", transaction, "X|", "ERROR EINVAL"),
+            // Watches ignore the transaction id.
+            ("WATCH", 77, "/w|token|", "OK|"),
+        ],
     );
-    assert_eq!(
-        h.request(dom0, "TRANSACTION_END", transaction, "X|"),
-        "ERROR EINVAL"
-    );
-    // Watches ignore the transaction id.
-    assert_eq!(h.request(dom0, "WATCH", 77, "/w|token|"), "OK|");
 }
 
 #[test]
@@ -54,38 +63,25 @@ fn arguments_are_judged_before_the_store_and_quota_names_after_the_domain() {
     let dom0 = h.dom0;
     // The quota name of GET_QUOTA <domid> <name> is judged once the domain is found.
     h.platform.dead.insert(DomainId(40));
-    assert_eq!(h.request(dom0, "GET_QUOTA", 0, "40|bogus|"), "ERROR ENOENT");
-    assert_eq!(h.request(dom0, "GET_QUOTA", 0, "41|bogus|"), "ERROR EINVAL");
-    assert_eq!(h.request(dom0, "GET_QUOTA", 0, "x|nodes|"), "ERROR EINVAL");
-    // SET_QUOTA and SET_FEATURE read all their arguments before looking for the domain.
-    assert_eq!(
-        h.request(dom0, "SET_QUOTA", 0, "40|bogus|1|"),
-        "ERROR EINVAL"
-    );
-    assert_eq!(
-        h.request(dom0, "SET_QUOTA", 0, "40|nodes|1|"),
-        "ERROR ENOENT"
-    );
-    assert_eq!(h.request(dom0, "SET_FEATURE", 0, "40|99|"), "ERROR EINVAL");
-    assert_eq!(h.request(dom0, "SET_FEATURE", 0, "40|2|"), "ERROR ENOENT");
-    // A malformed path before anything about the node; a missing node after that.
-    assert_eq!(h.request(dom0, "SET_PERMS", 0, "//bad|q1|"), "ERROR EINVAL");
-    assert_eq!(
-        h.request(dom0, "SET_PERMS", 0, "/missing|q1|"),
-        "ERROR EINVAL"
-    );
-    assert_eq!(
-        h.request(dom0, "SET_PERMS", 0, "/missing|n0|"),
-        "ERROR ENOENT"
-    );
-    // The offset is read with C's atoi(): never an error of its own.
-    assert_eq!(
-        h.request(dom0, "DIRECTORY_PART", 0, "/missing|x|"),
-        "ERROR ENOENT"
-    );
-    assert_eq!(
-        h.request(dom0, "DIRECTORY_PART", 0, "/missing|0|"),
-        "ERROR ENOENT"
+    h.expect(
+        dom0,
+        &[
+            ("GET_QUOTA", 0, "40|bogus|", "ERROR ENOENT"),
+            ("GET_QUOTA", 0, "41|bogus|", "ERROR EINVAL"),
+            ("GET_QUOTA", 0, "x|nodes|", "ERROR EINVAL"),
+            // SET_QUOTA and SET_FEATURE read all their arguments before looking for the
+            // domain.
+            ("SET_QUOTA", 0, "40|bogus|1|", "ERROR EINVAL"),
+            ("SET_QUOTA", 0, "40|nodes|1|", "ERROR ENOENT"),
+            ("SET_FEATURE", 0, "40|99|", "ERROR EINVAL"),
+            ("SET_FEATURE", 0, "40|2|", "ERROR ENOENT"),
+            // A malformed path before anything about the node; a missing node after that.
+            ("SET_PERMS", 0, "//bad|q1|", "ERROR EINVAL"),
+            ("SET_PERMS", 0, "/missing|q1|", "ERROR EINVAL"),
+            ("SET_PERMS", 0, "/missing|n0|", "ERROR ENOENT"),
+            ("DIRECTORY_PART", 0, "/missing|x|", "ERROR ENOENT"),
+            ("DIRECTORY_PART", 0, "/missing|0|", "ERROR ENOENT"),
+        ],
     );
     // Introduction: every argument is checked before the platform is asked.
     h.platform.refuse_connect = true;

@@ -93,11 +93,7 @@ fn open_transaction() -> (Harness, ConnectionId, u32) {
 
 /// Starts the guest's transaction and makes its changes; returns its id.
 fn run_transaction(harness: &mut Harness, guest: ConnectionId) -> u32 {
-    let transaction = harness
-        .request(guest, "TRANSACTION_START", 0, "|")
-        .trim_end_matches('|')
-        .parse()
-        .expect("a transaction id");
+    let transaction = harness.start_transaction(guest);
     for (request, payload) in TRANSACTION_REQUESTS {
         let reply = harness.request(guest, request, transaction, payload);
         assert_eq!(reply, "OK|", "{request} {payload}");

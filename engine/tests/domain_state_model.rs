@@ -102,6 +102,50 @@ fn guest_home(h: &mut Harness, domid: u16) {
     );
 }
 
+/// dom0, the stub (domain 1: the caller, bound to `VIRQ_DOM_EXC`) and `others` exist, and
+/// the tracker has learnt them all.
+fn started_with(others: &[u16]) -> (Harness, HypervisorModel, DomainStateTracker) {
+    let mut h = Harness::new();
+    let mut xen = HypervisorModel {
+        caller: 1,
+        ..Default::default()
+    };
+    for &domid in [0, 1].iter().chain(others) {
+        xen.create(domid);
+    }
+    xen.bind_virq(1);
+    let mut tracker = DomainStateTracker::default();
+    drain(&mut tracker, &mut xen, &mut h);
+    (h, xen, tracker)
+}
+
+/// Reads every pending domain state change; the drain must succeed.
+fn drain(tracker: &mut DomainStateTracker, xen: &mut HypervisorModel, h: &mut Harness) {
+    tracker.drain(xen, &mut h.engine, &mut h.platform).unwrap();
+}
+
+/// Guest `domid` gets its home and is introduced; dom0 watches `@releaseDomain` (token `r`).
+fn introduce_watched(h: &mut Harness, domid: u16) {
+    guest_home(h, domid);
+    h.introduce(domid);
+    assert_eq!(h.request(h.dom0, "WATCH", 0, "@releaseDomain|r|"), "OK|");
+    h.events(h.dom0);
+}
+
+/// Domain `domid` is gone for good: dom0 got one `@releaseDomain` event, and the domain's
+/// nodes and introduction are gone.
+fn assert_released(h: &mut Harness, domid: u16) {
+    assert_eq!(h.events(h.dom0), ["@releaseDomain r"]);
+    let home = format!("/local/domain/{domid}|");
+    assert_eq!(
+        h.request(h.dom0, "READ", 0, &home),
+        "ERROR ENOENT",
+        "the domain's nodes are gone"
+    );
+    let introduced = h.request(h.dom0, "IS_DOMAIN_INTRODUCED", 0, &format!("{domid}|"));
+    assert_eq!(introduced, "F|");
+}
+
 #[test]
 fn start_up_drain_learns_every_domain_and_only_the_handler_may_ask() {
     let mut h = Harness::new();
@@ -133,32 +177,14 @@ fn start_up_drain_learns_every_domain_and_only_the_handler_may_ask() {
 
 #[test]
 fn shutdown_and_death_reach_watchers_and_clean_up() {
-    let mut h = Harness::new();
-    let mut xen = HypervisorModel {
-        caller: 1,
-        ..Default::default()
-    };
-    xen.create(0);
-    xen.create(1);
-    xen.bind_virq(1);
-    let mut tracker = DomainStateTracker::default();
-    tracker
-        .drain(&mut xen, &mut h.engine, &mut h.platform)
-        .unwrap();
+    let (mut h, mut xen, mut tracker) = started_with(&[]);
     xen.create(7);
-    guest_home(&mut h, 7);
-    h.introduce(7);
-    assert_eq!(h.request(h.dom0, "WATCH", 0, "@releaseDomain|r|"), "OK|");
-    h.events(h.dom0);
-    tracker
-        .drain(&mut xen, &mut h.engine, &mut h.platform)
-        .unwrap();
+    introduce_watched(&mut h, 7);
+    drain(&mut tracker, &mut xen, &mut h);
     assert!(h.events(h.dom0).is_empty(), "creation is not a release");
 
     xen.shutdown(7);
-    tracker
-        .drain(&mut xen, &mut h.engine, &mut h.platform)
-        .unwrap();
+    drain(&mut tracker, &mut xen, &mut h);
     assert_eq!(h.events(h.dom0), ["@releaseDomain r"]);
     assert_eq!(
         h.request(h.dom0, "READ", 0, "/local/domain/7|"),
@@ -168,48 +194,18 @@ fn shutdown_and_death_reach_watchers_and_clean_up() {
 
     xen.destroy(7);
     h.platform.dead.insert(DomainId(7));
-    tracker
-        .drain(&mut xen, &mut h.engine, &mut h.platform)
-        .unwrap();
-    assert_eq!(h.events(h.dom0), ["@releaseDomain r"]);
-    assert_eq!(
-        h.request(h.dom0, "READ", 0, "/local/domain/7|"),
-        "ERROR ENOENT"
-    );
-    assert_eq!(h.request(h.dom0, "IS_DOMAIN_INTRODUCED", 0, "7|"), "F|");
+    drain(&mut tracker, &mut xen, &mut h);
+    assert_released(&mut h, 7);
 }
 
 #[test]
 fn a_reused_domid_is_the_old_domain_dying() {
-    let mut h = Harness::new();
-    let mut xen = HypervisorModel {
-        caller: 1,
-        ..Default::default()
-    };
-    xen.create(0);
-    xen.create(1);
-    xen.create(9);
-    xen.bind_virq(1);
-    let mut tracker = DomainStateTracker::default();
-    tracker
-        .drain(&mut xen, &mut h.engine, &mut h.platform)
-        .unwrap();
-    guest_home(&mut h, 9);
-    h.introduce(9);
-    assert_eq!(h.request(h.dom0, "WATCH", 0, "@releaseDomain|r|"), "OK|");
-    h.events(h.dom0);
+    let (mut h, mut xen, mut tracker) = started_with(&[9]);
+    introduce_watched(&mut h, 9);
     // The domain dies and a new one gets its id before the stub looks: one report only,
     // with a new unique id.
     xen.domains.remove(&9);
     xen.create(9);
-    tracker
-        .drain(&mut xen, &mut h.engine, &mut h.platform)
-        .unwrap();
-    assert_eq!(h.events(h.dom0), ["@releaseDomain r"]);
-    assert_eq!(
-        h.request(h.dom0, "READ", 0, "/local/domain/9|"),
-        "ERROR ENOENT",
-        "the old domain's nodes are gone"
-    );
-    assert_eq!(h.request(h.dom0, "IS_DOMAIN_INTRODUCED", 0, "9|"), "F|");
+    drain(&mut tracker, &mut xen, &mut h);
+    assert_released(&mut h, 9);
 }

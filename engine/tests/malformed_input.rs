@@ -121,15 +121,7 @@ fn random_requests_never_break_the_engine() {
         let taken = h.engine.receive(&mut h.platform, connection, &message);
         assert!(taken <= message.len());
         // Drain and check that output is a sequence of whole, well-formed messages.
-        let mut output = Vec::new();
-        loop {
-            let chunk = h.engine.output(connection).to_vec();
-            if chunk.is_empty() {
-                break;
-            }
-            h.engine.consume_output(connection, chunk.len());
-            output.extend(chunk);
-        }
+        let output = h.take_output(connection);
         let mut rest = output.as_slice();
         while !rest.is_empty() {
             assert!(

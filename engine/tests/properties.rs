@@ -9,15 +9,14 @@
 #[path = "support/model.rs"]
 #[allow(dead_code)]
 mod model;
+#[path = "support/program_cases.rs"]
+mod program_cases;
 
+use program_cases::program_cases;
 use proptest::prelude::*;
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(program_cases(256))]
 
     #[test]
     fn every_program_keeps_the_invariants(program in proptest::collection::vec(any::<u8>(), 0..1200)) {
@@ -91,11 +90,7 @@ fn guest_one_reads(entries: &[String]) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 128,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(program_cases(128))]
 
     /// XSA-115: a change reaches an unprivileged watcher exactly when it may read the node
     /// or its parent (`watch.c:watch_permitted()`).

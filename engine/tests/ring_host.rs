@@ -109,6 +109,19 @@ fn host_with_dom0(settings: HostSettings) -> RingHost<TestPort> {
     host_with_config(settings, Config::default())
 }
 
+/// [`host_with_dom0`] with the guests `domids` introduced in order (request ids 2, 3, ...).
+fn host_with_guests<const N: usize>(
+    settings: HostSettings,
+    domids: [u16; N],
+) -> (RingHost<TestPort>, [DomainId; N]) {
+    let mut host = host_with_dom0(settings);
+    let guests = domids.map(DomainId);
+    for (request_id, guest) in (2..).zip(guests) {
+        ok(introduce(&mut host, guest, request_id));
+    }
+    (host, guests)
+}
+
 fn host_with_config(settings: HostSettings, config: Config) -> RingHost<TestPort> {
     let mut port = TestPort::default();
     let ring = port.attach_ring(DOM0);
@@ -259,10 +272,7 @@ fn a_ring_that_cannot_be_attached_fails_the_introduction() {
 
 #[test]
 fn release_and_death_detach_the_ring_once() {
-    let mut host = host_with_dom0(HostSettings::default());
-    let (released, dead) = (DomainId(7), DomainId(8));
-    ok(introduce(&mut host, released, 2));
-    ok(introduce(&mut host, dead, 3));
+    let (mut host, [released, dead]) = host_with_guests(HostSettings::default(), [7, 8]);
     ok(request(&mut host, DOM0, MessageType::Release, 4, b"7\0"));
     assert!(!host.has_ring(released));
     host.domain_died(dead);
@@ -279,9 +289,7 @@ fn release_and_death_detach_the_ring_once() {
 
 #[test]
 fn reintroduction_replaces_the_ring_after_the_request() {
-    let mut host = host_with_dom0(HostSettings::default());
-    let guest = DomainId(9);
-    ok(introduce(&mut host, guest, 2));
+    let (mut host, [guest]) = host_with_guests(HostSettings::default(), [9]);
     // Input the guest left unread by the engine goes with the old ring.
     write_request(&mut host, guest, MessageType::Read, 50, b"/\0");
     ok(introduce(&mut host, guest, 3));
@@ -303,10 +311,7 @@ fn reintroduction_replaces_the_ring_after_the_request() {
 
 #[test]
 fn a_ring_with_bad_indices_is_ignored_and_the_others_are_served() {
-    let mut host = host_with_dom0(HostSettings::default());
-    let (hostile, bystander) = (DomainId(10), DomainId(11));
-    ok(introduce(&mut host, hostile, 2));
-    ok(introduce(&mut host, bystander, 3));
+    let (mut host, [hostile, bystander]) = host_with_guests(HostSettings::default(), [10, 11]);
     // A producer index more than a ring ahead of the consumer.
     let page = host.port_mut().page(hostile);
     Ring::new(&*page).client_write(b"abcd").unwrap();
@@ -323,11 +328,12 @@ fn a_ring_with_bad_indices_is_ignored_and_the_others_are_served() {
 
 #[test]
 fn a_lost_notification_is_found_by_the_sweep_and_counted() {
-    let mut host = host_with_dom0(HostSettings {
-        sweep: Some(SWEEP_NANOSECONDS),
-    });
-    let guest = DomainId(12);
-    ok(introduce(&mut host, guest, 2));
+    let (mut host, [guest]) = host_with_guests(
+        HostSettings {
+            sweep: Some(SWEEP_NANOSECONDS),
+        },
+        [12],
+    );
     ask_own_path(&mut host, guest, 3);
     // Written, not notified.
     write_request(&mut host, guest, MessageType::GetDomainPath, 4, b"12\0");
@@ -355,9 +361,7 @@ fn a_lost_notification_is_found_by_the_sweep_and_counted() {
 
 #[test]
 fn without_a_sweep_an_unannounced_request_waits_for_its_notification() {
-    let mut host = host_with_dom0(HostSettings::default());
-    let guest = DomainId(13);
-    ok(introduce(&mut host, guest, 2));
+    let (mut host, [guest]) = host_with_guests(HostSettings::default(), [13]);
     write_request(&mut host, guest, MessageType::GetDomainPath, 3, b"13\0");
     host.port_mut().now_ns += 10 * SWEEP_NANOSECONDS;
     assert!(!host.serve(&mut |_| {}));

@@ -10,35 +10,28 @@ use xenstore_engine::{Config, DomainId};
 fn basic_node_requests() {
     let mut h = Harness::new();
     let dom0 = h.dom0;
-    assert_eq!(h.request(dom0, "WRITE", 0, "/a/b/c|hello"), "OK|");
-    assert_eq!(h.request(dom0, "READ", 0, "/a/b/c|"), "hello");
-    assert_eq!(
-        h.request(dom0, "READ", 0, "/a/b|"),
-        "",
-        "ancestors are created empty"
+    h.expect(
+        dom0,
+        &[
+            ("WRITE", 0, "/a/b/c|hello", "OK|"),
+            ("READ", 0, "/a/b/c|", "hello"),
+            // Ancestors are created empty.
+            ("READ", 0, "/a/b|", ""),
+            ("DIRECTORY", 0, "/a|", "b|"),
+            // Empty values are allowed.
+            ("WRITE", 0, "/a/x|", "OK|"),
+            // Insertion order.
+            ("DIRECTORY", 0, "/a|", "b|x|"),
+            ("MKDIR", 0, "/a/x|", "OK|"),
+            ("RM", 0, "/a/b|", "OK|"),
+            ("READ", 0, "/a/b/c|", "ERROR ENOENT"),
+            // Missing node, existing parent.
+            ("RM", 0, "/a/missing|", "OK|"),
+            ("RM", 0, "/nope/missing|", "ERROR ENOENT"),
+            ("RM", 0, "/|", "ERROR EINVAL"),
+            ("DIRECTORY", 0, "/|", "tool|a|"),
+        ],
     );
-    assert_eq!(h.request(dom0, "DIRECTORY", 0, "/a|"), "b|");
-    assert_eq!(
-        h.request(dom0, "WRITE", 0, "/a/x|"),
-        "OK|",
-        "empty values are allowed"
-    );
-    assert_eq!(
-        h.request(dom0, "DIRECTORY", 0, "/a|"),
-        "b|x|",
-        "insertion order"
-    );
-    assert_eq!(h.request(dom0, "MKDIR", 0, "/a/x|"), "OK|");
-    assert_eq!(h.request(dom0, "RM", 0, "/a/b|"), "OK|");
-    assert_eq!(h.request(dom0, "READ", 0, "/a/b/c|"), "ERROR ENOENT");
-    assert_eq!(
-        h.request(dom0, "RM", 0, "/a/missing|"),
-        "OK|",
-        "missing node, existing parent"
-    );
-    assert_eq!(h.request(dom0, "RM", 0, "/nope/missing|"), "ERROR ENOENT");
-    assert_eq!(h.request(dom0, "RM", 0, "/|"), "ERROR EINVAL");
-    assert_eq!(h.request(dom0, "DIRECTORY", 0, "/|"), "tool|a|");
 }
 
 #[test]
@@ -65,24 +58,20 @@ fn malformed_requests_get_einval_and_unknown_types_enosys() {
     ] {
         assert_eq!(h.request(dom0, "READ", 0, bad), "ERROR EINVAL", "{bad:?}");
     }
-    assert_eq!(h.request(dom0, "WRITE", 0, "/novalue"), "ERROR EINVAL");
-    assert_eq!(h.request(dom0, "20", 0, "x|"), "ERROR ENOSYS");
-    assert_eq!(h.request(dom0, "27", 0, ""), "ERROR ENOSYS");
-    assert_eq!(h.request(dom0, "WATCH_EVENT", 0, "a|b|"), "ERROR ENOSYS");
-    assert_eq!(h.request(dom0, "ERROR", 0, "EINVAL|"), "ERROR ENOSYS");
-    assert_eq!(
-        h.request(dom0, "READ", 77, "/tool|"),
-        "ERROR ENOENT",
-        "unknown transaction"
-    );
-    assert_eq!(h.request(dom0, "WATCH", 0, "/a|"), "ERROR EINVAL");
-    assert_eq!(
-        h.request(dom0, "GET_DOMAIN_PATH", 0, "70000|"),
-        "ERROR EINVAL"
-    );
-    assert_eq!(
-        h.request(dom0, "GET_DOMAIN_PATH", 0, "7|"),
-        "/local/domain/7|"
+    h.expect(
+        dom0,
+        &[
+            ("WRITE", 0, "/novalue", "ERROR EINVAL"),
+            ("20", 0, "x|", "ERROR ENOSYS"),
+            ("27", 0, "", "ERROR ENOSYS"),
+            ("WATCH_EVENT", 0, "a|b|", "ERROR ENOSYS"),
+            ("ERROR", 0, "EINVAL|", "ERROR ENOSYS"),
+            // Unknown transaction.
+            ("READ", 77, "/tool|", "ERROR ENOENT"),
+            ("WATCH", 0, "/a|", "ERROR EINVAL"),
+            ("GET_DOMAIN_PATH", 0, "70000|", "ERROR EINVAL"),
+            ("GET_DOMAIN_PATH", 0, "7|", "/local/domain/7|"),
+        ],
     );
 }
 
@@ -146,43 +135,29 @@ fn reply_over_4096_bytes_is_e2big_and_directory_part_pages() {
 fn guests_see_their_home_and_are_refused_elsewhere() {
     let mut h = Harness::new();
     let dom0 = h.dom0;
-    assert_eq!(
-        h.request(dom0, "WRITE", 0, "/local/domain/5/name|guest"),
-        "OK|"
+    h.expect(
+        dom0,
+        &[
+            ("WRITE", 0, "/local/domain/5/name|guest", "OK|"),
+            ("SET_PERMS", 0, "/local/domain/5|n0|r5|", "OK|"),
+            ("SET_PERMS", 0, "/local/domain/5/name|n0|r5|", "OK|"),
+            ("WRITE", 0, "/secret/key|x", "OK|"),
+        ],
     );
-    assert_eq!(
-        h.request(dom0, "SET_PERMS", 0, "/local/domain/5|n0|r5|"),
-        "OK|"
-    );
-    assert_eq!(
-        h.request(dom0, "SET_PERMS", 0, "/local/domain/5/name|n0|r5|"),
-        "OK|"
-    );
-    assert_eq!(h.request(dom0, "WRITE", 0, "/secret/key|x"), "OK|");
     let guest = h.introduce(5);
-    assert_eq!(
-        h.request(guest, "READ", 0, "name|"),
-        "guest",
-        "relative path"
-    );
-    assert_eq!(
-        h.request(guest, "READ", 0, "/local/domain/5/name|"),
-        "guest"
-    );
-    assert_eq!(h.request(guest, "WRITE", 0, "name|new"), "ERROR EACCES");
-    assert_eq!(h.request(guest, "READ", 0, "/secret/key|"), "ERROR EACCES");
-    assert_eq!(
-        h.request(guest, "READ", 0, "/secret/none|"),
-        "ERROR EACCES",
-        "existence is hidden"
-    );
-    assert_eq!(
-        h.request(guest, "READ", 0, "/local/domain/5/none|"),
-        "ERROR ENOENT"
-    );
-    assert_eq!(
-        h.request(guest, "WRITE", 0, "/secret/key|y"),
-        "ERROR EACCES"
+    h.expect(
+        guest,
+        &[
+            // Relative path.
+            ("READ", 0, "name|", "guest"),
+            ("READ", 0, "/local/domain/5/name|", "guest"),
+            ("WRITE", 0, "name|new", "ERROR EACCES"),
+            ("READ", 0, "/secret/key|", "ERROR EACCES"),
+            // Existence is hidden.
+            ("READ", 0, "/secret/none|", "ERROR EACCES"),
+            ("READ", 0, "/local/domain/5/none|", "ERROR ENOENT"),
+            ("WRITE", 0, "/secret/key|y", "ERROR EACCES"),
+        ],
     );
     // Make data writable by the guest: what it creates, it owns.
     assert_eq!(h.request(dom0, "MKDIR", 0, "/local/domain/5/data|"), "OK|");
@@ -190,29 +165,22 @@ fn guests_see_their_home_and_are_refused_elsewhere() {
         h.request(dom0, "SET_PERMS", 0, "/local/domain/5/data|n0|b5|"),
         "OK|"
     );
-    assert_eq!(h.request(guest, "WRITE", 0, "data/mine|1"), "OK|");
-    assert_eq!(h.request(guest, "GET_PERMS", 0, "data/mine|"), "n5|b5|");
-    assert_eq!(
-        h.request(guest, "SET_PERMS", 0, "data/mine|r5|r6|"),
-        "OK|",
-        "owner may change the ACL"
-    );
-    assert_eq!(
-        h.request(guest, "SET_PERMS", 0, "data/mine|n6|"),
-        "ERROR EPERM",
-        "but not the owner"
-    );
-    assert_eq!(
-        h.request(guest, "SET_PERMS", 0, "data|n5|"),
-        "ERROR EACCES",
-        "not the owner of data"
-    );
-    assert_eq!(h.request(guest, "RM", 0, "data/mine|"), "OK|");
-    assert_eq!(h.request(guest, "INTRODUCE", 0, "9|1|2|"), "ERROR EACCES");
-    assert_eq!(h.request(guest, "CONTROL", 0, "help|"), "ERROR EACCES");
-    assert_eq!(
-        h.request(guest, "GET_DOMAIN_PATH", 0, "5|"),
-        "/local/domain/5|"
+    h.expect(
+        guest,
+        &[
+            ("WRITE", 0, "data/mine|1", "OK|"),
+            ("GET_PERMS", 0, "data/mine|", "n5|b5|"),
+            // Owner may change the ACL.
+            ("SET_PERMS", 0, "data/mine|r5|r6|", "OK|"),
+            // But not the owner.
+            ("SET_PERMS", 0, "data/mine|n6|", "ERROR EPERM"),
+            // Not the owner of data.
+            ("SET_PERMS", 0, "data|n5|", "ERROR EACCES"),
+            ("RM", 0, "data/mine|", "OK|"),
+            ("INTRODUCE", 0, "9|1|2|", "ERROR EACCES"),
+            ("CONTROL", 0, "help|", "ERROR EACCES"),
+            ("GET_DOMAIN_PATH", 0, "5|", "/local/domain/5|"),
+        ],
     );
 }
 
@@ -260,12 +228,14 @@ fn domid_any_and_stale_entries() {
     assert_eq!(h.request(guest, "READ", 0, "/public|"), "x");
     // An entry naming a domain that does not exist is kept but never matches.
     h.platform.dead.insert(DomainId(12));
-    assert_eq!(h.request(dom0, "SET_PERMS", 0, "/public|n0|r12|"), "OK|");
-    assert_eq!(h.request(dom0, "GET_PERMS", 0, "/public|"), "n0|r12|");
-    assert_eq!(
-        h.request(dom0, "SET_PERMS", 0, "/public|n12|"),
-        "ERROR ENOENT",
-        "owner must exist"
+    h.expect(
+        dom0,
+        &[
+            ("SET_PERMS", 0, "/public|n0|r12|", "OK|"),
+            ("GET_PERMS", 0, "/public|", "n0|r12|"),
+            // Owner must exist.
+            ("SET_PERMS", 0, "/public|n12|", "ERROR ENOENT"),
+        ],
     );
 }
 
@@ -387,10 +357,15 @@ fn duplicate_pending_events_are_suppressed() {
 fn special_watches_for_introduce_and_release() {
     let mut h = Harness::new();
     let dom0 = h.dom0;
-    assert_eq!(h.request(dom0, "WATCH", 0, "@introduceDomain|in|"), "OK|");
-    assert_eq!(h.request(dom0, "WATCH", 0, "@releaseDomain|out|"), "OK|");
-    assert_eq!(h.request(dom0, "WATCH", 0, "@releaseDomain/9|out9|"), "OK|");
-    assert_eq!(h.request(dom0, "WATCH", 0, "@releaseDomain|deep|1|"), "OK|");
+    h.expect(
+        dom0,
+        &[
+            ("WATCH", 0, "@introduceDomain|in|", "OK|"),
+            ("WATCH", 0, "@releaseDomain|out|", "OK|"),
+            ("WATCH", 0, "@releaseDomain/9|out9|", "OK|"),
+            ("WATCH", 0, "@releaseDomain|deep|1|", "OK|"),
+        ],
+    );
     h.events(dom0);
     let guest = h.introduce(9);
     assert_eq!(h.events(dom0), ["@introduceDomain in"]);
@@ -419,13 +394,15 @@ fn special_watches_for_introduce_and_release() {
             "@releaseDomain/9 out9"
         ]
     );
-    assert_eq!(h.request(dom0, "IS_DOMAIN_INTRODUCED", 0, "9|"), "F|");
-    assert_eq!(h.request(dom0, "RELEASE", 0, "9|"), "ERROR ENOENT");
-    assert_eq!(h.request(dom0, "RELEASE", 0, "0|"), "ERROR EINVAL");
-    assert_eq!(
-        h.request(dom0, "IS_DOMAIN_INTRODUCED", 0, "32752|"),
-        "T|",
-        "DOMID_SELF"
+    h.expect(
+        dom0,
+        &[
+            ("IS_DOMAIN_INTRODUCED", 0, "9|", "F|"),
+            ("RELEASE", 0, "9|", "ERROR ENOENT"),
+            ("RELEASE", 0, "0|", "ERROR EINVAL"),
+            // DOMID_SELF.
+            ("IS_DOMAIN_INTRODUCED", 0, "32752|", "T|"),
+        ],
     );
 }
 
@@ -448,13 +425,15 @@ fn shutdown_is_reported_once_until_resume() {
 fn domain_death_removes_its_nodes_watches_and_acl_entries() {
     let mut h = Harness::new();
     let dom0 = h.dom0;
-    assert_eq!(h.request(dom0, "MKDIR", 0, "/local/domain/12|"), "OK|");
-    assert_eq!(
-        h.request(dom0, "SET_PERMS", 0, "/local/domain/12|n12|"),
-        "OK|"
+    h.expect(
+        dom0,
+        &[
+            ("MKDIR", 0, "/local/domain/12|", "OK|"),
+            ("SET_PERMS", 0, "/local/domain/12|n12|", "OK|"),
+            ("WRITE", 0, "/shared|x", "OK|"),
+            ("SET_PERMS", 0, "/shared|n0|r12|", "OK|"),
+        ],
     );
-    assert_eq!(h.request(dom0, "WRITE", 0, "/shared|x"), "OK|");
-    assert_eq!(h.request(dom0, "SET_PERMS", 0, "/shared|n0|r12|"), "OK|");
     let guest = h.introduce(12);
     assert_eq!(h.request(guest, "WRITE", 0, "data/a|1"), "OK|");
     assert_eq!(h.request(guest, "WATCH", 0, "data|w|"), "OK|");
@@ -502,15 +481,16 @@ fn transactions_isolate_conflict_and_fire_at_commit() {
     assert_eq!(h.request(dom0, "WRITE", 0, "/t/a|old"), "OK|");
     assert_eq!(h.request(other, "WATCH", 0, "/t|w|"), "OK|");
     h.events(other);
-    let id: u32 = h
-        .request(dom0, "TRANSACTION_START", 0, "|")
-        .trim_end_matches('|')
-        .parse()
-        .unwrap();
+    let id = h.start_transaction(dom0);
     assert_ne!(id, 0);
-    assert_eq!(h.request(dom0, "READ", id, "/t/a|"), "old");
-    assert_eq!(h.request(dom0, "WRITE", id, "/t/a|new"), "OK|");
-    assert_eq!(h.request(dom0, "READ", id, "/t/a|"), "new");
+    h.expect(
+        dom0,
+        &[
+            ("READ", id, "/t/a|", "old"),
+            ("WRITE", id, "/t/a|new", "OK|"),
+            ("READ", id, "/t/a|", "new"),
+        ],
+    );
     assert_eq!(
         h.request(other, "READ", 0, "/t/a|"),
         "old",
@@ -524,56 +504,43 @@ fn transactions_isolate_conflict_and_fire_at_commit() {
     assert_eq!(h.request(dom0, "TRANSACTION_END", id, "T|"), "ERROR ENOENT");
 
     // A conflicting write outside makes the commit fail with EAGAIN and apply nothing.
-    let id: u32 = h
-        .request(dom0, "TRANSACTION_START", 0, "|")
-        .trim_end_matches('|')
-        .parse()
-        .unwrap();
+    let id = h.start_transaction(dom0);
     assert_eq!(h.request(dom0, "READ", id, "/t/a|"), "new");
     assert_eq!(h.request(other, "WRITE", 0, "/t/a|outside"), "OK|");
-    assert_eq!(
-        h.request(dom0, "READ", id, "/t/a|"),
-        "new",
-        "first access decides what the transaction sees"
+    h.expect(
+        dom0,
+        &[
+            // First access decides what the transaction sees.
+            ("READ", id, "/t/a|", "new"),
+            ("WRITE", id, "/t/b|inside", "OK|"),
+            ("TRANSACTION_END", id, "T|", "ERROR EAGAIN"),
+            ("READ", 0, "/t/a|", "outside"),
+            ("READ", 0, "/t/b|", "ERROR ENOENT"),
+        ],
     );
-    assert_eq!(h.request(dom0, "WRITE", id, "/t/b|inside"), "OK|");
-    assert_eq!(h.request(dom0, "TRANSACTION_END", id, "T|"), "ERROR EAGAIN");
-    assert_eq!(h.request(dom0, "READ", 0, "/t/a|"), "outside");
-    assert_eq!(h.request(dom0, "READ", 0, "/t/b|"), "ERROR ENOENT");
 
     // Disjoint subtrees do not conflict.
     assert_eq!(h.request(dom0, "WRITE", 0, "/x/value|1"), "OK|");
     assert_eq!(h.request(dom0, "WRITE", 0, "/y/value|1"), "OK|");
-    let first: u32 = h
-        .request(dom0, "TRANSACTION_START", 0, "|")
-        .trim_end_matches('|')
-        .parse()
-        .unwrap();
-    let second: u32 = h
-        .request(other, "TRANSACTION_START", 0, "|")
-        .trim_end_matches('|')
-        .parse()
-        .unwrap();
+    let first = h.start_transaction(dom0);
+    let second = h.start_transaction(other);
     assert_eq!(h.request(dom0, "WRITE", first, "/x/value|2"), "OK|");
     assert_eq!(h.request(other, "WRITE", second, "/y/value|2"), "OK|");
     assert_eq!(h.request(other, "TRANSACTION_END", second, "T|"), "OK|");
     assert_eq!(h.request(dom0, "TRANSACTION_END", first, "T|"), "OK|");
 
     // Abort leaves no trace.
-    let id: u32 = h
-        .request(dom0, "TRANSACTION_START", 0, "|")
-        .trim_end_matches('|')
-        .parse()
-        .unwrap();
-    assert_eq!(h.request(dom0, "WRITE", id, "/aborted|1"), "OK|");
-    assert_eq!(h.request(dom0, "TRANSACTION_END", id, "F|"), "OK|");
-    assert_eq!(h.request(dom0, "READ", 0, "/aborted|"), "ERROR ENOENT");
-    assert_eq!(h.request(dom0, "TRANSACTION_END", 0, "T|"), "ERROR ENOENT");
-    let id: u32 = h
-        .request(dom0, "TRANSACTION_START", 0, "|")
-        .trim_end_matches('|')
-        .parse()
-        .unwrap();
+    let id = h.start_transaction(dom0);
+    h.expect(
+        dom0,
+        &[
+            ("WRITE", id, "/aborted|1", "OK|"),
+            ("TRANSACTION_END", id, "F|", "OK|"),
+            ("READ", 0, "/aborted|", "ERROR ENOENT"),
+            ("TRANSACTION_END", 0, "T|", "ERROR ENOENT"),
+        ],
+    );
+    let id = h.start_transaction(dom0);
     assert_eq!(h.request(dom0, "TRANSACTION_END", id, "X|"), "ERROR EINVAL");
 }
 
@@ -594,19 +561,18 @@ fn guest_quotas_are_enforced_with_c_boundaries() {
     for index in 0..3 {
         assert_eq!(h.request(guest, "WRITE", 0, &format!("n{index}|x")), "OK|");
     }
-    assert_eq!(h.request(guest, "WRITE", 0, "n3|x"), "ERROR ENOSPC");
-    assert_eq!(
-        h.request(guest, "WRITE", 0, "n0|overwrite"),
-        "OK|",
-        "overwriting costs no node"
-    );
-    assert_eq!(h.request(guest, "WATCH", 0, "a|1|"), "OK|");
-    assert_eq!(h.request(guest, "WATCH", 0, "a|2|"), "OK|");
-    assert_eq!(h.request(guest, "WATCH", 0, "a|3|"), "ERROR ENOSPC");
-    assert_eq!(h.request(guest, "TRANSACTION_START", 0, "|"), "1|");
-    assert_eq!(
-        h.request(guest, "TRANSACTION_START", 0, "|"),
-        "ERROR ENOSPC"
+    h.expect(
+        guest,
+        &[
+            ("WRITE", 0, "n3|x", "ERROR ENOSPC"),
+            // Overwriting costs no node.
+            ("WRITE", 0, "n0|overwrite", "OK|"),
+            ("WATCH", 0, "a|1|", "OK|"),
+            ("WATCH", 0, "a|2|", "OK|"),
+            ("WATCH", 0, "a|3|", "ERROR ENOSPC"),
+            ("TRANSACTION_START", 0, "|", "1|"),
+            ("TRANSACTION_START", 0, "|", "ERROR ENOSPC"),
+        ],
     );
     let big = "v".repeat(2100);
     assert_eq!(
@@ -644,17 +610,15 @@ fn transaction_node_limit_fails_the_transaction() {
         "OK|"
     );
     let guest = h.introduce(21);
-    let id: u32 = h
-        .request(guest, "TRANSACTION_START", 0, "|")
-        .trim_end_matches('|')
-        .parse()
-        .unwrap();
-    assert_eq!(h.request(guest, "READ", id, "a|"), "ERROR ENOENT");
-    assert_eq!(h.request(guest, "READ", id, "b|"), "ERROR ENOENT");
-    assert_eq!(h.request(guest, "READ", id, "c|"), "ERROR ENOSPC");
-    assert_eq!(
-        h.request(guest, "TRANSACTION_END", id, "T|"),
-        "ERROR ENOMEM"
+    let id = h.start_transaction(guest);
+    h.expect(
+        guest,
+        &[
+            ("READ", id, "a|", "ERROR ENOENT"),
+            ("READ", id, "b|", "ERROR ENOENT"),
+            ("READ", id, "c|", "ERROR ENOSPC"),
+            ("TRANSACTION_END", id, "T|", "ERROR ENOMEM"),
+        ],
     );
 }
 
@@ -686,11 +650,7 @@ fn reset_watches_drops_watches_and_transactions() {
     let mut h = Harness::new();
     let client = h.engine.open_socket_connection();
     assert_eq!(h.request(client, "WATCH", 0, "/r|t|"), "OK|");
-    let id: u32 = h
-        .request(client, "TRANSACTION_START", 0, "|")
-        .trim_end_matches('|')
-        .parse()
-        .unwrap();
+    let id = h.start_transaction(client);
     h.events(client);
     assert_eq!(h.request(client, "RESET_WATCHES", 0, "|"), "OK|");
     assert_eq!(h.request(h.dom0, "WRITE", 0, "/r|1"), "OK|");
@@ -705,34 +665,40 @@ fn reset_watches_drops_watches_and_transactions() {
 fn features_and_quotas_over_the_wire() {
     let mut h = Harness::new();
     let dom0 = h.dom0;
-    assert_eq!(h.request(dom0, "GET_FEATURE", 0, ""), "14|");
-    assert_eq!(h.request(dom0, "SET_FEATURE", 0, "30|2|"), "OK|");
-    assert_eq!(h.request(dom0, "GET_FEATURE", 0, "30|"), "2|");
-    assert_eq!(
-        h.request(dom0, "SET_FEATURE", 0, "30|1|"),
-        "ERROR EINVAL",
-        "reconnection unsupported"
+    h.expect(
+        dom0,
+        &[
+            ("GET_FEATURE", 0, "", "14|"),
+            ("SET_FEATURE", 0, "30|2|", "OK|"),
+            ("GET_FEATURE", 0, "30|", "2|"),
+            // Reconnection unsupported.
+            ("SET_FEATURE", 0, "30|1|", "ERROR EINVAL"),
+        ],
     );
     let guest = h.introduce(30);
-    assert_eq!(h.request(guest, "GET_FEATURE", 0, ""), "2|");
-    assert_eq!(
-        h.request(guest, "WATCH", 0, "x|t|1|"),
-        "ERROR EINVAL",
-        "no watch-depth feature"
+    h.expect(
+        guest,
+        &[
+            ("GET_FEATURE", 0, "", "2|"),
+            // No watch-depth feature.
+            ("WATCH", 0, "x|t|1|", "ERROR EINVAL"),
+            ("GET_FEATURE", 0, "0|", "ERROR EACCES"),
+        ],
     );
-    assert_eq!(h.request(guest, "GET_FEATURE", 0, "0|"), "ERROR EACCES");
     assert_eq!(h.request(dom0, "SET_FEATURE", 0, "30|2|"), "ERROR EBUSY");
     assert_eq!(h.request(dom0, "GET_QUOTA", 0, "nodes|"), "1000|");
     assert!(
         h.request(dom0, "GET_QUOTA", 0, "")
             .starts_with("nodes watches outstanding memory")
     );
-    assert_eq!(h.request(dom0, "SET_QUOTA", 0, "30|nodes|7|"), "OK|");
-    assert_eq!(h.request(dom0, "GET_QUOTA", 0, "30|nodes|"), "7|");
-    assert_eq!(h.request(dom0, "GET_QUOTA", 0, "bogus|"), "ERROR EINVAL");
-    assert_eq!(
-        h.request(dom0, "SET_QUOTA", 0, "nodes|4294967295|"),
-        "ERROR EINVAL"
+    h.expect(
+        dom0,
+        &[
+            ("SET_QUOTA", 0, "30|nodes|7|", "OK|"),
+            ("GET_QUOTA", 0, "30|nodes|", "7|"),
+            ("GET_QUOTA", 0, "bogus|", "ERROR EINVAL"),
+            ("SET_QUOTA", 0, "nodes|4294967295|", "ERROR EINVAL"),
+        ],
     );
     assert_eq!(h.request(guest, "GET_QUOTA", 0, "nodes|"), "ERROR EACCES");
 }
@@ -743,11 +709,13 @@ fn control_commands_for_xenstore_control() {
     let dom0 = h.dom0;
     assert!(h.request(dom0, "CONTROL", 0, "help|").contains("quota"));
     assert!(h.request(dom0, "CONTROL", 0, "quota|").contains("nodes"));
-    assert_eq!(h.request(dom0, "CONTROL", 0, "quota|set|nodes|50|"), "OK|");
-    assert_eq!(h.request(dom0, "GET_QUOTA", 0, "nodes|"), "50|");
-    assert_eq!(
-        h.request(dom0, "CONTROL", 0, "quota|set|nodes|0|"),
-        "ERROR EINVAL"
+    h.expect(
+        dom0,
+        &[
+            ("CONTROL", 0, "quota|set|nodes|50|", "OK|"),
+            ("GET_QUOTA", 0, "nodes|", "50|"),
+            ("CONTROL", 0, "quota|set|nodes|0|", "ERROR EINVAL"),
+        ],
     );
     assert!(
         h.request(dom0, "CONTROL", 0, "quota-soft|")

@@ -278,7 +278,9 @@ impl GrantMapper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xen::memory_map::{MemoryKind, MemoryMapSource, MemoryRegion};
+    use crate::xen::memory_map::{
+        MemoryKind, MemoryMapSource, MemoryRegion, stub_domain_map_with_ram,
+    };
 
     const LIMIT: u64 = 8 << 30;
 
@@ -291,18 +293,7 @@ mod tests {
 
     #[test]
     fn window_sits_at_4_gib_for_a_small_domain() {
-        let memory_map = map(&[
-            MemoryRegion {
-                start: 0,
-                size_bytes: 8 << 20,
-                kind: MemoryKind::Ram,
-            },
-            MemoryRegion {
-                start: 0xfeff_8000,
-                size_bytes: 0x8000,
-                kind: MemoryKind::Reserved,
-            },
-        ]);
+        let memory_map = stub_domain_map_with_ram(8 << 20);
         let plan = plan_grant_window(&memory_map, LIMIT).expect("fits");
         assert_eq!(plan.first_gfn, Gfn(0x10_0000));
         assert_eq!(plan.end_address(), (4 << 30) + (16 << 20));

@@ -164,27 +164,35 @@ pub fn read_memory_map_from_xen(
     ))
 }
 
+/// The map init-xenstore-domain sets for a stub domain with `ram_bytes` of RAM from frame 0
+/// (docs/xen-interface.md, "Memory map"): that RAM entry and the special pages' entry at
+/// 0xfeff8000. For the tests of every module that plans memory from the map.
+#[cfg(test)]
+pub(crate) fn stub_domain_map_with_ram(ram_bytes: u64) -> MemoryMap {
+    MemoryMap::from_regions(
+        [
+            MemoryRegion {
+                start: 0,
+                size_bytes: ram_bytes,
+                kind: MemoryKind::Ram,
+            },
+            MemoryRegion {
+                start: 0xfeff_8000,
+                size_bytes: 0x8000,
+                kind: MemoryKind::Reserved,
+            },
+        ],
+        MemoryMapSource::XenMemoryMapHypercall,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The map init-xenstore-domain sets for `--memory 8` (docs/xen-interface.md, "Memory map").
-    pub(crate) fn stub_domain_map() -> MemoryMap {
-        MemoryMap::from_regions(
-            [
-                MemoryRegion {
-                    start: 0,
-                    size_bytes: 8 << 20,
-                    kind: MemoryKind::Ram,
-                },
-                MemoryRegion {
-                    start: 0xfeff_8000,
-                    size_bytes: 0x8000,
-                    kind: MemoryKind::Reserved,
-                },
-            ],
-            MemoryMapSource::XenMemoryMapHypercall,
-        )
+    /// The map init-xenstore-domain sets for `--memory 8`.
+    fn stub_domain_map() -> MemoryMap {
+        stub_domain_map_with_ram(8 << 20)
     }
 
     #[test]

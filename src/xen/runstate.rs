@@ -76,16 +76,24 @@ mod tests {
     use super::*;
     use std::boxed::Box;
 
-    fn area(entry_ns: u64) -> &'static VcpuRunstateInfo {
+    /// A clock over a fresh runstate area whose vCPU was switched in at 1000 ns.
+    fn clock_over_area() -> (&'static VcpuRunstateInfo, WakeClock) {
         let area = Box::leak(Box::new(VcpuRunstateInfo::new()));
-        area.state_entry_time.store(entry_ns, Ordering::Relaxed);
-        area
+        area.state_entry_time.store(1_000, Ordering::Relaxed);
+        (area, WakeClock::over(Some(area)))
+    }
+
+    /// The area after a first reading (TSC 1500): the vCPU was switched in again at 2000 ns.
+    fn clock_after_a_switch_in() -> (&'static VcpuRunstateInfo, WakeClock) {
+        let (area, mut clock) = clock_over_area();
+        clock.read(|| 1_500);
+        area.state_entry_time.store(2_000, Ordering::Relaxed);
+        (area, clock)
     }
 
     #[test]
     fn a_new_switch_in_is_the_time_without_reading_the_tsc() {
-        let area = area(1_000);
-        let mut clock = WakeClock::over(Some(area));
+        let (area, mut clock) = clock_over_area();
         assert_eq!(
             clock.read(|| 1_500),
             1_500,
@@ -97,20 +105,14 @@ mod tests {
 
     #[test]
     fn no_switch_in_since_the_last_reading_reads_the_tsc() {
-        let area = area(1_000);
-        let mut clock = WakeClock::over(Some(area));
-        clock.read(|| 1_500);
-        area.state_entry_time.store(2_000, Ordering::Relaxed);
+        let (_, mut clock) = clock_after_a_switch_in();
         clock.read(|| panic!("TSC read"));
         assert_eq!(clock.read(|| 9_000), 9_000);
     }
 
     #[test]
     fn a_vcpu_not_running_by_the_area_reads_the_tsc() {
-        let area = area(1_000);
-        let mut clock = WakeClock::over(Some(area));
-        clock.read(|| 1_500);
-        area.state_entry_time.store(2_000, Ordering::Relaxed);
+        let (area, mut clock) = clock_after_a_switch_in();
         area.state
             .store(xen_hypercall::vcpu::RUNSTATE_BLOCKED, Ordering::Relaxed);
         assert_eq!(clock.read(|| 3_000), 3_000);
@@ -118,8 +120,7 @@ mod tests {
 
     #[test]
     fn the_update_bit_is_not_time_and_the_clock_never_goes_back() {
-        let area = area(1_000);
-        let mut clock = WakeClock::over(Some(area));
+        let (area, mut clock) = clock_over_area();
         assert_eq!(clock.read(|| 5_000), 5_000);
         area.state_entry_time
             .store(RUNSTATE_UPDATE_BIT | 4_000, Ordering::Relaxed);

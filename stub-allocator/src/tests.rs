@@ -82,6 +82,12 @@ impl Live {
         }
     }
 
+    /// The addresses the block covers, at the size the heap counts for it.
+    fn span(&self) -> (usize, usize) {
+        let start = self.block.as_ptr() as usize;
+        (start, start + block_size_bytes(self.layout))
+    }
+
     fn intact(&self) -> bool {
         // SAFETY: the block is live with at least `layout.size()` initialised bytes.
         let bytes = unsafe { core::slice::from_raw_parts(self.block.as_ptr(), self.layout.size()) };
@@ -91,14 +97,14 @@ impl Live {
 
 /// Every live block intact, and no two overlapping (block sizes as the heap counts them).
 fn check_live(live: &[Live]) {
-    let mut spans: Vec<(usize, usize)> = live
-        .iter()
-        .map(|entry| {
-            assert!(entry.intact(), "block at {:p} was overwritten", entry.block);
-            let start = entry.block.as_ptr() as usize;
-            (start, start + block_size_bytes(entry.layout))
-        })
-        .collect();
+    for entry in live {
+        assert!(entry.intact(), "block at {:p} was overwritten", entry.block);
+    }
+    assert_disjoint(live.iter().map(Live::span).collect());
+}
+
+/// No two of the `(start, end)` address spans overlap.
+fn assert_disjoint(mut spans: Vec<(usize, usize)>) {
     spans.sort_unstable();
     for pair in spans.windows(2) {
         assert!(pair[0].1 <= pair[1].0, "blocks {pair:x?} overlap");
@@ -387,7 +393,7 @@ fn assert_free_blocks_sound(heap: &SizeClassHeap, map: &BackingMap, live: &[Live
         free.iter().map(|&(_, size)| size).sum::<usize>(),
         heap.class_free_bytes()
     );
-    let mut spans: Vec<(usize, usize)> = free
+    let spans: Vec<(usize, usize)> = free
         .iter()
         .map(|&(address, size)| {
             let block = NonNull::new(address as *mut u8).expect("a block");
@@ -397,15 +403,9 @@ fn assert_free_blocks_sound(heap: &SizeClassHeap, map: &BackingMap, live: &[Live
             );
             (address, address + size)
         })
-        .chain(live.iter().map(|entry| {
-            let start = entry.block.as_ptr() as usize;
-            (start, start + block_size_bytes(entry.layout))
-        }))
+        .chain(live.iter().map(Live::span))
         .collect();
-    spans.sort_unstable();
-    for pair in spans.windows(2) {
-        assert!(pair[0].1 <= pair[1].0, "blocks {pair:x?} overlap");
-    }
+    assert_disjoint(spans);
 }
 
 /// After a failed allocation of `wanted`, the memory is really exhausted: no hole of the

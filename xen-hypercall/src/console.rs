@@ -6,6 +6,7 @@
 
 use core::sync::atomic::{AtomicU8, AtomicU32};
 
+use crate::abi_layout;
 use crate::errno::XenResult;
 use crate::hypercall::{Hypervisor, number};
 
@@ -31,6 +32,10 @@ pub struct XenconsInterface {
     pub connection: AtomicU8,
 }
 
+abi_layout!(XenconsInterface: at most 4096 bytes {
+    output: 1024, in_cons: 3072, in_prod: 3076, out_cons: 3080, out_prod: 3084, connection: 3088,
+});
+
 impl Hypervisor {
     /// `CONSOLEIO_write` of `text` to Xen's console (debug hypervisors, or dom0).
     pub fn console_io_write(&self, text: &[u8]) -> XenResult<()> {
@@ -48,22 +53,5 @@ impl Hypervisor {
             )
         }?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use core::mem::offset_of;
-
-    #[test]
-    fn console_ring_layout() {
-        assert_eq!(offset_of!(XenconsInterface, output), 1024);
-        assert_eq!(offset_of!(XenconsInterface, in_cons), 3072);
-        assert_eq!(offset_of!(XenconsInterface, in_prod), 3076);
-        assert_eq!(offset_of!(XenconsInterface, out_cons), 3080);
-        assert_eq!(offset_of!(XenconsInterface, out_prod), 3084);
-        assert_eq!(offset_of!(XenconsInterface, connection), 3088);
-        assert!(core::mem::size_of::<XenconsInterface>() <= 4096);
     }
 }

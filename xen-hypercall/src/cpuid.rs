@@ -267,19 +267,19 @@ mod tests {
 
     #[test]
     fn vendor_strings_decode() {
-        let amd = CpuidRegisters {
-            eax: 0xd,
-            ebx: 0x6874_7541,
-            ecx: 0x444d_4163,
-            edx: 0x6974_6e65,
-        };
-        assert_eq!(CpuVendor::from_leaf0(amd), CpuVendor::Amd);
-        let intel = CpuidRegisters {
-            eax: 0xd,
-            ebx: 0x756e_6547,
-            ecx: 0x6c65_746e,
-            edx: 0x4965_6e69,
-        };
-        assert_eq!(CpuVendor::from_leaf0(intel), CpuVendor::Intel);
+        // (ebx, ecx, edx) of leaf 0: "AuthenticAMD", "GenuineIntel".
+        let vendors = [
+            ((0x6874_7541, 0x444d_4163, 0x6974_6e65), CpuVendor::Amd),
+            ((0x756e_6547, 0x6c65_746e, 0x4965_6e69), CpuVendor::Intel),
+        ];
+        for ((ebx, ecx, edx), vendor) in vendors {
+            let registers = CpuidRegisters {
+                eax: 0xd,
+                ebx,
+                ecx,
+                edx,
+            };
+            assert_eq!(CpuVendor::from_leaf0(registers), vendor);
+        }
     }
 }

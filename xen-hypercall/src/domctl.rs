@@ -5,6 +5,7 @@
 //! `XEN_DOMCTL_INTERFACE_VERSION`, else `-EACCES`) and, from Xen 4.21, the stable
 //! `XEN_DOMCTL_get_domain_state` (`interface_version` 0).
 
+use crate::abi_layout;
 use crate::cpuid::XenVersion;
 use crate::errno::{XenErrno, XenResult};
 use crate::hypercall::{Hypervisor, argument_address_mut, number};
@@ -89,6 +90,12 @@ pub struct XenDomctlGetdomaininfo {
     pub arch_config: [u32; 2],
 }
 
+abi_layout!(XenDomctlGetdomaininfo: 112 bytes {
+    flags: 4, tot_pages: 8, max_pages: 16, outstanding_pages: 24, shr_pages: 32,
+    paged_pages: 40, shared_info_frame: 48, cpu_time: 56, nr_online_vcpus: 64,
+    max_vcpu_id: 68, ssidref: 72, handle: 76, cpupool: 92, gpaddr_bits: 96, arch_config: 104,
+});
+
 impl XenDomctlGetdomaininfo {
     /// The `SHUTDOWN_*` code, meaningful when `flags & XEN_DOMINF_shutdown`.
     pub const fn shutdown_code(&self) -> u8 {
@@ -107,6 +114,8 @@ pub struct XenDomctlGetDomainState {
     pub unique_id: u64,
 }
 
+abi_layout!(XenDomctlGetDomainState: 16 bytes { caps: 2, pad0: 4, unique_id: 8 });
+
 /// The 128-byte union of `struct xen_domctl` (8-byte aligned).
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -115,6 +124,8 @@ pub union XenDomctlPayload {
     pub get_domain_state: XenDomctlGetDomainState,
     pub raw: [u64; 16],
 }
+
+abi_layout!(XenDomctlPayload: 128 bytes, aligned 8);
 
 /// `struct xen_domctl` (144 bytes).
 #[repr(C)]
@@ -127,6 +138,8 @@ pub struct XenDomctl {
     pub pad: [u16; 3],
     pub payload: XenDomctlPayload,
 }
+
+abi_layout!(XenDomctl: 144 bytes { interface_version: 4, domain: 8, payload: 16 });
 
 impl XenDomctl {
     fn new(cmd: u32, interface_version: u32, domain: DomId) -> XenDomctl {
@@ -192,45 +205,6 @@ impl Hypervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::{align_of, offset_of, size_of};
-
-    #[test]
-    fn domctl_layout() {
-        assert_eq!(size_of::<XenDomctl>(), 144);
-        assert_eq!(offset_of!(XenDomctl, interface_version), 4);
-        assert_eq!(offset_of!(XenDomctl, domain), 8);
-        assert_eq!(offset_of!(XenDomctl, payload), 16);
-        assert_eq!(size_of::<XenDomctlPayload>(), 128);
-        assert_eq!(align_of::<XenDomctlPayload>(), 8);
-    }
-
-    #[test]
-    fn getdomaininfo_layout() {
-        assert_eq!(size_of::<XenDomctlGetdomaininfo>(), 112);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, flags), 4);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, tot_pages), 8);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, max_pages), 16);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, outstanding_pages), 24);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, shr_pages), 32);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, paged_pages), 40);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, shared_info_frame), 48);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, cpu_time), 56);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, nr_online_vcpus), 64);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, max_vcpu_id), 68);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, ssidref), 72);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, handle), 76);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, cpupool), 92);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, gpaddr_bits), 96);
-        assert_eq!(offset_of!(XenDomctlGetdomaininfo, arch_config), 104);
-    }
-
-    #[test]
-    fn get_domain_state_layout() {
-        assert_eq!(size_of::<XenDomctlGetDomainState>(), 16);
-        assert_eq!(offset_of!(XenDomctlGetDomainState, caps), 2);
-        assert_eq!(offset_of!(XenDomctlGetDomainState, pad0), 4);
-        assert_eq!(offset_of!(XenDomctlGetDomainState, unique_id), 8);
-    }
 
     #[test]
     fn interface_versions_follow_releases() {

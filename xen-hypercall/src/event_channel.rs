@@ -3,6 +3,7 @@
 //! All operations here only create, connect, signal or close ports of the calling domain;
 //! none touches guest memory, so all wrappers are safe.
 
+use crate::abi_layout;
 use crate::errno::XenResult;
 use crate::hypercall::{Hypervisor, argument_address_mut, number};
 use crate::types::{DomId, EventChannelPort};
@@ -28,6 +29,8 @@ pub struct EvtchnAllocUnbound {
     pub port: u32,
 }
 
+abi_layout!(EvtchnAllocUnbound: 8 bytes { remote_dom: 2, port: 4 });
+
 /// `struct evtchn_bind_interdomain` (12 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +40,8 @@ pub struct EvtchnBindInterdomain {
     /// OUT.
     pub local_port: u32,
 }
+
+abi_layout!(EvtchnBindInterdomain: 12 bytes { remote_port: 4, local_port: 8 });
 
 /// `struct evtchn_bind_virq` (12 bytes).
 #[repr(C)]
@@ -48,12 +53,16 @@ pub struct EvtchnBindVirq {
     pub port: u32,
 }
 
+abi_layout!(EvtchnBindVirq: 12 bytes { vcpu: 4, port: 8 });
+
 /// `struct evtchn_send`, `evtchn_unmask`, `evtchn_close` (4 bytes each).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EvtchnPortArgument {
     pub port: u32,
 }
+
+abi_layout!(EvtchnPortArgument: 4 bytes);
 
 /// `struct evtchn_status` (24 bytes); the union at offset 16 is kept raw.
 #[repr(C)]
@@ -69,6 +78,8 @@ pub struct EvtchnStatus {
     /// `pirq`/`virq` (u32 @16).
     pub union_words: [u32; 2],
 }
+
+abi_layout!(EvtchnStatus: 24 bytes { port: 4, status: 8, vcpu: 12, union_words: 16 });
 
 /// What a port is connected to (`EVTCHNSTAT_*` plus the union).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,25 +170,26 @@ impl Hypervisor {
         Ok(EventChannelPort(request.port))
     }
 
+    /// An EVTCHNOP whose whole argument is one port (`evtchn_send`, `_unmask`, `_close`).
+    fn port_op(&self, command: u64, port: EventChannelPort) -> XenResult<()> {
+        let mut request = EvtchnPortArgument { port: port.0 };
+        self.event_channel_op(command, &mut request)?;
+        Ok(())
+    }
+
     /// `EVTCHNOP_send`: notifies the other end of `port`.
     pub fn send(&self, port: EventChannelPort) -> XenResult<()> {
-        let mut request = EvtchnPortArgument { port: port.0 };
-        self.event_channel_op(EVTCHNOP_SEND, &mut request)?;
-        Ok(())
+        self.port_op(EVTCHNOP_SEND, port)
     }
 
     /// `EVTCHNOP_unmask`: clears the mask bit and re-raises the upcall if `port` is pending.
     pub fn unmask(&self, port: EventChannelPort) -> XenResult<()> {
-        let mut request = EvtchnPortArgument { port: port.0 };
-        self.event_channel_op(EVTCHNOP_UNMASK, &mut request)?;
-        Ok(())
+        self.port_op(EVTCHNOP_UNMASK, port)
     }
 
     /// `EVTCHNOP_close`: closes `port` (an interdomain peer's port becomes unbound again).
     pub fn close(&self, port: EventChannelPort) -> XenResult<()> {
-        let mut request = EvtchnPortArgument { port: port.0 };
-        self.event_channel_op(EVTCHNOP_CLOSE, &mut request)?;
-        Ok(())
+        self.port_op(EVTCHNOP_CLOSE, port)
     }
 
     /// `EVTCHNOP_status` of one of the calling domain's ports.
@@ -210,60 +222,34 @@ impl Hypervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::{offset_of, size_of};
 
     #[test]
-    fn alloc_unbound_layout() {
-        assert_eq!(size_of::<EvtchnAllocUnbound>(), 8);
-        assert_eq!(offset_of!(EvtchnAllocUnbound, remote_dom), 2);
-        assert_eq!(offset_of!(EvtchnAllocUnbound, port), 4);
-    }
-
-    #[test]
-    fn bind_layouts() {
-        assert_eq!(size_of::<EvtchnBindInterdomain>(), 12);
-        assert_eq!(offset_of!(EvtchnBindInterdomain, remote_port), 4);
-        assert_eq!(offset_of!(EvtchnBindInterdomain, local_port), 8);
-        assert_eq!(size_of::<EvtchnBindVirq>(), 12);
-        assert_eq!(offset_of!(EvtchnBindVirq, vcpu), 4);
-        assert_eq!(offset_of!(EvtchnBindVirq, port), 8);
-        assert_eq!(size_of::<EvtchnPortArgument>(), 4);
-    }
-
-    #[test]
-    fn status_layout_and_decoding() {
-        assert_eq!(size_of::<EvtchnStatus>(), 24);
-        assert_eq!(offset_of!(EvtchnStatus, port), 4);
-        assert_eq!(offset_of!(EvtchnStatus, status), 8);
-        assert_eq!(offset_of!(EvtchnStatus, vcpu), 12);
-        assert_eq!(offset_of!(EvtchnStatus, union_words), 16);
-        let unbound = EvtchnStatus {
-            status: 1,
-            union_words: [5, 0],
-            ..EvtchnStatus::default()
-        };
-        assert_eq!(
-            PortStatus::decode(&unbound),
-            PortStatus::Unbound {
-                remote_domain: DomId(5)
-            }
-        );
-        let interdomain = EvtchnStatus {
-            status: 2,
-            union_words: [0, 9],
-            ..EvtchnStatus::default()
-        };
-        assert_eq!(
-            PortStatus::decode(&interdomain),
-            PortStatus::Interdomain {
-                remote_domain: DomId(0),
-                remote_port: EventChannelPort(9)
-            }
-        );
-        let odd = EvtchnStatus {
-            status: 77,
-            ..EvtchnStatus::default()
-        };
-        assert_eq!(PortStatus::decode(&odd), PortStatus::Unknown(77));
+    fn status_decoding() {
+        let statuses = [
+            (
+                1,
+                [5, 0],
+                PortStatus::Unbound {
+                    remote_domain: DomId(5),
+                },
+            ),
+            (
+                2,
+                [0, 9],
+                PortStatus::Interdomain {
+                    remote_domain: DomId(0),
+                    remote_port: EventChannelPort(9),
+                },
+            ),
+            (77, [0, 0], PortStatus::Unknown(77)),
+        ];
+        for (status, union_words, decoded) in statuses {
+            let raw = EvtchnStatus {
+                status,
+                union_words,
+                ..EvtchnStatus::default()
+            };
+            assert_eq!(PortStatus::decode(&raw), decoded);
+        }
     }
 }

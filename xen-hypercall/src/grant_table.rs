@@ -9,6 +9,7 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU16, AtomicU32};
 
+use crate::abi_layout;
 use crate::errno::XenErrno;
 use crate::hypercall::{Hypervisor, argument_address_mut, number};
 use crate::types::{DomId, Gfn, GrantRef};
@@ -37,6 +38,8 @@ pub struct GrantEntryV1 {
     pub frame: u32,
 }
 
+abi_layout!(GrantEntryV1: 8 bytes { frame: 4 });
+
 /// A v1 grant entry as it sits in a mapped grant-table frame, shared with Xen (which sets
 /// `GTF_reading`/`GTF_writing` in `flags` while the grant is mapped).
 #[repr(C)]
@@ -45,6 +48,8 @@ pub struct SharedGrantEntryV1 {
     pub domid: AtomicU16,
     pub frame: AtomicU32,
 }
+
+abi_layout!(SharedGrantEntryV1: 8 bytes { domid: 2, frame: 4 });
 
 /// `GTF_reading`: Xen is mapping the frame for reading.
 pub const GTF_READING: u16 = 1 << 3;
@@ -76,6 +81,10 @@ pub struct GnttabMapGrantRef {
     pub dev_bus_addr: u64,
 }
 
+abi_layout!(GnttabMapGrantRef: 32 bytes {
+    flags: 8, grant_ref: 12, dom: 16, status: 18, handle: 20, dev_bus_addr: 24,
+});
+
 /// `struct gnttab_unmap_grant_ref` (24 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,6 +95,8 @@ pub struct GnttabUnmapGrantRef {
     /// OUT: `GNTST_*`.
     pub status: i16,
 }
+
+abi_layout!(GnttabUnmapGrantRef: 24 bytes { handle: 16, status: 20 });
 
 /// `struct gnttab_setup_table` (24 bytes).
 #[repr(C)]
@@ -99,6 +110,8 @@ pub struct GnttabSetupTable {
     pub frame_list: u64,
 }
 
+abi_layout!(GnttabSetupTable: 24 bytes { nr_frames: 4, status: 8, frame_list: 16 });
+
 /// `struct gnttab_query_size` (16 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,6 +124,8 @@ pub struct GnttabQuerySize {
     /// OUT: `GNTST_*`.
     pub status: i16,
 }
+
+abi_layout!(GnttabQuerySize: 16 bytes { nr_frames: 4, max_nr_frames: 8, status: 12 });
 
 /// A per-operation grant status (`GNTST_*`), other than `GNTST_okay`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,6 +230,21 @@ pub struct GrantTableSize {
 }
 
 impl Hypervisor {
+    /// One `GNTTABOP_*` on the single argument struct `request` (count 1). The per-entry
+    /// status Xen writes into `request` is for the caller to check.
+    ///
+    /// # Safety
+    ///
+    /// `request` must be the argument struct of `command`, and the caller must accept what
+    /// `command` does to guest memory (mapping into or out of a frame, writing a frame list).
+    unsafe fn grant_table_op<T>(&self, command: u64, request: &mut T) -> Result<(), GrantError> {
+        let address = argument_address_mut(request);
+        // SAFETY: Xen reads/writes one argument struct of `command`, alive for the call; the
+        // caller vouches for the struct and the effects.
+        unsafe { self.hypercall(number::GRANT_TABLE_OP, [command, address, 1, 0, 0]) }?;
+        Ok(())
+    }
+
     /// `GNTTABOP_map_grant_ref` of one grant: maps `grant_ref` of `granting_domain` at `gfn`.
     ///
     /// # Safety
@@ -235,15 +265,9 @@ impl Hypervisor {
             dom: granting_domain.0,
             ..GnttabMapGrantRef::default()
         };
-        let address = argument_address_mut(&mut request);
         // SAFETY: Xen reads/writes one gnttab_map_grant_ref (count 1) that lives for the
         // call; the caller guarantees `gfn` is a hole.
-        unsafe {
-            self.hypercall(
-                number::GRANT_TABLE_OP,
-                [GNTTABOP_MAP_GRANT_REF, address, 1, 0, 0],
-            )
-        }?;
+        unsafe { self.grant_table_op(GNTTABOP_MAP_GRANT_REF, &mut request) }?;
         GrantStatus::check(request.status).map_err(GrantError::Status)?;
         Ok(GrantMapping {
             gfn,
@@ -263,15 +287,9 @@ impl Hypervisor {
             handle: mapping.handle,
             status: 0,
         };
-        let address = argument_address_mut(&mut request);
         // SAFETY: Xen reads/writes one gnttab_unmap_grant_ref that lives for the call; the
         // caller stops using the frame.
-        unsafe {
-            self.hypercall(
-                number::GRANT_TABLE_OP,
-                [GNTTABOP_UNMAP_GRANT_REF, address, 1, 0, 0],
-            )
-        }?;
+        unsafe { self.grant_table_op(GNTTABOP_UNMAP_GRANT_REF, &mut request) }?;
         GrantStatus::check(request.status).map_err(GrantError::Status)
     }
 
@@ -281,15 +299,9 @@ impl Hypervisor {
             dom: DomId::SELF.0,
             ..GnttabQuerySize::default()
         };
-        let address = argument_address_mut(&mut request);
         // SAFETY: Xen reads/writes one gnttab_query_size that lives for the call; no memory
         // of the guest changes.
-        unsafe {
-            self.hypercall(
-                number::GRANT_TABLE_OP,
-                [GNTTABOP_QUERY_SIZE, address, 1, 0, 0],
-            )
-        }?;
+        unsafe { self.grant_table_op(GNTTABOP_QUERY_SIZE, &mut request) }?;
         GrantStatus::check(request.status).map_err(GrantError::Status)?;
         Ok(GrantTableSize {
             frames: request.nr_frames,
@@ -308,15 +320,9 @@ impl Hypervisor {
             status: 0,
             frame_list: frames.as_mut_ptr() as u64,
         };
-        let address = argument_address_mut(&mut request);
         // SAFETY: Xen writes at most `nr_frames` xen_pfn_t to `frames`, which is that long
         // and lives for the call.
-        unsafe {
-            self.hypercall(
-                number::GRANT_TABLE_OP,
-                [GNTTABOP_SETUP_TABLE, address, 1, 0, 0],
-            )
-        }?;
+        unsafe { self.grant_table_op(GNTTABOP_SETUP_TABLE, &mut request) }?;
         GrantStatus::check(request.status).map_err(GrantError::Status)
     }
 }
@@ -324,38 +330,6 @@ impl Hypervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::{offset_of, size_of};
-
-    #[test]
-    fn entry_and_map_layouts() {
-        assert_eq!(size_of::<GrantEntryV1>(), 8);
-        assert_eq!(size_of::<SharedGrantEntryV1>(), 8);
-        assert_eq!(offset_of!(SharedGrantEntryV1, domid), 2);
-        assert_eq!(offset_of!(SharedGrantEntryV1, frame), 4);
-        assert_eq!(offset_of!(GrantEntryV1, frame), 4);
-        assert_eq!(size_of::<GnttabMapGrantRef>(), 32);
-        assert_eq!(offset_of!(GnttabMapGrantRef, flags), 8);
-        assert_eq!(offset_of!(GnttabMapGrantRef, grant_ref), 12);
-        assert_eq!(offset_of!(GnttabMapGrantRef, dom), 16);
-        assert_eq!(offset_of!(GnttabMapGrantRef, status), 18);
-        assert_eq!(offset_of!(GnttabMapGrantRef, handle), 20);
-        assert_eq!(offset_of!(GnttabMapGrantRef, dev_bus_addr), 24);
-    }
-
-    #[test]
-    fn unmap_setup_query_layouts() {
-        assert_eq!(size_of::<GnttabUnmapGrantRef>(), 24);
-        assert_eq!(offset_of!(GnttabUnmapGrantRef, handle), 16);
-        assert_eq!(offset_of!(GnttabUnmapGrantRef, status), 20);
-        assert_eq!(size_of::<GnttabSetupTable>(), 24);
-        assert_eq!(offset_of!(GnttabSetupTable, nr_frames), 4);
-        assert_eq!(offset_of!(GnttabSetupTable, status), 8);
-        assert_eq!(offset_of!(GnttabSetupTable, frame_list), 16);
-        assert_eq!(size_of::<GnttabQuerySize>(), 16);
-        assert_eq!(offset_of!(GnttabQuerySize, nr_frames), 4);
-        assert_eq!(offset_of!(GnttabQuerySize, max_nr_frames), 8);
-        assert_eq!(offset_of!(GnttabQuerySize, status), 12);
-    }
 
     #[test]
     fn statuses_decode() {

@@ -1,5 +1,6 @@
 //! `HYPERVISOR_hvm_op` get/set param (`hvm/hvm_op.h`, `hvm/params.h`).
 
+use crate::abi_layout;
 use crate::errno::XenResult;
 use crate::hypercall::{Hypervisor, argument_address_mut, number};
 use crate::types::DomId;
@@ -30,6 +31,8 @@ pub struct XenHvmParam {
     pub index: u32,
     pub value: u64,
 }
+
+abi_layout!(XenHvmParam: 16 bytes { index: 4, value: 8 });
 
 impl Hypervisor {
     /// `HVMOP_get_param` for the calling domain.
@@ -65,18 +68,5 @@ impl Hypervisor {
         // SAFETY: Xen reads one xen_hvm_param alive for the call; the caller accepts the effect.
         unsafe { self.hypercall(number::HVM_OP, [HVMOP_SET_PARAM, address, 0, 0, 0]) }?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use core::mem::{offset_of, size_of};
-
-    #[test]
-    fn hvm_param_layout() {
-        assert_eq!(size_of::<XenHvmParam>(), 16);
-        assert_eq!(offset_of!(XenHvmParam, index), 4);
-        assert_eq!(offset_of!(XenHvmParam, value), 8);
     }
 }

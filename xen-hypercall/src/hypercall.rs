@@ -32,6 +32,27 @@ pub const HYPERCALL_STUB_SIZE_BYTES: u64 = 32;
 /// the page, byte 0 stays `0xc3` (the same check XTF and Solo5 do).
 const RET_OPCODE: u8 = 0xc3;
 
+/// Issues `$instruction` with the register convention of the module documentation: the
+/// number in `rax` (the result comes back there), the five arguments in `rdi, rsi, rdx, r10,
+/// r8`, all clobbered; `$operands` adds what the instruction needs besides. Evaluates to the
+/// raw result (`i64`). Must be used inside an `unsafe` block.
+macro_rules! hypercall_asm {
+    ($instruction:literal, $number:expr, $arguments:expr, $($operands:tt)*) => {{
+        let result: i64;
+        core::arch::asm!(
+            $instruction,
+            $($operands)*,
+            inlateout("rax") $number => result,
+            inlateout("rdi") $arguments[0] => _,
+            inlateout("rsi") $arguments[1] => _,
+            inlateout("rdx") $arguments[2] => _,
+            inlateout("r10") $arguments[3] => _,
+            inlateout("r8") $arguments[4] => _,
+        );
+        result
+    }};
+}
+
 /// How hypercalls are issued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HypercallMechanism {
@@ -170,7 +191,6 @@ impl Hypervisor {
     /// for the duration of the call, and the operation must not change the mapping of memory
     /// the program relies on (unless the caller accounts for that).
     pub unsafe fn raw_hypercall(&self, number: u64, arguments: [u64; 5]) -> i64 {
-        let result: i64;
         match self.mechanism {
             HypercallMechanism::Page { address } => {
                 let stub = address + number * HYPERCALL_STUB_SIZE_BYTES;
@@ -179,54 +199,23 @@ impl Hypervisor {
                 // for the return address, which asm without `nostack` may use. The caller
                 // guarantees the arguments are valid for this hypercall.
                 unsafe {
-                    core::arch::asm!(
-                        "call {stub}",
-                        stub = in(reg) stub,
-                        inlateout("rax") number => result,
-                        inlateout("rdi") arguments[0] => _,
-                        inlateout("rsi") arguments[1] => _,
-                        inlateout("rdx") arguments[2] => _,
-                        inlateout("r10") arguments[3] => _,
-                        inlateout("r8") arguments[4] => _,
-                        out("rcx") _,
-                        out("r11") _,
-                    );
+                    hypercall_asm!(
+                        "call {stub}", number, arguments,
+                        stub = in(reg) stub, out("rcx") _, out("r11") _
+                    )
                 }
             }
             HypercallMechanism::Vmcall => {
                 // SAFETY: the vendor check chose vmcall for an Intel-compatible CPU; the
                 // caller guarantees the arguments are valid for this hypercall.
-                unsafe {
-                    core::arch::asm!(
-                        "vmcall",
-                        inlateout("rax") number => result,
-                        inlateout("rdi") arguments[0] => _,
-                        inlateout("rsi") arguments[1] => _,
-                        inlateout("rdx") arguments[2] => _,
-                        inlateout("r10") arguments[3] => _,
-                        inlateout("r8") arguments[4] => _,
-                        options(nostack),
-                    );
-                }
+                unsafe { hypercall_asm!("vmcall", number, arguments, options(nostack)) }
             }
             HypercallMechanism::Vmmcall => {
                 // SAFETY: the vendor check chose vmmcall for an AMD-compatible CPU; the
                 // caller guarantees the arguments are valid for this hypercall.
-                unsafe {
-                    core::arch::asm!(
-                        "vmmcall",
-                        inlateout("rax") number => result,
-                        inlateout("rdi") arguments[0] => _,
-                        inlateout("rsi") arguments[1] => _,
-                        inlateout("rdx") arguments[2] => _,
-                        inlateout("r10") arguments[3] => _,
-                        inlateout("r8") arguments[4] => _,
-                        options(nostack),
-                    );
-                }
+                unsafe { hypercall_asm!("vmmcall", number, arguments, options(nostack)) }
             }
         }
-        result
     }
 
     /// [`Hypervisor::raw_hypercall`] with the result converted to [`XenResult`].

@@ -14,14 +14,15 @@
 //!   and the shared data layout of [`shared_info`] (`xen.h`, `arch-x86/xen.h`).
 //!
 //! Design principles:
-//! - Every ABI struct is `#[repr(C)]` and has size and field-offset unit tests against the
-//!   figures of Xen's public headers (`docs/xen-interface.md`).
+//! - Every ABI struct is `#[repr(C)]`, and an [`abi_layout!`] next to it checks its size and
+//!   field offsets against the figures of Xen's public headers (`docs/xen-interface.md`) at
+//!   compile time, for the kernel target as for the host.
 //! - Failures come back as typed values ([`XenErrno`], [`grant_table::GrantStatus`]); nothing
 //!   in this crate panics on a hypervisor result.
 //! - Calls that can change what a guest-physical frame contains (and therefore break memory
 //!   safety of the caller) are `unsafe fn` with a `# Safety` section; the rest are safe.
 //! - Only x86-64 is supported (PVH); the crate still compiles on any x86-64 host so that the
-//!   layout tests run under plain `cargo test`.
+//!   unit tests run under plain `cargo test`.
 #![no_std]
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -38,6 +39,7 @@ pub mod event_channel;
 pub mod grant_table;
 pub mod hvm;
 pub mod hypercall;
+mod layout;
 pub mod memory;
 pub mod multicall;
 pub mod sched;

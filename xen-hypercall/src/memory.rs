@@ -1,5 +1,6 @@
 //! `HYPERVISOR_memory_op` (`xen/include/public/memory.h`): memory map, reservations, physmap.
 
+use crate::abi_layout;
 use crate::errno::XenResult;
 use crate::hypercall::{Hypervisor, argument_address, argument_address_mut, number};
 use crate::types::{DomId, Gfn};
@@ -44,6 +45,8 @@ pub struct XenAddToPhysmap {
     pub gpfn: u64,
 }
 
+abi_layout!(XenAddToPhysmap: 24 bytes { size: 2, space: 4, idx: 8, gpfn: 16 });
+
 /// `struct xen_remove_from_physmap` (16 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,6 +54,8 @@ pub struct XenRemoveFromPhysmap {
     pub domid: u16,
     pub gpfn: u64,
 }
+
+abi_layout!(XenRemoveFromPhysmap: 16 bytes { gpfn: 8 });
 
 /// `struct xen_memory_reservation` (32 bytes): the argument of `XENMEM_increase_reservation`,
 /// `XENMEM_decrease_reservation` and `XENMEM_populate_physmap`.
@@ -69,6 +74,10 @@ pub struct XenMemoryReservation {
     pub domid: u16,
 }
 
+abi_layout!(XenMemoryReservation: 32 bytes {
+    extent_start: 0, nr_extents: 8, extent_order: 16, mem_flags: 20, domid: 24,
+});
+
 /// `struct xen_memory_map` (16 bytes): `nr_entries` is capacity in, count out.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,6 +86,8 @@ pub struct XenMemoryMap {
     /// Guest handle: linear address of an array of [`E820Entry`].
     pub buffer: u64,
 }
+
+abi_layout!(XenMemoryMap: 16 bytes { buffer: 8 });
 
 /// One entry of the `XENMEM_memory_map` buffer: a *packed* 20-byte E820 entry
 /// (`xen/arch/x86/include/asm/e820.h`), not the 24-byte `hvm_memmap_table_entry`.
@@ -88,6 +99,8 @@ pub struct E820Entry {
     /// `E820_RAM` 1, `E820_RESERVED` 2, `E820_ACPI` 3, `E820_NVS` 4, `E820_UNUSABLE` 5.
     pub entry_type: u32,
 }
+
+abi_layout!(E820Entry: 20 bytes { size: 8, entry_type: 16 });
 
 impl Hypervisor {
     /// `XENMEM_memory_map`: fills `entries` and returns how many were written.
@@ -107,28 +120,20 @@ impl Hypervisor {
 
     /// `XENMEM_current_reservation` for `domid`: the number of pages currently backed.
     pub fn current_reservation_pages(&self, domid: DomId) -> XenResult<u64> {
-        let domid = domid.0;
-        let address = argument_address(&domid);
-        // SAFETY: Xen reads one domid_t, which lives for the call; nothing changes.
-        unsafe {
-            self.hypercall(
-                number::MEMORY_OP,
-                [XENMEM_CURRENT_RESERVATION, address, 0, 0, 0],
-            )
-        }
+        self.reservation_query(XENMEM_CURRENT_RESERVATION, domid)
     }
 
     /// `XENMEM_maximum_reservation` for `domid`: the page limit.
     pub fn maximum_reservation_pages(&self, domid: DomId) -> XenResult<u64> {
+        self.reservation_query(XENMEM_MAXIMUM_RESERVATION, domid)
+    }
+
+    /// A `XENMEM_*_reservation` query, whose argument is a `domid_t`: a page count.
+    fn reservation_query(&self, command: u64, domid: DomId) -> XenResult<u64> {
         let domid = domid.0;
         let address = argument_address(&domid);
         // SAFETY: Xen reads one domid_t, which lives for the call; nothing changes.
-        unsafe {
-            self.hypercall(
-                number::MEMORY_OP,
-                [XENMEM_MAXIMUM_RESERVATION, address, 0, 0, 0],
-            )
-        }
+        unsafe { self.hypercall(number::MEMORY_OP, [command, address, 0, 0, 0]) }
     }
 
     /// `XENMEM_populate_physmap` for the calling domain: backs each frame of `frames` (extents
@@ -231,47 +236,5 @@ impl Hypervisor {
             )
         }?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use core::mem::{offset_of, size_of};
-
-    #[test]
-    fn add_to_physmap_layout() {
-        assert_eq!(size_of::<XenAddToPhysmap>(), 24);
-        assert_eq!(offset_of!(XenAddToPhysmap, size), 2);
-        assert_eq!(offset_of!(XenAddToPhysmap, space), 4);
-        assert_eq!(offset_of!(XenAddToPhysmap, idx), 8);
-        assert_eq!(offset_of!(XenAddToPhysmap, gpfn), 16);
-    }
-
-    #[test]
-    fn remove_from_physmap_layout() {
-        assert_eq!(size_of::<XenRemoveFromPhysmap>(), 16);
-        assert_eq!(offset_of!(XenRemoveFromPhysmap, gpfn), 8);
-    }
-
-    #[test]
-    fn memory_reservation_layout() {
-        assert_eq!(size_of::<XenMemoryReservation>(), 32);
-        assert_eq!(offset_of!(XenMemoryReservation, extent_start), 0);
-        assert_eq!(offset_of!(XenMemoryReservation, nr_extents), 8);
-        assert_eq!(offset_of!(XenMemoryReservation, extent_order), 16);
-        assert_eq!(offset_of!(XenMemoryReservation, mem_flags), 20);
-        assert_eq!(offset_of!(XenMemoryReservation, domid), 24);
-        // The extent list is an array of xen_pfn_t (u64).
-        assert_eq!(size_of::<Gfn>(), 8);
-    }
-
-    #[test]
-    fn memory_map_layout() {
-        assert_eq!(size_of::<XenMemoryMap>(), 16);
-        assert_eq!(offset_of!(XenMemoryMap, buffer), 8);
-        assert_eq!(size_of::<E820Entry>(), 20);
-        assert_eq!(offset_of!(E820Entry, size), 8);
-        assert_eq!(offset_of!(E820Entry, entry_type), 16);
     }
 }

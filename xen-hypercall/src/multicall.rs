@@ -11,6 +11,7 @@
 //! listed ports, so no wake-up is lost); the switch away happens on the way out, which is
 //! why the poll must be the last entry.
 
+use crate::abi_layout;
 use crate::errno::{XenErrno, XenResult};
 use crate::event_channel::{EVTCHNOP_SEND, EvtchnPortArgument};
 use crate::hypercall::{Hypervisor, argument_address, number};
@@ -28,6 +29,8 @@ pub struct MulticallEntry {
     /// The call's arguments, as for a direct hypercall (pointers are guest-linear).
     pub args: [u64; 6],
 }
+
+abi_layout!(MulticallEntry: 64 bytes { result: 8, args: 16 });
 
 /// Entries per multicall issued by [`Hypervisor::send_then_poll`]: the sends of one batch
 /// plus the final poll. More ports are notified in further batches first.
@@ -134,18 +137,5 @@ impl Hypervisor {
             }
             None => Ok(()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use core::mem::{offset_of, size_of};
-
-    #[test]
-    fn layout_matches_xen_h() {
-        assert_eq!(size_of::<MulticallEntry>(), 64);
-        assert_eq!(offset_of!(MulticallEntry, result), 8);
-        assert_eq!(offset_of!(MulticallEntry, args), 16);
     }
 }

@@ -1,5 +1,6 @@
 //! `HYPERVISOR_sched_op` (`xen/include/public/sched.h`): yield, block, poll, shutdown.
 
+use crate::abi_layout;
 use crate::errno::{XenErrno, XenResult};
 use crate::hypercall::{Hypervisor, argument_address, number};
 use crate::types::EventChannelPort;
@@ -31,6 +32,8 @@ pub struct SchedShutdown {
     pub reason: u32,
 }
 
+abi_layout!(SchedShutdown: 4 bytes);
+
 /// `struct sched_poll` (24 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,6 +44,8 @@ pub struct SchedPoll {
     /// Absolute Xen system time in ns; 0 = no timeout.
     pub timeout: u64,
 }
+
+abi_layout!(SchedPoll: 24 bytes { nr_ports: 8, timeout: 16 });
 
 impl Hypervisor {
     /// `SCHEDOP_yield`.
@@ -98,15 +103,6 @@ impl Hypervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::{offset_of, size_of};
-
-    #[test]
-    fn sched_layouts() {
-        assert_eq!(size_of::<SchedShutdown>(), 4);
-        assert_eq!(size_of::<SchedPoll>(), 24);
-        assert_eq!(offset_of!(SchedPoll, nr_ports), 8);
-        assert_eq!(offset_of!(SchedPoll, timeout), 16);
-    }
 
     #[test]
     fn shutdown_reasons_match_sched_h() {

@@ -7,6 +7,8 @@
 
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64};
 
+use crate::abi_layout;
+
 /// `XEN_LEGACY_MAX_VCPUS` on x86.
 pub const LEGACY_MAX_VCPUS: usize = 32;
 /// Ports per bitmap word (`sizeof(xen_ulong_t) * 8`).
@@ -31,6 +33,10 @@ pub struct VcpuTimeInfo {
     pub pad1: [AtomicU8; 2],
 }
 
+abi_layout!(VcpuTimeInfo: 32 bytes {
+    tsc_timestamp: 8, system_time: 16, tsc_to_system_mul: 24, tsc_shift: 28, flags: 29,
+});
+
 /// `struct vcpu_info` (64 bytes).
 #[repr(C)]
 pub struct VcpuInfo {
@@ -45,6 +51,8 @@ pub struct VcpuInfo {
     pub time: VcpuTimeInfo,
 }
 
+abi_layout!(VcpuInfo: 64 bytes { evtchn_upcall_mask: 1, evtchn_pending_sel: 8, time: 32 });
+
 /// `struct arch_shared_info` for x86-64 (48 bytes).
 #[repr(C)]
 pub struct ArchSharedInfo {
@@ -55,6 +63,8 @@ pub struct ArchSharedInfo {
     pub p2m_vaddr: AtomicU64,
     pub p2m_generation: AtomicU64,
 }
+
+abi_layout!(ArchSharedInfo: 48 bytes);
 
 /// `struct shared_info` (3136 bytes on x86-64).
 #[repr(C)]
@@ -70,6 +80,10 @@ pub struct SharedInfo {
     pub wc_sec_hi: AtomicU32,
     pub arch: ArchSharedInfo,
 }
+
+abi_layout!(SharedInfo: 3136 bytes {
+    evtchn_pending: 2048, evtchn_mask: 2560, wc_version: 3072, arch: 3088,
+});
 
 /// Where a port's bit lives in the 2-level bitmaps: `(word index, bit mask)`.
 pub const fn port_word_and_bit(port: u32) -> Option<(usize, u64)> {
@@ -131,31 +145,6 @@ impl VcpuTimeInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::{offset_of, size_of};
-
-    #[test]
-    fn vcpu_layouts() {
-        assert_eq!(size_of::<VcpuTimeInfo>(), 32);
-        assert_eq!(offset_of!(VcpuTimeInfo, tsc_timestamp), 8);
-        assert_eq!(offset_of!(VcpuTimeInfo, system_time), 16);
-        assert_eq!(offset_of!(VcpuTimeInfo, tsc_to_system_mul), 24);
-        assert_eq!(offset_of!(VcpuTimeInfo, tsc_shift), 28);
-        assert_eq!(offset_of!(VcpuTimeInfo, flags), 29);
-        assert_eq!(size_of::<VcpuInfo>(), 64);
-        assert_eq!(offset_of!(VcpuInfo, evtchn_upcall_mask), 1);
-        assert_eq!(offset_of!(VcpuInfo, evtchn_pending_sel), 8);
-        assert_eq!(offset_of!(VcpuInfo, time), 32);
-    }
-
-    #[test]
-    fn shared_info_layout() {
-        assert_eq!(size_of::<SharedInfo>(), 3136);
-        assert_eq!(offset_of!(SharedInfo, evtchn_pending), 2048);
-        assert_eq!(offset_of!(SharedInfo, evtchn_mask), 2560);
-        assert_eq!(offset_of!(SharedInfo, wc_version), 3072);
-        assert_eq!(offset_of!(SharedInfo, arch), 3088);
-        assert_eq!(size_of::<ArchSharedInfo>(), 48);
-    }
 
     #[test]
     fn port_bits() {

@@ -2,6 +2,8 @@
 
 use core::fmt;
 
+use crate::abi_layout;
+
 /// The size of a guest frame on x86 (`XEN_PAGE_SIZE`).
 pub const PAGE_SIZE_BYTES: u64 = 4096;
 
@@ -9,6 +11,8 @@ pub const PAGE_SIZE_BYTES: u64 = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(transparent)]
 pub struct DomId(pub u16);
+
+abi_layout!(DomId: 2 bytes);
 
 impl DomId {
     /// `DOMID_FIRST_RESERVED`: ids from here on do not name real domains.
@@ -32,28 +36,20 @@ impl DomId {
     }
 }
 
-impl fmt::Display for DomId {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}", self.0)
-    }
-}
-
 /// An event-channel port (`evtchn_port_t`); `repr(transparent)` so that a slice of ports
 /// can be handed to `SCHEDOP_poll` directly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(transparent)]
 pub struct EventChannelPort(pub u32);
 
-impl fmt::Display for EventChannelPort {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}", self.0)
-    }
-}
+abi_layout!(EventChannelPort: 4 bytes);
 
 /// A grant reference (`grant_ref_t`), an index into the granting domain's grant table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(transparent)]
 pub struct GrantRef(pub u32);
+
+abi_layout!(GrantRef: 4 bytes);
 
 impl GrantRef {
     /// `GNTTAB_RESERVED_CONSOLE`: pre-seeded by the toolstack for the PV console page.
@@ -62,16 +58,26 @@ impl GrantRef {
     pub const RESERVED_XENSTORE: GrantRef = GrantRef(1);
 }
 
-impl fmt::Display for GrantRef {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}", self.0)
-    }
+/// The identifiers print as their bare number, as Xen's own tools print them.
+macro_rules! display_as_number {
+    ($($identifier:ty),*) => {
+        $(impl fmt::Display for $identifier {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(formatter, "{}", self.0)
+            }
+        })*
+    };
 }
+
+display_as_number!(DomId, EventChannelPort, GrantRef);
 
 /// A guest frame number (guest-physical address >> 12; `xen_pfn_t` for a translated guest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(transparent)]
 pub struct Gfn(pub u64);
+
+// `xen_pfn_t` is 64 bits: a slice of frames is the extent list of `xen_memory_reservation`.
+abi_layout!(Gfn: 8 bytes);
 
 impl Gfn {
     /// The frame containing a guest-physical address.
@@ -107,12 +113,5 @@ mod tests {
     fn gfn_address_conversion() {
         assert_eq!(Gfn::containing(0x1234_5678).0, 0x12345);
         assert_eq!(Gfn(0xfefff).guest_physical_address(), 0xfefff000);
-    }
-
-    #[test]
-    fn newtypes_have_the_abi_size() {
-        assert_eq!(core::mem::size_of::<DomId>(), 2);
-        assert_eq!(core::mem::size_of::<EventChannelPort>(), 4);
-        assert_eq!(core::mem::size_of::<GrantRef>(), 4);
     }
 }

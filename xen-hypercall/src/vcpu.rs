@@ -7,6 +7,7 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
+use crate::abi_layout;
 use crate::errno::XenResult;
 use crate::hypercall::{Hypervisor, argument_address, number};
 
@@ -31,6 +32,8 @@ pub struct VcpuRunstateInfo {
     pub time: [AtomicU64; 4],
 }
 
+abi_layout!(VcpuRunstateInfo: 48 bytes { state_entry_time: 8, time: 16 });
+
 impl VcpuRunstateInfo {
     pub const fn new() -> VcpuRunstateInfo {
         VcpuRunstateInfo {
@@ -53,6 +56,8 @@ impl VcpuRunstateInfo {
 pub struct RegisterRunstateMemoryArea {
     pub address: u64,
 }
+
+abi_layout!(RegisterRunstateMemoryArea: 8 bytes);
 
 impl Hypervisor {
     /// `VCPUOP_register_runstate_memory_area`: Xen keeps `area` up to date for `vcpu` from
@@ -83,19 +88,5 @@ impl Hypervisor {
             )
         }?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use core::mem::{offset_of, size_of};
-
-    #[test]
-    fn vcpu_layouts() {
-        assert_eq!(size_of::<VcpuRunstateInfo>(), 48);
-        assert_eq!(offset_of!(VcpuRunstateInfo, state_entry_time), 8);
-        assert_eq!(offset_of!(VcpuRunstateInfo, time), 16);
-        assert_eq!(size_of::<RegisterRunstateMemoryArea>(), 8);
     }
 }

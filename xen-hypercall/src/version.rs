@@ -1,5 +1,6 @@
 //! `HYPERVISOR_xen_version` (`xen/include/public/version.h`).
 
+use crate::abi_layout;
 use crate::cpuid::XenVersion;
 use crate::errno::XenResult;
 use crate::hypercall::{Hypervisor, argument_address_mut, number};
@@ -23,6 +24,8 @@ pub struct XenFeatureInfo {
     /// OUT: the bits (`XENFEAT_*` in `features.h`).
     pub submap: u32,
 }
+
+abi_layout!(XenFeatureInfo: 8 bytes { submap: 4 });
 
 /// `XENFEAT_hvm_callback_vector` (bit 8 of submap 0).
 pub const XENFEAT_HVM_CALLBACK_VECTOR: u32 = 8;
@@ -84,13 +87,6 @@ impl Hypervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::size_of;
-
-    #[test]
-    fn feature_info_layout() {
-        assert_eq!(size_of::<XenFeatureInfo>(), 8);
-        assert_eq!(core::mem::offset_of!(XenFeatureInfo, submap), 4);
-    }
 
     #[test]
     fn extraversion_trims_at_nul() {

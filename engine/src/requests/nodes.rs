@@ -17,11 +17,9 @@ use alloc::vec::Vec;
 impl Engine {
     /// `XS_READ`: the node's value.
     pub(crate) fn read(&mut self, origin: &Origin, path: &CanonicalPath) -> StoreResult<Reply> {
-        let caller = origin.caller;
-        self.with_view(origin, |view, domains, _| {
-            operations::read(view, domains, &caller, &path.absolute)
+        self.query(origin, |view, domains, caller| {
+            operations::read(view, domains, caller, &path.absolute)
         })
-        .map(Reply::Owned)
     }
 
     /// `XS_DIRECTORY`: the node's children.
@@ -30,11 +28,9 @@ impl Engine {
         origin: &Origin,
         path: &CanonicalPath,
     ) -> StoreResult<Reply> {
-        let caller = origin.caller;
-        self.with_view(origin, |view, domains, _| {
-            operations::directory(view, domains, &caller, &path.absolute)
+        self.query(origin, |view, domains, caller| {
+            operations::directory(view, domains, caller, &path.absolute)
         })
-        .map(Reply::Owned)
     }
 
     /// `XS_DIRECTORY_PART`: the node's children from `offset` bytes of their list on.
@@ -44,11 +40,9 @@ impl Engine {
         path: &CanonicalPath,
         offset: usize,
     ) -> StoreResult<Reply> {
-        let caller = origin.caller;
-        self.with_view(origin, |view, domains, _| {
-            operations::directory_part(view, domains, &caller, &path.absolute, offset)
+        self.query(origin, |view, domains, caller| {
+            operations::directory_part(view, domains, caller, &path.absolute, offset)
         })
-        .map(Reply::Owned)
     }
 
     /// `XS_GET_PERMS`: the node's permissions.
@@ -57,11 +51,9 @@ impl Engine {
         origin: &Origin,
         path: &CanonicalPath,
     ) -> StoreResult<Reply> {
-        let caller = origin.caller;
-        self.with_view(origin, |view, domains, _| {
-            operations::get_permissions(view, domains, &caller, &path.absolute)
+        self.query(origin, |view, domains, caller| {
+            operations::get_permissions(view, domains, caller, &path.absolute)
         })
-        .map(Reply::Owned)
     }
 
     /// `XS_WRITE`: stores `value`, creating the node and its missing ancestors.
@@ -71,32 +63,23 @@ impl Engine {
         path: &CanonicalPath,
         value: &[u8],
     ) -> StoreResult<Reply> {
-        let caller = origin.caller;
-        self.check_memory(&caller)?;
-        self.modify(origin, |view, domains, quotas| {
-            operations::write(view, domains, &caller, quotas, &path.absolute, value)
-        })?;
-        ok_reply()
+        self.change(origin, |view, domains, caller, quotas| {
+            operations::write(view, domains, caller, quotas, &path.absolute, value)
+        })
     }
 
     /// `XS_MKDIR`: creates the node and its missing ancestors (an existing node is fine).
     pub(crate) fn mkdir(&mut self, origin: &Origin, path: &CanonicalPath) -> StoreResult<Reply> {
-        let caller = origin.caller;
-        self.check_memory(&caller)?;
-        self.modify(origin, |view, domains, quotas| {
-            operations::mkdir(view, domains, &caller, quotas, &path.absolute)
-        })?;
-        ok_reply()
+        self.change(origin, |view, domains, caller, quotas| {
+            operations::mkdir(view, domains, caller, quotas, &path.absolute)
+        })
     }
 
     /// `XS_RM`: removes the node and its descendants.
     pub(crate) fn remove(&mut self, origin: &Origin, path: &CanonicalPath) -> StoreResult<Reply> {
-        let caller = origin.caller;
-        self.check_memory(&caller)?;
-        self.modify(origin, |view, domains, _| {
-            operations::remove(view, domains, &caller, &path.absolute)
-        })?;
-        ok_reply()
+        self.change(origin, |view, domains, caller, _| {
+            operations::remove(view, domains, caller, &path.absolute)
+        })
     }
 
     /// `XS_SET_PERMS`: replaces the node's permissions.
@@ -133,6 +116,37 @@ impl Engine {
                 permissions,
                 &mut exists,
             )
+        })?;
+        ok_reply()
+    }
+
+    /// A read-only node request: `operation` gives the reply's bytes.
+    fn query(
+        &mut self,
+        origin: &Origin,
+        operation: impl FnOnce(&mut dyn NodeAccess, &Domains, &Caller) -> StoreResult<Vec<u8>>,
+    ) -> StoreResult<Reply> {
+        let caller = origin.caller;
+        self.with_view(origin, |view, domains, _| operation(view, domains, &caller))
+            .map(Reply::Owned)
+    }
+
+    /// A modifying node request that may grow the store, so an unprivileged caller at its
+    /// hard memory quota is refused first; the reply is `OK`.
+    fn change(
+        &mut self,
+        origin: &Origin,
+        operation: impl FnOnce(
+            &mut dyn NodeAccess,
+            &Domains,
+            &Caller,
+            &Quotas,
+        ) -> StoreResult<Vec<Change>>,
+    ) -> StoreResult<Reply> {
+        let caller = origin.caller;
+        self.check_memory(&caller)?;
+        self.modify(origin, |view, domains, quotas| {
+            operation(view, domains, &caller, quotas)
         })?;
         ok_reply()
     }

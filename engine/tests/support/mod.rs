@@ -134,6 +134,26 @@ impl Harness {
         }
     }
 
+    /// `TRANSACTION_START` on `connection`; returns the new transaction's id.
+    pub fn start_transaction(&mut self, connection: ConnectionId) -> u32 {
+        self.request(connection, "TRANSACTION_START", 0, "|")
+            .trim_end_matches('|')
+            .parse()
+            .expect("a transaction id")
+    }
+
+    /// Runs a transcript on `connection`: each `(type, transaction id, payload, reply)` in
+    /// order, as for [`Harness::request`]; a differing reply fails the test, naming its row.
+    pub fn expect(&mut self, connection: ConnectionId, exchanges: &[(&str, u32, &str, &str)]) {
+        for (row, &(message_type, transaction_id, payload, reply)) in exchanges.iter().enumerate() {
+            assert_eq!(
+                self.request(connection, message_type, transaction_id, payload),
+                reply,
+                "row {row}: {message_type} (transaction {transaction_id}) {payload:?}"
+            );
+        }
+    }
+
     /// Sends raw bytes; returns the reply (watch events stay queued for [`Harness::events`]).
     pub fn request_bytes(
         &mut self,
@@ -171,7 +191,8 @@ impl Harness {
         found.expect("a reply")
     }
 
-    fn drain(&mut self, connection: ConnectionId) -> Vec<Message> {
+    /// Takes everything the engine has written for `connection`, as raw bytes.
+    pub fn take_output(&mut self, connection: ConnectionId) -> Vec<u8> {
         let mut bytes = Vec::new();
         loop {
             let output = self.engine.output(connection).to_vec();
@@ -181,6 +202,11 @@ impl Harness {
             self.engine.consume_output(connection, output.len());
             bytes.extend(output);
         }
+        bytes
+    }
+
+    fn drain(&mut self, connection: ConnectionId) -> Vec<Message> {
+        let bytes = self.take_output(connection);
         let mut messages = Vec::new();
         let mut rest = bytes.as_slice();
         while rest.len() >= 16 {

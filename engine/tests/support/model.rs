@@ -126,6 +126,14 @@ fn snapshot(engine: &Engine) -> Vec<(String, Node)> {
         .collect()
 }
 
+/// The value of the node at `path` in a [`snapshot`], if there is one.
+fn value_in<'a>(snapshot: &'a [(String, Node)], path: &str) -> Option<&'a [u8]> {
+    snapshot
+        .iter()
+        .find(|(node_path, _)| node_path == path)
+        .map(|(_, node)| node.value())
+}
+
 /// Reads bytes of the program; past its end every byte is 0.
 struct Program<'a> {
     bytes: &'a [u8],
@@ -754,27 +762,28 @@ impl Model {
                         );
                     }
                     if commit && !reply.is_error {
-                        for (read_path, value) in &log.reads {
-                            let current = before
-                                .iter()
-                                .find(|(node_path, _)| node_path == read_path)
-                                .map(|(_, node)| node.value());
-                            assert_eq!(
-                                current,
-                                Some(value.as_slice()),
-                                "a committed transaction read {read_path}, which changed since"
-                            );
-                        }
-                        for (written_path, value) in &log.writes {
-                            let current = after
-                                .iter()
-                                .find(|(node_path, _)| node_path == written_path)
-                                .map(|(_, node)| node.value());
-                            assert_eq!(
-                                current,
-                                Some(value.as_slice()),
-                                "a committed write to {written_path} is visible"
-                            );
+                        // What it read was still there when it committed, and what it
+                        // wrote is there afterwards.
+                        let checks = [
+                            (
+                                &log.reads,
+                                &before,
+                                "read by a committed transaction, changed since",
+                            ),
+                            (
+                                &log.writes,
+                                &after,
+                                "written by a committed transaction, not visible",
+                            ),
+                        ];
+                        for (entries, snapshot, what) in checks {
+                            for (path, value) in entries {
+                                assert_eq!(
+                                    value_in(snapshot, path),
+                                    Some(value.as_slice()),
+                                    "{path}: {what}"
+                                );
+                            }
                         }
                     }
                 }

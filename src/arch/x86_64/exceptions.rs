@@ -7,6 +7,8 @@
 
 use core::arch::asm;
 
+use xen_hypercall::abi_layout;
+
 /// Exceptions the CPU defines (vectors 0..32).
 pub const EXCEPTION_VECTORS: usize = 32;
 
@@ -23,6 +25,9 @@ pub struct ExceptionFrame {
     pub ss: u64,
 }
 
+// The stubs in `boot/exception_stubs.s` build this frame: seven words.
+abi_layout!(ExceptionFrame: 56 bytes);
+
 /// A 64-bit IDT gate descriptor (Intel SDM vol. 3, 6.14.1).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,6 +40,8 @@ pub struct IdtEntry {
     pub offset_high: u32,
     pub reserved: u32,
 }
+
+abi_layout!(IdtEntry: 16 bytes);
 
 /// The 64-bit code segment of the boot GDT (`boot/pvh_entry.s`).
 pub const KERNEL_CODE_SELECTOR: u16 = 0x08;
@@ -180,15 +187,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gate_layout_and_encoding() {
-        assert_eq!(core::mem::size_of::<IdtEntry>(), 16);
+    fn gate_encoding() {
         let gate = IdtEntry::interrupt_gate(0x1234_5678_9abc_def0);
         assert_eq!(gate.offset_low, 0xdef0);
         assert_eq!(gate.offset_middle, 0x9abc);
         assert_eq!(gate.offset_high, 0x1234_5678);
         assert_eq!(gate.selector, 0x08);
         assert_eq!(gate.type_attributes, 0x8e);
-        assert_eq!(core::mem::size_of::<ExceptionFrame>(), 56);
     }
 
     #[test]

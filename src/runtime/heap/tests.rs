@@ -1,31 +1,13 @@
 //! Tests of the kernel heap's growth planning and figures (host-run).
 
 use super::*;
-use crate::xen::memory_map::{MemoryKind, MemoryMapSource, MemoryRegion};
-
-fn map_with_ram(size_bytes: u64) -> MemoryMap {
-    MemoryMap::from_regions(
-        [
-            MemoryRegion {
-                start: 0,
-                size_bytes,
-                kind: MemoryKind::Ram,
-            },
-            MemoryRegion {
-                start: 0xfeff_8000,
-                size_bytes: 0x8000,
-                kind: MemoryKind::Reserved,
-            },
-        ],
-        MemoryMapSource::XenMemoryMapHypercall,
-    )
-}
+use crate::xen::memory_map::{MemoryKind, MemoryMapSource, MemoryRegion, stub_domain_map_with_ram};
 
 const LIMIT: u64 = 8 << 30;
 
 #[test]
 fn heap_starts_above_image_and_boot_data() {
-    let map = map_with_ram(8 << 20);
+    let map = stub_domain_map_with_ram(8 << 20);
     let plan = plan_heap(0x15_3000, 0x15_3480, &map, None, LIMIT).expect("fits");
     assert_eq!(plan.start, 0x15_4000);
     assert_eq!(plan.end(), 8 << 20);
@@ -33,7 +15,7 @@ fn heap_starts_above_image_and_boot_data() {
 
 #[test]
 fn boot_data_below_the_image_is_ignored() {
-    let map = map_with_ram(128 << 20);
+    let map = stub_domain_map_with_ram(128 << 20);
     let plan = plan_heap(0x20_0000, 0x7000, &map, None, LIMIT).expect("fits");
     assert_eq!(plan.start, 0x20_0000);
 }
@@ -41,7 +23,7 @@ fn boot_data_below_the_image_is_ignored() {
 #[test]
 fn populated_memory_caps_the_heap() {
     // --memory 8 --maxmem 64: the RAM entry says 64 MiB, only 8 MiB are backed.
-    let map = map_with_ram(64 << 20);
+    let map = stub_domain_map_with_ram(64 << 20);
     let reservation_pages = (8 << 20) / PAGE_SIZE_BYTES + 8;
     let populated_end = populated_ram_end(reservation_pages);
     assert_eq!(populated_end, (8 << 20) - 8 * PAGE_SIZE_BYTES);
@@ -51,14 +33,14 @@ fn populated_memory_caps_the_heap() {
 
 #[test]
 fn errors_when_the_image_is_not_in_ram_or_no_room() {
-    let map = map_with_ram(1 << 20);
+    let map = stub_domain_map_with_ram(1 << 20);
     assert_eq!(
         plan_heap(0x20_0000, 0, &map, None, LIMIT),
         Err(HeapPlanError::KernelNotInRam {
             kernel_end: 0x20_0000
         })
     );
-    let map = map_with_ram(0x21_0000);
+    let map = stub_domain_map_with_ram(0x21_0000);
     assert!(matches!(
         plan_heap(0x20_0000, 0, &map, None, LIMIT),
         Err(HeapPlanError::TooSmall { .. })
@@ -68,7 +50,7 @@ fn errors_when_the_image_is_not_in_ram_or_no_room() {
 
 #[test]
 fn mapped_limit_caps_the_heap() {
-    let map = map_with_ram(16 << 30);
+    let map = stub_domain_map_with_ram(16 << 30);
     let plan = plan_heap(0x20_0000, 0, &map, None, LIMIT).expect("fits");
     assert_eq!(plan.end(), LIMIT);
     assert_eq!(plan.region_end, LIMIT);
@@ -83,7 +65,7 @@ const KIB: u64 = 1 << 10;
 /// reservation is 64 MiB plus those 8 pages.
 #[test]
 fn growth_with_maxmem_reaches_the_end_of_the_ram_entry() {
-    let map = map_with_ram(64 * MIB);
+    let map = stub_domain_map_with_ram(64 * MIB);
     let boot_pages = 8 * MIB / PAGE_SIZE_BYTES + 8;
     let maximum_pages = 64 * MIB / PAGE_SIZE_BYTES + 8;
     let plan = plan_heap(
@@ -133,21 +115,7 @@ fn growth_with_maxmem_reaches_the_end_of_the_ram_entry() {
 /// special pages' entry, capped at the local APIC.
 #[test]
 fn the_4_17_maxmem_memory_map_falls_back_to_the_reservation() {
-    let map = MemoryMap::from_regions(
-        [
-            MemoryRegion {
-                start: 0,
-                size_bytes: 64,
-                kind: MemoryKind::Ram,
-            },
-            MemoryRegion {
-                start: 0xfeff_8000,
-                size_bytes: 0x8000,
-                kind: MemoryKind::Reserved,
-            },
-        ],
-        MemoryMapSource::XenMemoryMapHypercall,
-    );
+    let map = stub_domain_map_with_ram(64);
     let boot_pages = 8 * MIB / PAGE_SIZE_BYTES + 8;
     let plan = plan_heap(
         0x19_d000,
@@ -186,8 +154,14 @@ fn the_4_17_maxmem_memory_map_falls_back_to_the_reservation() {
         Err(HeapPlanError::TooSmall { .. })
     ));
     // A normal map keeps its RAM entry.
-    let normal =
-        plan_heap(0x19_d000, 0, &map_with_ram(64 * MIB), Some(8 * MIB), LIMIT).expect("fits");
+    let normal = plan_heap(
+        0x19_d000,
+        0,
+        &stub_domain_map_with_ram(64 * MIB),
+        Some(8 * MIB),
+        LIMIT,
+    )
+    .expect("fits");
     assert_eq!(normal.region_source, RegionSource::MemoryMap);
 }
 
@@ -195,7 +169,7 @@ fn the_4_17_maxmem_memory_map_falls_back_to_the_reservation() {
 /// reservation: the heap can only take back the pages `populated_ram_end` left out.
 #[test]
 fn growth_without_maxmem_stops_at_the_populated_end() {
-    let map = map_with_ram(8 * MIB);
+    let map = stub_domain_map_with_ram(8 * MIB);
     let boot_pages = 8 * MIB / PAGE_SIZE_BYTES + 8;
     let plan = plan_heap(
         0x20_0000,

@@ -447,6 +447,21 @@ unsafe impl GlobalAlloc for MeasuringAllocator {
 mod tests {
     use super::*;
 
+    /// An [`OccupancyLayout`] from its figures, in field order.
+    fn layout(
+        top_bytes: usize,
+        hole_count: usize,
+        hole_bytes: usize,
+        largest_hole_bytes: usize,
+    ) -> OccupancyLayout {
+        OccupancyLayout {
+            top_bytes,
+            hole_count,
+            hole_bytes,
+            largest_hole_bytes,
+        }
+    }
+
     #[test]
     fn occupancy_reports_the_top_and_the_holes_below_it() {
         let map: OccupancyMap<4> = OccupancyMap::new();
@@ -455,27 +470,11 @@ mod tests {
         map.mark(0, 16, true);
         map.mark(48, 1000, true);
         map.mark(2000, 8, true);
-        assert_eq!(
-            map.layout(),
-            OccupancyLayout {
-                top_bytes: 2008,
-                hole_count: 2,
-                hole_bytes: 32 + 952,
-                largest_hole_bytes: 952,
-            }
-        );
+        assert_eq!(map.layout(), layout(2008, 2, 32 + 952, 952));
         // Freeing the top block leaves the middle one on top; the tail is not a hole.
         map.mark(2000, 8, false);
         map.mark(0, 16, false);
-        assert_eq!(
-            map.layout(),
-            OccupancyLayout {
-                top_bytes: 1048,
-                hole_count: 1,
-                hole_bytes: 48,
-                largest_hole_bytes: 48,
-            }
-        );
+        assert_eq!(map.layout(), layout(1048, 1, 48, 48));
     }
 
     #[test]
