@@ -5,17 +5,12 @@
 //! event for a guest) and an `ENOMEM` left the committed tree unchanged, and the accounting
 //! equals a recount. The `engine_allocation_failures` fuzz target runs the same for longer.
 
-#[path = "support/failing_allocator.rs"]
-mod failing_allocator;
-#[path = "support/model.rs"]
-#[allow(dead_code)]
-mod model;
-#[path = "support/program_cases.rs"]
-mod program_cases;
+mod support;
 
-use failing_allocator::{FailingAllocator, ThreadFaults};
-use program_cases::program_cases;
 use proptest::prelude::*;
+use support::failing_allocator::{FailingAllocator, ThreadFaults};
+use support::model;
+use support::program_cases::program_cases;
 
 #[global_allocator]
 static ALLOCATOR: FailingAllocator = FailingAllocator;

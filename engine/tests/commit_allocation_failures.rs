@@ -5,16 +5,10 @@
 //! every domain's accounting are as before the commit (and equal a recount), and the
 //! same transaction, run again without failures, commits.
 
-#[path = "support/failing_allocator.rs"]
-#[allow(dead_code)]
-mod failing_allocator;
-#[path = "support/model.rs"]
-#[allow(dead_code)]
-mod model;
 mod support;
 
-use failing_allocator::FailingAllocator;
 use support::Harness;
+use support::failing_allocator::FailingAllocator;
 use xenstore_engine::domain::Usage;
 use xenstore_engine::wire::{MessageHeader, MessageType, encode_message};
 use xenstore_engine::{ConnectionId, DomainId};

@@ -7,18 +7,12 @@
 //! guest's output queue at every fill level around its capacity, and with replies left
 //! unread (so that the spare room of the last reply is not renewed).
 
-#[path = "support/failing_allocator.rs"]
-#[allow(dead_code)]
-mod failing_allocator;
-#[path = "support/model.rs"]
-#[allow(dead_code)]
-mod model;
 mod support;
 
-use failing_allocator::FailingAllocator;
 use support::Harness;
+use support::failing_allocator::FailingAllocator;
 use xenstore_engine::ConnectionId;
-use xenstore_engine::wire::{HEADER_SIZE_BYTES, MessageHeader, MessageType, encode_message};
+use xenstore_engine::wire::{MessageType, encode_message};
 
 #[global_allocator]
 static ALLOCATOR: FailingAllocator = FailingAllocator;
@@ -27,25 +21,12 @@ const GUEST: u16 = 5;
 
 /// The request ids of the replies queued for `connection`, in order, taking them all.
 fn drain_reply_ids(harness: &mut Harness, connection: ConnectionId) -> Vec<u32> {
-    let mut bytes = Vec::new();
-    loop {
-        let output = harness.engine.output(connection).to_vec();
-        if output.is_empty() {
-            break;
-        }
-        harness.engine.consume_output(connection, output.len());
-        bytes.extend(output);
-    }
-    let mut ids = Vec::new();
-    let mut rest = bytes.as_slice();
-    while rest.len() >= HEADER_SIZE_BYTES {
-        let header = MessageHeader::from_bytes(rest[..HEADER_SIZE_BYTES].try_into().unwrap());
-        if header.message_type != MessageType::WatchEvent.number() {
-            ids.push(header.request_id);
-        }
-        rest = &rest[HEADER_SIZE_BYTES + header.payload_length_bytes as usize..];
-    }
-    ids
+    harness
+        .drain(connection)
+        .into_iter()
+        .filter(|message| message.message_type != MessageType::WatchEvent.number())
+        .map(|message| message.request_id)
+        .collect()
 }
 
 /// A guest watching its home, with `events` watch events queued for it, unread.

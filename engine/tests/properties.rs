@@ -6,14 +6,11 @@
 //! coverage-guided runs; here a fixed number of cases keeps every CI run fast, and proptest
 //! shrinks a failure to a short program.
 
-#[path = "support/model.rs"]
-#[allow(dead_code)]
-mod model;
-#[path = "support/program_cases.rs"]
-mod program_cases;
+mod support;
 
-use program_cases::program_cases;
 use proptest::prelude::*;
+use support::model;
+use support::program_cases::program_cases;
 
 proptest! {
     #![proptest_config(program_cases(256))]
@@ -56,8 +53,6 @@ fn a_fixed_program_with_death_and_slow_guests_keeps_the_invariants() {
     .concat();
     model::Model::run(&program);
 }
-
-mod support;
 
 /// One permission entry as text (`r1`, `b0`, ...), for the watch-filter property.
 fn permission_entry() -> impl Strategy<Value = String> {

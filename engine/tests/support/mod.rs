@@ -1,6 +1,12 @@
 //! A test harness: an engine on the null platform (`engine/src/testing.rs`), and requests written as text.
 #![allow(dead_code)]
 
+// The shared parts of the test binaries: each uses what it needs (the fuzz targets include
+// `model.rs` and `failing_allocator.rs` by path, as siblings, as here).
+pub mod failing_allocator;
+pub mod model;
+pub mod program_cases;
+
 use std::string::String;
 use std::vec::Vec;
 use xenstore_engine::testing::NullPlatform;
@@ -205,7 +211,8 @@ impl Harness {
         bytes
     }
 
-    fn drain(&mut self, connection: ConnectionId) -> Vec<Message> {
+    /// Every whole message queued for `connection`, taken out of its queue.
+    pub fn drain(&mut self, connection: ConnectionId) -> Vec<Message> {
         let bytes = self.take_output(connection);
         let mut messages = Vec::new();
         let mut rest = bytes.as_slice();
