@@ -1,20 +1,23 @@
-//! The daemon's only `unsafe` code: `epoll(7)`, `inotify(7)`, and socket reads and writes one by one or batched in `io_uring(7)`.
+//! The daemon's system calls: `epoll(7)`, `inotify(7)` and socket reads and writes one by one through `rustix`, and batched in a hand-written `io_uring(7)`.
 //!
-//! Each function wraps one system call behind a safe signature; the `// SAFETY:` comments say
-//! why each call is sound. Everything else in the crate is safe Rust. The ring page mapping
-//! and `mkfifo(3)` are the simulated-guest convention's, shared with its clients
-//! (`client/src/sys.rs`).
+//! `rustix` gives the single calls safe signatures; the `unsafe` left is the io_uring ring
+//! (its set-up, mapping and shared indices), and the `// SAFETY:` comments say why each use is
+//! sound. Everything else in the crate is safe Rust. The ring page mapping and `mkfifo(3)` are
+//! the simulated-guest convention's, shared with its clients (`client/src/sys.rs`).
 
-use std::ffi::CString;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use rustix::event::Timespec;
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::fs::inotify::{self, ReadFlags, WatchFlags};
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
 
 /// What a registered descriptor is watched for. Hang-up and error are always reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,9 +32,11 @@ impl Interest {
         write: false,
     };
 
-    fn events(self) -> u32 {
-        (if self.read { libc::EPOLLIN as u32 } else { 0 })
-            | (if self.write { libc::EPOLLOUT as u32 } else { 0 })
+    fn events(self) -> EventFlags {
+        let mut events = EventFlags::empty();
+        events.set(EventFlags::IN, self.read);
+        events.set(EventFlags::OUT, self.write);
+        events
     }
 }
 
@@ -56,42 +61,8 @@ pub struct Epoll {
 
 impl Epoll {
     pub fn new() -> io::Result<Epoll> {
-        // SAFETY: no pointers are involved; a non-negative result is a new descriptor that
-        // nothing else owns, so `OwnedFd` may take it.
-        let descriptor = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if descriptor < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `descriptor` is open (checked above) and owned by no one else.
-        let descriptor = unsafe { OwnedFd::from_raw_fd(descriptor) };
+        let descriptor = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         Ok(Epoll { descriptor })
-    }
-
-    fn control(
-        &self,
-        operation: libc::c_int,
-        descriptor: BorrowedFd<'_>,
-        event: Option<libc::epoll_event>,
-    ) -> io::Result<()> {
-        let mut event = event;
-        let pointer = event.as_mut().map_or(std::ptr::null_mut(), |event| {
-            event as *mut libc::epoll_event
-        });
-        // SAFETY: both descriptors are open for the duration of the call (`OwnedFd` and
-        // `BorrowedFd` guarantee it); `pointer` is null (only for EPOLL_CTL_DEL, which ignores
-        // it since Linux 2.6.9) or points to a live `epoll_event` on this stack frame.
-        let result = unsafe {
-            libc::epoll_ctl(
-                self.descriptor.as_raw_fd(),
-                operation,
-                descriptor.as_raw_fd(),
-                pointer,
-            )
-        };
-        if result < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
     }
 
     /// `EPOLL_CTL_ADD`: reports `descriptor` under `token` from now on.
@@ -101,11 +72,13 @@ impl Epoll {
         token: u64,
         interest: Interest,
     ) -> io::Result<()> {
-        let event = libc::epoll_event {
-            events: interest.events(),
-            u64: token,
-        };
-        self.control(libc::EPOLL_CTL_ADD, descriptor, Some(event))
+        epoll::add(
+            &self.descriptor,
+            descriptor,
+            EventData::new_u64(token),
+            interest.events(),
+        )?;
+        Ok(())
     }
 
     /// `EPOLL_CTL_MOD`: changes what a registered descriptor is watched for.
@@ -115,58 +88,57 @@ impl Epoll {
         token: u64,
         interest: Interest,
     ) -> io::Result<()> {
-        let event = libc::epoll_event {
-            events: interest.events(),
-            u64: token,
-        };
-        self.control(libc::EPOLL_CTL_MOD, descriptor, Some(event))
+        epoll::modify(
+            &self.descriptor,
+            descriptor,
+            EventData::new_u64(token),
+            interest.events(),
+        )?;
+        Ok(())
     }
 
     /// `EPOLL_CTL_DEL`.
     pub fn remove(&self, descriptor: BorrowedFd<'_>) -> io::Result<()> {
-        self.control(libc::EPOLL_CTL_DEL, descriptor, None)
+        epoll::delete(&self.descriptor, descriptor)?;
+        Ok(())
     }
 
-    /// Waits up to `timeout_milliseconds` and replaces `ready` with the ready descriptors, at
-    /// most [`EVENTS_PER_WAIT`] (level-triggered: the others are reported by the next wait, and
-    /// the kernel rotates its ready list, so none is starved). EINTR is an empty result.
+    /// Waits up to `timeout_milliseconds` (a negative value: without limit) and replaces
+    /// `ready` with the ready descriptors, at most [`EVENTS_PER_WAIT`] (level-triggered: the
+    /// others are reported by the next wait, and the kernel rotates its ready list, so none is
+    /// starved). EINTR is an empty result.
     pub fn wait(&self, ready: &mut Vec<Readiness>, timeout_milliseconds: i32) -> io::Result<()> {
         ready.clear();
-        // Left uninitialised: the kernel fills the first `count` entries, and zeroing 3 KiB
-        // on every wait showed up in the per-request profile of a busy server.
-        let mut events = [const { MaybeUninit::<libc::epoll_event>::uninit() }; EVENTS_PER_WAIT];
-        // SAFETY: the epoll descriptor is open; the pointer and length describe a live,
-        // exclusively borrowed array of EVENTS_PER_WAIT events, which the kernel only writes
-        // (`MaybeUninit<T>` has the layout of `T`).
-        let count = unsafe {
-            libc::epoll_wait(
-                self.descriptor.as_raw_fd(),
-                events.as_mut_ptr().cast::<libc::epoll_event>(),
-                EVENTS_PER_WAIT as libc::c_int,
-                timeout_milliseconds,
-            )
+        // Left uninitialised: the kernel fills the first entries, and zeroing 3 KiB on every
+        // wait showed up in the per-request profile of a busy server.
+        let mut events = [const { MaybeUninit::<epoll::Event>::uninit() }; EVENTS_PER_WAIT];
+        let timeout = milliseconds_timeout(timeout_milliseconds);
+        let (filled, _) = match epoll::wait(&self.descriptor, &mut events, timeout.as_ref()) {
+            Ok(events) => events,
+            Err(Errno::INTR) => return Ok(()),
+            Err(error) => return Err(error.into()),
         };
-        if count < 0 {
-            let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::Interrupted {
-                return Ok(());
-            }
-            return Err(error);
-        }
-        let filled = usize::try_from(count).unwrap_or(0).min(EVENTS_PER_WAIT);
-        for event in events.iter().take(filled) {
-            // SAFETY: epoll_wait wrote the first `count` entries (at most EVENTS_PER_WAIT).
-            let event = unsafe { event.assume_init_read() };
+        for event in filled.iter() {
             // Copies out of the packed struct (no references to its fields).
-            let (flags, token) = (event.events, event.u64);
+            let (flags, token) = (event.flags, event.data.u64());
             ready.push(Readiness {
                 token,
-                readable: flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0,
-                writable: flags & (libc::EPOLLOUT | libc::EPOLLERR) as u32 != 0,
+                readable: flags.intersects(EventFlags::IN | EventFlags::HUP | EventFlags::ERR),
+                writable: flags.intersects(EventFlags::OUT | EventFlags::ERR),
             });
         }
         Ok(())
     }
+}
+
+/// A timeout in milliseconds as the `Timespec` `rustix` takes; `None` (no limit) when negative.
+fn milliseconds_timeout(milliseconds: i32) -> Option<Timespec> {
+    u32::try_from(milliseconds)
+        .ok()
+        .map(|milliseconds| Timespec {
+            tv_sec: i64::from(milliseconds / 1000),
+            tv_nsec: i64::from(milliseconds % 1000) * 1_000_000,
+        })
 }
 
 /// A descriptor owner (`T`) with its registration in an [`Epoll`].
@@ -233,86 +205,54 @@ impl<T: AsFd> Drop for Registered<T> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InotifyEvent {
     pub watch: i32,
-    pub mask: u32,
+    pub mask: ReadFlags,
     pub name: Vec<u8>,
 }
 
 /// A non-blocking `inotify(7)` instance.
 #[derive(Debug)]
 pub struct Inotify {
-    file: File,
+    descriptor: OwnedFd,
 }
 
 impl Inotify {
     pub fn new() -> io::Result<Inotify> {
-        // SAFETY: no pointers are involved; a non-negative result is a new descriptor that
-        // nothing else owns.
-        let descriptor = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if descriptor < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `descriptor` is open (checked above) and owned by no one else.
-        let owned = unsafe { OwnedFd::from_raw_fd(descriptor) };
-        Ok(Inotify {
-            file: File::from(owned),
-        })
+        let descriptor =
+            inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)?;
+        Ok(Inotify { descriptor })
     }
 
     /// `inotify_add_watch(2)`: returns the watch descriptor (the same one again for a path
     /// already watched, whose mask is then replaced).
-    pub fn add_watch(&self, path: &Path, mask: u32) -> io::Result<i32> {
-        let name = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-        // SAFETY: the inotify descriptor is open and `name` is a valid NUL-terminated string
-        // that outlives the call.
-        let watch = unsafe { libc::inotify_add_watch(self.file.as_raw_fd(), name.as_ptr(), mask) };
-        if watch < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(watch)
+    pub fn add_watch(&self, path: &Path, mask: WatchFlags) -> io::Result<i32> {
+        Ok(inotify::add_watch(&self.descriptor, path, mask)?)
     }
 
     /// `inotify_rm_watch(2)`.
     pub fn remove_watch(&self, watch: i32) -> io::Result<()> {
-        // SAFETY: the inotify descriptor is open; no pointers are involved.
-        let result = unsafe { libc::inotify_rm_watch(self.file.as_raw_fd(), watch) };
-        if result < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        Ok(inotify::remove_watch(&self.descriptor, watch)?)
     }
 
     /// Reads every queued event (none when the queue is empty).
     pub fn read_events(&self) -> io::Result<Vec<InotifyEvent>> {
-        const HEADER_BYTES: usize = 16; // struct inotify_event without the name
         let mut events = Vec::new();
         // Large enough for any single event (header + NAME_MAX + 1), as read(2) requires.
-        let mut buffer = [0u8; 16 * 1024];
+        let mut buffer = [const { MaybeUninit::<u8>::uninit() }; 16 * 1024];
+        let mut reader = inotify::Reader::new(&self.descriptor, &mut buffer);
         loop {
-            let count = match (&self.file).read(&mut buffer) {
-                Ok(0) => break,
-                Ok(count) => count,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(error),
-            };
-            let mut rest = buffer.get(..count).unwrap_or(&[]);
-            while let Some(header) = rest.get(..HEADER_BYTES) {
-                let field = |index: usize| {
-                    let mut bytes = [0u8; 4];
-                    bytes.copy_from_slice(header.get(index * 4..index * 4 + 4).unwrap_or(&[0; 4]));
-                    bytes
-                };
-                let watch = i32::from_ne_bytes(field(0));
-                let mask = u32::from_ne_bytes(field(1));
-                let name_bytes = u32::from_ne_bytes(field(3)) as usize;
-                let name = rest
-                    .get(HEADER_BYTES..HEADER_BYTES + name_bytes)
-                    .unwrap_or(&[]);
-                // The name is NUL-padded.
-                let name = name.split(|byte| *byte == 0).next().unwrap_or(&[]).to_vec();
-                events.push(InotifyEvent { watch, mask, name });
-                rest = rest.get(HEADER_BYTES + name_bytes..).unwrap_or(&[]);
+            match reader.next() {
+                Ok(event) => events.push(InotifyEvent {
+                    watch: event.wd(),
+                    mask: event.events(),
+                    // The kernel NUL-pads the name; `CStr` ends at the first NUL.
+                    name: event
+                        .file_name()
+                        .map(|name| name.to_bytes().to_vec())
+                        .unwrap_or_default(),
+                }),
+                Err(Errno::AGAIN) => break,
+                Err(Errno::INTR) => continue,
+                Err(error) => return Err(error.into()),
             }
         }
         Ok(events)
@@ -321,7 +261,7 @@ impl Inotify {
 
 impl AsFd for Inotify {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
+        self.descriptor.as_fd()
     }
 }
 
@@ -354,15 +294,15 @@ pub enum SocketOperation<'a> {
 pub const DISCARD_LIMIT_BYTES: usize = 8192;
 
 impl SocketOperation<'_> {
-    fn message_flags(&self) -> libc::c_int {
-        match self {
-            SocketOperation::Receive { peek: true, .. } => libc::MSG_DONTWAIT | libc::MSG_PEEK,
-            SocketOperation::Receive { peek: false, .. } | SocketOperation::Discard { .. } => {
-                libc::MSG_DONTWAIT
-            }
-            SocketOperation::Send { .. } => libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+    fn receive_flags(peek: bool) -> RecvFlags {
+        if peek {
+            RecvFlags::DONTWAIT | RecvFlags::PEEK
+        } else {
+            RecvFlags::DONTWAIT
         }
     }
+
+    const SEND_FLAGS: SendFlags = SendFlags::DONTWAIT.union(SendFlags::NOSIGNAL);
 }
 
 /// Runs the operations in order, one system call each (what [`IoUring::run`] does in one),
@@ -377,57 +317,37 @@ pub fn run_socket_operations(
 
 /// One operation, one system call.
 fn run_socket_operation(operation: &mut SocketOperation<'_>) -> io::Result<usize> {
-    let flags = operation.message_flags();
     let result = match operation {
         SocketOperation::Receive {
-            descriptor, buffer, ..
-        } => {
-            // SAFETY: the descriptor is open (borrowed); the pointer and length describe a
-            // live, exclusively borrowed buffer.
-            unsafe {
-                libc::recv(
-                    descriptor.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    flags,
-                )
-            }
-        }
+            descriptor,
+            buffer,
+            peek,
+        } => rustix::net::recv(
+            *descriptor,
+            &mut **buffer,
+            SocketOperation::receive_flags(*peek),
+        )
+        .map(|(received, _)| received),
         SocketOperation::Send { descriptor, bytes } => {
-            // SAFETY: the descriptor is open (borrowed); the pointer and length describe a
-            // live, borrowed buffer.
-            unsafe {
-                libc::send(
-                    descriptor.as_raw_fd(),
-                    bytes.as_ptr().cast(),
-                    bytes.len(),
-                    flags,
-                )
-            }
+            rustix::net::send(*descriptor, bytes, SocketOperation::SEND_FLAGS)
         }
         SocketOperation::Discard {
             descriptor,
             length_bytes,
         } => {
-            // Only when a ring failed in the middle of a round: no buffer is kept for it.
-            let mut scratch = vec![0u8; (*length_bytes).min(DISCARD_LIMIT_BYTES)];
-            // SAFETY: the descriptor is open (borrowed); the pointer and length describe a
-            // live, exclusively owned buffer.
-            unsafe {
-                libc::recv(
-                    descriptor.as_raw_fd(),
-                    scratch.as_mut_ptr().cast(),
-                    scratch.len(),
-                    flags,
-                )
-            }
+            // Only when a ring failed in the middle of a round: no buffer is kept for it, and
+            // this one is never read, so it is left uninitialised.
+            let mut scratch = [const { MaybeUninit::<u8>::uninit() }; DISCARD_LIMIT_BYTES];
+            let length_bytes = (*length_bytes).min(DISCARD_LIMIT_BYTES);
+            rustix::net::recv(
+                *descriptor,
+                &mut scratch[..length_bytes],
+                SocketOperation::receive_flags(false),
+            )
+            .map(|(_, received)| received)
         }
     };
-    if result < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(result.unsigned_abs())
-    }
+    Ok(result?)
 }
 
 /// `struct io_sqring_offsets` (`linux/io_uring.h`).
@@ -790,7 +710,13 @@ impl IoUring {
         let discard_address = self.discard_buffer.as_mut_ptr() as u64;
         let mut next = tail;
         for (index, operation) in operations.iter_mut().enumerate() {
-            let message_flags = operation.message_flags() as u32;
+            let message_flags = match operation {
+                SocketOperation::Receive { peek, .. } => {
+                    SocketOperation::receive_flags(*peek).bits()
+                }
+                SocketOperation::Discard { .. } => SocketOperation::receive_flags(false).bits(),
+                SocketOperation::Send { .. } => SocketOperation::SEND_FLAGS.bits(),
+            };
             let (opcode, descriptor, address, length) = match operation {
                 SocketOperation::Receive {
                     descriptor, buffer, ..
