@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -178,7 +179,7 @@ impl RingTransport {
     /// the caller re-checks the ring even if a notification was lost).
     fn wait(&self, timeout: Duration) -> io::Result<()> {
         let slice = timeout.min(Duration::from_millis(50));
-        let mut entries = [PollEntry::new(self.to_guest.descriptor(), true, false)];
+        let mut entries = [PollEntry::new(self.to_guest.as_fd(), true, false)];
         sys::poll(&mut entries, slice.as_millis() as i32)?;
         if entries[0].readable {
             self.to_guest.drain()?;

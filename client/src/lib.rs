@@ -5,7 +5,8 @@
 //!   (`daemon/README.md`); the daemon serves the other end of it.
 //! - [`message`]: whole messages and a stream framer, over the engine's wire format
 //!   (`xenstore_engine::wire`, the one table of message types, header and error names).
-//! - [`sys`]: the only `unsafe` code (mmap of a ring page, poll, mkfifo).
+//! - [`sys`]: the system calls (mmap of a ring page, poll, mkfifo) through `rustix`, and the
+//!   only `unsafe` code (the shared mapping and the atomics over it).
 //!
 //! `xenstore-guest` (`src/bin/xenstore-guest.rs`) is this library on the command line.
 

@@ -22,7 +22,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -116,7 +116,7 @@ impl NotificationFifo {
         let file = File::options()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_NONBLOCK)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
             .open(path)?;
         // A regular file in its place would always poll readable: refuse it.
         use std::os::unix::fs::FileTypeExt;
@@ -152,10 +152,6 @@ impl NotificationFifo {
             }
         }
         Ok(total_bytes / 4)
-    }
-
-    pub fn descriptor(&self) -> RawFd {
-        self.file.as_raw_fd()
     }
 }
 

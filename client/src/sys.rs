@@ -1,18 +1,20 @@
-//! The client side's only `unsafe` code: `mmap` of a simulated guest's ring page, `poll(2)` and `mkfifo(3)`.
+//! The client side's system calls: `mmap` of a simulated guest's ring page, `poll(2)` and `mkfifo(3)`, through `rustix`.
 //!
 //! The store maps the same ring files, so the daemon (`daemon/src/platform.rs`) uses
-//! [`SharedPage`] and [`make_fifo`] from here too. Each function wraps one system call behind
-//! a safe signature; the `// SAFETY:` comments say why each call is sound.
+//! [`SharedPage`] and [`make_fifo`] from here too. `rustix` gives `poll(2)` and `mkfifo(3)`
+//! safe signatures; what stays `unsafe` is the shared mapping itself and the atomics over it,
+//! and the `// SAFETY:` comments say why each use is sound.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64};
 
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::{CWD, Mode};
+use rustix::mm::{MapFlags, ProtFlags};
 use xenstore_engine::ring::{AtomicPage, PAGE_SIZE_BYTES};
 
 /// A 4 KiB file mapped `MAP_SHARED`: a simulated guest's ring page (what grant ref 1 maps to).
@@ -56,18 +58,15 @@ impl SharedPage {
         // SAFETY: a fresh mapping chosen by the kernel (address hint null) of a file descriptor
         // we own, with a length that the file covers (checked above); it aliases no Rust object.
         let address = unsafe {
-            libc::mmap(
+            rustix::mm::mmap(
                 std::ptr::null_mut(),
                 PAGE_SIZE_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &file,
                 0,
-            )
+            )?
         };
-        if address == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
         // The mapping stays valid after the descriptor is closed (`file` drops here).
         NonNull::new(address.cast::<u8>())
             .map(|base| SharedPage { base })
@@ -79,9 +78,7 @@ impl Drop for SharedPage {
     fn drop(&mut self) {
         // SAFETY: `base` came from a successful mmap of PAGE_SIZE_BYTES and is unmapped once;
         // no reference derived from it outlives `self` (they borrow `self`).
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), PAGE_SIZE_BYTES);
-        }
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), PAGE_SIZE_BYTES) };
     }
 }
 
@@ -116,8 +113,8 @@ impl AtomicPage for SharedPage {
 
 /// What to wait for on one descriptor, and what happened.
 #[derive(Clone, Copy, Debug)]
-pub struct PollEntry {
-    pub descriptor: RawFd,
+pub struct PollEntry<'a> {
+    pub descriptor: BorrowedFd<'a>,
     pub want_read: bool,
     pub want_write: bool,
     /// Set by [`poll`]: readable, or hung up / in error (a read will tell which).
@@ -126,8 +123,8 @@ pub struct PollEntry {
     pub writable: bool,
 }
 
-impl PollEntry {
-    pub fn new(descriptor: RawFd, want_read: bool, want_write: bool) -> PollEntry {
+impl<'a> PollEntry<'a> {
+    pub fn new(descriptor: BorrowedFd<'a>, want_read: bool, want_write: bool) -> PollEntry<'a> {
         PollEntry {
             descriptor,
             want_read,
@@ -139,50 +136,43 @@ impl PollEntry {
 }
 
 /// `poll(2)` over `entries`; returns how many descriptors are ready (0 on timeout or EINTR).
-pub fn poll(entries: &mut [PollEntry], timeout_milliseconds: i32) -> io::Result<usize> {
-    let mut descriptors: Vec<libc::pollfd> = entries
+/// A negative timeout waits without limit.
+pub fn poll(entries: &mut [PollEntry<'_>], timeout_milliseconds: i32) -> io::Result<usize> {
+    let mut descriptors: Vec<PollFd<'_>> = entries
         .iter()
-        .map(|entry| libc::pollfd {
-            fd: entry.descriptor,
-            events: (if entry.want_read { libc::POLLIN } else { 0 })
-                | (if entry.want_write { libc::POLLOUT } else { 0 }),
-            revents: 0,
+        .map(|entry| {
+            let mut wanted = PollFlags::empty();
+            wanted.set(PollFlags::IN, entry.want_read);
+            wanted.set(PollFlags::OUT, entry.want_write);
+            PollFd::from_borrowed_fd(entry.descriptor, wanted)
         })
         .collect();
-    // SAFETY: the pointer and length describe a live, exclusively borrowed Vec of pollfd.
-    let ready = unsafe {
-        libc::poll(
-            descriptors.as_mut_ptr(),
-            descriptors.len() as libc::nfds_t,
-            timeout_milliseconds,
-        )
+    let timeout = u32::try_from(timeout_milliseconds)
+        .ok()
+        .map(|milliseconds| Timespec {
+            tv_sec: i64::from(milliseconds / 1000),
+            tv_nsec: i64::from(milliseconds % 1000) * 1_000_000,
+        });
+    let ready = match rustix::event::poll(&mut descriptors, timeout.as_ref()) {
+        Ok(ready) => ready,
+        Err(rustix::io::Errno::INTR) => return Ok(0),
+        Err(error) => return Err(error.into()),
     };
-    if ready < 0 {
-        let error = io::Error::last_os_error();
-        if error.kind() == io::ErrorKind::Interrupted {
-            return Ok(0);
-        }
-        return Err(error);
-    }
     for (entry, descriptor) in entries.iter_mut().zip(&descriptors) {
-        let events = descriptor.revents;
+        let events = descriptor.revents();
         entry.readable =
-            events & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
-        entry.writable = events & (libc::POLLOUT | libc::POLLERR) != 0;
+            events.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL);
+        entry.writable = events.intersects(PollFlags::OUT | PollFlags::ERR);
     }
-    Ok(ready as usize)
+    Ok(ready)
 }
 
 /// `mkfifo(path, mode)`; an existing FIFO is accepted as is.
 pub fn make_fifo(path: &Path, mode: u32) -> io::Result<()> {
-    let name = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
-    let result = unsafe { libc::mkfifo(name.as_ptr(), mode as libc::mode_t) };
-    if result == 0 {
-        return Ok(());
-    }
-    let error = io::Error::last_os_error();
+    let error = match rustix::fs::mkfifoat(CWD, path, Mode::from_raw_mode(mode)) {
+        Ok(()) => return Ok(()),
+        Err(error) => io::Error::from(error),
+    };
     if error.kind() == io::ErrorKind::AlreadyExists {
         use std::os::unix::fs::FileTypeExt;
         if std::fs::metadata(path)?.file_type().is_fifo() {

@@ -1,7 +1,8 @@
 //! The Linux front end of the xenstore engine: `xenstored` on a Unix socket, serving simulated guest rings.
 //!
 //! - [`options`], [`logger`], [`server`], [`sockets`], [`platform`], [`markers`]: the daemon.
-//! - [`sys`]: the only `unsafe` code (epoll, inotify, io_uring).
+//! - [`sys`]: the system calls (epoll, inotify, socket calls, io_uring) through `rustix` and
+//!   `io-uring`, and the only `unsafe` code (queuing an io_uring batch).
 //!
 //! The simulated-guest convention and the clients that speak to the store (`xenstore-guest`,
 //! the integration tests, the benchmark) are the `xenstore-client` crate (`client/`).

@@ -14,17 +14,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::sys::{Epoll, Inotify, Interest, Registered};
+use rustix::fs::inotify::{ReadFlags, WatchFlags};
+use rustix::io::Errno;
 use xenstore_client::simulation::{self, DomainFiles, DomainMarkers};
 use xenstore_engine::DomainId;
 
 /// What a domain directory (and `domains/` itself) is watched for.
-const WATCH_MASK: u32 = libc::IN_CREATE
-    | libc::IN_DELETE
-    | libc::IN_MOVED_TO
-    | libc::IN_MOVED_FROM
-    | libc::IN_DELETE_SELF
-    | libc::IN_MOVE_SELF
-    | libc::IN_ONLYDIR;
+const WATCH_MASK: WatchFlags = WatchFlags::CREATE
+    .union(WatchFlags::DELETE)
+    .union(WatchFlags::MOVED_TO)
+    .union(WatchFlags::MOVED_FROM)
+    .union(WatchFlags::DELETE_SELF)
+    .union(WatchFlags::MOVE_SELF)
+    .union(WatchFlags::ONLYDIR);
 
 /// Which domains' markers may have changed since the last look.
 ///
@@ -127,13 +129,15 @@ impl MarkerWatcher {
         // Every event is still processed, so that the watch bookkeeping stays right.
         let mut everything = false;
         for event in events {
-            if event.mask & libc::IN_Q_OVERFLOW != 0 {
+            if event.mask.contains(ReadFlags::QUEUE_OVERFLOW) {
                 everything = true;
                 continue;
             }
             let name = std::str::from_utf8(&event.name).unwrap_or("");
             if Some(event.watch) == self.domains_watch {
-                if event.mask & (libc::IN_IGNORED | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0
+                if event
+                    .mask
+                    .intersects(ReadFlags::IGNORED | ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF)
                 {
                     // `domains/` itself went away: only rescans can tell what exists now.
                     if let Some(inotify) = &self.inotify {
@@ -146,7 +150,9 @@ impl MarkerWatcher {
                 }
                 // A domain directory appeared or went: watch it and look at it.
                 if let Some(domid) = canonical_domid(name) {
-                    if event.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0
+                    if event
+                        .mask
+                        .intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO)
                         && !self.watch_domain(domid)
                     {
                         self.complete = false;
@@ -154,11 +160,11 @@ impl MarkerWatcher {
                     changed.insert(domid);
                 }
             } else if let Some(&domid) = self.domain_watches.get(&event.watch) {
-                if event.mask & libc::IN_IGNORED != 0 {
+                if event.mask.contains(ReadFlags::IGNORED) {
                     // The directory was removed (or unwatched below): its watch is gone.
                     self.domain_watches.remove(&event.watch);
                     changed.insert(domid);
-                } else if event.mask & libc::IN_MOVE_SELF != 0 {
+                } else if event.mask.contains(ReadFlags::MOVE_SELF) {
                     // The watch would follow the directory to its new name: drop it.
                     if let Some(inotify) = &self.inotify {
                         let _ = inotify.remove_watch(event.watch);
@@ -189,7 +195,12 @@ impl MarkerWatcher {
                 self.domain_watches.insert(watch, domid);
                 true
             }
-            Err(error) if matches!(error.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+            Err(error)
+                if matches!(
+                    Errno::from_io_error(&error),
+                    Some(Errno::NOENT | Errno::NOTDIR)
+                ) =>
+            {
                 true
             }
             Err(error) => {

@@ -1,20 +1,22 @@
-//! The daemon's only `unsafe` code: `epoll(7)`, `inotify(7)`, and socket reads and writes one by one or batched in `io_uring(7)`.
+//! The daemon's system calls: `epoll(7)`, `inotify(7)`, and socket reads and writes one by one (`rustix`) or batched in `io_uring(7)` (the `io-uring` crate).
 //!
-//! Each function wraps one system call behind a safe signature; the `// SAFETY:` comments say
-//! why each call is sound. Everything else in the crate is safe Rust. The ring page mapping
-//! and `mkfifo(3)` are the simulated-guest convention's, shared with its clients
-//! (`client/src/sys.rs`).
+//! Both crates give these calls safe signatures; the only `unsafe` left is handing the kernel
+//! a batch whose buffers it writes after the call that queued them returns, and the
+//! `// SAFETY:` comments say why that is sound. Everything else in the crate is safe Rust. The
+//! ring page mapping and `mkfifo(3)` are the simulated-guest convention's, shared with its
+//! clients (`client/src/sys.rs`).
 
-use std::ffi::CString;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+
+use rustix::event::Timespec;
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::fs::inotify::{self, ReadFlags, WatchFlags};
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
 
 /// What a registered descriptor is watched for. Hang-up and error are always reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,9 +31,11 @@ impl Interest {
         write: false,
     };
 
-    fn events(self) -> u32 {
-        (if self.read { libc::EPOLLIN as u32 } else { 0 })
-            | (if self.write { libc::EPOLLOUT as u32 } else { 0 })
+    fn events(self) -> EventFlags {
+        let mut events = EventFlags::empty();
+        events.set(EventFlags::IN, self.read);
+        events.set(EventFlags::OUT, self.write);
+        events
     }
 }
 
@@ -56,42 +60,8 @@ pub struct Epoll {
 
 impl Epoll {
     pub fn new() -> io::Result<Epoll> {
-        // SAFETY: no pointers are involved; a non-negative result is a new descriptor that
-        // nothing else owns, so `OwnedFd` may take it.
-        let descriptor = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if descriptor < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `descriptor` is open (checked above) and owned by no one else.
-        let descriptor = unsafe { OwnedFd::from_raw_fd(descriptor) };
+        let descriptor = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         Ok(Epoll { descriptor })
-    }
-
-    fn control(
-        &self,
-        operation: libc::c_int,
-        descriptor: BorrowedFd<'_>,
-        event: Option<libc::epoll_event>,
-    ) -> io::Result<()> {
-        let mut event = event;
-        let pointer = event.as_mut().map_or(std::ptr::null_mut(), |event| {
-            event as *mut libc::epoll_event
-        });
-        // SAFETY: both descriptors are open for the duration of the call (`OwnedFd` and
-        // `BorrowedFd` guarantee it); `pointer` is null (only for EPOLL_CTL_DEL, which ignores
-        // it since Linux 2.6.9) or points to a live `epoll_event` on this stack frame.
-        let result = unsafe {
-            libc::epoll_ctl(
-                self.descriptor.as_raw_fd(),
-                operation,
-                descriptor.as_raw_fd(),
-                pointer,
-            )
-        };
-        if result < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
     }
 
     /// `EPOLL_CTL_ADD`: reports `descriptor` under `token` from now on.
@@ -101,11 +71,13 @@ impl Epoll {
         token: u64,
         interest: Interest,
     ) -> io::Result<()> {
-        let event = libc::epoll_event {
-            events: interest.events(),
-            u64: token,
-        };
-        self.control(libc::EPOLL_CTL_ADD, descriptor, Some(event))
+        epoll::add(
+            &self.descriptor,
+            descriptor,
+            EventData::new_u64(token),
+            interest.events(),
+        )?;
+        Ok(())
     }
 
     /// `EPOLL_CTL_MOD`: changes what a registered descriptor is watched for.
@@ -115,58 +87,57 @@ impl Epoll {
         token: u64,
         interest: Interest,
     ) -> io::Result<()> {
-        let event = libc::epoll_event {
-            events: interest.events(),
-            u64: token,
-        };
-        self.control(libc::EPOLL_CTL_MOD, descriptor, Some(event))
+        epoll::modify(
+            &self.descriptor,
+            descriptor,
+            EventData::new_u64(token),
+            interest.events(),
+        )?;
+        Ok(())
     }
 
     /// `EPOLL_CTL_DEL`.
     pub fn remove(&self, descriptor: BorrowedFd<'_>) -> io::Result<()> {
-        self.control(libc::EPOLL_CTL_DEL, descriptor, None)
+        epoll::delete(&self.descriptor, descriptor)?;
+        Ok(())
     }
 
-    /// Waits up to `timeout_milliseconds` and replaces `ready` with the ready descriptors, at
-    /// most [`EVENTS_PER_WAIT`] (level-triggered: the others are reported by the next wait, and
-    /// the kernel rotates its ready list, so none is starved). EINTR is an empty result.
+    /// Waits up to `timeout_milliseconds` (a negative value: without limit) and replaces
+    /// `ready` with the ready descriptors, at most [`EVENTS_PER_WAIT`] (level-triggered: the
+    /// others are reported by the next wait, and the kernel rotates its ready list, so none is
+    /// starved). EINTR is an empty result.
     pub fn wait(&self, ready: &mut Vec<Readiness>, timeout_milliseconds: i32) -> io::Result<()> {
         ready.clear();
-        // Left uninitialised: the kernel fills the first `count` entries, and zeroing 3 KiB
-        // on every wait showed up in the per-request profile of a busy server.
-        let mut events = [const { MaybeUninit::<libc::epoll_event>::uninit() }; EVENTS_PER_WAIT];
-        // SAFETY: the epoll descriptor is open; the pointer and length describe a live,
-        // exclusively borrowed array of EVENTS_PER_WAIT events, which the kernel only writes
-        // (`MaybeUninit<T>` has the layout of `T`).
-        let count = unsafe {
-            libc::epoll_wait(
-                self.descriptor.as_raw_fd(),
-                events.as_mut_ptr().cast::<libc::epoll_event>(),
-                EVENTS_PER_WAIT as libc::c_int,
-                timeout_milliseconds,
-            )
+        // Left uninitialised: the kernel fills the first entries, and zeroing 3 KiB on every
+        // wait showed up in the per-request profile of a busy server.
+        let mut events = [const { MaybeUninit::<epoll::Event>::uninit() }; EVENTS_PER_WAIT];
+        let timeout = milliseconds_timeout(timeout_milliseconds);
+        let (filled, _) = match epoll::wait(&self.descriptor, &mut events, timeout.as_ref()) {
+            Ok(events) => events,
+            Err(Errno::INTR) => return Ok(()),
+            Err(error) => return Err(error.into()),
         };
-        if count < 0 {
-            let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::Interrupted {
-                return Ok(());
-            }
-            return Err(error);
-        }
-        let filled = usize::try_from(count).unwrap_or(0).min(EVENTS_PER_WAIT);
-        for event in events.iter().take(filled) {
-            // SAFETY: epoll_wait wrote the first `count` entries (at most EVENTS_PER_WAIT).
-            let event = unsafe { event.assume_init_read() };
+        for event in filled.iter() {
             // Copies out of the packed struct (no references to its fields).
-            let (flags, token) = (event.events, event.u64);
+            let (flags, token) = (event.flags, event.data.u64());
             ready.push(Readiness {
                 token,
-                readable: flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0,
-                writable: flags & (libc::EPOLLOUT | libc::EPOLLERR) as u32 != 0,
+                readable: flags.intersects(EventFlags::IN | EventFlags::HUP | EventFlags::ERR),
+                writable: flags.intersects(EventFlags::OUT | EventFlags::ERR),
             });
         }
         Ok(())
     }
+}
+
+/// A timeout in milliseconds as the `Timespec` `rustix` takes; `None` (no limit) when negative.
+fn milliseconds_timeout(milliseconds: i32) -> Option<Timespec> {
+    u32::try_from(milliseconds)
+        .ok()
+        .map(|milliseconds| Timespec {
+            tv_sec: i64::from(milliseconds / 1000),
+            tv_nsec: i64::from(milliseconds % 1000) * 1_000_000,
+        })
 }
 
 /// A descriptor owner (`T`) with its registration in an [`Epoll`].
@@ -233,86 +204,54 @@ impl<T: AsFd> Drop for Registered<T> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InotifyEvent {
     pub watch: i32,
-    pub mask: u32,
+    pub mask: ReadFlags,
     pub name: Vec<u8>,
 }
 
 /// A non-blocking `inotify(7)` instance.
 #[derive(Debug)]
 pub struct Inotify {
-    file: File,
+    descriptor: OwnedFd,
 }
 
 impl Inotify {
     pub fn new() -> io::Result<Inotify> {
-        // SAFETY: no pointers are involved; a non-negative result is a new descriptor that
-        // nothing else owns.
-        let descriptor = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if descriptor < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `descriptor` is open (checked above) and owned by no one else.
-        let owned = unsafe { OwnedFd::from_raw_fd(descriptor) };
-        Ok(Inotify {
-            file: File::from(owned),
-        })
+        let descriptor =
+            inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)?;
+        Ok(Inotify { descriptor })
     }
 
     /// `inotify_add_watch(2)`: returns the watch descriptor (the same one again for a path
     /// already watched, whose mask is then replaced).
-    pub fn add_watch(&self, path: &Path, mask: u32) -> io::Result<i32> {
-        let name = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-        // SAFETY: the inotify descriptor is open and `name` is a valid NUL-terminated string
-        // that outlives the call.
-        let watch = unsafe { libc::inotify_add_watch(self.file.as_raw_fd(), name.as_ptr(), mask) };
-        if watch < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(watch)
+    pub fn add_watch(&self, path: &Path, mask: WatchFlags) -> io::Result<i32> {
+        Ok(inotify::add_watch(&self.descriptor, path, mask)?)
     }
 
     /// `inotify_rm_watch(2)`.
     pub fn remove_watch(&self, watch: i32) -> io::Result<()> {
-        // SAFETY: the inotify descriptor is open; no pointers are involved.
-        let result = unsafe { libc::inotify_rm_watch(self.file.as_raw_fd(), watch) };
-        if result < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        Ok(inotify::remove_watch(&self.descriptor, watch)?)
     }
 
     /// Reads every queued event (none when the queue is empty).
     pub fn read_events(&self) -> io::Result<Vec<InotifyEvent>> {
-        const HEADER_BYTES: usize = 16; // struct inotify_event without the name
         let mut events = Vec::new();
         // Large enough for any single event (header + NAME_MAX + 1), as read(2) requires.
-        let mut buffer = [0u8; 16 * 1024];
+        let mut buffer = [const { MaybeUninit::<u8>::uninit() }; 16 * 1024];
+        let mut reader = inotify::Reader::new(&self.descriptor, &mut buffer);
         loop {
-            let count = match (&self.file).read(&mut buffer) {
-                Ok(0) => break,
-                Ok(count) => count,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(error),
-            };
-            let mut rest = buffer.get(..count).unwrap_or(&[]);
-            while let Some(header) = rest.get(..HEADER_BYTES) {
-                let field = |index: usize| {
-                    let mut bytes = [0u8; 4];
-                    bytes.copy_from_slice(header.get(index * 4..index * 4 + 4).unwrap_or(&[0; 4]));
-                    bytes
-                };
-                let watch = i32::from_ne_bytes(field(0));
-                let mask = u32::from_ne_bytes(field(1));
-                let name_bytes = u32::from_ne_bytes(field(3)) as usize;
-                let name = rest
-                    .get(HEADER_BYTES..HEADER_BYTES + name_bytes)
-                    .unwrap_or(&[]);
-                // The name is NUL-padded.
-                let name = name.split(|byte| *byte == 0).next().unwrap_or(&[]).to_vec();
-                events.push(InotifyEvent { watch, mask, name });
-                rest = rest.get(HEADER_BYTES + name_bytes..).unwrap_or(&[]);
+            match reader.next() {
+                Ok(event) => events.push(InotifyEvent {
+                    watch: event.wd(),
+                    mask: event.events(),
+                    // The kernel NUL-pads the name; `CStr` ends at the first NUL.
+                    name: event
+                        .file_name()
+                        .map(|name| name.to_bytes().to_vec())
+                        .unwrap_or_default(),
+                }),
+                Err(Errno::AGAIN) => break,
+                Err(Errno::INTR) => continue,
+                Err(error) => return Err(error.into()),
             }
         }
         Ok(events)
@@ -321,7 +260,7 @@ impl Inotify {
 
 impl AsFd for Inotify {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
+        self.descriptor.as_fd()
     }
 }
 
@@ -354,15 +293,15 @@ pub enum SocketOperation<'a> {
 pub const DISCARD_LIMIT_BYTES: usize = 8192;
 
 impl SocketOperation<'_> {
-    fn message_flags(&self) -> libc::c_int {
-        match self {
-            SocketOperation::Receive { peek: true, .. } => libc::MSG_DONTWAIT | libc::MSG_PEEK,
-            SocketOperation::Receive { peek: false, .. } | SocketOperation::Discard { .. } => {
-                libc::MSG_DONTWAIT
-            }
-            SocketOperation::Send { .. } => libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+    fn receive_flags(peek: bool) -> RecvFlags {
+        if peek {
+            RecvFlags::DONTWAIT | RecvFlags::PEEK
+        } else {
+            RecvFlags::DONTWAIT
         }
     }
+
+    const SEND_FLAGS: SendFlags = SendFlags::DONTWAIT.union(SendFlags::NOSIGNAL);
 }
 
 /// Runs the operations in order, one system call each (what [`IoUring::run`] does in one),
@@ -377,238 +316,37 @@ pub fn run_socket_operations(
 
 /// One operation, one system call.
 fn run_socket_operation(operation: &mut SocketOperation<'_>) -> io::Result<usize> {
-    let flags = operation.message_flags();
     let result = match operation {
         SocketOperation::Receive {
-            descriptor, buffer, ..
-        } => {
-            // SAFETY: the descriptor is open (borrowed); the pointer and length describe a
-            // live, exclusively borrowed buffer.
-            unsafe {
-                libc::recv(
-                    descriptor.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    flags,
-                )
-            }
-        }
+            descriptor,
+            buffer,
+            peek,
+        } => rustix::net::recv(
+            *descriptor,
+            &mut **buffer,
+            SocketOperation::receive_flags(*peek),
+        )
+        .map(|(received, _)| received),
         SocketOperation::Send { descriptor, bytes } => {
-            // SAFETY: the descriptor is open (borrowed); the pointer and length describe a
-            // live, borrowed buffer.
-            unsafe {
-                libc::send(
-                    descriptor.as_raw_fd(),
-                    bytes.as_ptr().cast(),
-                    bytes.len(),
-                    flags,
-                )
-            }
+            rustix::net::send(*descriptor, bytes, SocketOperation::SEND_FLAGS)
         }
         SocketOperation::Discard {
             descriptor,
             length_bytes,
         } => {
-            // Only when a ring failed in the middle of a round: no buffer is kept for it.
-            let mut scratch = vec![0u8; (*length_bytes).min(DISCARD_LIMIT_BYTES)];
-            // SAFETY: the descriptor is open (borrowed); the pointer and length describe a
-            // live, exclusively owned buffer.
-            unsafe {
-                libc::recv(
-                    descriptor.as_raw_fd(),
-                    scratch.as_mut_ptr().cast(),
-                    scratch.len(),
-                    flags,
-                )
-            }
+            // Only when a ring failed in the middle of a round: no buffer is kept for it, and
+            // this one is never read, so it is left uninitialised.
+            let mut scratch = [const { MaybeUninit::<u8>::uninit() }; DISCARD_LIMIT_BYTES];
+            let length_bytes = (*length_bytes).min(DISCARD_LIMIT_BYTES);
+            rustix::net::recv(
+                *descriptor,
+                &mut scratch[..length_bytes],
+                SocketOperation::receive_flags(false),
+            )
+            .map(|(_, received)| received)
         }
     };
-    if result < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(result.unsigned_abs())
-    }
-}
-
-/// `struct io_sqring_offsets` (`linux/io_uring.h`).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct SubmissionRingOffsets {
-    head: u32,
-    tail: u32,
-    ring_mask: u32,
-    ring_entries: u32,
-    flags: u32,
-    dropped: u32,
-    array: u32,
-    reserved: u32,
-    user_address: u64,
-}
-
-/// `struct io_cqring_offsets`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CompletionRingOffsets {
-    head: u32,
-    tail: u32,
-    ring_mask: u32,
-    ring_entries: u32,
-    overflow: u32,
-    entries: u32,
-    flags: u32,
-    reserved: u32,
-    user_address: u64,
-}
-
-/// `struct io_uring_params`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct RingParameters {
-    submission_entries: u32,
-    completion_entries: u32,
-    flags: u32,
-    submission_thread_cpu: u32,
-    submission_thread_idle_milliseconds: u32,
-    features: u32,
-    work_queue_descriptor: u32,
-    reserved: [u32; 3],
-    submission_offsets: SubmissionRingOffsets,
-    completion_offsets: CompletionRingOffsets,
-}
-
-/// `struct io_uring_sqe`, with the fields `IORING_OP_SEND`/`IORING_OP_RECV` use named.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct SubmissionEntry {
-    opcode: u8,
-    flags: u8,
-    priority: u16,
-    descriptor: i32,
-    offset: u64,
-    address: u64,
-    length: u32,
-    message_flags: u32,
-    user_data: u64,
-    buffer_index: u16,
-    personality: u16,
-    splice_descriptor: i32,
-    address3: u64,
-    padding: u64,
-}
-
-/// `struct io_uring_cqe`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CompletionEntry {
-    user_data: u64,
-    result: i32,
-    flags: u32,
-}
-
-const _: () = assert!(size_of::<RingParameters>() == 120);
-const _: () = assert!(size_of::<SubmissionEntry>() == 64);
-const _: () = assert!(size_of::<CompletionEntry>() == 16);
-
-const IORING_OFF_SQ_RING: libc::off_t = 0;
-const IORING_OFF_SQES: libc::off_t = 0x1000_0000;
-/// One mapping holds both rings (Linux 5.4).
-const IORING_FEAT_SINGLE_MMAP: u32 = 1;
-/// Keep submitting the batch when one entry fails (Linux 5.18).
-const IORING_SETUP_SUBMIT_ALL: u32 = 1 << 7;
-/// No interrupt to run completion work: there is none, every operation completes while it
-/// is submitted (Linux 5.19).
-const IORING_SETUP_COOP_TASKRUN: u32 = 1 << 8;
-const IORING_ENTER_GETEVENTS: u32 = 1;
-const IORING_OP_SEND: u8 = 26;
-const IORING_OP_RECV: u8 = 27;
-
-/// A shared mapping of an io_uring region, unmapped on drop.
-struct RingMapping {
-    base: NonNull<u8>,
-    length_bytes: usize,
-}
-
-// SAFETY: the mapping belongs to the process, not to a thread; it is only accessed through
-// `&mut IoUring` (atomically where the kernel writes concurrently).
-unsafe impl Send for RingMapping {}
-
-impl RingMapping {
-    fn map(
-        descriptor: BorrowedFd<'_>,
-        length_bytes: usize,
-        offset: libc::off_t,
-    ) -> io::Result<RingMapping> {
-        // SAFETY: a fresh mapping chosen by the kernel (address hint null) of the io_uring
-        // region at `offset`, as long as the kernel said it is; it aliases no Rust object.
-        let address = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                length_bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                descriptor.as_raw_fd(),
-                offset,
-            )
-        };
-        if address == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        NonNull::new(address.cast::<u8>())
-            .map(|base| RingMapping { base, length_bytes })
-            .ok_or_else(|| io::Error::other("mmap returned null"))
-    }
-
-    /// Checks that `count` values of `T` fit at `offset` bytes, suitably aligned.
-    fn check<T>(&self, offset: u32, count: u32) -> io::Result<u32> {
-        let end = (count as usize)
-            .checked_mul(size_of::<T>())
-            .and_then(|bytes| bytes.checked_add(offset as usize));
-        if end.is_none_or(|end| end > self.length_bytes)
-            || !(offset as usize).is_multiple_of(align_of::<T>())
-        {
-            return Err(io::Error::other(
-                "io_uring ring offsets outside the mapping",
-            ));
-        }
-        Ok(offset)
-    }
-
-    /// A pointer to the `index`th `T` at `offset` bytes.
-    ///
-    /// # Safety
-    ///
-    /// `offset` must have passed [`RingMapping::check`] for `T` and a count above `index`.
-    unsafe fn at<T>(&self, offset: u32, index: u32) -> *mut T {
-        // SAFETY: inside the mapping, by the caller's promise.
-        unsafe {
-            self.base
-                .as_ptr()
-                .add(offset as usize)
-                .cast::<T>()
-                .add(index as usize)
-        }
-    }
-
-    /// The ring index (head or tail) at `offset` bytes.
-    ///
-    /// # Safety
-    ///
-    /// As [`RingMapping::at`] with `index` 0 for `AtomicU32`.
-    unsafe fn index(&self, offset: u32) -> &AtomicU32 {
-        // SAFETY: in bounds and aligned (the caller's promise); the kernel accesses ring
-        // indices only atomically, and so do we.
-        unsafe { AtomicU32::from_ptr(self.at::<u32>(offset, 0)) }
-    }
-}
-
-impl Drop for RingMapping {
-    fn drop(&mut self) {
-        // SAFETY: `base` and `length_bytes` describe a mapping made by `map`, unmapped once;
-        // nothing derived from it outlives `self` (pointers are made on each use).
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.length_bytes);
-        }
-    }
+    Ok(result?)
 }
 
 /// An `io_uring(7)` instance used synchronously: [`IoUring::run`] submits a batch of
@@ -620,23 +358,20 @@ impl Drop for RingMapping {
 /// its way out of that `send`; with the replies of a round sent in one call, the server is
 /// preempted at most once per round and the round's wake-ups happen together.
 pub struct IoUring {
-    // Field order is drop order: the mappings go before the descriptor is closed.
-    /// The submission and the completion ring, in one mapping (`IORING_FEAT_SINGLE_MMAP`).
-    rings: RingMapping,
-    /// The submission entries (`struct io_uring_sqe`).
-    submission_entries: RingMapping,
+    /// `None` once the ring failed with operations it had not taken: those entries stay in
+    /// its submission queue (nothing withdraws them), so the ring is closed before any later
+    /// call could hand them to the kernel, and every later batch runs one system call per
+    /// operation.
+    ring: Option<io_uring::IoUring>,
     /// Where [`SocketOperation::Discard`] reads land: the kernel writes it, nothing reads it,
     /// so one buffer serves every discard of a batch.
     discard_buffer: Vec<u8>,
-    /// Offsets into `rings`, checked against the mapping.
-    submission_offsets: SubmissionRingOffsets,
-    submission_mask: u32,
-    /// How many entries the submission ring holds; a batch is split into parts this big.
-    submission_capacity: u32,
-    /// Offsets into `rings`, checked against the mapping.
-    completion_offsets: CompletionRingOffsets,
-    completion_mask: u32,
-    descriptor: OwnedFd,
+    /// The submission entries of the batch part being queued, kept for its allocation; empty
+    /// between calls.
+    entries: Vec<io_uring::squeue::Entry>,
+    /// How many operations the ring takes at a time (the smaller of its submission and
+    /// completion queues); a batch is split into parts this big.
+    submission_capacity: usize,
 }
 
 impl IoUring {
@@ -648,94 +383,39 @@ impl IoUring {
         // Both flags date from Linux 5.19, which also fails a non-blocking (`MSG_DONTWAIT`)
         // socket operation that is not ready instead of waiting: `run` relies on every
         // operation completing while it is submitted. Older kernels refuse the flags.
-        let mut parameters = RingParameters {
-            flags: IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
-            ..RingParameters::default()
-        };
-        // SAFETY: `parameters` is a live, exclusively borrowed `struct io_uring_params` that
-        // the kernel fills in.
-        let result = unsafe {
-            libc::syscall(
-                libc::SYS_io_uring_setup,
-                entries,
-                &mut parameters as *mut RingParameters,
-            )
-        };
-        if result < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let raw = RawFd::try_from(result).map_err(|_| io::Error::other("io_uring_setup"))?;
-        // SAFETY: `raw` is a new descriptor that nothing else owns.
-        let descriptor = unsafe { OwnedFd::from_raw_fd(raw) };
-        if parameters.features & IORING_FEAT_SINGLE_MMAP == 0 {
-            return Err(io::Error::other("io_uring without IORING_FEAT_SINGLE_MMAP"));
-        }
-        let submission = parameters.submission_offsets;
-        let completion = parameters.completion_offsets;
-        let submission_bytes =
-            submission.array as usize + parameters.submission_entries as usize * size_of::<u32>();
-        let completion_bytes = completion.entries as usize
-            + parameters.completion_entries as usize * size_of::<CompletionEntry>();
-        let rings = RingMapping::map(
-            descriptor.as_fd(),
-            submission_bytes.max(completion_bytes),
-            IORING_OFF_SQ_RING,
-        )?;
-        let submission_entries = RingMapping::map(
-            descriptor.as_fd(),
-            parameters.submission_entries as usize * size_of::<SubmissionEntry>(),
-            IORING_OFF_SQES,
-        )?;
-        rings.check::<u32>(submission.head, 1)?;
-        rings.check::<u32>(submission.tail, 1)?;
-        rings.check::<u32>(submission.ring_mask, 1)?;
-        rings.check::<u32>(submission.array, parameters.submission_entries)?;
-        submission_entries.check::<SubmissionEntry>(0, parameters.submission_entries)?;
-        rings.check::<u32>(completion.head, 1)?;
-        rings.check::<u32>(completion.tail, 1)?;
-        rings.check::<u32>(completion.ring_mask, 1)?;
-        rings.check::<CompletionEntry>(completion.entries, parameters.completion_entries)?;
-        // SAFETY: checked above; the mask is written by the kernel before io_uring_setup
-        // returns and never changes.
-        let submission_mask = unsafe { rings.at::<u32>(submission.ring_mask, 0).read() };
-        // SAFETY: as for the submission ring's mask.
-        let completion_mask = unsafe { rings.at::<u32>(completion.ring_mask, 0).read() };
-        // Every masked index must stay inside the arrays checked above.
-        if submission_mask >= parameters.submission_entries
-            || completion_mask >= parameters.completion_entries
-        {
-            return Err(io::Error::other(
-                "io_uring ring masks larger than the rings",
-            ));
-        }
+        // SUBMIT_ALL: keep submitting the batch when one entry fails. COOP_TASKRUN: no
+        // interrupt to run completion work, there is none.
+        let ring = io_uring::IoUring::builder()
+            .setup_submit_all()
+            .setup_coop_taskrun()
+            .build(entries)?;
+        let parameters = ring.params();
+        let submission_capacity = parameters.sq_entries().min(parameters.cq_entries()) as usize;
         Ok(IoUring {
-            rings,
-            submission_entries,
+            ring: Some(ring),
             discard_buffer: vec![0; DISCARD_LIMIT_BYTES],
-            submission_offsets: submission,
-            submission_mask,
-            submission_capacity: parameters
-                .submission_entries
-                .min(parameters.completion_entries),
-            completion_offsets: completion,
-            completion_mask,
-            descriptor,
+            entries: Vec::with_capacity(submission_capacity),
+            submission_capacity: submission_capacity.max(1),
         })
     }
 
     /// Runs the operations in order and replaces `results` with their outcomes, as
     /// [`run_socket_operations`] would, and returns when every one is complete (so the
     /// borrowed buffers are free again). An error means the ring failed: the operations
-    /// it did not take were still run, one system call each, and the caller should stop
-    /// using the ring.
+    /// it did not take were still run, one system call each, and so is every later batch;
+    /// the caller should stop using the ring.
     pub fn run(
         &mut self,
         operations: &mut [SocketOperation<'_>],
         results: &mut Vec<io::Result<usize>>,
     ) -> io::Result<()> {
         results.clear();
-        let mut failure = Ok(());
-        for part in operations.chunks_mut(self.submission_capacity.max(1) as usize) {
+        let mut failure = if self.ring.is_some() {
+            Ok(())
+        } else {
+            Err(io::Error::other("io_uring failed before"))
+        };
+        for part in operations.chunks_mut(self.submission_capacity) {
             let first = results.len();
             results.extend(part.iter().map(|_| Err(io::ErrorKind::Interrupted.into())));
             let part_results = results.get_mut(first..).unwrap_or(&mut []);
@@ -762,183 +442,140 @@ impl IoUring {
     }
 
     /// Submits at most `submission_capacity` operations and waits for them; returns how
-    /// many were submitted (all of them unless the ring misbehaves; the rest were withdrawn).
+    /// many were submitted (all of them unless the ring misbehaves; then the ring is closed
+    /// with the rest, which the kernel never saw).
     fn run_part(
         &mut self,
         operations: &mut [SocketOperation<'_>],
         results: &mut [io::Result<usize>],
     ) -> io::Result<usize> {
-        let offsets = self.submission_offsets;
-        // Every ring access in this function is in bounds: `new` checked the offsets against
-        // the mapping, and entry indices are masked to the ring size. Ring indices (head,
-        // tail) are only accessed atomically, as the kernel does.
-        // SAFETY: see above.
-        let (head, tail) = unsafe {
-            (
-                self.rings.index(offsets.head).load(Ordering::Acquire),
-                self.rings.index(offsets.tail).load(Ordering::Relaxed),
-            )
+        let Some(ring) = self.ring.as_mut() else {
+            return Err(io::Error::other("io_uring failed before"));
         };
-        // Every earlier batch was submitted in full or withdrawn before `run_part` returned.
-        if head != tail {
+        // Every earlier batch was submitted in full and completed, or the ring was closed.
+        if !ring.submission().is_empty() {
             return Err(io::Error::other("io_uring submission queue not empty"));
         }
-        let count = u32::try_from(operations.len()).unwrap_or(u32::MAX);
-        if count > self.submission_capacity {
+        if operations.len() > self.submission_capacity {
             return Err(io::Error::other("io_uring batch part too large"));
         }
-        let discard_address = self.discard_buffer.as_mut_ptr() as u64;
-        let mut next = tail;
+        let discard_address = self.discard_buffer.as_mut_ptr();
+        self.entries.clear();
         for (index, operation) in operations.iter_mut().enumerate() {
-            let message_flags = operation.message_flags() as u32;
-            let (opcode, descriptor, address, length) = match operation {
+            let entry = match operation {
                 SocketOperation::Receive {
-                    descriptor, buffer, ..
-                } => (
-                    IORING_OP_RECV,
-                    descriptor.as_raw_fd(),
-                    buffer.as_mut_ptr() as u64,
-                    buffer.len(),
-                ),
-                SocketOperation::Send { descriptor, bytes } => (
-                    IORING_OP_SEND,
-                    descriptor.as_raw_fd(),
-                    bytes.as_ptr() as u64,
-                    bytes.len(),
-                ),
+                    descriptor,
+                    buffer,
+                    peek,
+                } => io_uring::opcode::Recv::new(
+                    io_uring::types::Fd(descriptor.as_raw_fd()),
+                    buffer.as_mut_ptr(),
+                    u32::try_from(buffer.len()).unwrap_or(u32::MAX),
+                )
+                .flags(SocketOperation::receive_flags(*peek).bits() as i32)
+                .build(),
+                SocketOperation::Send { descriptor, bytes } => io_uring::opcode::Send::new(
+                    io_uring::types::Fd(descriptor.as_raw_fd()),
+                    bytes.as_ptr(),
+                    u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+                )
+                .flags(SocketOperation::SEND_FLAGS.bits() as i32)
+                .build(),
                 SocketOperation::Discard {
                     descriptor,
                     length_bytes,
-                } => (
-                    IORING_OP_RECV,
-                    descriptor.as_raw_fd(),
+                } => io_uring::opcode::Recv::new(
+                    io_uring::types::Fd(descriptor.as_raw_fd()),
                     discard_address,
-                    (*length_bytes).min(DISCARD_LIMIT_BYTES),
-                ),
+                    (*length_bytes).min(DISCARD_LIMIT_BYTES) as u32,
+                )
+                .flags(SocketOperation::receive_flags(false).bits() as i32)
+                .build(),
             };
-            let entry = SubmissionEntry {
-                opcode,
-                descriptor,
-                address,
-                length: u32::try_from(length).unwrap_or(u32::MAX),
-                message_flags,
-                user_data: index as u64,
-                ..SubmissionEntry::default()
-            };
-            let slot = next & self.submission_mask;
-            // SAFETY: see above; the queue was empty, so the kernel reads none of these
-            // entries before the tail is published below.
-            unsafe {
-                self.submission_entries
-                    .at::<SubmissionEntry>(0, slot)
-                    .write(entry);
-                self.rings.at::<u32>(offsets.array, slot).write(slot);
-            }
-            next = next.wrapping_add(1);
+            self.entries.push(entry.user_data(index as u64));
         }
-        // SAFETY: see above; the release store publishes the entries written before it.
-        unsafe {
-            self.rings
-                .index(offsets.tail)
-                .store(next, Ordering::Release);
+        // SAFETY: the entries name descriptors and buffers borrowed by `operations` (or
+        // `discard_buffer`, owned by `self`), with their lengths. `push_multiple` queues all
+        // of them or none. `run_part` does not return before every entry the kernel took has
+        // completed (it aborts the process rather than return early), and entries it did not
+        // take are never handed to it (the ring is closed below), so the kernel never touches
+        // a buffer after its borrow ends.
+        let pushed = unsafe { ring.submission().push_multiple(&self.entries) };
+        self.entries.clear();
+        if pushed.is_err() {
+            // Cannot happen: the queue was empty and holds `submission_capacity` entries.
+            return Err(io::Error::other("io_uring submission queue full"));
         }
+        let count = operations.len();
         // Submit without waiting: non-blocking socket operations complete while they are
         // submitted, so their completions are posted when this call returns.
         let (submitted, failure) = loop {
-            // SAFETY: no pointers are passed (no signal mask); the descriptor is open.
-            let result = unsafe {
-                libc::syscall(
-                    libc::SYS_io_uring_enter,
-                    self.descriptor.as_raw_fd(),
-                    count,
-                    0u32,
-                    0u32,
-                    std::ptr::null::<libc::sigset_t>(),
-                    0usize,
-                )
-            };
-            if result >= 0 {
-                break (u32::try_from(result).unwrap_or(0).min(count), None);
-            }
-            // The call returns the submitted count whenever it submitted anything, so an
-            // error means nothing was.
-            let error = io::Error::last_os_error();
-            if error.kind() != io::ErrorKind::Interrupted {
-                break (0, Some(error));
+            match ring.submit() {
+                Ok(submitted) => break (submitted.min(count), None),
+                // The call returns the submitted count whenever it submitted anything, so an
+                // error means nothing was.
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => break (0, Some(error)),
             }
         };
-        if submitted < count {
-            // Withdraw what the kernel did not take.
-            // SAFETY: see above.
-            unsafe {
-                self.rings
-                    .index(offsets.tail)
-                    .store(tail.wrapping_add(submitted), Ordering::Release);
-            }
-        }
-        let mut completed = self.reap(results);
+        let mut completed = reap(ring, results);
         while completed < submitted {
-            // SAFETY: as above.
-            let result = unsafe {
-                libc::syscall(
-                    libc::SYS_io_uring_enter,
-                    self.descriptor.as_raw_fd(),
-                    0u32,
-                    submitted - completed,
-                    IORING_ENTER_GETEVENTS,
-                    std::ptr::null::<libc::sigset_t>(),
-                    0usize,
-                )
-            };
-            if result < 0 {
-                let error = io::Error::last_os_error();
-                if error.kind() != io::ErrorKind::Interrupted {
-                    // Submitted operations may still write into the caller's buffers, so
-                    // returning would be unsound.
-                    log::error!("io_uring_enter failed with operations in flight: {error}");
-                    std::process::abort();
+            let waited = if submitted < count {
+                // Entries the kernel did not take are still queued: wait without submitting
+                // them (`submit_and_wait` would).
+                // SAFETY: no argument pointer is passed (no signal mask); the ring's
+                // descriptor is open.
+                unsafe {
+                    ring.submitter().enter::<()>(
+                        0,
+                        (submitted - completed) as u32,
+                        io_uring::EnterFlags::GETEVENTS.bits(),
+                        None,
+                    )
                 }
+            } else {
+                // Nothing is left to submit: this only waits.
+                ring.submit_and_wait(submitted - completed)
+            };
+            if let Err(error) = waited
+                && error.kind() != io::ErrorKind::Interrupted
+            {
+                // Submitted operations may still write into the caller's buffers, so
+                // returning would be unsound.
+                log::error!("io_uring_enter failed with operations in flight: {error}");
+                std::process::abort();
             }
-            completed += self.reap(results);
+            completed += reap(ring, results);
+        }
+        if submitted < count {
+            // Close the ring with the entries it did not take, before anything could
+            // submit them after their buffers are gone.
+            self.ring = None;
         }
         match failure {
             Some(error) if submitted == 0 => Err(error),
-            _ => Ok(submitted as usize),
+            _ => Ok(submitted),
         }
     }
+}
 
-    /// Moves the posted completions into `results`; returns how many there were.
-    fn reap(&mut self, results: &mut [io::Result<usize>]) -> u32 {
-        let offsets = self.completion_offsets;
-        let mask = self.completion_mask;
-        let region = &self.rings;
-        // SAFETY: the offsets were checked in `new` and indices are masked to the ring
-        // size; the entries below the tail were written before the kernel's release store
-        // of the tail, which the acquire load orders before our reads.
-        unsafe {
-            let mut head = region.index(offsets.head).load(Ordering::Relaxed);
-            let tail = region.index(offsets.tail).load(Ordering::Acquire);
-            let count = tail.wrapping_sub(head);
-            while head != tail {
-                let entry = region
-                    .at::<CompletionEntry>(offsets.entries, head & mask)
-                    .read();
-                if let Some(result) = usize::try_from(entry.user_data)
-                    .ok()
-                    .and_then(|index| results.get_mut(index))
-                {
-                    *result = if entry.result < 0 {
-                        Err(io::Error::from_raw_os_error(-entry.result))
-                    } else {
-                        Ok(entry.result.unsigned_abs() as usize)
-                    };
-                }
-                head = head.wrapping_add(1);
-            }
-            region.index(offsets.head).store(head, Ordering::Release);
-            count
+/// Moves the posted completions into `results`; returns how many there were.
+fn reap(ring: &mut io_uring::IoUring, results: &mut [io::Result<usize>]) -> usize {
+    let mut count = 0;
+    for entry in ring.completion() {
+        count += 1;
+        if let Some(result) = usize::try_from(entry.user_data())
+            .ok()
+            .and_then(|index| results.get_mut(index))
+        {
+            *result = if entry.result() < 0 {
+                Err(io::Error::from_raw_os_error(-entry.result()))
+            } else {
+                Ok(entry.result().unsigned_abs() as usize)
+            };
         }
     }
+    count
 }
 
 #[cfg(test)]
