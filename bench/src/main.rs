@@ -4,6 +4,8 @@
 //! `results.csv`, `scaling.svg` and `failures.txt`, and ends with a verdict: exit status 1 when
 //! any server could not be set up or failed a workload (goals are reported, never judged).
 
+#![deny(unsafe_code)]
+
 mod report;
 mod servers;
 mod stats;

@@ -10,7 +10,11 @@
 //!
 //! `xenstore-guest` (`src/bin/xenstore-guest.rs`) is this library on the command line.
 
+#![deny(unsafe_code)]
+// Unsafe only where the system calls are (docs/unsafe.md).
+
 pub mod client;
 pub mod message;
 pub mod simulation;
+#[allow(unsafe_code)]
 pub mod sys;

@@ -7,10 +7,14 @@
 //! The simulated-guest convention and the clients that speak to the store (`xenstore-guest`,
 //! the integration tests, the benchmark) are the `xenstore-client` crate (`client/`).
 
+#![deny(unsafe_code)]
+// Unsafe only where the system calls are (docs/unsafe.md).
+
 pub mod logger;
 pub mod markers;
 pub mod options;
 pub mod platform;
 pub mod server;
 pub mod sockets;
+#[allow(unsafe_code)]
 pub mod sys;

@@ -2,6 +2,8 @@
 //!
 //! Usage: `xenstored --help`. The simulated-guest convention is described in `daemon/README.md`.
 
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 use xenstore_engine::Engine;

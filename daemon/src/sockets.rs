@@ -182,7 +182,7 @@ impl SocketClients {
     ///
     /// With io_uring each batch of reads is one system call, and the reads only peek: the
     /// bytes are taken out of the socket right after the reply is sent, in the batch that
-    /// sends it ([`SocketClients::write_touched_sockets`]). Taking a request out of a Unix socket
+    /// sends it (`SocketClients::write_touched_sockets`). Taking a request out of a Unix socket
     /// wakes its client when it already sleeps waiting for the reply (the kernel reports the
     /// freed buffer space to it), and that wake-up finds no reply yet; right after the reply
     /// was sent, the client is awake already. That is one wake-up per request instead of up

@@ -9,7 +9,7 @@
 //!
 //! Only this layer (with `arch` and `runtime`) turns guest-physical addresses into pointers.
 //!
-//! - [`ring_port`]: the ring host's port on Xen (engine/src/ring_host.rs): attaching a
+//! - `ring_port`: the ring host's port on Xen (engine/src/ring_host.rs): attaching a
 //!   domain's ring is `GrantMapper::map(domain, GrantRef::RESERVED_XENSTORE)` (C xenstored
 //!   ignores the frame the toolstack names and maps reference 1) and
 //!   `EventChannels::bind_interdomain(domain, remote_port)`; detaching closes the port and

@@ -10,6 +10,8 @@
 //! manage a transaction used by the following lines), `raw TYPE [ARG...]`.
 //! An error reply prints `ERROR <name>` and makes the exit status 1; usage errors exit 2.
 
+#![deny(unsafe_code)]
+
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -232,7 +232,7 @@ pub struct MeasuringAllocator {
     arena_start: AtomicUsize,
     arena_size_bytes: AtomicUsize,
     /// The thread whose allocations inside the stub go to the arena ([`current_thread_mark`]
-    /// of the thread that started it); 0 once [`MeasuringAllocator::stop`]ped.
+    /// of the thread that started it); 0 once `MeasuringAllocator::stop`ped.
     owner_thread: AtomicUsize,
     /// [`WhenExhausted::Fail`]: an allocation that does not fit returns null.
     fail_when_exhausted: AtomicBool,
