@@ -162,21 +162,18 @@ impl AsFd for NotificationFifo {
 }
 
 /// The state a simulated domain's markers announce.
-///
-/// The domain id is a bare `u16` here, in [`domain_markers`] and in [`scan_markers`] because
-/// the daemon's serving loop (`daemon/src/server.rs`) keys its domains that way for now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DomainMarkers {
-    pub domid: u16,
+    pub domain: DomainId,
     pub shutdown: bool,
     pub dead: bool,
 }
 
 /// The markers of one domain (none when its directory does not exist).
-pub fn domain_markers(run_directory: &Path, domid: u16) -> DomainMarkers {
-    let files = DomainFiles::new(run_directory, DomainId(domid));
+pub fn domain_markers(run_directory: &Path, domain: DomainId) -> DomainMarkers {
+    let files = DomainFiles::new(run_directory, domain);
     DomainMarkers {
-        domid,
+        domain,
         shutdown: files.shutdown_marker().exists(),
         dead: files.dead_marker().exists(),
     }
@@ -196,7 +193,7 @@ pub fn scan_markers(run_directory: &Path) -> Vec<DomainMarkers> {
         else {
             continue;
         };
-        let markers = domain_markers(run_directory, domid);
+        let markers = domain_markers(run_directory, DomainId(domid));
         if markers.shutdown || markers.dead {
             found.push(markers);
         }

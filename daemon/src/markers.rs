@@ -29,13 +29,10 @@ const WATCH_MASK: WatchFlags = WatchFlags::CREATE
     .union(WatchFlags::ONLYDIR);
 
 /// Which domains' markers may have changed since the last look.
-///
-/// Domains are bare `u16` ids here, as in `DomainMarkers`, because the serving loop
-/// (`server.rs`) keys its domains that way for now.
 #[derive(Debug, PartialEq, Eq)]
 pub enum MarkerChanges {
     /// These domains (possibly none).
-    Domains(BTreeSet<u16>),
+    Domains(BTreeSet<DomainId>),
     /// Events were lost or a directory moved: look at every domain.
     Everything,
 }
@@ -46,7 +43,7 @@ pub struct MarkerWatcher {
     /// `None` when inotify is unavailable: every look is a full rescan.
     inotify: Option<Registered<Inotify>>,
     domains_watch: Option<i32>,
-    domain_watches: BTreeMap<i32, u16>,
+    domain_watches: BTreeMap<i32, DomainId>,
     /// False while some directory is not watched: full rescans are then needed periodically.
     complete: bool,
 }
@@ -185,14 +182,14 @@ impl MarkerWatcher {
 
     /// Watches `domains/<domid>`; false when that failed for another reason than the
     /// directory being gone.
-    fn watch_domain(&mut self, domid: u16) -> bool {
+    fn watch_domain(&mut self, domain: DomainId) -> bool {
         let Some(inotify) = &self.inotify else {
             return false;
         };
-        let directory = DomainFiles::new(&self.run_directory, DomainId(domid)).directory;
+        let directory = DomainFiles::new(&self.run_directory, domain).directory;
         match inotify.add_watch(&directory, WATCH_MASK) {
             Ok(watch) => {
-                self.domain_watches.insert(watch, domid);
+                self.domain_watches.insert(watch, domain);
                 true
             }
             Err(error)
@@ -212,16 +209,16 @@ impl MarkerWatcher {
 }
 
 /// A domain directory's domid: decimal without leading zeros (the convention's spelling).
-fn canonical_domid(name: &str) -> Option<u16> {
+fn canonical_domid(name: &str) -> Option<DomainId> {
     let domid = name.parse::<u16>().ok()?;
-    (domid.to_string() == name).then_some(domid)
+    (domid.to_string() == name).then_some(DomainId(domid))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn settle(watcher: &mut MarkerWatcher) -> BTreeSet<u16> {
+    fn settle(watcher: &mut MarkerWatcher) -> BTreeSet<DomainId> {
         match watcher.changes() {
             MarkerChanges::Domains(domids) => domids,
             MarkerChanges::Everything => panic!("unexpected full rescan"),
@@ -243,7 +240,7 @@ mod tests {
         assert_eq!(
             found,
             vec![DomainMarkers {
-                domid: 5,
+                domain: DomainId(5),
                 shutdown: true,
                 dead: false
             }]
@@ -254,18 +251,18 @@ mod tests {
         // A new domain directory is watched as it appears; its markers are reported.
         let six = DomainFiles::new(&run_directory, DomainId(6));
         std::fs::create_dir_all(&six.directory).unwrap();
-        assert_eq!(settle(&mut watcher), BTreeSet::from([6]));
+        assert_eq!(settle(&mut watcher), BTreeSet::from([DomainId(6)]));
         std::fs::write(six.dead_marker(), b"").unwrap();
         std::fs::write(six.directory.join("ring"), b"").unwrap();
-        assert_eq!(settle(&mut watcher), BTreeSet::from([6]));
+        assert_eq!(settle(&mut watcher), BTreeSet::from([DomainId(6)]));
         // Other files do not count.
         std::fs::write(five.directory.join("ring"), b"").unwrap();
         assert!(settle(&mut watcher).is_empty());
         std::fs::remove_file(five.shutdown_marker()).unwrap();
-        assert_eq!(settle(&mut watcher), BTreeSet::from([5]));
+        assert_eq!(settle(&mut watcher), BTreeSet::from([DomainId(5)]));
         // Removing a domain directory reports it (markers gone) and drops the watch.
         std::fs::remove_dir_all(&six.directory).unwrap();
-        assert_eq!(settle(&mut watcher), BTreeSet::from([6]));
+        assert_eq!(settle(&mut watcher), BTreeSet::from([DomainId(6)]));
         assert_eq!(watcher.domain_watches.len(), 1);
         std::fs::remove_dir_all(&run_directory).unwrap();
     }

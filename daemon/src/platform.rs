@@ -36,9 +36,9 @@ pub struct LinuxPort {
     /// The event loop's epoll set: an attached ring's `to-server` FIFO is registered in it.
     epoll: Arc<Epoll>,
     /// Domains whose death the simulation announced (they no longer "exist").
-    pub dead_domains: BTreeSet<u16>,
+    pub dead_domains: BTreeSet<DomainId>,
     /// Domains whose shutdown has been reported to the engine.
-    pub shutdown_domains: BTreeSet<u16>,
+    pub shutdown_domains: BTreeSet<DomainId>,
     started: Instant,
 }
 
@@ -66,7 +66,7 @@ impl LinuxPort {
         let mut to_server = Registered::new(
             &self.epoll,
             NotificationFifo::open(&files.to_server())?,
-            Source::Guest(domain.0).token(),
+            Source::Guest(domain).token(),
         );
         // The "event channel" is bound: the loop wakes when the guest notifies.
         to_server.set_interest(Some(Interest::READ))?;
@@ -111,8 +111,8 @@ impl RingPort for LinuxPort {
             log::warn!("domain {domain}: cannot map its simulated ring: {error}");
             store_error(&error)
         })?;
-        self.dead_domains.remove(&domain.0);
-        self.shutdown_domains.remove(&domain.0);
+        self.dead_domains.remove(&domain);
+        self.shutdown_domains.remove(&domain);
         log::info!("domain {domain}: ring connected, port {remote_port}");
         Ok(ring)
     }
@@ -137,7 +137,7 @@ impl RingPort for LinuxPort {
 
     fn domain_exists(&mut self, domain: DomainId) -> bool {
         // No hypervisor: every ordinary domid exists unless the simulation killed it.
-        domain.0 < DomainId::FIRST_RESERVED && !self.dead_domains.contains(&domain.0)
+        domain.0 < DomainId::FIRST_RESERVED && !self.dead_domains.contains(&domain)
     }
 
     fn now_nanoseconds(&mut self) -> u64 {

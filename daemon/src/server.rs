@@ -54,7 +54,7 @@ pub enum Source {
     DomainException,
     Markers,
     Socket(ConnectionId),
-    Guest(u16),
+    Guest(DomainId),
 }
 
 impl Source {
@@ -72,7 +72,7 @@ impl Source {
             Source::DomainException => (Self::DOMAIN_EXCEPTION, 0),
             Source::Markers => (Self::MARKERS, 0),
             Source::Socket(connection) => (Self::SOCKET, u64::from(connection.0)),
-            Source::Guest(domid) => (Self::GUEST, u64::from(domid)),
+            Source::Guest(domain) => (Self::GUEST, u64::from(domain.0)),
         };
         (kind << Self::KIND_SHIFT) | id
     }
@@ -84,7 +84,7 @@ impl Source {
             Self::DOMAIN_EXCEPTION => Some(Source::DomainException),
             Self::MARKERS => Some(Source::Markers),
             Self::SOCKET => Some(Source::Socket(ConnectionId(u32::try_from(id).ok()?))),
-            Self::GUEST => Some(Source::Guest(u16::try_from(id).ok()?)),
+            Self::GUEST => Some(Source::Guest(DomainId(u16::try_from(id).ok()?))),
             _ => None,
         }
     }
@@ -172,10 +172,10 @@ impl Server {
                         self.sockets.touch(connection);
                     }
                 }
-                Some(Source::Guest(domid)) if readiness.readable => {
-                    if let Some(guest) = self.host.ring(DomainId(domid)) {
+                Some(Source::Guest(domain)) if readiness.readable => {
+                    if let Some(guest) = self.host.ring(domain) {
                         let _ = guest.to_server.drain();
-                        self.host.notified(DomainId(domid));
+                        self.host.notified(domain);
                     }
                 }
                 _ => {}
@@ -222,10 +222,10 @@ impl Server {
             {
                 self.rescan_domain_markers();
             }
-            MarkerChanges::Domains(domids) => {
-                for domid in domids {
+            MarkerChanges::Domains(domains) => {
+                for domain in domains {
                     let markers =
-                        simulation::domain_markers(self.host.port().run_directory(), domid);
+                        simulation::domain_markers(self.host.port().run_directory(), domain);
                     self.apply_domain_markers(markers);
                 }
             }
@@ -240,15 +240,15 @@ impl Server {
         let found = self.markers.rescan();
         // Domains whose directory went away have no markers any more.
         let port = self.host.port();
-        let mut gone: BTreeSet<u16> = port.dead_domains.clone();
+        let mut gone: BTreeSet<DomainId> = port.dead_domains.clone();
         gone.extend(port.shutdown_domains.iter().copied());
         for markers in found {
-            gone.remove(&markers.domid);
+            gone.remove(&markers.domain);
             self.apply_domain_markers(markers);
         }
-        for domid in gone {
+        for domain in gone {
             self.apply_domain_markers(DomainMarkers {
-                domid,
+                domain,
                 shutdown: false,
                 dead: false,
             });
@@ -258,23 +258,21 @@ impl Server {
     /// Reports one domain's simulated shutdown or death to the engine, once; a removed marker
     /// means the domid was recreated: it exists again.
     fn apply_domain_markers(&mut self, marker: DomainMarkers) {
-        let domain = DomainId(marker.domid);
+        let domain = marker.domain;
         let introduced = self.host.engine().domain_connection(domain).is_some();
         if marker.dead {
-            if self.host.port_mut().dead_domains.insert(marker.domid) {
+            if self.host.port_mut().dead_domains.insert(domain) {
                 log::info!("domain {domain}: dead (simulated)");
                 if introduced || self.host.has_ring(domain) {
                     self.host.domain_died(domain);
                 }
             }
         } else {
-            self.host.port_mut().dead_domains.remove(&marker.domid);
+            self.host.port_mut().dead_domains.remove(&domain);
         }
         if !marker.shutdown {
-            self.host.port_mut().shutdown_domains.remove(&marker.domid);
-        } else if !marker.dead
-            && self.host.port_mut().shutdown_domains.insert(marker.domid)
-            && introduced
+            self.host.port_mut().shutdown_domains.remove(&domain);
+        } else if !marker.dead && self.host.port_mut().shutdown_domains.insert(domain) && introduced
         {
             log::info!("domain {domain}: shut down (simulated)");
             self.host.domain_shutdown(domain);
@@ -294,8 +292,8 @@ mod tests {
             Source::Markers,
             Source::Socket(ConnectionId(0)),
             Source::Socket(ConnectionId(u32::MAX)),
-            Source::Guest(0),
-            Source::Guest(u16::MAX),
+            Source::Guest(DomainId(0)),
+            Source::Guest(DomainId(u16::MAX)),
         ];
         for source in sources {
             assert_eq!(Source::from_token(source.token()), Some(source));
