@@ -13,6 +13,10 @@ Modules:
                 test-xenstore against the daemon (xenstored-linux)
   bench_xen     sub-command bench-xen: the benchmark on real Xen (C xenstored against the
                 stub), booted through tests/xen-in-qemu/run.sh
+  xen_qemu      sub-commands qemu-run, qemu-check, cpio, vmlinux: what
+                tests/xen-in-qemu/run.sh calls to build the initramfs and to boot QEMU with
+                its serial console watched (formerly tests/xen-in-qemu/lib/harness.py, which
+                stays as a path that execs it)
 
 What runs inside dom0 stays busybox `sh` (tests/xen-in-qemu/lib/dom0-lib.sh, scenarios/).
 """
