@@ -41,8 +41,8 @@ Exit status: 0 when every run passed; 1 when one failed (the message names it: C
 round, failed steps; the table still shows what was measured); 2 on usage errors.
 A full run (one round, defaults) takes about 6 minutes on 2 idle cores (QEMU alone on
 them), 25-35 minutes when other jobs keep the host busy; --repeat R multiplies that by R.
-A short run for trying it out: --set TX_ITER=5 --set GUESTS=1 --set MULTI_GUESTS=1
---set RANDOM_SECONDS=2 --set IDLE_SECONDS=2.
+A short run for trying it out: --set TX_RUNS=1 --set TX_ITER=5 --set RANDOM_SECONDS=2
+--set GUESTS=1 --set MULTI_GUESTS=1 --set IDLE_SECONDS=2.
 """
 
 import hashlib
@@ -300,3 +300,122 @@ def main(argv):
     for failure in failures:
         say(failure)
     return 1 if failures else 0
+
+
+# ---------------------------------------------------------------------------------------
+# Self-check (`python3 tests/harness bench-xen-check`): the figures of fixed serial logs
+# through extract, medians, the CSV and the table, against what bench/xen-in-qemu.sh printed
+# for the same logs when it was bash and awk (a changed format is a changed CSV for everyone
+# who compares runs). Needs nothing but Python; takes well under a second.
+
+# (side, round) -> serial log. Covers: the indented copy at the end winning, a guest's line
+# that only looks like a figure, trailing blanks, a value with leading zeros, medians of an
+# even count, of 1000 and more, and with more than two decimals, a figure on one side only,
+# a C figure of 0 (no ratio), a CPU-use unit (not in "times"), the cpu group.
+CHECK_LOGS = {
+    ("c", 1): """(XEN) Xen version 4.17
+BENCH tx.read 10001 ns
+INFO: BENCH tx.write 2007 ns
+BENCH tx.small 0.125 ms
+BENCH guest.boot-med 3.5 s
+(d3) xBENCH guest.fake 1 s
+BENCH idle.xenstore 11.25 ms/s
+BENCH cpu.tx 31 ms
+BENCH c.zero 0 ms
+BENCH c.only 007 ms
+BENCH-RESULTS BEGIN
+    BENCH tx.read 11001 ns   
+BENCH-RESULTS END
+SCENARIO DONE
+""",
+    ("c", 2): """BENCH tx.read 10004 ns
+BENCH tx.write 2028 ns
+BENCH tx.small 0.13 ms
+BENCH guest.boot-med 12.5 s
+BENCH idle.xenstore 14.2 ms/s
+BENCH cpu.tx 34 ms
+BENCH c.zero 0 ms
+STEP bench-guests: FAIL boom
+""",
+    ("stub", 1): """BENCH tx.read 1000.5 ns
+BENCH tx.write 2014 ns
+BENCH tx.small 0.62 ms
+BENCH guest.boot-med 6.5 s
+BENCH idle.xenstore 12.333 ms/s
+BENCH cpu.tx 32 ms
+BENCH stub.only 5 ms
+SCENARIO DONE
+""",
+    ("stub", 2): """BENCH tx.read 1001 ns
+BENCH tx.write 2021 ns
+BENCH tx.small 0.6 ms
+BENCH guest.boot-med 9.5 s
+BENCH idle.xenstore 13.25 ms/s
+BENCH cpu.tx 33 ms
+SCENARIO DONE
+""",
+}
+# What the bash version wrote for CHECK_LOGS (--repeat 2 --set A=1 --set "B=two words").
+CHECK_CSV = """\
+measurement,unit,c,stub,ratio_stub_c
+tx.read,ns,10502,1001,0.10
+tx.write,ns,2018,2018,1.00
+tx.small,ms,0.13,0.61,4.69
+guest.boot-med,s,8,8,1.00
+idle.xenstore,ms/s,12.72,12.79,1.01
+cpu.tx,ms,32.5,32.5,1.00
+c.zero,ms,0,,
+c.only,ms,7,,
+stub.only,ms,,5,
+"""
+CHECK_TABLE = """\
+Xen 4.17 in QEMU (TCG): the same workload with C xenstored (dom0) and with the stub domain
+(medians of 2 runs per side)
+scenario settings: A=1 B=two words
+
+measurement     unit             C         stub   stub/C
+tx.read         ns           10502         1001     0.10
+tx.write        ns            2018         2018     1.00
+tx.small        ms            0.13         0.61     4.69
+guest.boot-med  s                8            8     1.00
+idle.xenstore   ms/s         12.72        12.79     1.01
+cpu.tx          ms            32.5         32.5     1.00
+c.zero          ms               0          n/a      n/a
+c.only          ms               7          n/a      n/a
+stub.only       ms             n/a            5      n/a
+
+Geometric mean of stub/C per group (lower = stub faster):
+  tx          0.78  (n=3)
+  guest       1.00  (n=1)
+  idle        1.01  (n=1)
+  cpu         1.00  (n=1)
+  times       0.83  (n=4; every time, not the CPU figures)
+"""
+
+
+def check(_argv):
+    import tempfile
+    runs = {"c": [], "stub": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for (side, rnd), text in sorted(CHECK_LOGS.items()):
+            path = os.path.join(tmp, f"{side}-{rnd}.log")
+            with open(path, "w") as f:
+                f.write(text)
+            runs[side].append(extract(path))
+        why = why_failed(1, runs["c"][1], os.path.join(tmp, "c-2.log"))
+    rows = comparison(medians(runs["c"]), medians(runs["stub"]))
+    csv = "measurement,unit,c,stub,ratio_stub_c\n" + "".join(",".join(row) + "\n" for row in rows)
+    text = table(rows, 2, ["A=1", "B=two words"], ["c-1: 0.50 -> 0.70 (300 s)", "stub-1: 0.70 -> 0.90 (280 s)"])
+    # The host line names this machine's CPU count: compared without it.
+    text = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("host: "))
+    problems = []
+    for what, got, want in (("CSV", csv, CHECK_CSV), ("table", text, CHECK_TABLE)):
+        if got != want:
+            problems.append(f"the {what} differs:\n--- expected\n{want}--- got\n{got}")
+    want_why = "run.sh exit status 1, failed steps: bench-guests, the scenario did not finish"
+    if why != want_why:
+        problems.append(f"failure reason {why!r}, expected {want_why!r}")
+    for problem in problems:
+        print(f"FAIL {problem}")
+    print(f"bench-xen check: {'FAIL' if problems else 'PASS'}")
+    return 1 if problems else 0

@@ -2,22 +2,23 @@
 
 import sys
 
-# name -> (module, the module's own sub-command or None, one-line summary); each module
-# has main(argv) -> exit status and a docstring that is its --help.
+# name -> (module, its function, arguments put first, one-line summary). The functions take
+# the argument list and return the exit status; a module's docstring is its --help.
 COMMANDS = {
-    "real-clients": ("real_clients", None, "Debian's xenstore clients and test-xenstore against the daemon"),
-    "bench-xen": ("bench_xen", None, "the benchmark on real Xen: C xenstored against the stub"),
-    "qemu-run": ("xen_qemu", "run", "boot QEMU, watch its serial console (steps, stalls, panics), summarise"),
-    "qemu-check": ("xen_qemu", "check", "check qemu-run against fake consoles (~15 s)"),
-    "cpio": ("xen_qemu", "cpio", "write a folder as a gzip'ed newc cpio archive (an initramfs)"),
-    "vmlinux": ("xen_qemu", "vmlinux", "extract the ELF vmlinux from a bzImage"),
+    "real-clients": ("real_clients", "main", [], "Debian's xenstore clients and test-xenstore against the daemon"),
+    "bench-xen": ("bench_xen", "main", [], "the benchmark on real Xen: C xenstored against the stub"),
+    "bench-xen-check": ("bench_xen", "check", [], "check bench-xen's figures, CSV and table against fixed logs"),
+    "qemu-run": ("xen_qemu", "main", ["run"], "boot QEMU, watch its serial console (steps, stalls, panics), summarise"),
+    "qemu-check": ("xen_qemu", "main", ["check"], "check qemu-run against fake consoles (~15 s)"),
+    "cpio": ("xen_qemu", "main", ["cpio"], "write a folder as a gzip'ed newc cpio archive (an initramfs)"),
+    "vmlinux": ("xen_qemu", "main", ["vmlinux"], "extract the ELF vmlinux from a bzImage"),
 }
 
 
 def usage(out):
     print("usage: python3 tests/harness SUB-COMMAND [ARGUMENT...]\n\nsub-commands:", file=out)
-    for name, (_, _, summary) in COMMANDS.items():
-        print(f"  {name:<14} {summary}", file=out)
+    for name, entry in COMMANDS.items():
+        print(f"  {name:<16} {entry[3]}", file=out)
     print("\n`python3 tests/harness SUB-COMMAND --help` describes one.", file=out)
 
 
@@ -30,6 +31,6 @@ def main(argv):
         print(f"harness: unknown sub-command {argv[0]!r}", file=sys.stderr)
         usage(sys.stderr)
         return 2
-    module_name, own, _ = entry
-    module = __import__(f"harness.{module_name}", fromlist=["main"])
-    return module.main(([own] if own else []) + argv[1:])
+    module_name, function, first, _ = entry
+    module = __import__(f"harness.{module_name}", fromlist=[function])
+    return getattr(module, function)(first + argv[1:])
