@@ -13,6 +13,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # The exit status of a command stopped at its time limit: coreutils `timeout`'s, which the
 # shell versions of these tools reported.
 TIMED_OUT = 124
+# ... and of a program that cannot be run (missing, not executable), the shell's.
+CANNOT_RUN = 127
 
 
 def run_setup(who, *options):
@@ -42,9 +44,14 @@ def run(argv, timeout, merge=False, env=None):
     """Runs argv with stdin closed; stdout and stderr kept apart (merge: stderr into stdout).
     A command still running after `timeout` seconds is killed with its process group, so a
     client blocked on a dead daemon cannot hang the tool; its partial output is kept."""
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT if merge else subprocess.PIPE,
-                            env=env, start_new_session=True)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+                                env=env, start_new_session=True)
+    except OSError as e:
+        # As a shell reports a program it cannot run: the check fails, the tool goes on.
+        message = f"cannot run {argv[0]}: {e}".encode()
+        return Result(CANNOT_RUN, message if merge else b"", b"" if merge else message)
     try:
         out, err = proc.communicate(timeout=timeout)
         return Result(proc.returncode, out, err or b"")

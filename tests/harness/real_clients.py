@@ -265,8 +265,12 @@ def run_check(checks, env, c):
 def run_watch(checks, env, c):
     path = os.path.join(env.work, "watch")
     with open(path, "wb") as out:
-        watch = subprocess.Popen(env.argv(c.argv), stdin=subprocess.DEVNULL, stdout=out,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            watch = subprocess.Popen(env.argv(c.argv), stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as e:
+            checks.fail(c.name, f"cannot run {c.argv[0]}: {e}")
+            return
     deadline = time.monotonic() + CLIENT_TIMEOUT
     # The watch's first line is its initial event: the watch is registered.
     for _ in range(100):
@@ -373,7 +377,11 @@ def main(argv):
         os.makedirs(work, exist_ok=True)
     else:
         work = tempfile.mkdtemp(prefix="xenstore-real-clients.", dir="/tmp")
-    random_seconds = int(os.environ.get("XENSTORE_RANDOM_SECONDS") or 10)
+    random_seconds = os.environ.get("XENSTORE_RANDOM_SECONDS") or "10"
+    if not random_seconds.isdigit():
+        print(f"real-clients: XENSTORE_RANDOM_SECONDS wants whole seconds, got {random_seconds!r}", file=sys.stderr)
+        return 2
+    random_seconds = int(random_seconds)
     target = os.path.join(common.REPO, os.environ.get("CARGO_TARGET_DIR") or "target")
     root = os.path.join(work, "debian")
     env = Env(work=work, run=os.path.join(work, "run"), root=root, programs={
