@@ -6,8 +6,8 @@ bench/xen-in-qemu.sh) are wrappers that exec it. Standard library only (Python 3
 Debian bookworm), so that a fresh machine needs nothing but tests/lib/setup.sh.
 
 Modules:
-  common        the repository, tests/lib/setup.sh, commands with a time limit, the cargo
-                target folder and the stub image build
+  common        the repository, tests/lib/setup.sh, commands with a time limit, the stub
+                image build (tests/lib/kernel-image.sh)
   checks        the PASS/FAIL reporter shared by check lists ("N passed, M failed")
   real_clients  sub-command real-clients: Debian's xenstore clients and Xen's
                 test-xenstore against the daemon (xenstored-linux)

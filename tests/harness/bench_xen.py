@@ -9,9 +9,10 @@ Usage: bench/xen-in-qemu.sh [options]     (= python3 tests/harness bench-xen [op
                      and compare the medians (default 1)
   --set NAME=VALUE   a scenario variable for both runs (repeatable): TX_ITER (100),
                      RANDOM_SECONDS (10), GUESTS (3), MULTI_GUESTS (4), GUEST_MEMORY (128)...
-  --kernel IMAGE     the stub image (default: built with cargo as tests/xen-in-qemu/run.sh
-                     does, honouring CARGO_TARGET_DIR, and copied once so every round runs
-                     the same image)
+  --kernel IMAGE     the stub image (default: the product image built with
+                     tests/lib/kernel-image.sh product, as tests/xen-in-qemu/run.sh does,
+                     honouring CARGO_TARGET_DIR, and copied once so every round runs the
+                     same image)
   --timeout SECONDS  time limit of each QEMU run (default: the scenario's, 1500)
   --one-cpu          pin dom0's vCPUs and the stub domain's to CPU 0 (xl vcpu-pin) before
                      measuring, in both runs: a wake-up of the other side is then a
@@ -128,13 +129,11 @@ def stub_image(kernel):
     else:
         if shutil.which("cargo") is None:
             die("cargo not found: build the stub or pass --kernel IMAGE")
-        say(f"building the stub ({' '.join(common.STUB_BUILD)})")
-        built = common.build_stub()
+        say("building the stub (tests/lib/kernel-image.sh product)")
+        built = common.kernel_image("product")
         if built is None:
             die("the stub run cannot start: the stub image does not build (fix it or pass --kernel IMAGE); "
                 "nothing was run")
-        if not os.path.isfile(built):
-            die(f"cargo succeeded but {built} does not exist")
         stub = os.path.join(OUT, "xen-bench-xenstore-stubdom")
         shutil.copyfile(built, stub)
     with open(stub, "rb") as f:

@@ -1,7 +1,6 @@
 """What every sub-command shares: the repository, its set-up, commands with a time limit,
 and the stub image built with cargo."""
 
-import json
 import os
 import signal
 import subprocess
@@ -68,24 +67,10 @@ def kill_group(proc, sig=signal.SIGKILL):
         pass
 
 
-def cargo_target_dir():
-    """The target folder as cargo sees it (CARGO_TARGET_DIR, .cargo/config.toml, or
-    target/), absolute; falls back to CARGO_TARGET_DIR or target/ when cargo metadata fails."""
-    try:
-        meta = subprocess.run(["cargo", "metadata", "--no-deps", "--format-version", "1"], cwd=REPO,
-                              stdout=subprocess.PIPE, check=True)
-        target = json.loads(meta.stdout)["target_directory"]
-    except (OSError, subprocess.CalledProcessError, ValueError, KeyError):
-        target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
-    return os.path.join(REPO, target)  # join keeps an absolute target as it is
-
-
-STUB_BUILD = ["cargo", "build", "--release", "--target", "x86_64-unknown-none", "-p", "xenstore-stubdom"]
-
-
-def build_stub():
-    """Builds the stub image as tests/xen-in-qemu/run.sh does; returns its path, or None
-    with the reason printed (cargo's own messages are on stderr)."""
-    if subprocess.run(STUB_BUILD, cwd=REPO).returncode != 0:
-        return None
-    return os.path.join(cargo_target_dir(), "x86_64-unknown-none", "release", "xenstore-stubdom")
+def kernel_image(kind):
+    """Builds the stub's `product` or `test` image with tests/lib/kernel-image.sh (the one
+    build every entry point that boots the kernel uses) and returns its path, or None when
+    it does not build (cargo's messages are on stderr)."""
+    built = subprocess.run([os.path.join(REPO, "tests", "lib", "kernel-image.sh"), kind], stdout=subprocess.PIPE)
+    lines = built.stdout.decode("utf-8", errors="replace").splitlines()
+    return lines[-1] if built.returncode == 0 and lines else None

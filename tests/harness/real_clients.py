@@ -41,8 +41,8 @@ CLIENT_TIMEOUT = 20
 
 # ---------------------------------------------------------------------------------------
 # The checks, as data. A command's first word is a program: xenstore-control and
-# test-xenstore come from the unpacked xen-utils-4.17, xenstore-guest is the daemon's
-# simulated guest (daemon/README.md), anything else is in the unpacked usr/bin; `{run}` in a
+# test-xenstore come from the unpacked xen-utils-4.17, xenstore-guest is the simulated guest
+# of the xenstore-client crate (daemon/README.md), anything else is in the unpacked usr/bin; `{run}` in a
 # word is the daemon's run directory.
 
 
