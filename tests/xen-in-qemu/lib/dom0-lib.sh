@@ -226,6 +226,32 @@ boot_stall_report() {
     fi
 }
 
+# guest_cfg NAME GUEST MODE [WORD...]: writes /tmp/NAME.cfg, the xl configuration of a PVH
+# Linux guest named NAME ($GUEST_KERNEL) booting guests/GUEST ($GUEST_DIR/GUEST.cpio.gz, the
+# scenario's `harness-needs: guest:GUEST`), and prints its path. The guest's init reads
+# `xsmode=MODE xsname=NAME` and any further WORDs from its kernel command line (e.g.
+# guests/xsclient: boot, stay, poweroff, echo). GUEST_MEMORY MiB (default 128), one vCPU.
+# A crashed guest is preserved, so that `xl dmesg`, `xl list` and its console can tell a
+# triple fault (the only death that allows a retry) from anything else.
+guest_cfg() {
+    _gc_name=$1 _gc_guest=$2 _gc_words="xsmode=$3 xsname=$1"
+    shift 3
+    [ $# = 0 ] || _gc_words="$_gc_words $*"
+    cat >"/tmp/$_gc_name.cfg" <<CFG
+name = "$_gc_name"
+type = "pvh"
+kernel = "$GUEST_KERNEL"
+ramdisk = "$GUEST_DIR/$_gc_guest.cpio.gz"
+extra = "console=hvc0 quiet $_gc_words"
+memory = ${GUEST_MEMORY:-128}
+vcpus = 1
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "preserve"
+CFG
+    echo "/tmp/$_gc_name.cfg"
+}
+
 # launch_guest STEP CONFIG NODE SECONDS [HOOK]: create_domain STEP CONFIG (sets DOMID),
 # eval HOOK (e.g. start a watch), unpause, then boot_wait for /local/domain/DOMID/NODE. A
 # domain that dies before writing NODE is created once more (BOOT_RETRIES, default 1) only

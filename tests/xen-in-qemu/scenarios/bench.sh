@@ -310,22 +310,6 @@ fi
 cpu_delta cpu.tx "$cpu0"
 
 # --------------------------------------------------------------------------------------
-# guest_cfg NAME: the xl configuration of guests/xsclient in boot mode (writes data/booted).
-guest_cfg() {
-    cat >"/tmp/$1.cfg" <<CFG
-name = "$1"
-type = "pvh"
-kernel = "$GUEST_KERNEL"
-ramdisk = "$GUEST_DIR/xsclient.cpio.gz"
-extra = "console=hvc0 quiet xsmode=boot xsname=$1"
-memory = $GUEST_MEMORY
-vcpus = 1
-on_poweroff = "destroy"
-on_reboot = "destroy"
-on_crash = "preserve"
-CFG
-}
-
 # stamp: prefix each line read with NOW (ms).
 stamp() {
     while IFS= read -r _line; do
@@ -350,7 +334,7 @@ domain_gone() {
 timed_create() {
     G_ID="" G_CREATE="" G_BOOT="" G_DEAD=""
     _prev=$(last_domid "$1")
-    guest_cfg "$1"
+    guest_cfg "$1" xsclient boot >/dev/null
     now_ms
     G_T0=$NOW
     if ! xl create -q ${2:+"$2"} "/tmp/$1.cfg" >"/tmp/create-$1.out" 2>&1; then

@@ -43,23 +43,6 @@ start_xenstore || exit 1
 # The node a guest must not see: /test-hidden/secret, perms n0 (dom0 only).
 xs xenstore-write /test-hidden/secret 1 && xs xenstore-chmod /test-hidden n0 && xs xenstore-chmod /test-hidden/secret n0
 
-# guest_cfg NAME MODE: xl configuration for guests/xsclient in MODE (boot|stay|poweroff).
-guest_cfg() {
-    cat >"/tmp/$1.cfg" <<CFG
-name = "$1"
-type = "pvh"
-kernel = "$GUEST_KERNEL"
-ramdisk = "$GUEST_DIR/xsclient.cpio.gz"
-extra = "console=hvc0 quiet xsmode=$2 xsname=$1"
-memory = $GUEST_MEMORY
-vcpus = 1
-on_poweroff = "destroy"
-on_reboot = "destroy"
-on_crash = "preserve"
-CFG
-    echo "/tmp/$1.cfg"
-}
-
 # release_watch_start: a dom0 watch on @releaseDomain, registered (initial event seen).
 release_watch_start() {
     rm -f /tmp/release.out
@@ -103,7 +86,7 @@ banner "guest 1: xenstore from inside a PVH Linux guest"
 guest1_run() {
     t0=$(date +%s)
     r=0
-    launch_guest xl-create "$(guest_cfg "$1" stay)" data/watch-ready "$GUEST_BOOT_TIMEOUT" || r=$?
+    launch_guest xl-create "$(guest_cfg "$1" xsclient stay)" data/watch-ready "$GUEST_BOOT_TIMEOUT" || r=$?
     id1=$DOMID
     vm1=$(xs xenstore-read "/local/domain/$id1/vm" 2>/dev/null)
     echo "guest-lifecycle: guest $1 is domain $id1 ($vm1); home permissions:"
@@ -157,7 +140,7 @@ banner "guest 2: a guest that powers itself off"
 guest2_run() {
     t0=$(date +%s)
     booted=0
-    if launch_guest xl-create-2 "$(guest_cfg "$1" poweroff)" data/watch-ready "$GUEST_BOOT_TIMEOUT" release_watch_start; then
+    if launch_guest xl-create-2 "$(guest_cfg "$1" xsclient poweroff)" data/watch-ready "$GUEST_BOOT_TIMEOUT" release_watch_start; then
         booted=1
         xs xenstore-write "/local/domain/$DOMID/data/ping" hello
     fi
@@ -207,7 +190,7 @@ memreport_numbers() {
 }
 store_nodes() { xs xenstore-ls -f 2>/dev/null | wc -l; }
 name=xsloop
-cfg=$(guest_cfg $name boot)
+cfg=$(guest_cfg $name xsclient boot)
 loop_ok=0 loop_fail=""
 loop_t0=$(date +%s)
 i=1
