@@ -50,21 +50,7 @@ t_start=$(date +%s)
 
 start_xenstore || exit 1
 
-guest_cfg() { # NAME GUEST MODE [EXTRA-WORDS]
-    cat >"/tmp/$1.cfg" <<CFG
-name = "$1"
-type = "pvh"
-kernel = "$GUEST_KERNEL"
-ramdisk = "$GUEST_DIR/$2.cpio.gz"
-extra = "console=hvc0 quiet xsmode=$3 xsname=$1${4:+ $4}"
-memory = $GUEST_MEMORY
-vcpus = 1
-on_poweroff = "destroy"
-on_reboot = "destroy"
-on_crash = "preserve"
-CFG
-    echo "/tmp/$1.cfg"
-}
+# (guest_cfg NAME GUEST MODE [WORD...]: lib/dom0-lib.sh)
 # alive STEP: dom0 writes, reads and removes a node, and the bystander echoes a value.
 ask=0
 alive() {
