@@ -494,7 +494,9 @@ impl<P: RingPort> RingHost<P> {
         let Some(hosted) = self.rings.get_mut(&domain) else {
             return;
         };
-        self.served_since_sweep.insert(domain);
+        if self.settings.sweep.is_some() {
+            self.served_since_sweep.insert(domain);
+        }
         let mut notify = false;
         let mut failed = false;
         {
