@@ -50,21 +50,10 @@ else
 fi
 
 banner "4/5 a PVH Linux guest that reads its own name from xenstore"
-cat >/tmp/hello.cfg <<CFG
-name = "hello-xenstore"
-type = "pvh"
-kernel = "$GUEST_KERNEL"
-ramdisk = "$GUEST_DIR/xsclient.cpio.gz"
-extra = "console=hvc0 quiet xsmode=hello xsname=hello-xenstore"
-memory = ${GUEST_MEMORY:-128}
-vcpus = 1
-on_poweroff = "destroy"
-on_reboot = "destroy"
-on_crash = "preserve"
-CFG
-echo "    xl create /tmp/hello.cfg   ($(tr '\n' ';' </tmp/hello.cfg | sed 's/;/; /g'))"
+hello_cfg=$(guest_cfg hello-xenstore xsclient hello)
+echo "    xl create $hello_cfg   ($(tr '\n' ';' <"$hello_cfg" | sed 's/;/; /g'))"
 t0=$(date +%s)
-if xl create -p /tmp/hello.cfg >/tmp/create.out 2>&1 && gid=$(xl domid hello-xenstore); then
+if xl create -p "$hello_cfg" >/tmp/create.out 2>&1 && gid=$(xl domid hello-xenstore); then
     ok guest-create "domain $gid created in $(($(date +%s) - t0))s"
     xl list | sed 's/^/    /'
     gname=$(xs xenstore-read "/local/domain/$gid/name" 2>&1)
@@ -85,9 +74,9 @@ if xl create -p /tmp/hello.cfg >/tmp/create.out 2>&1 && gid=$(xl domid hello-xen
         tries=$((tries + 1))
         xl destroy "$gid" >/dev/null 2>&1
         r=0 old=$gid
-        if ! xl create /tmp/hello.cfg >/tmp/create.out 2>&1; then
+        if ! xl create /tmp/hello-xenstore.cfg >/tmp/create.out 2>&1; then
             r=3
-            show /tmp/create.out "xl create /tmp/hello.cfg (again)"
+            show /tmp/create.out "xl create /tmp/hello-xenstore.cfg (again)"
         elif gid=$(xl domid hello-xenstore); then
             boot_wait "$gid" "/local/domain/$gid/data/booted" 180 || r=$?
         else
@@ -100,7 +89,7 @@ if xl create -p /tmp/hello.cfg >/tmp/create.out 2>&1 && gid=$(xl domid hello-xen
     done
     case $r in
     0) ;;
-    3) ko guest-boot "xl create /tmp/hello.cfg failed when the guest was created again" ;;
+    3) ko guest-boot "xl create /tmp/hello-xenstore.cfg failed when the guest was created again" ;;
     1) failed="$failed guest-boot"; guest_failed guest-boot "$gid" hello-xenstore "did not write data/booted within 180s" ;;
     *) failed="$failed guest-boot"; guest_failed guest-boot "$gid" hello-xenstore "died or vanished before it wrote data/booted" ;;
     esac
@@ -120,8 +109,8 @@ if xl create -p /tmp/hello.cfg >/tmp/create.out 2>&1 && gid=$(xl domid hello-xen
     fi
     xl list | sed 's/^/    /'
 else
-    show /tmp/create.out "xl create /tmp/hello.cfg"
-    ko guest-create "xl create /tmp/hello.cfg failed"
+    show /tmp/create.out "xl create /tmp/hello-xenstore.cfg"
+    ko guest-create "xl create /tmp/hello-xenstore.cfg failed"
 fi
 
 if [ -z "$failed" ]; then
@@ -130,5 +119,5 @@ else
     banner "main: FAIL:$failed"
 fi
 if [ "$INTERACTIVE" = 1 ]; then
-    echo "main: the xenstore keeps running; try: xl list; xenstore-ls -f; xl create /tmp/hello.cfg; xl console hello-xenstore (Ctrl-] leaves)"
+    echo "main: the xenstore keeps running; try: xl list; xenstore-ls -f; xl create /tmp/hello-xenstore.cfg; xl console hello-xenstore (Ctrl-] leaves)"
 fi
