@@ -6,7 +6,7 @@
 #   STEP <name>: PASS [detail]      STEP <name>: FAIL [detail]
 # dom0's /init prints the final `SCENARIO DONE` after the scenario script returns.
 #
-# Variables set by /harness/config (written by run.sh):
+# Variables set by /harness/config (written by run.sh, tests/harness/xen_in_qemu.py):
 #   SCENARIO      scenario name            INTERACTIVE  1 under --interactive, else 0
 #   STUB_KERNEL   stub image path in dom0 (empty unless the scenario declared `stub`)
 #   TEST_STUB_KERNEL  the stub's test image (test modes), empty unless declared `test-stub`
@@ -17,6 +17,10 @@
 #   XENSTORE      stub or c for scenarios declaring `harness-needs: xenstore` (run.sh
 #                 --xenstore), else empty
 #   HOSTILE_GUEST_KERNEL  a ring-scribbling PVH image (run.sh --hostile-kernel), or empty
+#   XEN_VERSION   the Xen booted (run.sh --xen): 4.17, 4.20 or 4.22
+#   XEN_TOOLS_PATH  that version's tool folders, first on PATH (dom0's /init puts them there)
+#   XL_PROGRAM    that version's xl (the xl function below bounds its calls)
+#   TEST_XENSTORE that version's test-xenstore
 #   plus any NAME=VALUE given with run.sh --set
 
 # step NAME PASS|FAIL [DETAIL...]
@@ -156,7 +160,7 @@ start_xenstore() {
 
 # xl: every xl call of a scenario is bounded by XL_TIMEOUT seconds (default 120): libxl
 # blocks for ever when xenstore does not answer.
-xl() { timeout "${XL_TIMEOUT:-120}" /usr/lib/xen-4.17/bin/xl "$@"; }
+xl() { timeout "${XL_TIMEOUT:-120}" "$XL_PROGRAM" "$@"; }
 
 # apply_placement: runs the scenario variable PLACE (commands for dom0's shell, e.g. `xl
 # vcpu-pin 0 all 0`), if set, and shows the vCPUs' placement afterwards. Scenarios that
@@ -187,7 +191,7 @@ xs_wait() {
 # A Linux PVH guest under TCG occasionally dies with a triple fault early in its boot.
 boot_wait() {
     _t=0
-    _bn=$(timeout 10 /usr/lib/xen-4.17/bin/xl domname "$1" 2>/dev/null)
+    _bn=$(timeout 10 "$XL_PROGRAM" domname "$1" 2>/dev/null)
     while :; do
         timeout 5 xenstore-exists "$2" 2>/dev/null && return 0
         _l=$(domain_line "$1")
@@ -262,7 +266,7 @@ launch_guest() {
     _tries=0
     while :; do
         create_domain "$1" "$2" || return 3
-        _lg=$(timeout 10 /usr/lib/xen-4.17/bin/xl domname "$DOMID" 2>/dev/null)
+        _lg=$(timeout 10 "$XL_PROGRAM" domname "$DOMID" 2>/dev/null)
         [ -z "${5:-}" ] || eval "$5"
         xl unpause "$DOMID"
         _r=0

@@ -78,7 +78,7 @@ MULTI_BOOT=${MULTI_BOOT:-0}
 GUEST_MEMORY=${GUEST_MEMORY:-128}
 GUEST_BOOT_TIMEOUT=${GUEST_BOOT_TIMEOUT:-300}
 export XS_TIMEOUT="${XS_TIMEOUT:-20}"
-TX=/usr/lib/xen-4.17/bin/test-xenstore
+TX=$TEST_XENSTORE
 RESULTS=/tmp/bench.results
 : >"$RESULTS"
 t_start=$(date +%s)

@@ -78,7 +78,7 @@ worker() {
     while [ "$_i" -lt "$ROUNDS" ]; do
         for _cmd in "sed s/text/TEXT/ /tmp/data.txt" "wc -l /tmp/data.txt" \
             "awk {s+=\$1} /tmp/data.txt" "sort -r /tmp/data.txt" "md5sum /tmp/data.txt" \
-            "/usr/lib/xen-4.17/bin/xl list"; do
+            "$XL_PROGRAM list"; do
             # shellcheck disable=SC2086 # the words of each command are split on purpose
             $_cmd >/dev/null 2>&1
             _r=$?

@@ -171,7 +171,7 @@ ctl ctl-print print "stub-xenstore scenario says hello"
 
 # --------------------------------------------------------------------------------------
 banner "test-xenstore (Xen's own client test)"
-TX=/usr/lib/xen-4.17/bin/test-xenstore
+TX=$TEST_XENSTORE
 if ! xs "$TX" -l >/tmp/tx-list.out 2>&1; then
     show /tmp/tx-list.out; fail test-xenstore-list "test-xenstore -l failed"
 fi

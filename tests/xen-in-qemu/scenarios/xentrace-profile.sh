@@ -25,7 +25,7 @@
 # harness-timeout: 1200
 set -u
 
-TX=/usr/lib/xen-4.17/bin/test-xenstore
+TX=$TEST_XENSTORE
 ITER=${ITER:-300}
 TEST=${TEST:-read 1}
 MASK=${MASK:-0x000af000}
@@ -47,7 +47,7 @@ else
     fail profile-untraced "test-xenstore -t '$TEST' -i $ITER did not report 3 averages"
 fi
 
-/usr/lib/xen-4.17/bin/xentrace -D -e "$MASK" -S 256 /tmp/trace.bin &
+xentrace -D -e "$MASK" -S 256 /tmp/trace.bin &
 tracer=$!
 sleep 2
 XS_TIMEOUT=300 xs "$TX" -t "$TEST" -i "$ITER" 2>&1 | grep 'avg' | sed 's/^/traced: /'
