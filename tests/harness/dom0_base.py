@@ -42,8 +42,11 @@ HOST_LIBRARY_PACKAGES = ["libc6", "libgcc-s1", "zlib1g", "liblzma5", "libzstd1",
 class Version:
     """One Xen version: where its parts come from and where its tools are in dom0."""
 
-    def __init__(self, name, suite, packages, hypervisor, tools_path, xl, test_xenstore, dist=None):
+    def __init__(self, name, suite, packages, hypervisor, tools_path, xl, test_xenstore, dist=None,
+                 host_packages=()):
         self.name = name
+        # Bookworm packages the version's programs need beyond the host's own libraries.
+        self.host_packages = list(host_packages)
         # None: the host's apt lists; else a private suite; "dist": the shared tarball.
         self.suite = suite
         self.packages = packages
@@ -71,7 +74,7 @@ VERSIONS = {
                     "boot/xen-4.20-amd64.gz", "/usr/lib/xen-4.20/bin",
                     "/usr/lib/xen-4.20/bin/xl", "/usr/lib/xen-4.20/bin/test-xenstore"),
     "4.22": Version("4.22", "dist", [], "boot/xen-4.22.0.gz", "/usr/lib/xen/bin:/usr/lib/xen/tests",
-                    "/usr/sbin/xl", "/usr/lib/xen/tests/test-xenstore", dist=True),
+                    "/usr/sbin/xl", "/usr/lib/xen/tests/test-xenstore", dist=True, host_packages=["libyajl2"]),
 }
 DEFAULT_VERSION = "4.17"
 KERNEL_MODULES = ["xen-evtchn", "xen-gntdev", "xen-gntalloc", "xen-privcmd", "xenfs/xenfs"]
@@ -231,7 +234,7 @@ def prepare(version_name):
     host = host_archive()
     kernel = kernel_package(host)
     kernel_version = kernel[len("linux-image-"):]
-    host_packages = host.candidates([kernel, "busybox-static"])
+    host_packages = host.candidates([kernel, "busybox-static", *version.host_packages])
     xen_archive = None
     if version.suite is None:
         xen_archive = host
@@ -269,8 +272,10 @@ def build(version, work, host, host_packages, kernel_version, xen_archive, xen_p
     say(f"Xen {version.name}: fetching and unpacking {len(host_packages) + len(xen_packages)} packages"
         f" (cache: {debian.DEB_CACHE})")
     host.unpack(host_packages, stage)
+    for package in version.host_packages:
+        host.unpack({package: host_packages[package]}, xen_stage)
     if version.dist:
-        os.makedirs(xen_stage)
+        os.makedirs(xen_stage, exist_ok=True)
         subprocess.run(["tar", "-xJf", version.dist_tarball(), "-C", xen_stage], check=True)
     else:
         xen_archive.unpack(xen_packages, xen_stage)
