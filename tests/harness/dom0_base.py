@@ -70,7 +70,9 @@ VERSIONS = {
                     "/usr/lib/xen-4.17/bin/xl", "/usr/lib/xen-4.17/bin/test-xenstore"),
     "4.20": Version("4.20", "trixie",
                     ["xen-hypervisor-4.20-amd64", "xen-utils-4.20", "xen-utils-common", "xenstore-utils",
-                     "libxenmisc4.20", *XEN_LIBRARIES, "libc6", "libgcc-s1"],
+                     "libxenmisc4.20", *XEN_LIBRARIES, "libc6", "libgcc-s1",
+                     # needed but not declared (zlib1g by name, libcom-err2 is essential)
+                     "zlib1g", "libcom-err2"],
                     "boot/xen-4.20-amd64.gz", "/usr/lib/xen-4.20/bin",
                     "/usr/lib/xen-4.20/bin/xl", "/usr/lib/xen-4.20/bin/test-xenstore"),
     "4.22": Version("4.22", "dist", [], "boot/xen-4.22.0.gz", "/usr/lib/xen/bin:/usr/lib/xen/tests",
