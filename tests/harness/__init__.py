@@ -13,10 +13,15 @@ Modules:
                 test-xenstore against the daemon (xenstored-linux)
   bench_xen     sub-command bench-xen: the benchmark on real Xen (C xenstored against the
                 stub), booted through tests/xen-in-qemu/run.sh
-  xen_qemu      sub-commands qemu-run, qemu-check, cpio, vmlinux: what
-                tests/xen-in-qemu/run.sh calls to build the initramfs and to boot QEMU with
-                its serial console watched (formerly tests/xen-in-qemu/lib/harness.py, which
-                stays as a path that execs it)
+  xen_in_qemu   sub-command xen-in-qemu (tests/xen-in-qemu/run.sh execs it): options, the
+                scenario's declared needs, dom0's per-run initramfs, the boot and its
+                stall retries
+  dom0_base     the Xen versions (4.17, 4.20, 4.22) and the cached base each boots: the
+                hypervisor, dom0's kernel and initramfs with the tools and their libraries
+  debian        Debian packages with apt-get download and dpkg -x: the host's lists, or a
+                private apt configuration for another suite (trixie)
+  xen_qemu      sub-commands qemu-run, qemu-check, cpio, vmlinux: the initramfs writer and
+                QEMU with its serial console watched (steps, stalls, panics, summary)
 
 What runs inside dom0 stays busybox `sh` (tests/xen-in-qemu/lib/dom0-lib.sh, scenarios/).
 """

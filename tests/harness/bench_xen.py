@@ -1,4 +1,4 @@
-"""The benchmark on real Xen: Debian's Xen 4.17 + Linux dom0 in QEMU (TCG), the same workload
+"""The benchmark on real Xen: Xen (Debian's 4.17 unless --xen) + Linux dom0 in QEMU (TCG), the same workload
 (tests/xen-in-qemu/scenarios/bench.sh) once with Debian's C xenstored in dom0 and once with
 this stub domain as the host's xenstore; prints both figures of every measurement and the
 ratio stub/C (lower = the stub is faster), and writes target/bench/xen-results.csv.
@@ -14,6 +14,8 @@ Usage: bench/xen-in-qemu.sh [options]     (= python3 tests/harness bench-xen [op
                      honouring CARGO_TARGET_DIR, and copied once so every round runs the
                      same image)
   --timeout SECONDS  time limit of each QEMU run (default: the scenario's, 1500)
+  --xen VERSION      the Xen booted for both sides: 4.17 (default), 4.20 or 4.22, as
+                     tests/xen-in-qemu/run.sh --xen (C xenstored is that version's)
   --one-cpu          pin dom0's vCPUs and the stub domain's to CPU 0 (xl vcpu-pin) before
                      measuring, in both runs: a wake-up of the other side is then a
                      context switch, not a cross-CPU interrupt (guests still use both CPUs)
@@ -82,12 +84,12 @@ def usage_error(msg=None):
 
 def parse(argv):
     """The options, as the shell version took them: `--opt VALUE` or `--opt=VALUE`."""
-    opts = {"repeat": "1", "kernel": "", "timeout": "", "sets": []}
+    opts = {"repeat": "1", "kernel": "", "timeout": "", "xen": "4.17", "sets": []}
     i = 0
     while i < len(argv):
         arg = argv[i]
         name, eq, value = arg.partition("=")
-        if name in ("--repeat", "--set", "--kernel", "--timeout"):
+        if name in ("--repeat", "--set", "--kernel", "--timeout", "--xen"):
             if not eq:
                 if i + 1 >= len(argv):
                     usage_error()
@@ -109,6 +111,9 @@ def parse(argv):
         sys.exit(2)
     if opts["timeout"] and not re.fullmatch(r"[0-9]+", opts["timeout"]):
         say(f"--timeout wants whole seconds, got '{opts['timeout']}'")
+        sys.exit(2)
+    if opts["xen"] not in ("4.17", "4.20", "4.22"):
+        say(f"--xen wants 4.17, 4.20 or 4.22, got '{opts['xen']}'")
         sys.exit(2)
     opts["repeat"] = int(opts["repeat"])
     return opts
@@ -261,7 +266,7 @@ def main(argv):
     for rnd in range(1, opts["repeat"] + 1):
         for side in ("c", "stub") if rnd % 2 else ("stub", "c"):
             log = os.path.join(OUT, f"xen-in-qemu-bench-{side}-{rnd}.log")
-            args = ["bench", "--xenstore", side, "--log", log, *sets]
+            args = ["bench", "--xen", opts["xen"], "--xenstore", side, "--log", log, *sets]
             if side == "stub":
                 args += ["--kernel", stub]
             if opts["timeout"]:

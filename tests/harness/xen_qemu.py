@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Host-side helper of the Xen-in-QEMU test harness (tests/xen-in-qemu/run.sh): the cpio
-writer, the vmlinux extraction and the QEMU runner with its stall watch and summary.
+"""Host-side parts of the Xen-in-QEMU test harness (xen_in_qemu.py, tests/xen-in-qemu/run.sh):
+the cpio writer, the vmlinux extraction and the QEMU runner with its stall watch and summary.
 
-Part of the harness tool (tests/harness/__init__.py), formerly tests/xen-in-qemu/lib/harness.py,
-which stays as a path that execs this file. Sub-commands, called by run.sh (not meant to be
-run by hand, but they can be), and a check; `harness.py X` below is this file run directly
-or, through the tool, `python3 tests/harness cpio|vmlinux|qemu-run|qemu-check`:
+Part of the harness tool (tests/harness/__init__.py). xen_in_qemu.py calls these as
+functions; they are also sub-commands (not meant to be run by hand, but they can be), and a
+check; `harness.py X` below is, through the tool, `python3 tests/harness
+cpio|vmlinux|qemu-run|qemu-check`:
 
   harness.py cpio OUT.cpio.gz DIR [--device PATH:c:MAJOR:MINOR ...]
       Writes DIR as a gzip-compressed "newc" cpio archive (the Linux initramfs format).

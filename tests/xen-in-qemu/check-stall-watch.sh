@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the harness's stall watch (lib/harness.py --stall-seconds) without Xen: a QEMU
+# Checks the harness's stall watch (python3 tests/harness qemu-run --stall-seconds) without Xen: a QEMU
 # started paused (-S) never runs its vCPU threads, exactly what a vCPU halted for good looks
 # like from the host.
 #  1. With --stall-seconds 2 the harness must stop QEMU within a few seconds, say
@@ -17,7 +17,7 @@ fail=0
 
 started=$SECONDS
 status=0
-python3 "$here/lib/harness.py" run --name stall-check --stall-seconds 2 --timeout 60 \
+python3 "$here/../harness" qemu-run --name stall-check --stall-seconds 2 --timeout 60 \
     --log "$out/on.log" -- "${qemu[@]}" >"$out/on.out" 2>&1 || status=$?
 took=$((SECONDS - started))
 if [ "$status" = 3 ] && grep -q "stalled: QEMU's vCPU [01] has not run for" "$out/on.out" && [ "$took" -lt 30 ]; then
@@ -29,7 +29,7 @@ else
 fi
 
 status=0
-python3 "$here/lib/harness.py" run --name stall-check --stall-seconds 0 --timeout 5 \
+python3 "$here/../harness" qemu-run --name stall-check --stall-seconds 0 --timeout 5 \
     --log "$out/off.log" -- "${qemu[@]}" >"$out/off.out" 2>&1 || status=$?
 if [ "$status" = 1 ] && grep -q "time limit reached" "$out/off.out" && ! grep -q "stalled:" "$out/off.out"; then
     echo "PASS: watch off: the same QEMU ran into the 5 s time limit (exit 1)"

@@ -2,7 +2,7 @@
 # Installed in dom0 as /harness/lib.sh and sourced (busybox sh) before every scenario, so a
 # scenario can simply call these functions. Not meant for the host.
 #
-# Output convention read by the host side (lib/harness.py):
+# Output convention read by the host side (tests/harness/xen_qemu.py):
 #   STEP <name>: PASS [detail]      STEP <name>: FAIL [detail]
 # dom0's /init prints the final `SCENARIO DONE` after the scenario script returns.
 #
@@ -147,6 +147,7 @@ start_xenstore() {
     esac
     if [ -z "${_v:-}" ] && _v=$(xs xenstore-read /local/domain/0/name 2>&1) && [ -n "$_v" ]; then
         pass xenstore "${XENSTORE:-stub}: dom0 reads /local/domain/0/name = $_v"
+        [ "${XENSTORE:-stub}" != stub ] || domain_state_path
         return 0
     fi
     fail xenstore "${XENSTORE:-stub}: no working xenstore (${_v:-empty answer})"
@@ -156,6 +157,33 @@ start_xenstore() {
         echo "----"
     fi
     return 1
+}
+
+# domain_state_path: the way the stub learns of domains that shut down or died
+# (docs/xen-interface.md, "Domain deaths"): Xen 4.21 and later must be followed through
+# XEN_DOMCTL_get_domain_state, older Xen through getdomaininfo; the stub says which at start
+# (step `domain-state-path`). dom0's /init checks after the scenario that the stub never fell
+# back (step `domain-state-path-kept`).
+domain_state_path() {
+    _line=$(timeout 10 "$XL_PROGRAM" dmesg 2>/dev/null | grep -o 'xenstore-stubdom: domain states: .*' | tail -n 1)
+    case $XEN_VERSION in
+    4.1[0-9] | 4.20) _want=getdomaininfo ;;
+    *) _want=XEN_DOMCTL_get_domain_state ;;
+    esac
+    case $_line in
+    *"$_want"*) pass domain-state-path "Xen $XEN_VERSION: ${_line#xenstore-stubdom: }" ;;
+    *) fail domain-state-path "Xen $XEN_VERSION wants $_want; the stub said: ${_line:-nothing}" ;;
+    esac
+    touch /tmp/domain-state-path-checked
+}
+domain_state_path_kept() {
+    [ -e /tmp/domain-state-path-checked ] || return 0
+    _fallback=$(timeout 10 "$XL_PROGRAM" dmesg 2>/dev/null | grep 'falling back to getdomaininfo' | tail -n 1)
+    if [ -n "$_fallback" ]; then
+        fail domain-state-path-kept "the stub fell back: $_fallback"
+    else
+        pass domain-state-path-kept "no fallback to getdomaininfo on Xen $XEN_VERSION"
+    fi
 }
 
 # xl: every xl call of a scenario is bounded by XL_TIMEOUT seconds (default 120): libxl

@@ -27,7 +27,7 @@
 #     RECOVER_SLACK_KIB (512) KiB and RECOVER_PERCENT (10) % of what the hogs added), and
 #     dom0 must store the calibration burst again.
 #  A summary block prints what each guest stored, the heap and the latencies. The stub's
-#  panic fails the run whatever the steps say (lib/harness.py, step stub-panic); a xenstore
+#  panic fails the run whatever the steps say (tests/harness/xen_qemu.py, step stub-panic); a xenstore
 #  that stops answering ends the scenario early (step xenstore-alive).
 # Run: tests/xen-in-qemu/run.sh memory-exhaustion [--set HOGS=5] [--set STUB_MAXMEM=64]
 #
