@@ -6,7 +6,8 @@
 //! the port, mark the ring connected and serve dom0 first, because `init-xenstore-domain`
 //! blocks in its first xenstore writes until we do. Guests arrive through `XS_INTRODUCE`
 //! (their grant reference 1 and the given port). `VIRQ_DOM_EXC` tells us a domain changed
-//! state; `XEN_DOMCTL_getdomaininfo` says which (Xen 4.17's interface).
+//! state; `XEN_DOMCTL_get_domain_state` (Xen 4.21+) or `XEN_DOMCTL_getdomaininfo` (before)
+//! says which (docs/xen-interface.md, "Domain state").
 
 use alloc::vec::Vec;
 
@@ -39,6 +40,13 @@ const SWEEP_NANOSECONDS: u64 = 100_000_000;
 /// The stub's own flag besides the store's and the process options (`PROCESS_*` of
 /// `xenstore_engine::options`, accepted and ignored where meaningless here).
 const STUB_FLAGS: [OptionName; 1] = [option('V', "verbose-trace")];
+
+/// The start-up console line naming the domain-state interface in use (the system tests
+/// look for these lines; docs/xen-interface.md, "Domain state").
+const DOMAIN_STATES_BY_DOMAIN_STATE: &str =
+    "domain states: XEN_DOMCTL_get_domain_state (Xen 4.21+)";
+/// See [`DOMAIN_STATES_BY_DOMAIN_STATE`].
+const DOMAIN_STATES_BY_DOMAIN_INFO: &str = "domain states: getdomaininfo (Xen before 4.21)";
 
 /// The stub's ring host.
 type XenHost = RingHost<XenPort>;
@@ -140,8 +148,10 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         GrantMapper::new(platform.hypervisor, window),
     );
     let mut domain_watcher = if domctl::has_get_domain_state(platform.cpuid_version) {
+        crate::console_line!("{DOMAIN_STATES_BY_DOMAIN_STATE}");
         DomainWatcher::DomainState(DomainStateTracker::default())
     } else {
+        crate::console_line!("{DOMAIN_STATES_BY_DOMAIN_INFO}");
         DomainWatcher::DomainInfo
     };
     let domain_state_port = match events.bind_virq(VIRQ_DOM_EXC) {
@@ -210,7 +220,9 @@ fn watch_domains(watcher: &mut DomainWatcher, host: &mut XenHost) {
             let drained =
                 host.with_engine(|engine, platform| tracker.drain(&mut source, engine, platform));
             if let Err(error) = drained {
-                log::warn!("domain states unavailable ({error:?}); scanning with getdomaininfo");
+                log::warn!(
+                    "domain states: XEN_DOMCTL_get_domain_state failed ({error:?}), falling back to getdomaininfo"
+                );
                 *watcher = DomainWatcher::DomainInfo;
                 check_domains(host);
             }
@@ -220,17 +232,12 @@ fn watch_domains(watcher: &mut DomainWatcher, host: &mut XenHost) {
 }
 
 /// `VIRQ_DOM_EXC`: find which introduced domains shut down or died (C 4.17 `check_domains()`).
+/// A death is logged where the engine handles it (`domain N is gone`).
 fn check_domains(host: &mut XenHost) {
     for domain in host.engine().introduced_domains() {
         match host.port().domain_flags(domain) {
-            None => {
-                log::info!("domain {domain} is gone");
-                host.domain_died(domain);
-            }
-            Some(flags) if flags & dominf::DYING != 0 => {
-                log::info!("domain {domain} is dying");
-                host.domain_died(domain);
-            }
+            None => host.domain_died(domain),
+            Some(flags) if flags & dominf::DYING != 0 => host.domain_died(domain),
             Some(flags) if flags & dominf::SHUTDOWN != 0 => host.domain_shutdown(domain),
             Some(_) => {}
         }

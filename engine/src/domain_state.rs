@@ -5,8 +5,9 @@
 //! its change flag, `ENOENT` once none is left; only the domain that handles `VIRQ_DOM_EXC`
 //! may ask (`EACCES` otherwise). Binding the VIRQ marks every existing domain changed, so a
 //! drain at start-up learns them all. Each domain carries a 64-bit unique id: a known domid
-//! reported with another id is a new domain reusing the id, so the old one died
-//! (`xen/include/public/domctl.h`, C xenstored 4.21 `domain.c:do_check_domain()`).
+//! reported with another id is a new domain reusing the id, so the old one died. A death is
+//! reported twice (dying or dead, then freed) and handled once (docs/xen-interface.md,
+//! "Domain state").
 
 use crate::fallible::SortedMap;
 use crate::{DomainId, Engine, Platform};
@@ -102,17 +103,31 @@ impl IntoIterator for DomainChanges {
 /// The unique ids of the domains seen so far.
 #[derive(Debug, Default)]
 pub struct DomainStateTracker {
-    /// By domain id; a map whose growth can be refused (the reports follow guests'
-    /// lifecycles, and the store must not end for want of memory to note one).
+    /// By domain id: the living domains (a domain leaves when its death is reported). A map
+    /// whose growth can be refused (the reports follow guests' lifecycles, and the store
+    /// must not end for want of memory to note one).
     unique_ids: SortedMap<DomainId, u64>,
 }
 
 impl DomainStateTracker {
-    /// Interprets one report. A new domain that finds no memory to be noted is not known
-    /// (its death is still reported: an unknown domain's death reaches the engine too).
-    pub fn observe(&mut self, domain: DomainId, state: DomainState) -> DomainChanges {
+    /// Interprets one report. `store_knows` says whether the store has anything of a domain
+    /// the tracker does not know (a record in the engine: see `Engine::knows_domain`).
+    ///
+    /// A death is reported once: Xen reports a domain when it becomes dying or dead and
+    /// again when it is freed (docs/xen-interface.md, "Domain state"); the first report
+    /// takes it out of the tracker, and the later ones find neither the tracker nor the
+    /// store knowing it, so they change nothing. A domain the tracker could not note (no
+    /// memory) but the store knows (introduced, or owning nodes) still dies. A known domid
+    /// reported with another unique id is a new domain reusing the id: the old one died.
+    pub fn observe(
+        &mut self,
+        domain: DomainId,
+        state: DomainState,
+        store_knows: &mut dyn FnMut(DomainId) -> bool,
+    ) -> DomainChanges {
         let mut changes = DomainChanges::new();
-        if let Some(known) = self.unique_ids.get(&domain).copied()
+        let known = self.unique_ids.get(&domain).copied();
+        if let Some(known) = known
             && state.exists
             && known != state.unique_id
         {
@@ -122,7 +137,9 @@ impl DomainStateTracker {
         }
         if !state.exists || state.dying || state.dead {
             self.unique_ids.remove(&domain);
-            if !changes.contains(&DomainChange::Died(domain)) {
+            if !changes.contains(&DomainChange::Died(domain))
+                && (known.is_some() || store_knows(domain))
+            {
                 changes.push(DomainChange::Died(domain));
             }
             return changes;
@@ -154,15 +171,14 @@ impl DomainStateTracker {
             match source.next_changed_domain() {
                 Ok((domain, state)) => {
                     reports += 1;
-                    for change in self.observe(domain, state) {
+                    let mut store_knows = |domain| engine.knows_domain(domain);
+                    for change in self.observe(domain, state, &mut store_knows) {
                         match change {
                             DomainChange::Shutdown(domain) => {
                                 engine.domain_shutdown(platform, domain)
                             }
-                            DomainChange::Died(domain) => {
-                                log::info!("domain {domain} is gone");
-                                engine.domain_died(platform, domain);
-                            }
+                            // Logged by the engine, where the death is handled.
+                            DomainChange::Died(domain) => engine.domain_died(platform, domain),
                         }
                     }
                 }
@@ -190,17 +206,25 @@ mod tests {
     #[test]
     fn shutdown_death_and_reuse() {
         let mut tracker = DomainStateTracker::default();
-        assert!(tracker.observe(DomainId(5), alive(50)).is_empty());
+        assert!(
+            tracker
+                .observe(DomainId(5), alive(50), &mut |_| false)
+                .is_empty()
+        );
         let shut = DomainState {
             shutdown: true,
             ..alive(50)
         };
         assert_eq!(
-            tracker.observe(DomainId(5), shut).as_slice(),
+            tracker
+                .observe(DomainId(5), shut, &mut |_| false)
+                .as_slice(),
             [DomainChange::Shutdown(DomainId(5))]
         );
         assert_eq!(
-            tracker.observe(DomainId(5), alive(51)).as_slice(),
+            tracker
+                .observe(DomainId(5), alive(51), &mut |_| false)
+                .as_slice(),
             [DomainChange::Died(DomainId(5))],
             "id reused"
         );
@@ -209,7 +233,9 @@ mod tests {
             ..alive(52)
         };
         assert_eq!(
-            tracker.observe(DomainId(5), reused_and_shut).as_slice(),
+            tracker
+                .observe(DomainId(5), reused_and_shut, &mut |_| false)
+                .as_slice(),
             [
                 DomainChange::Died(DomainId(5)),
                 DomainChange::Shutdown(DomainId(5))
@@ -222,9 +248,107 @@ mod tests {
             ..alive(51)
         };
         assert_eq!(
-            tracker.observe(DomainId(5), dead).as_slice(),
+            tracker
+                .observe(DomainId(5), dead, &mut |_| false)
+                .as_slice(),
             [DomainChange::Died(DomainId(5))]
         );
         assert!(!tracker.knows(DomainId(5)));
+    }
+
+    fn dying(unique_id: u64) -> DomainState {
+        DomainState {
+            dying: true,
+            dead: true,
+            ..alive(unique_id)
+        }
+    }
+
+    /// What Xen reports once a domain is freed: nothing exists, the unique id is 0.
+    const FREED: DomainState = DomainState {
+        exists: false,
+        shutdown: false,
+        dying: false,
+        dead: false,
+        unique_id: 0,
+    };
+
+    #[test]
+    fn a_death_reported_twice_is_one_death() {
+        let mut tracker = DomainStateTracker::default();
+        let mut store_knows_nothing = |_| false;
+        assert!(
+            tracker
+                .observe(DomainId(6), alive(60), &mut store_knows_nothing)
+                .is_empty()
+        );
+        assert_eq!(
+            tracker
+                .observe(DomainId(6), dying(60), &mut store_knows_nothing)
+                .as_slice(),
+            [DomainChange::Died(DomainId(6))]
+        );
+        assert!(
+            tracker
+                .observe(DomainId(6), FREED, &mut store_knows_nothing)
+                .is_empty(),
+            "freed after its death was reported"
+        );
+        assert!(
+            tracker
+                .observe(DomainId(6), dying(60), &mut store_knows_nothing)
+                .is_empty(),
+            "dying again"
+        );
+    }
+
+    #[test]
+    fn an_unknown_domain_dies_only_if_the_store_knows_it() {
+        let mut tracker = DomainStateTracker::default();
+        let mut asked = 0;
+        let mut store_knows_nothing = |_| {
+            asked += 1;
+            false
+        };
+        assert!(
+            tracker
+                .observe(DomainId(8), dying(80), &mut store_knows_nothing)
+                .is_empty()
+        );
+        assert!(
+            tracker
+                .observe(DomainId(8), FREED, &mut store_knows_nothing)
+                .is_empty()
+        );
+        assert_eq!(asked, 2);
+        // Not noted by the tracker (no memory, say), but introduced in the engine.
+        let mut store_knows_8 = |domain| domain == DomainId(8);
+        assert_eq!(
+            tracker
+                .observe(DomainId(8), dying(81), &mut store_knows_8)
+                .as_slice(),
+            [DomainChange::Died(DomainId(8))]
+        );
+    }
+
+    #[test]
+    fn a_reused_id_is_one_death_and_a_new_domain() {
+        let mut tracker = DomainStateTracker::default();
+        let mut store_knows_nothing = |_| false;
+        tracker.observe(DomainId(9), alive(90), &mut store_knows_nothing);
+        assert_eq!(
+            tracker
+                .observe(DomainId(9), dying(91), &mut store_knows_nothing)
+                .as_slice(),
+            [DomainChange::Died(DomainId(9))],
+            "the old one died, the new one is dying: one death"
+        );
+        tracker.observe(DomainId(9), alive(92), &mut store_knows_nothing);
+        assert!(tracker.knows(DomainId(9)));
+        assert!(
+            tracker
+                .observe(DomainId(9), alive(92), &mut store_knows_nothing)
+                .is_empty()
+        );
     }
 }

@@ -590,8 +590,24 @@ impl Engine {
         self.flush_events(None);
     }
 
-    /// The domain is dead: release it as `XS_RELEASE` would, and forget it.
+    /// Whether the engine has a record of `domain`: it is or was introduced, owns nodes, is
+    /// named by a permission entry, or was given features or quotas of its own. Only such a
+    /// domain's death has anything to undo.
+    pub fn knows_domain(&self, domain: DomainId) -> bool {
+        self.domains.get(domain).is_some()
+    }
+
+    /// The domain is dead: release it as `XS_RELEASE` would, and forget it. This is where a
+    /// death is handled, and logged (`domain N is gone`), once: a domain the engine has no
+    /// record of costs nothing and logs nothing (no node or connection is its, and permission
+    /// entries naming it are inert; see [`Engine::knows_domain`]), so a death reported again
+    /// after it was handled does nothing. A record that stays because its nodes could not all go (no memory) is
+    /// handled again at the next report.
     pub fn domain_died(&mut self, platform: &mut dyn Platform, domain: DomainId) {
+        if !self.knows_domain(domain) {
+            return;
+        }
+        log::info!("domain {domain} is gone");
         self.now_milliseconds = platform.now_milliseconds();
         let introduced = self.domain_connection(domain).is_some();
         self.destroy_domain(platform, domain, introduced);

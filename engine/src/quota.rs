@@ -7,6 +7,10 @@
 
 use crate::{StoreError, StoreResult};
 
+/// The value C xenstored reserves for a quota that does not exist (its `Q_VAL_DISABLED`,
+/// `UINT_MAX`): `XS_SET_QUOTA` refuses it, and `XS_GET_QUOTA` does not list a quota with it.
+pub const QUOTA_DISABLED: u32 = u32::MAX;
+
 /// One kind of limit, named as on the wire (`XS_GET_QUOTA`) and in `-Q name=value`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuotaKind {
@@ -87,6 +91,18 @@ impl QuotaKind {
         QuotaKind::ALL
             .into_iter()
             .find(|kind| kind.name() == name)
+            .ok_or(StoreError::Invalid)
+    }
+}
+
+impl QuotaKind {
+    /// The kind named `name` on the wire (`XS_GET_QUOTA`, `XS_SET_QUOTA`): C xenstored 4.22's
+    /// names exactly, `soft-memory` being the soft limit of `memory`; anything else, 4.17's
+    /// `permissions` included, is `EINVAL`.
+    pub fn from_wire_name(name: &[u8]) -> StoreResult<QuotaKind> {
+        QuotaKind::ALL
+            .into_iter()
+            .find(|kind| kind.name().as_bytes() == name)
             .ok_or(StoreError::Invalid)
     }
 }
@@ -194,6 +210,15 @@ mod tests {
             Ok(QuotaKind::NodePermissions)
         );
         assert_eq!(quotas.set_by_name("bogus", 1), Err(StoreError::Invalid));
+        for kind in QuotaKind::ALL {
+            assert_eq!(QuotaKind::from_wire_name(kind.name().as_bytes()), Ok(kind));
+        }
+        for name in ["permissions", "soft-nodes", "Nodes", ""] {
+            assert_eq!(
+                QuotaKind::from_wire_name(name.as_bytes()),
+                Err(StoreError::Invalid)
+            );
+        }
         assert_eq!(
             quotas.set_soft_by_name("nodes", 1),
             Err(StoreError::Invalid)

@@ -8,8 +8,9 @@
 //! Paths are resolved here too, since a relative path is relative to the caller's home and
 //! an unprivileged caller's paths must fit its `path-max` quota; that is why parsing takes
 //! a [`ParseContext`]. An argument whose check needs the engine's state (whether a domain
-//! exists) is checked by its handler; the only such argument left as text is the quota name
-//! of `XS_GET_QUOTA <domid> <name>`, which C judges after the domain ([`QuotaQuery`]).
+//! exists) is checked by its handler; the only such arguments left as text are the quota
+//! names of `XS_GET_QUOTA <domid> <name>` and `XS_SET_QUOTA`, which C judges after the
+//! domain ([`QuotaQuery`]).
 
 use crate::DomainId;
 use crate::domain::feature;
@@ -88,10 +89,11 @@ pub(crate) enum Request<'a> {
     SetFeature { domain: DomainId, features: u32 },
     /// `XS_GET_QUOTA`.
     GetQuota(QuotaQuery<'a>),
-    /// `XS_SET_QUOTA`: the global value when `domain` is `None`.
+    /// `XS_SET_QUOTA`: the global value when `domain` is `None`. The name and the value are
+    /// judged after the domain is found, as C does (`ENOENT` before `EINVAL`).
     SetQuota {
         domain: Option<DomainId>,
-        kind: QuotaKind,
+        name: &'a [u8],
         value: u32,
     },
     /// `XS_CONTROL`.
@@ -263,6 +265,46 @@ fn one_domain_argument(payload: &[u8]) -> StoreResult<DomainId> {
     domain_argument(one_argument(payload)?)
 }
 
+/// C xenstored's `parse_domid()`, used by the requests of Xen 4.21 and 4.22: `strtoul()` in
+/// base 10 (leading white space and a sign allowed; the empty text is 0) must take the
+/// whole text and give at most 65535, else `EINVAL`.
+fn c_domain_argument(text: &[u8]) -> StoreResult<DomainId> {
+    let mut rest = text;
+    while let Some((first, tail)) = rest.split_first()
+        && matches!(first, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+    {
+        rest = tail;
+    }
+    let negative = rest.first() == Some(&b'-');
+    if matches!(rest.first(), Some(b'-' | b'+')) {
+        rest = rest.get(1..).unwrap_or(&[]);
+    }
+    if rest.is_empty() {
+        // No digits: `strtoul()` consumed nothing, which is the whole text only if empty.
+        return if text.is_empty() {
+            Ok(DomainId(0))
+        } else {
+            Err(StoreError::Invalid)
+        };
+    }
+    let mut value: u64 = 0;
+    for byte in rest {
+        let digit = byte.checked_sub(b'0').filter(|digit| *digit <= 9);
+        let Some(digit) = digit else {
+            return Err(StoreError::Invalid);
+        };
+        // Past 65535 the answer is EINVAL whatever follows (an overflow too).
+        value = value.saturating_mul(10).saturating_add(u64::from(digit));
+    }
+    if negative && value != 0 {
+        // `strtoul()` negates in unsigned arithmetic: far above 65535.
+        return Err(StoreError::Invalid);
+    }
+    u16::try_from(value)
+        .map(DomainId)
+        .map_err(|_| StoreError::Invalid)
+}
+
 /// A decimal argument that fits 32 bits.
 fn u32_argument(text: &[u8]) -> Option<u32> {
     wire::parse_decimal(text).and_then(|value| u32::try_from(value).ok())
@@ -419,67 +461,61 @@ fn parse_set_target(payload: &[u8]) -> StoreResult<Request<'_>> {
 }
 
 /// Nothing (the caller's features) or `<domid>\0`, which only the privileged domain may
-/// name: another caller gets `EACCES` whatever the argument says.
+/// name: another caller gets `EACCES` whatever the arguments say (C 4.22 checks the caller
+/// before it counts them).
 fn parse_get_feature<'a>(payload: &'a [u8], context: &ParseContext) -> StoreResult<Request<'a>> {
-    let strings = wire::split_strings(payload)?;
+    let strings = wire::terminated_strings(payload)?;
     let domain = match strings.as_slice() {
         [] => None,
-        [domain] => {
-            if !context.caller.privileged {
-                return Err(StoreError::AccessDenied);
-            }
-            Some(domain_argument(domain)?)
-        }
+        _ if !context.caller.privileged => return Err(StoreError::AccessDenied),
+        [domain] => Some(c_domain_argument(domain)?),
         _ => return Err(StoreError::Invalid),
     };
     Ok(Request::GetFeature { domain })
 }
 
-/// `<domid>\0<features>\0`: only features this server supports.
+/// `<domid>\0<features>\0`. The features are read as C's `atoi()` reads them and judged by
+/// the handler, after the domain (C: `ENOENT`, then `EBUSY`, then `EINVAL`).
 fn parse_set_feature(payload: &[u8]) -> StoreResult<Request<'_>> {
-    let strings = wire::split_strings(payload)?;
+    let strings = wire::terminated_strings(payload)?;
     let [domain, features] = strings.as_slice() else {
         return Err(StoreError::Invalid);
     };
-    let domain = domain_argument(domain)?;
-    let features = u32_argument(features)
-        .filter(|features| features & !feature::SUPPORTED == 0)
-        .ok_or(StoreError::Invalid)?;
-    Ok(Request::SetFeature { domain, features })
+    Ok(Request::SetFeature {
+        domain: c_domain_argument(domain)?,
+        features: c_atoi_unsigned(features),
+    })
 }
 
 /// Nothing, `<name>\0` or `<domid>\0<name>\0`.
 fn parse_get_quota(payload: &[u8]) -> StoreResult<QuotaQuery<'_>> {
-    let strings = wire::split_strings(payload)?;
+    let strings = wire::terminated_strings(payload)?;
     Ok(match strings.as_slice() {
         [] => QuotaQuery::Names,
         [name] => QuotaQuery::Global {
-            kind: quota_kind(name)?,
+            kind: QuotaKind::from_wire_name(name)?,
         },
         [domain, name] => QuotaQuery::Domain {
-            domain: domain_argument(domain)?,
+            domain: c_domain_argument(domain)?,
             name,
         },
         _ => return Err(StoreError::Invalid),
     })
 }
 
-/// `[<domid>\0]<name>\0<value>\0`: the value must fit 32 bits and not be `u32::MAX`.
+/// `[<domid>\0]<name>\0<value>\0`: the value read as C's `atoi()` reads it; the name and
+/// the value are judged by the handler, after the domain.
 fn parse_set_quota(payload: &[u8]) -> StoreResult<Request<'_>> {
-    let strings = wire::split_strings(payload)?;
+    let strings = wire::terminated_strings(payload)?;
     let (domain, name, value) = match strings.as_slice() {
         [name, value] => (None, *name, *value),
-        [domain, name, value] => (Some(domain_argument(domain)?), *name, *value),
+        [domain, name, value] => (Some(c_domain_argument(domain)?), *name, *value),
         _ => return Err(StoreError::Invalid),
     };
-    let kind = quota_kind(name)?;
-    let value = u32_argument(value)
-        .filter(|value| *value != u32::MAX)
-        .ok_or(StoreError::Invalid)?;
     Ok(Request::SetQuota {
         domain,
-        kind,
-        value,
+        name,
+        value: c_atoi_unsigned(value),
     })
 }
 
@@ -542,6 +578,7 @@ fn positive(value: &[u8]) -> StoreResult<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::format;
 
     fn context(privileged: bool) -> ParseContext {
         ParseContext {
@@ -628,14 +665,53 @@ mod tests {
             parse(MessageType::Release, &nul("65536|")).err(),
             Some(StoreError::Invalid)
         );
-        assert_eq!(
-            parse(MessageType::SetFeature, &nul("5|16|")).err(),
-            Some(StoreError::Invalid)
-        );
-        assert_eq!(
-            parse(MessageType::SetQuota, &nul("nodes|4294967295|")).err(),
-            Some(StoreError::Invalid)
-        );
+        // The requests of 4.21 and 4.22 read a domain id as C's `parse_domid()` does ...
+        for (text, domain) in [
+            ("|", 0),
+            (" +7|", 7),
+            ("-0|", 0),
+            ("007|", 7),
+            ("65535|", 65535),
+        ] {
+            assert!(
+                matches!(
+                    parse(MessageType::SetFeature, &nul(&format!("{text}2|"))),
+                    Ok(Request::SetFeature { domain: found, features: 2 }) if found.0 == domain
+                ),
+                "{text:?}"
+            );
+        }
+        for text in [
+            "5x|",
+            "65536|",
+            "-1|",
+            " |",
+            "+|",
+            "99999999999999999999999|",
+        ] {
+            assert_eq!(
+                parse(MessageType::SetFeature, &nul(&format!("{text}2|"))).err(),
+                Some(StoreError::Invalid),
+                "{text:?}"
+            );
+        }
+        // ... and numbers as `atoi()` does: judged by the handler, after the domain.
+        assert!(matches!(
+            parse(MessageType::SetFeature, &nul("5|16x|")),
+            Ok(Request::SetFeature { features: 16, .. })
+        ));
+        assert!(matches!(
+            parse(MessageType::SetQuota, &nul("nodes|-1|")),
+            Ok(Request::SetQuota {
+                value: u32::MAX,
+                ..
+            })
+        ));
+        // Bytes after the last NUL are no argument.
+        assert!(matches!(
+            parse(MessageType::GetQuota, b"nodes"),
+            Ok(Request::GetQuota(QuotaQuery::Names))
+        ));
     }
 
     #[test]

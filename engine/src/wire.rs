@@ -248,6 +248,20 @@ pub fn split_strings(payload: &[u8]) -> StoreResult<Vec<&[u8]>> {
     Ok(strings)
 }
 
+/// The NUL-terminated strings of a payload, as C xenstored's `get_strings()` counts them:
+/// bytes after the last NUL belong to no string and are ignored (`a\0b` is one string,
+/// `a` none). The requests of Xen 4.21 and 4.22 (`GET_FEATURE` … `SET_QUOTA`) are parsed
+/// this way, so that every payload gets C's answer (docs/protocol.md, "Features and quotas").
+pub fn terminated_strings(payload: &[u8]) -> StoreResult<Vec<&[u8]>> {
+    let count = payload.iter().filter(|byte| **byte == 0).count();
+    let mut strings = Vec::new();
+    strings
+        .try_reserve_exact(count)
+        .map_err(|_| StoreError::OutOfMemory)?;
+    strings.extend(payload.split(|byte| *byte == 0).take(count));
+    Ok(strings)
+}
+
 /// The single argument of a one-argument request: the payload must be exactly `arg\0`
 /// (C xenstored's `onearg()`); anything else is `None` (answered `EINVAL`).
 pub fn single_string(payload: &[u8]) -> Option<&[u8]> {

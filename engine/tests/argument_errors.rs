@@ -26,9 +26,10 @@ fn privilege_and_transaction_are_checked_before_the_payload() {
     h.expect(
         guest,
         &[
-            // A guest naming a domain in GET_FEATURE: refused before the domain is read.
+            // A guest naming a domain in GET_FEATURE: refused before the domain is read,
+            // and before the arguments are counted (C 4.22).
             ("GET_FEATURE", 0, "bogus|", "ERROR EACCES"),
-            ("GET_FEATURE", 0, "1|2|", "ERROR EINVAL"),
+            ("GET_FEATURE", 0, "1|2|", "ERROR EACCES"),
         ],
     );
     h.expect(
@@ -69,12 +70,16 @@ fn arguments_are_judged_before_the_store_and_quota_names_after_the_domain() {
             ("GET_QUOTA", 0, "40|bogus|", "ERROR ENOENT"),
             ("GET_QUOTA", 0, "41|bogus|", "ERROR EINVAL"),
             ("GET_QUOTA", 0, "x|nodes|", "ERROR EINVAL"),
-            // SET_QUOTA and SET_FEATURE read all their arguments before looking for the
-            // domain.
-            ("SET_QUOTA", 0, "40|bogus|1|", "ERROR EINVAL"),
+            // SET_QUOTA and SET_FEATURE read the domain id first, then look for the domain,
+            // then judge the name, the value or the features (C 4.22).
+            ("SET_QUOTA", 0, "x|bogus|1|", "ERROR EINVAL"),
+            ("SET_QUOTA", 0, "40|bogus|1|", "ERROR ENOENT"),
             ("SET_QUOTA", 0, "40|nodes|1|", "ERROR ENOENT"),
-            ("SET_FEATURE", 0, "40|99|", "ERROR EINVAL"),
+            ("SET_QUOTA", 0, "41|bogus|1|", "ERROR EINVAL"),
+            ("SET_FEATURE", 0, "x|99|", "ERROR EINVAL"),
+            ("SET_FEATURE", 0, "40|99|", "ERROR ENOENT"),
             ("SET_FEATURE", 0, "40|2|", "ERROR ENOENT"),
+            ("SET_FEATURE", 0, "41|99|", "ERROR EINVAL"),
             // A malformed path before anything about the node; a missing node after that.
             ("SET_PERMS", 0, "//bad|q1|", "ERROR EINVAL"),
             ("SET_PERMS", 0, "/missing|q1|", "ERROR EINVAL"),

@@ -275,7 +275,18 @@ impl RingPort for XenPort {
         self.events.is_pending(ring.local_port)
     }
 
+    /// On Xen 4.21+ by `XEN_DOMCTL_get_domain_state(domain)`, where any refusal means "no
+    /// such domain" (at 4.22 a domid naming no domain is `-EPERM` for every caller but the
+    /// control domain, which `getdomaininfo` would leave undecided; C xenstored 4.22 asks the
+    /// same way: docs/xen-interface.md, "Domain state"); before, by `getdomaininfo`.
     fn domain_exists(&mut self, domain: DomainId) -> bool {
+        if domctl::has_get_domain_state(self.xen_version) {
+            use domctl::domain_state::{DEAD, DYING, EXIST};
+            return matches!(
+                self.hypervisor.get_domain_state(DomId(domain.0)),
+                Ok((_, reported)) if reported.state & EXIST != 0 && reported.state & (DYING | DEAD) == 0
+            );
+        }
         self.domain_flags(domain)
             .is_some_and(|flags| flags & dominf::DYING == 0)
     }

@@ -5,7 +5,7 @@
 
 use crate::engine::{Engine, Printable, Reply, ok_reply};
 use crate::fallible::{self, Text};
-use crate::quota::QuotaKind;
+use crate::quota::{QUOTA_DISABLED, QuotaKind};
 use crate::request::{ControlCommand, QuotaQuery};
 use crate::{DomainId, Platform, StoreError, StoreResult};
 use alloc::vec::Vec;
@@ -163,19 +163,20 @@ impl Engine {
             QuotaQuery::Global { kind } => (self.config.quotas, kind),
             QuotaQuery::Domain { domain, name } => {
                 self.known_domain_features(platform, domain)?;
-                let name = core::str::from_utf8(name).map_err(|_| StoreError::Invalid)?;
-                (self.quotas_of(domain), QuotaKind::from_name(name)?)
+                (self.quotas_of(domain), QuotaKind::from_wire_name(name)?)
             }
         };
         fallible::decimal_reply(u64::from(quotas.get(kind))).map(Reply::Owned)
     }
 
-    /// The names of the quotas in force, separated by spaces, then a NUL.
+    /// The names of the quotas, separated by spaces, then a NUL. C 4.22 lists every quota
+    /// that is not disabled (its `UINT_MAX`, which no request can set); a limit of 0 (no
+    /// limit) is listed too.
     fn quota_names(&self) -> StoreResult<Vec<u8>> {
         let mut reply = Vec::new();
         let names = QuotaKind::ALL
             .into_iter()
-            .filter(|kind| self.config.quotas.get(*kind) != 0)
+            .filter(|kind| self.config.quotas.get(*kind) != QUOTA_DISABLED)
             .map(QuotaKind::name);
         for (index, name) in names.enumerate() {
             if index > 0 {
@@ -187,18 +188,26 @@ impl Engine {
         Ok(reply)
     }
 
-    /// `XS_SET_QUOTA`: sets the global value of a quota, or a domain's.
+    /// `XS_SET_QUOTA`: sets the global value of a quota, or a domain's. A domain that does
+    /// not exist is `ENOENT`; then an unknown name, or the value C reserves for "disabled"
+    /// (`UINT_MAX`: `-1` as `atoi()` reads it), is `EINVAL`.
     pub(crate) fn set_quota(
         &mut self,
         platform: &mut dyn Platform,
         domain: Option<DomainId>,
-        kind: QuotaKind,
+        name: &[u8],
         value: u32,
     ) -> StoreResult<Reply> {
+        if let Some(domain) = domain {
+            self.known_domain_features(platform, domain)?;
+        }
+        let kind = QuotaKind::from_wire_name(name)?;
+        if value == QUOTA_DISABLED {
+            return Err(StoreError::Invalid);
+        }
         match domain {
             None => self.config.quotas.set(kind, value),
             Some(domain) => {
-                self.known_domain_features(platform, domain)?;
                 let record = self.domains.get_mut(domain).ok_or(StoreError::NoEntry)?;
                 record.quotas.set(kind, value);
             }

@@ -4,6 +4,7 @@
 
 use super::Origin;
 use crate::connection::ConnectionKind;
+use crate::domain::feature;
 use crate::engine::{Engine, Reply, ok_reply};
 use crate::fallible;
 use crate::operations::{self, AccountingDeltas, Change, GlobalAccess, NodeAccess};
@@ -126,7 +127,9 @@ impl Engine {
         fallible::decimal_reply(u64::from(features)).map(Reply::Owned)
     }
 
-    /// `XS_SET_FEATURE`: the features `domain` will have; `EBUSY` once it is introduced.
+    /// `XS_SET_FEATURE`: the features `domain` will have; `ENOENT` for a domain that does
+    /// not exist, `EBUSY` once it is introduced, then `EINVAL` for a feature this server
+    /// does not support (C 4.22's order).
     pub(crate) fn set_feature(
         &mut self,
         platform: &mut dyn Platform,
@@ -137,6 +140,9 @@ impl Engine {
         let record = self.domains.get_mut(domain).ok_or(StoreError::NoEntry)?;
         if record.connection.is_some() {
             return Err(StoreError::Busy);
+        }
+        if features & !feature::SUPPORTED != 0 {
+            return Err(StoreError::Invalid);
         }
         record.features = features;
         ok_reply()

@@ -209,9 +209,9 @@ impl Engine {
             Request::GetQuota(query) => self.get_quota(platform, query),
             Request::SetQuota {
                 domain,
-                kind,
+                name,
                 value,
-            } => self.set_quota(platform, domain, kind, value),
+            } => self.set_quota(platform, domain, name, value),
             Request::Control(command) => self.control(command),
         }
     }
