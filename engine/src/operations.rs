@@ -88,47 +88,28 @@ pub fn account_replacement(
         missing_owners += 1;
     }
     deltas.try_reserve(missing_owners)?;
-    refund(deltas, path, old);
-    if let Some(new) = new {
-        account(
+    account_node(deltas, path, old, -1);
+    account_node(deltas, path, new, 1);
+    Ok(())
+}
+
+/// Adds (`sign` 1) or takes off (`sign` -1) `node`, if there is one, at `path` on its
+/// owner's books. The caller reserved room for the owner ([`account_replacement`]).
+fn account_node(deltas: &mut AccountingDeltas, path: &str, node: Option<&Node>, sign: i64) {
+    if let Some(node) = node {
+        account_record(
             deltas,
             path,
-            new.permissions.owner(),
-            new.stored_size_bytes(),
-            1,
+            node.permissions.owner(),
+            node.stored_size_bytes(),
+            sign,
         );
     }
-    Ok(())
 }
 
 /// Adds (`sign` 1) or removes (`sign` -1) one node of `owner` with a record of `size_bytes`
 /// at `path`. The caller reserved room for `owner` in `deltas` (the change is lost otherwise).
 pub fn account_record(
-    deltas: &mut AccountingDeltas,
-    path: &str,
-    owner: DomainId,
-    size_bytes: usize,
-    sign: i64,
-) {
-    account(deltas, path, owner, size_bytes, sign);
-}
-
-/// Adds (`sign` 1) or removes (`sign` -1) one node of `owner` with a record of `size_bytes`.
-/// The caller reserved room for `owner` ([`account_replacement`]).
-/// Takes a replaced or deleted node (if there was one) off its owner's books.
-fn refund(deltas: &mut AccountingDeltas, path: &str, old: Option<&Node>) {
-    if let Some(old) = old {
-        account(
-            deltas,
-            path,
-            old.permissions.owner(),
-            old.stored_size_bytes(),
-            -1,
-        );
-    }
-}
-
-fn account(
     deltas: &mut AccountingDeltas,
     path: &str,
     owner: DomainId,
@@ -165,8 +146,8 @@ impl NodeAccess for GlobalAccess<'_> {
             .count();
         self.deltas.try_reserve(missing_owners)?;
         let old = self.tree.insert(path, node)?;
-        refund(&mut self.deltas, path, old.as_ref());
-        account(&mut self.deltas, path, owner, size_bytes, 1);
+        account_node(&mut self.deltas, path, old.as_ref(), -1);
+        account_record(&mut self.deltas, path, owner, size_bytes, 1);
         Ok(())
     }
 
@@ -177,7 +158,7 @@ impl NodeAccess for GlobalAccess<'_> {
             self.deltas.try_reserve(1)?;
         }
         let old = self.tree.remove(path)?;
-        refund(&mut self.deltas, path, old.as_ref());
+        account_node(&mut self.deltas, path, old.as_ref(), -1);
         Ok(())
     }
 
