@@ -97,6 +97,13 @@ impl Domains {
         self.records.get_mut(&domain)
     }
 
+    /// Charges `bytes` of queued output to `domain`'s memory (none when it has no record).
+    pub fn charge_output(&mut self, domain: DomainId, bytes: u64) {
+        if let Some(record) = self.records.get_mut(&domain) {
+            record.usage.memory_bytes = record.usage.memory_bytes.saturating_add(bytes);
+        }
+    }
+
     /// The record of `domain`, made with `generation` and `quotas` if it is new; `ENOMEM`
     /// when a new record finds no room.
     pub fn ensure(

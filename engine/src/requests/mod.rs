@@ -276,12 +276,9 @@ impl Engine {
     /// Queues a reply (whose room [`Engine::reserve_reply`] reserved).
     fn queue_reply(&mut self, connection: ConnectionId, bytes: Vec<u8>) {
         let now = self.now_milliseconds;
-        let Some(state) = self.connections.get_mut(&connection) else {
+        let Some(state) = self.healthy_connection(connection) else {
             return;
         };
-        if state.failure.is_some() {
-            return;
-        }
         let domain = state.domain;
         let size = bytes.len() as u64;
         let queued = state.push_output(OutputMessage {
@@ -294,9 +291,7 @@ impl Engine {
             log::warn!("connection {}: a reply is lost, no memory", connection.0);
             return;
         }
-        if let Some(record) = self.domains.get_mut(domain) {
-            record.usage.memory_bytes = record.usage.memory_bytes.saturating_add(size);
-        }
+        self.domains.charge_output(domain, size);
         // Room reserved with the reply's; should it be missing, the reply waits until the
         // front end serves the connection for another reason.
         if self.output_ready.try_insert(connection).is_err() {
