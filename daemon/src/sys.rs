@@ -71,13 +71,7 @@ impl Epoll {
         token: u64,
         interest: Interest,
     ) -> io::Result<()> {
-        epoll::add(
-            &self.descriptor,
-            descriptor,
-            EventData::new_u64(token),
-            interest.events(),
-        )?;
-        Ok(())
+        self.control(epoll::add, descriptor, token, interest)
     }
 
     /// `EPOLL_CTL_MOD`: changes what a registered descriptor is watched for.
@@ -87,7 +81,18 @@ impl Epoll {
         token: u64,
         interest: Interest,
     ) -> io::Result<()> {
-        epoll::modify(
+        self.control(epoll::modify, descriptor, token, interest)
+    }
+
+    /// `operation` (`epoll::add` or `epoll::modify`) for `descriptor` under `token`.
+    fn control<'a>(
+        &'a self,
+        operation: fn(&'a OwnedFd, BorrowedFd<'a>, EventData, EventFlags) -> rustix::io::Result<()>,
+        descriptor: BorrowedFd<'a>,
+        token: u64,
+        interest: Interest,
+    ) -> io::Result<()> {
+        operation(
             &self.descriptor,
             descriptor,
             EventData::new_u64(token),
