@@ -64,6 +64,20 @@ impl Drop for SmallArena {
     }
 }
 
+/// The arena, and a stub on it that has done dom0's start-up writes (the host is dropped
+/// first, the arena last).
+fn start_host() -> (SmallArena, SimulatedHost) {
+    let arena = SmallArena::start();
+    let mut host = match SimulatedHost::start() {
+        Ok(host) => host,
+        Err(error) => panic!("starting the stub: {error}"),
+    };
+    if let Err(error) = workload::set_up_host(&mut host) {
+        panic!("dom0's start-up writes: {error}");
+    }
+    (arena, host)
+}
+
 fn value(writer: u16, index: usize) -> String {
     let mut value = format!("{writer}:{index}:");
     value.extend(std::iter::repeat_n('v', VALUE_BYTES - value.len()));
@@ -318,14 +332,7 @@ fn turns_in_this_process() {
     const ROUNDS: usize = 6;
     /// How far each round's domain ids are from the last's.
     const DOMID_STEP: u16 = 98;
-    let arena = SmallArena::start();
-    let mut host = match SimulatedHost::start() {
-        Ok(host) => host,
-        Err(error) => panic!("starting the stub: {error}"),
-    };
-    if let Err(error) = workload::set_up_host(&mut host) {
-        panic!("dom0's start-up writes: {error}");
-    }
+    let (arena, mut host) = start_host();
     // Each round: the guests, then the domain dom0 makes and removes while they fill the
     // store. Domain ids grow as on a host (Xen hands out the next free one), so the paths
     // and the blocks of each round differ in length.
@@ -389,14 +396,7 @@ fn turns_in_this_process() {
 #[test]
 #[ignore = "run in a process of its own by guests_filling_a_small_heap_get_enomem_and_dom0_keeps_working"]
 fn guests_filling_a_small_heap_in_this_process() {
-    let arena = SmallArena::start();
-    let mut host = match SimulatedHost::start() {
-        Ok(host) => host,
-        Err(error) => panic!("starting the stub: {error}"),
-    };
-    if let Err(error) = workload::set_up_host(&mut host) {
-        panic!("dom0's start-up writes: {error}");
-    }
+    let (arena, mut host) = start_host();
     let used_at_start_bytes = arena.statistics().used_bytes;
     let domids: Vec<u16> = workload::guest_domids(2 * GUESTS + 1).collect();
     let (first_guests, rest) = domids.split_at(GUESTS);
