@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport};
+use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport, Transport};
 use xenstore_client::message::payload_strings;
 use xenstore_engine::wire::{MessageType, join_strings};
 use xenstore_engine::{DomainId, StoreError};
@@ -168,8 +168,8 @@ fn median_run(
     Ok(runs.swap_remove(middle))
 }
 
-/// Runs [`run_socket_clients_once`] `scale.repeats` times for `scale.phase` each; keeps the
-/// median run.
+/// Connects `clients` socket clients and runs them ([`run_clients_once`]) `scale.repeats`
+/// times for `scale.phase` each; keeps the median run.
 fn run_socket_clients<F>(
     server: &RunningServer,
     clients: usize,
@@ -186,44 +186,37 @@ where
         + Sync,
 {
     median_run(server, scale.repeats, || {
-        run_socket_clients_once(&server.socket, clients, scale.phase, &operation)
+        // Connect everyone first, so connection set-up is not timed.
+        let mut connections = (0..clients)
+            .map(|_| connect_socket(&server.socket))
+            .collect::<Result<Vec<_>, _>>()?;
+        run_clients_once(&mut connections, scale.phase, &operation)
     })
 }
 
-/// Runs `clients` socket clients concurrently for `phase`, each calling `operation` in a loop;
-/// `operation` records its own samples (so transactions can count retries).
-fn run_socket_clients_once<F>(
-    socket: &Path,
-    clients: usize,
+/// Runs `clients` concurrently for `phase`, each calling `operation` in a loop with its own
+/// generator; `operation` records its own samples (so transactions can count retries).
+fn run_clients_once<T, F>(
+    clients: &mut [Client<T>],
     phase: Duration,
     operation: F,
 ) -> Result<Samples, ClientError>
 where
-    F: Fn(
-            usize,
-            &mut Client<SocketTransport>,
-            &mut XorShift,
-            &mut Samples,
-        ) -> Result<(), ClientError>
-        + Sync,
+    T: Transport + Send,
+    F: Fn(usize, &mut Client<T>, &mut XorShift, &mut Samples) -> Result<(), ClientError> + Sync,
 {
-    // Connect everyone first, so connection set-up is not timed.
-    let mut connections = Vec::new();
-    for _ in 0..clients {
-        connections.push(connect_socket(socket)?);
-    }
     let results: Vec<Result<Samples, ClientError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = connections
-            .into_iter()
+        let handles: Vec<_> = clients
+            .iter_mut()
             .enumerate()
-            .map(|(index, mut client)| {
+            .map(|(index, client)| {
                 let operation = &operation;
                 scope.spawn(move || {
                     let mut random = XorShift(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1));
                     let mut samples = Samples::default();
                     let start = Instant::now();
                     while start.elapsed() < phase {
-                        operation(index, &mut client, &mut random, &mut samples)?;
+                        operation(index, client, &mut random, &mut samples)?;
                     }
                     samples.wall_nanoseconds = start.elapsed().as_nanos() as u64;
                     Ok(samples)
@@ -235,10 +228,7 @@ where
             .map(|handle| handle.join().expect("client thread panicked"))
             .collect()
     });
-    let mut parts = Vec::new();
-    for result in results {
-        parts.push(result?);
-    }
+    let parts = results.into_iter().collect::<Result<Vec<_>, _>>()?;
     Ok(Samples::merge(parts))
 }
 
@@ -373,36 +363,16 @@ pub fn w3_read_hot(server: &RunningServer, scale: &Scale) -> WorkloadResult {
             }
             guest_clients.push(guest);
         }
-        let phase = scale.phase;
         let samples = median_run(server, scale.repeats, || {
-            let results: Vec<Result<Samples, ClientError>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = guest_clients
-                    .iter_mut()
-                    .enumerate()
-                    .map(|(index, guest)| {
-                        scope.spawn(move || {
-                            let mut random = XorShift(0x1234_5678 + index as u64);
-                            let mut samples = Samples::default();
-                            let start = Instant::now();
-                            while start.elapsed() < phase {
-                                let path = format!("data/key-{:03}", random.below(100));
-                                samples.time(|| guest.read(&path))?;
-                            }
-                            samples.wall_nanoseconds = start.elapsed().as_nanos() as u64;
-                            Ok(samples)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|handle| handle.join().expect("guest thread"))
-                    .collect()
-            });
-            let mut parts = Vec::new();
-            for result in results {
-                parts.push(result?);
-            }
-            Ok(Samples::merge(parts))
+            run_clients_once(
+                &mut guest_clients,
+                scale.phase,
+                |_, guest, random, samples| {
+                    let path = format!("data/key-{:03}", random.below(100));
+                    samples.time(|| guest.read(&path))?;
+                    Ok(())
+                },
+            )
         })?;
         rows.push(row(
             "W3",
