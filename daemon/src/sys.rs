@@ -64,27 +64,8 @@ impl Epoll {
         Ok(Epoll { descriptor })
     }
 
-    /// `EPOLL_CTL_ADD`: reports `descriptor` under `token` from now on.
-    pub fn add(
-        &self,
-        descriptor: BorrowedFd<'_>,
-        token: u64,
-        interest: Interest,
-    ) -> io::Result<()> {
-        self.control(epoll::add, descriptor, token, interest)
-    }
-
-    /// `EPOLL_CTL_MOD`: changes what a registered descriptor is watched for.
-    pub fn modify(
-        &self,
-        descriptor: BorrowedFd<'_>,
-        token: u64,
-        interest: Interest,
-    ) -> io::Result<()> {
-        self.control(epoll::modify, descriptor, token, interest)
-    }
-
-    /// `operation` (`epoll::add` or `epoll::modify`) for `descriptor` under `token`.
+    /// `operation` for `descriptor` under `token`: `epoll::add` (`EPOLL_CTL_ADD`: reports it
+    /// from now on) or `epoll::modify` (`EPOLL_CTL_MOD`: changes what it is watched for).
     fn control<'a>(
         &'a self,
         operation: fn(&'a OwnedFd, BorrowedFd<'a>, EventData, EventFlags) -> rustix::io::Result<()>,
@@ -177,8 +158,13 @@ impl<T: AsFd> Registered<T> {
         }
         let descriptor = self.inner.as_fd();
         match (self.interest, interest) {
-            (None, Some(new)) => self.epoll.add(descriptor, self.token, new)?,
-            (Some(_), Some(new)) => self.epoll.modify(descriptor, self.token, new)?,
+            (None, Some(new)) => self
+                .epoll
+                .control(epoll::add, descriptor, self.token, new)?,
+            (Some(_), Some(new)) => {
+                self.epoll
+                    .control(epoll::modify, descriptor, self.token, new)?
+            }
             (Some(_), None) => self.epoll.remove(descriptor)?,
             (None, None) => {}
         }
