@@ -1,17 +1,15 @@
 //! Simulated guests on rings: what an unprivileged domain may and may not do, and how it dies.
 
 mod common;
-
-use std::time::Duration;
-
-use common::{Daemon, error_name, events_queued_so_far, eventually, guest_tool, round_trip};
+use common::{
+    Daemon, EVENT_WAIT, assert_next_event, error_name, events_queued_so_far, eventually,
+    guest_tool, release_domain_watcher, round_trip, send_write_header,
+};
 use xenstore_client::client::Client;
 use xenstore_client::simulation::{self, DomainFiles};
 use xenstore_engine::DomainId;
 use xenstore_engine::ring::{RingMemory, error as ring_error, feature, offset};
-use xenstore_engine::wire::{MessageHeader, MessageType, join_strings};
-
-const EVENT_WAIT: Duration = Duration::from_secs(3);
+use xenstore_engine::wire::{MessageType, join_strings};
 
 #[test]
 fn a_guest_reads_and_writes_its_own_home() {
@@ -132,15 +130,9 @@ fn watch_events_for_unreadable_nodes_do_not_reach_a_guest() {
     let mut guest = daemon.guest(DomainId(9));
     guest.watch("/local/domain/0/private", "hidden").unwrap();
     // The initial event is never filtered.
-    assert_eq!(
-        guest.next_event(EVENT_WAIT).unwrap(),
-        Some(("/local/domain/0/private".into(), "hidden".into()))
-    );
+    assert_next_event(&mut guest, "/local/domain/0/private", "hidden");
     guest.watch("watched", "own").unwrap();
-    assert_eq!(
-        guest.next_event(EVENT_WAIT).unwrap(),
-        Some(("watched".into(), "own".into()))
-    );
+    assert_next_event(&mut guest, "watched", "own");
     dom0.write("/local/domain/0/private", b"changed").unwrap();
     dom0.write("/local/domain/9/watched", b"visible").unwrap();
     // Relative watches report relative paths; the private change is filtered out. Both
@@ -179,13 +171,7 @@ fn a_guest_with_impossible_ring_indices_is_ignored_while_others_are_served() {
 fn a_guest_announcing_an_oversized_message_is_ignored() {
     let daemon = Daemon::start(&[]);
     let mut hostile = daemon.guest(DomainId(12));
-    let header = MessageHeader {
-        message_type: MessageType::Write.number(),
-        request_id: 1,
-        transaction_id: 0,
-        payload_length_bytes: 4097,
-    };
-    hostile.send_raw(&header.to_bytes()).unwrap();
+    send_write_header(&mut hostile, 4097);
     let page = hostile.transport().page();
     assert!(eventually(EVENT_WAIT, || page
         .load_u32_acquire(offset::ERROR)
@@ -215,12 +201,7 @@ fn garbage_in_a_ring_never_stops_the_daemon() {
 fn domain_death_fires_release_domain_and_removes_the_guests_nodes() {
     let daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut watcher = daemon.dom0();
-    watcher.watch("@releaseDomain", "released").unwrap();
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "released".into()))
-    );
+    let mut watcher = release_domain_watcher(&daemon);
     let mut guest = daemon.guest(DomainId(14));
     guest.write("device/vif/0", b"state").unwrap();
     // dom0 keeps a node under the guest's home that the guest does not own.
@@ -228,10 +209,7 @@ fn domain_death_fires_release_domain_and_removes_the_guests_nodes() {
     drop(guest);
     let files = DomainFiles::new(&daemon.run_directory, DomainId(14));
     simulation::announce_state_change(&daemon.run_directory, &files.dead_marker()).unwrap();
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "released".into()))
-    );
+    assert_next_event(&mut watcher, "@releaseDomain", "released");
     assert!(!dom0.is_domain_introduced(DomainId(14)).unwrap());
     // Nodes owned by the dead domain are deleted with their subtree (docs/protocol.md, "Domains").
     assert_eq!(
@@ -244,22 +222,13 @@ fn domain_death_fires_release_domain_and_removes_the_guests_nodes() {
 #[test]
 fn a_death_is_noticed_without_the_dom_exc_prompt() {
     let daemon = Daemon::start(&[]);
-    let mut watcher = daemon.dom0();
-    watcher.watch("@releaseDomain", "released").unwrap();
-    // The initial event was queued right behind the WATCH reply, before the round trip.
-    assert_eq!(
-        events_queued_so_far(&mut watcher),
-        [("@releaseDomain".to_string(), "released".to_string())]
-    );
+    let mut watcher = release_domain_watcher(&daemon);
     let guest = daemon.guest(DomainId(18));
     drop(guest);
     // Only the marker: the store watches the domain directories (inotify).
     let files = DomainFiles::new(&daemon.run_directory, DomainId(18));
     std::fs::write(files.dead_marker(), b"").unwrap();
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "released".into()))
-    );
+    assert_next_event(&mut watcher, "@releaseDomain", "released");
     let mut dom0 = daemon.dom0();
     assert!(!dom0.is_domain_introduced(DomainId(18)).unwrap());
     // Removing the marker makes the domid exist again: it can be introduced anew.
@@ -290,16 +259,10 @@ fn introduce_and_release_fire_the_special_watches() {
         ]
     );
     let _guest = daemon.guest(DomainId(15));
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@introduceDomain".into(), "in".into()))
-    );
+    assert_next_event(&mut watcher, "@introduceDomain", "in");
     let mut dom0 = daemon.dom0();
     dom0.release(DomainId(15)).unwrap();
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "out".into()))
-    );
+    assert_next_event(&mut watcher, "@releaseDomain", "out");
     assert!(!dom0.is_domain_introduced(DomainId(15)).unwrap());
     assert_eq!(error_name(dom0.release(DomainId(15))), "ENOENT");
 }
@@ -353,20 +316,11 @@ fn the_guest_tool_acts_as_a_domain() {
 #[test]
 fn a_simulated_shutdown_fires_release_domain_once_and_keeps_the_domain() {
     let daemon = Daemon::start(&[]);
-    let mut watcher = daemon.dom0();
-    watcher.watch("@releaseDomain", "released").unwrap();
-    // The initial event was queued right behind the WATCH reply, before the round trip.
-    assert_eq!(
-        events_queued_so_far(&mut watcher),
-        [("@releaseDomain".to_string(), "released".to_string())]
-    );
+    let mut watcher = release_domain_watcher(&daemon);
     let mut guest = daemon.guest(DomainId(17));
     let files = DomainFiles::new(&daemon.run_directory, DomainId(17));
     simulation::announce_state_change(&daemon.run_directory, &files.shutdown_marker()).unwrap();
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "released".into()))
-    );
+    assert_next_event(&mut watcher, "@releaseDomain", "released");
     // Reported once, however often the store looks again.
     simulation::announce_state_change(&daemon.run_directory, &files.shutdown_marker()).unwrap();
     let mut dom0 = daemon.dom0();

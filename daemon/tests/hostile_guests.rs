@@ -27,16 +27,16 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Daemon, error_name, events_queued_so_far, eventually, messages_queued_so_far, round_trip,
+    Daemon, EVENT_WAIT, assert_next_event, error_name, events_queued_so_far, eventually,
+    messages_queued_so_far, release_domain_watcher, round_trip, send_write_header,
 };
 use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport};
 use xenstore_client::message::{Message, payload_strings};
 use xenstore_client::simulation::{self, DomainFiles, NotificationFifo};
 use xenstore_engine::DomainId;
 use xenstore_engine::ring::{Ring, RingMemory, error as ring_error, offset};
-use xenstore_engine::wire::{MessageHeader, MessageType, join_strings};
+use xenstore_engine::wire::{MessageType, join_strings};
 
-const EVENT_WAIT: Duration = Duration::from_secs(3);
 /// C xenstored's default hard memory quota (2.5 MiB).
 const HARD_MEMORY_BYTES: u64 = 2_621_440;
 
@@ -226,17 +226,6 @@ fn pump_all(guest: &mut Guest, mut requests: Vec<u8>, expected: usize) -> Vec<Me
         }
     }
     replies
-}
-
-fn dom0_release_watch(daemon: &Daemon) -> Dom0 {
-    let mut watcher = daemon.dom0();
-    watcher.watch("@releaseDomain", "released").unwrap();
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "released".into())),
-        "the initial event"
-    );
-    watcher
 }
 
 /// T-38: ring indices (XSA-38). (a) impossible producer indices → the ring is ignored with
@@ -448,7 +437,7 @@ fn xsa_206_transactions_are_not_starved_by_a_writer() {
 fn xsa_233_domain_and_device_model_die_together() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut watcher = dom0_release_watch(&daemon);
+    let mut watcher = release_domain_watcher(&daemon);
     let mut guest = daemon.guest(DomainId(7));
     let mut device_model = daemon.guest(DomainId(17));
     dom0.call(MessageType::SetTarget, 0, &join_strings(&["17", "7"]))
@@ -515,10 +504,7 @@ fn xsa_115_watch_events_filtered() {
     let mut guest = daemon.guest(DomainId(7));
     // (a)
     guest.watch("/", "root").unwrap();
-    assert_eq!(
-        guest.next_event(EVENT_WAIT).unwrap(),
-        Some(("/".into(), "root".into()))
-    );
+    assert_next_event(&mut guest, "/", "root");
     dom0.write("/local/domain/0/secret", b"x").unwrap();
     dom0.write("/local/domain/7/data/x", b"v").unwrap();
     // Both writes were answered before the guest's round trip: their events come before it.
@@ -541,10 +527,7 @@ fn xsa_115_watch_events_filtered() {
     dom0.set_perms("@introduceDomain", &["n0", "r7"]).unwrap();
     events_queued_so_far(&mut guest);
     let _ten = daemon.guest(DomainId(10));
-    assert_eq!(
-        guest.next_event(EVENT_WAIT).unwrap(),
-        Some(("@introduceDomain".into(), "intro".into()))
-    );
+    assert_next_event(&mut guest, "@introduceDomain", "intro");
     // (c)
     assert_eq!(
         error_name(guest.is_domain_introduced(DomainId(0))),
@@ -682,7 +665,7 @@ fn xsa_324_oversized_watch_events_are_dropped() {
 fn xsa_325_a_bad_client_is_kept_until_it_dies() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut watcher = dom0_release_watch(&daemon);
+    let mut watcher = release_domain_watcher(&daemon);
     let hostile = daemon.guest(DomainId(7));
     let device_model = daemon.guest(DomainId(17));
     dom0.call(MessageType::SetTarget, 0, &join_strings(&["17", "7"]))
@@ -711,20 +694,14 @@ fn xsa_325_a_bad_client_is_kept_until_it_dies() {
     assert!(dom0.is_domain_introduced(DomainId(7)).unwrap());
     assert!(dom0.is_domain_introduced(DomainId(17)).unwrap());
     destroy(&daemon, &[DomainId(7)]);
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "released".into()))
-    );
+    assert_next_event(&mut watcher, "@releaseDomain", "released");
     assert!(!dom0.is_domain_introduced(DomainId(7)).unwrap());
     assert!(
         dom0.is_domain_introduced(DomainId(17)).unwrap(),
         "the device model lives on"
     );
     destroy(&daemon, &[DomainId(17)]);
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "released".into()))
-    );
+    assert_next_event(&mut watcher, "@releaseDomain", "released");
     assert!(!dom0.is_domain_introduced(DomainId(17)).unwrap());
     liveness_check(&mut daemon, DomainId(8));
 }
@@ -1234,13 +1211,7 @@ fn xsa_420_huge_lengths_are_protocol_errors() {
     let mut daemon = Daemon::start(&[]);
     for (domid, length) in [(DomainId(7), 0x4000_0000u32), (DomainId(17), 0xFFFF_FFFF)] {
         let mut hostile = daemon.guest(domid);
-        let header = MessageHeader {
-            message_type: MessageType::Write.number(),
-            request_id: 1,
-            transaction_id: 0,
-            payload_length_bytes: length,
-        };
-        hostile.send_raw(&header.to_bytes()).unwrap();
+        send_write_header(&mut hostile, length);
         // Answered in a round that served the ring after its notification (`common`): the
         // header alone has failed the ring by then, and dom0 is served (no livelock). The
         // time is printed, not asserted: speed is measured in the benchmark (`bench/`).
