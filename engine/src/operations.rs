@@ -266,8 +266,9 @@ fn node_with_access(
     Err(missing_node_error(view, domains, caller, path, error))
 }
 
-/// Reads a node's value after checking `wanted` access, without cloning the node.
-fn with_readable_node<T>(
+/// A read-only request's answer: `read` of the node at `path` (not cloned) once `caller` may
+/// read it; otherwise the error C xenstored gives, refined by the parents.
+pub fn with_readable_node<T>(
     view: &mut dyn NodeAccess,
     domains: &Domains,
     caller: &Caller,
@@ -294,80 +295,51 @@ fn with_readable_node<T>(
 }
 
 /// `XS_READ`.
-pub fn read(
-    view: &mut dyn NodeAccess,
-    domains: &Domains,
-    caller: &Caller,
-    path: &str,
-) -> StoreResult<Vec<u8>> {
-    with_readable_node(view, domains, caller, path, |node| {
-        fallible::to_vec(node.value())
-    })
+pub fn read(node: &Node) -> StoreResult<Vec<u8>> {
+    fallible::to_vec(node.value())
 }
 
 /// `XS_DIRECTORY`: child names, each NUL-terminated; `E2BIG` when they do not fit a reply.
-pub fn directory(
-    view: &mut dyn NodeAccess,
-    domains: &Domains,
-    caller: &Caller,
-    path: &str,
-) -> StoreResult<Vec<u8>> {
-    with_readable_node(view, domains, caller, path, |node| {
-        let listing = node.children_wire();
-        if listing.len() > PAYLOAD_MAX_BYTES {
-            Err(StoreError::TooBig)
-        } else {
-            fallible::to_vec(listing)
-        }
-    })
+pub fn directory(node: &Node) -> StoreResult<Vec<u8>> {
+    let listing = node.children_wire();
+    if listing.len() > PAYLOAD_MAX_BYTES {
+        Err(StoreError::TooBig)
+    } else {
+        fallible::to_vec(listing)
+    }
 }
 
 /// `XS_DIRECTORY_PART`: `gen\0` then as many whole child entries from byte `offset` as fit,
 /// and one more `\0` when the list's end is included (`core.c:send_directory_part()`).
-pub fn directory_part(
-    view: &mut dyn NodeAccess,
-    domains: &Domains,
-    caller: &Caller,
-    path: &str,
-    offset: usize,
-) -> StoreResult<Vec<u8>> {
-    with_readable_node(view, domains, caller, path, |node| {
-        let listing_bytes = node.children_wire().get(offset..).map_or(0, <[u8]>::len);
-        // The whole reply's room at once (generation, NUL, entries, NUL): no growth later.
-        let mut reply = fallible::vec_with_capacity(22 + listing_bytes.min(PAYLOAD_MAX_BYTES))?;
-        reply.extend_from_slice(fallible::decimal_digits(node.generation, &mut [0; 20]));
+pub fn directory_part(node: &Node, offset: usize) -> StoreResult<Vec<u8>> {
+    let listing_bytes = node.children_wire().get(offset..).map_or(0, <[u8]>::len);
+    // The whole reply's room at once (generation, NUL, entries, NUL): no growth later.
+    let mut reply = fallible::vec_with_capacity(22 + listing_bytes.min(PAYLOAD_MAX_BYTES))?;
+    reply.extend_from_slice(fallible::decimal_digits(node.generation, &mut [0; 20]));
+    reply.push(0);
+    let listing = node.children_wire();
+    let Some(rest) = listing.get(offset..) else {
         reply.push(0);
-        let listing = node.children_wire();
-        let Some(rest) = listing.get(offset..) else {
-            reply.push(0);
-            return Ok(reply);
-        };
-        let room = PAYLOAD_MAX_BYTES - reply.len() - 1;
-        let mut taken = 0;
-        for entry in rest.split_inclusive(|byte| *byte == 0) {
-            if taken + entry.len() > room {
-                break;
-            }
-            taken += entry.len();
+        return Ok(reply);
+    };
+    let room = PAYLOAD_MAX_BYTES - reply.len() - 1;
+    let mut taken = 0;
+    for entry in rest.split_inclusive(|byte| *byte == 0) {
+        if taken + entry.len() > room {
+            break;
         }
-        reply.extend_from_slice(rest.get(..taken).unwrap_or(&[]));
-        if taken == rest.len() {
-            reply.push(0);
-        }
-        Ok(reply)
-    })
+        taken += entry.len();
+    }
+    reply.extend_from_slice(rest.get(..taken).unwrap_or(&[]));
+    if taken == rest.len() {
+        reply.push(0);
+    }
+    Ok(reply)
 }
 
 /// `XS_GET_PERMS`.
-pub fn get_permissions(
-    view: &mut dyn NodeAccess,
-    domains: &Domains,
-    caller: &Caller,
-    path: &str,
-) -> StoreResult<Vec<u8>> {
-    with_readable_node(view, domains, caller, path, |node| {
-        node.permissions.to_wire()
-    })
+pub fn get_permissions(node: &Node) -> StoreResult<Vec<u8>> {
+    node.permissions.to_wire()
 }
 
 /// Refuses a node record over the `node-size` quota for unprivileged callers.

@@ -15,7 +15,7 @@ mod watches;
 use crate::connection::{OutputMessage, REPLY_ROOM_BYTES};
 use crate::engine::{ACCESS_LOG_TARGET, Engine, Printable, Reply};
 use crate::fallible;
-use crate::operations::Caller;
+use crate::operations::{self, Caller};
 use crate::request::{self, ParseContext, Request};
 use crate::wire::{self, HEADER_SIZE_BYTES, MessageHeader, MessageType, PAYLOAD_MAX_BYTES};
 use crate::{ConnectionId, Platform, StoreError, StoreResult};
@@ -172,10 +172,14 @@ impl Engine {
             transaction_id: header.transaction_id,
         };
         match request {
-            Request::Read { path } => self.read(&origin, &path),
-            Request::Directory { path } => self.directory(&origin, &path),
-            Request::DirectoryPart { path, offset } => self.directory_part(&origin, &path, offset),
-            Request::GetPermissions { path } => self.get_permissions(&origin, &path),
+            Request::Read { path } => self.query(&origin, &path, operations::read),
+            Request::Directory { path } => self.query(&origin, &path, operations::directory),
+            Request::DirectoryPart { path, offset } => self.query(&origin, &path, |node| {
+                operations::directory_part(node, offset)
+            }),
+            Request::GetPermissions { path } => {
+                self.query(&origin, &path, operations::get_permissions)
+            }
             Request::Write { path, value } => self.write(&origin, &path, value),
             Request::Mkdir { path } => self.mkdir(&origin, &path),
             Request::Remove { path } => self.remove(&origin, &path),
