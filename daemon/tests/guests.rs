@@ -2,14 +2,15 @@
 
 mod common;
 use common::{
-    Daemon, EVENT_WAIT, assert_next_event, error_name, events_queued_so_far, eventually,
-    guest_tool, release_domain_watcher, round_trip, send_write_header,
+    Daemon, EVENT_WAIT, advance_request_producer, assert_next_event, assert_ring_error, error_name,
+    events_queued_so_far, eventually, guest_tool, release_domain_watcher, round_trip,
+    send_write_header, set_features, watch_with_initial_event,
 };
 use xenstore_client::client::Client;
 use xenstore_client::simulation::{self, DomainFiles};
 use xenstore_engine::DomainId;
 use xenstore_engine::ring::{RingMemory, error as ring_error, feature, offset};
-use xenstore_engine::wire::{MessageType, join_strings};
+use xenstore_engine::wire::MessageType;
 
 #[test]
 fn a_guest_reads_and_writes_its_own_home() {
@@ -128,11 +129,9 @@ fn watch_events_for_unreadable_nodes_do_not_reach_a_guest() {
     let mut dom0 = daemon.dom0();
     dom0.write("/local/domain/0/private", b"p").unwrap();
     let mut guest = daemon.guest(DomainId(9));
-    guest.watch("/local/domain/0/private", "hidden").unwrap();
     // The initial event is never filtered.
-    assert_next_event(&mut guest, "/local/domain/0/private", "hidden");
-    guest.watch("watched", "own").unwrap();
-    assert_next_event(&mut guest, "watched", "own");
+    watch_with_initial_event(&mut guest, "/local/domain/0/private", "hidden");
+    watch_with_initial_event(&mut guest, "watched", "own");
     dom0.write("/local/domain/0/private", b"changed").unwrap();
     dom0.write("/local/domain/9/watched", b"visible").unwrap();
     // Relative watches report relative paths; the private change is filtered out. Both
@@ -149,16 +148,9 @@ fn a_guest_with_impossible_ring_indices_is_ignored_while_others_are_served() {
     let mut hostile = daemon.guest(DomainId(10));
     let mut bystander = daemon.guest(DomainId(11));
     hostile.write("before", b"ok").unwrap();
+    advance_request_producer(&hostile, 5000);
     let page = hostile.transport().page();
-    let consumer = page.load_u32_acquire(offset::REQUEST_CONSUMER);
-    page.store_u32_release(offset::REQUEST_PRODUCER, consumer.wrapping_add(5000));
-    hostile.transport().notify().unwrap();
-    assert!(
-        eventually(EVENT_WAIT, || page.load_u32_acquire(offset::ERROR)
-            == ring_error::RING_INDEX),
-        "error field: {}",
-        page.load_u32_acquire(offset::ERROR)
-    );
+    assert_ring_error(page, ring_error::RING_INDEX);
     let mut dom0 = daemon.dom0();
     dom0.write("/still/served", b"yes").unwrap();
     bystander.write("fine", b"1").unwrap();
@@ -173,9 +165,7 @@ fn a_guest_announcing_an_oversized_message_is_ignored() {
     let mut hostile = daemon.guest(DomainId(12));
     send_write_header(&mut hostile, 4097);
     let page = hostile.transport().page();
-    assert!(eventually(EVENT_WAIT, || page
-        .load_u32_acquire(offset::ERROR)
-        == ring_error::PROTOCOL));
+    assert_ring_error(page, ring_error::PROTOCOL);
     daemon.dom0().write("/alive", b"1").unwrap();
 }
 
@@ -337,8 +327,7 @@ fn introduction_answers_a_reconnect_request_and_honours_the_feature_mask() {
     let daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
     // XS_SET_FEATURE (24) before XS_INTRODUCE masks the advertised bits (docs/protocol.md, "Ring").
-    dom0.call(MessageType::SetFeature, 0, &join_strings(&["18", "2"]))
-        .unwrap();
+    set_features(&mut dom0, DomainId(18), 2);
     let files = DomainFiles::new(&daemon.run_directory, DomainId(18));
     files.create(3).unwrap();
     {
@@ -446,13 +435,10 @@ fn without_the_error_feature_a_failed_ring_gets_no_error_code() {
     let mut dom0 = daemon.dom0();
     // Mask every feature of domain 23 before introducing it (C 4.22 writes `error` only
     // for domains with XENSTORE_SERVER_FEATURE_ERROR).
-    dom0.call(MessageType::SetFeature, 0, &join_strings(&["23", "0"]))
-        .unwrap();
+    set_features(&mut dom0, DomainId(23), 0);
     let hostile = daemon.guest(DomainId(23));
+    advance_request_producer(&hostile, 2000);
     let page = hostile.transport().page();
-    let consumer = page.load_u32_acquire(offset::REQUEST_CONSUMER);
-    page.store_u32_release(offset::REQUEST_PRODUCER, consumer.wrapping_add(2000));
-    hostile.transport().notify().unwrap();
     // Answered in a round that served the ring after the notification (server.rs): the
     // store has failed the ring by now (its log says so), and wrote no error code.
     daemon.dom0().write("/alive", b"1").unwrap();

@@ -27,8 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Daemon, EVENT_WAIT, assert_next_event, error_name, events_queued_so_far, eventually,
-    messages_queued_so_far, release_domain_watcher, round_trip, send_write_header,
+    Daemon, EVENT_WAIT, advance_request_producer, assert_next_event, assert_ring_error, error_name,
+    events_queued_so_far, eventually, messages_queued_so_far, release_domain_watcher, round_trip,
+    send_write_header, watch_with_initial_event,
 };
 use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport};
 use xenstore_client::message::{Message, payload_strings};
@@ -245,12 +246,7 @@ fn xsa_38_ring_indices_are_validated() {
         let consumer = page.load_u32_acquire(offset::REQUEST_CONSUMER);
         page.store_u32_release(offset::REQUEST_PRODUCER, consumer.wrapping_add(distance));
         hostile.transport().notify().unwrap();
-        assert!(
-            eventually(EVENT_WAIT, || page.load_u32_acquire(offset::ERROR)
-                == ring_error::RING_INDEX),
-            "domain {domid}: error field {}",
-            page.load_u32_acquire(offset::ERROR)
-        );
+        assert_ring_error(page, ring_error::RING_INDEX);
         assert_eq!(page.load_u32_acquire(offset::REQUEST_CONSUMER), consumer);
         assert!(tail_of_page_untouched(&hostile));
         assert!(dom0.is_domain_introduced(domid).unwrap());
@@ -314,9 +310,7 @@ fn xsa_38_ring_indices_are_validated() {
     let request = Message::new(MessageType::Read, 1, 0, join_strings(&["x"]));
     Ring::new(page).client_write(&request.to_bytes()).unwrap();
     response_abuser.transport().notify().unwrap();
-    assert!(eventually(EVENT_WAIT, || page
-        .load_u32_acquire(offset::ERROR)
-        == ring_error::RING_INDEX));
+    assert_ring_error(page, ring_error::RING_INDEX);
     assert_eq!(page.load_u32_acquire(offset::RESPONSE_PRODUCER), producer);
     assert!(tail_of_page_untouched(&response_abuser));
     assert!(dom0.is_domain_introduced(DomainId(47)).unwrap());
@@ -503,8 +497,7 @@ fn xsa_115_watch_events_filtered() {
     let mut dom0 = daemon.dom0();
     let mut guest = daemon.guest(DomainId(7));
     // (a)
-    guest.watch("/", "root").unwrap();
-    assert_next_event(&mut guest, "/", "root");
+    watch_with_initial_event(&mut guest, "/", "root");
     dom0.write("/local/domain/0/secret", b"x").unwrap();
     dom0.write("/local/domain/7/data/x", b"v").unwrap();
     // Both writes were answered before the guest's round trip: their events come before it.
@@ -515,12 +508,8 @@ fn xsa_115_watch_events_filtered() {
     );
     guest.unwatch("/", "root").unwrap();
     // (b) @introduceDomain is readable by the privileged domain only until granted.
-    guest.watch("@introduceDomain", "intro").unwrap();
-    assert_eq!(
-        guest.next_event(EVENT_WAIT).unwrap(),
-        Some(("@introduceDomain".into(), "intro".into())),
-        "the initial event is never filtered"
-    );
+    // The initial event is never filtered.
+    watch_with_initial_event(&mut guest, "@introduceDomain", "intro");
     // Guest 9's introduction was answered before guest 7's round trip.
     let _nine = daemon.guest(DomainId(9));
     assert_eq!(events_queued_so_far(&mut guest), []);
@@ -671,13 +660,9 @@ fn xsa_325_a_bad_client_is_kept_until_it_dies() {
     dom0.call(MessageType::SetTarget, 0, &join_strings(&["17", "7"]))
         .unwrap();
     for client in [&hostile, &device_model] {
+        advance_request_producer(client, 1025);
         let page = client.transport().page();
-        let consumer = page.load_u32_acquire(offset::REQUEST_CONSUMER);
-        page.store_u32_release(offset::REQUEST_PRODUCER, consumer.wrapping_add(1025));
-        client.transport().notify().unwrap();
-        assert!(eventually(EVENT_WAIT, || page
-            .load_u32_acquire(offset::ERROR)
-            == ring_error::RING_INDEX));
+        assert_ring_error(page, ring_error::RING_INDEX);
     }
     // Prompt the store to look at every domain's state, as `VIRQ_DOM_EXC` would. The dom0
     // round trip is answered in a round that handled the prompt, and an event queued then
@@ -1440,9 +1425,7 @@ fn xsa_484_reset_inside_a_transaction() {
     );
     page.store_u32_release(offset::REQUEST_PRODUCER, consumer.wrapping_add(3000));
     hostile.transport().notify().unwrap();
-    assert!(eventually(EVENT_WAIT, || page
-        .load_u32_acquire(offset::ERROR)
-        == ring_error::RING_INDEX));
+    assert_ring_error(page, ring_error::RING_INDEX);
     assert_eq!(usage(&mut dom0, DomainId(17))["transactions"], 0);
     assert_accounting_balances(&mut dom0);
     liveness_check(&mut daemon, DomainId(8));
