@@ -248,9 +248,8 @@ pub fn w0_floor(server: &RunningServer, scale: &Scale) -> WorkloadResult {
     ))
 }
 
-/// One W1 test's body: one timed iteration on the connection.
-type SocketTest<'a> =
-    dyn FnMut(&mut Client<SocketTransport>, &mut Samples) -> Result<(), ClientError> + 'a;
+/// One call on a socket client.
+type SocketCall<'a> = dyn FnMut(&mut Client<SocketTransport>) -> Result<(), ClientError> + 'a;
 
 /// W1: the tests of Xen's `test-xenstore`, each timed per iteration on one connection.
 pub fn w1_test_xenstore(server: &RunningServer, scale: &Scale) -> WorkloadResult {
@@ -262,63 +261,54 @@ pub fn w1_test_xenstore(server: &RunningServer, scale: &Scale) -> WorkloadResult
     for child in 0..10 {
         client.write(&format!("{base}/dir/child{child}"), b"")?;
     }
-    let mut rows = Vec::new();
-    let mut measure = |name: &str,
-                       client: &mut Client<SocketTransport>,
-                       test: &mut SocketTest<'_>|
-     -> Result<(), ClientError> {
-        let mut samples = Samples::default();
-        let cpu_before = server.cpu_nanoseconds();
-        let start = Instant::now();
-        for _ in 0..scale.iterations {
-            test(client, &mut samples)?;
-        }
-        samples.wall_nanoseconds = start.elapsed().as_nanos() as u64;
-        samples.server_cpu_nanoseconds = Some(server.cpu_nanoseconds().saturating_sub(cpu_before));
-        rows.push(row("W1", name, server, &samples));
-        Ok(())
-    };
-    measure("read 1 B", &mut client, &mut |client, samples| {
-        samples.time(|| client.read(&format!("{base}/read1")))?;
-        Ok(())
-    })?;
-    measure("read 2000 B", &mut client, &mut |client, samples| {
-        samples.time(|| client.read(&format!("{base}/read2000")))?;
-        Ok(())
-    })?;
-    measure("write 1 B", &mut client, &mut |client, samples| {
-        samples.time(|| client.write(&format!("{base}/write1"), b"b"))?;
-        Ok(())
-    })?;
-    measure("write 2000 B", &mut client, &mut |client, samples| {
-        samples.time(|| client.write(&format!("{base}/write2000"), &large_value))?;
-        Ok(())
-    })?;
-    measure("dir 10", &mut client, &mut |client, samples| {
-        samples.time(|| client.directory(&format!("{base}/dir")))?;
-        Ok(())
-    })?;
-    measure("rm node", &mut client, &mut |client, samples| {
-        client.write(&format!("{base}/removed"), b"r")?;
-        samples.time(|| client.rm(&format!("{base}/removed")))?;
-        Ok(())
-    })?;
-    measure("ta empty", &mut client, &mut |client, samples| {
-        samples.time(|| -> Result<(), ClientError> {
+    // Each test: its name, what it does untimed before each timed call, and that call.
+    let tests: [(&str, Option<&mut SocketCall<'_>>, &mut SocketCall<'_>); 8] = [
+        ("read 1 B", None, &mut |client| {
+            client.read(&format!("{base}/read1")).map(drop)
+        }),
+        ("read 2000 B", None, &mut |client| {
+            client.read(&format!("{base}/read2000")).map(drop)
+        }),
+        ("write 1 B", None, &mut |client| {
+            client.write(&format!("{base}/write1"), b"b")
+        }),
+        ("write 2000 B", None, &mut |client| {
+            client.write(&format!("{base}/write2000"), &large_value)
+        }),
+        ("dir 10", None, &mut |client| {
+            client.directory(&format!("{base}/dir")).map(drop)
+        }),
+        (
+            "rm node",
+            Some(&mut |client| client.write(&format!("{base}/removed"), b"r")),
+            &mut |client| client.rm(&format!("{base}/removed")),
+        ),
+        ("ta empty", None, &mut |client| {
             let transaction = client.transaction_start()?;
             client.transaction_end(transaction, true)
-        })?;
-        Ok(())
-    })?;
-    measure("ta rmw (4 req)", &mut client, &mut |client, samples| {
-        samples.time(|| -> Result<(), ClientError> {
+        }),
+        ("ta rmw (4 req)", None, &mut |client| {
             let transaction = client.transaction_start()?;
             let value = client.read_in(transaction, &format!("{base}/read1"))?;
             client.write_in(transaction, &format!("{base}/rmw"), &value)?;
             client.transaction_end(transaction, true)
-        })?;
-        Ok(())
-    })?;
+        }),
+    ];
+    let mut rows = Vec::new();
+    for (name, mut before, call) in tests {
+        let mut samples = Samples::default();
+        let cpu_before = server.cpu_nanoseconds();
+        let start = Instant::now();
+        for _ in 0..scale.iterations {
+            if let Some(before) = before.as_mut() {
+                before(&mut client)?;
+            }
+            samples.time(|| call(&mut client))?;
+        }
+        samples.wall_nanoseconds = start.elapsed().as_nanos() as u64;
+        samples.server_cpu_nanoseconds = Some(server.cpu_nanoseconds().saturating_sub(cpu_before));
+        rows.push(row("W1", name, server, &samples));
+    }
     Ok((rows, Vec::new()))
 }
 
@@ -754,29 +744,30 @@ pub fn w9_domain_scaling(server: &RunningServer, scale: &Scale) -> WorkloadResul
     let bytes_per_domain = (final_rss_kibibytes as f64 - baseline_rss_kibibytes as f64) * 1024.0
         / added_domains as f64
         - 4096.0;
-    rows.push(Row {
+    // A W13 row with a figure and no timed operations.
+    let figure_row = |variant: String, figure: (&'static str, f64), note: String| Row {
         workload: "W13",
-        variant: format!("memory per domain ({added_domains} introduced)"),
+        variant,
         server: server.kind,
         summary: Summary::empty(),
         peak_memory_kibibytes: peak_kibibytes,
-        figure: Some(("B/domain beyond ring page", bytes_per_domain)),
-        note: "RSS delta incl. 1 home-directory node per domain".to_string(),
+        figure: Some(figure),
+        note,
         refused: None,
-    });
-    rows.push(Row {
-        workload: "W13",
-        variant: format!("store of {live_domains} domains x 100 nodes"),
-        server: server.kind,
-        summary: Summary::empty(),
-        peak_memory_kibibytes: peak_kibibytes,
-        figure: Some(("MiB beyond ring pages", store_mebibytes)),
-        note: format!(
+    };
+    rows.push(figure_row(
+        format!("memory per domain ({added_domains} introduced)"),
+        ("B/domain beyond ring page", bytes_per_domain),
+        "RSS delta incl. 1 home-directory node per domain".to_string(),
+    ));
+    rows.push(figure_row(
+        format!("store of {live_domains} domains x 100 nodes"),
+        ("MiB beyond ring pages", store_mebibytes),
+        format!(
             "RSS delta over the 0-domain baseline; {nodes_per_domain} nodes/domain \
              (toolstack nodes + 80 data nodes)"
         ),
-        refused: None,
-    });
+    ));
     Ok((rows, points))
 }
 
