@@ -13,12 +13,13 @@ use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::Command;
 
+use stub_allocator::HeapUsage;
 use xenstore_engine::DomainId;
 use xenstore_engine::memory::GUEST_RESERVE_BYTES;
 use xenstore_engine::quota::{QuotaKind, Quotas};
 use xenstore_engine::wire::MessageType;
 
-use crate::arena::{HeapStatistics, STUB_HEAP, WhenExhausted};
+use crate::arena::{STUB_HEAP, WhenExhausted};
 use crate::host::{DOM0, HostError, SimulatedHost};
 use crate::workload;
 
@@ -51,7 +52,7 @@ impl SmallArena {
         SmallArena
     }
 
-    fn statistics(&self) -> HeapStatistics {
+    fn statistics(&self) -> HeapUsage {
         STUB_HEAP
             .statistics()
             .unwrap_or_else(|| panic!("the arena does not serve this thread"))
@@ -192,7 +193,7 @@ fn guests_fill_the_store(
     host: &mut SimulatedHost,
     arena: &SmallArena,
     guests: &[u16],
-) -> (BTreeMap<u16, GuestFill>, HeapStatistics) {
+) -> (BTreeMap<u16, GuestFill>, HeapUsage) {
     for &domid in guests {
         if let Err(error) = workload::create_domain_nodes(host, domid)
             .and_then(|()| workload::introduce(host, domid))
