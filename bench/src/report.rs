@@ -136,12 +136,22 @@ fn find(rows: &[Row], server: ServerKind, workload: &str, variant: &str) -> Opti
         .cloned()
 }
 
-/// One goal as reported: (goal, met?, figure); `measured` is whether it is met and the
-/// figure, and without it the figure says `missing`.
+/// Our row and C xenstored's of `workload`'s `variant`, when both ran.
+fn ours_and_c(rows: &[Row], workload: &str, variant: &str) -> Option<(Row, Row)> {
+    find(rows, ServerKind::Ours, workload, variant).zip(find(
+        rows,
+        ServerKind::CXenstored,
+        workload,
+        variant,
+    ))
+}
+
+/// One goal as reported: (goal, met?, figure); without a `measured` figure (whether the
+/// goal is met, and the figure) the figure says `missing`.
 fn goal(
     name: impl Into<String>,
-    measured: Option<(bool, String)>,
     missing: &str,
+    measured: Option<(bool, String)>,
 ) -> (String, Option<bool>, String) {
     match measured {
         Some((met, figure)) => (name.into(), Some(met), figure),
@@ -149,31 +159,44 @@ fn goal(
     }
 }
 
+/// A latency goal: the p50 of `after` at most `limit` times the p50 of `before` (the pair:
+/// both rows, when both were measured); `describe` writes the figure from the two p50s (us)
+/// and their ratio.
+fn p50_ratio_goal(
+    name: impl Into<String>,
+    pair: Option<(Row, Row)>,
+    limit: f64,
+    describe: impl FnOnce(f64, f64, f64) -> String,
+) -> (String, Option<bool>, String) {
+    goal(
+        name,
+        "not measured",
+        pair.map(|(before, after)| {
+            let before = before.summary.p50_microseconds;
+            let after = after.summary.p50_microseconds;
+            let ratio = after / before;
+            (ratio <= limit, describe(before, after, ratio))
+        }),
+    )
+}
+
 /// The goals (docs/performance.md, "Goals") as reported figures: (goal, met?, figure).
 pub fn goals(rows: &[Row], checkpoints: &[usize]) -> Vec<(String, Option<bool>, String)> {
     let mut goals = Vec::new();
     let floor = find(rows, ServerKind::Floor, "W0", "echo small, 1 client");
     let our_read = find(rows, ServerKind::Ours, "W1", "read 1 B");
-    goals.push(goal(
+    goals.push(p50_ratio_goal(
         "small-op socket latency <= 1.3x W0 floor",
-        floor.zip(our_read).map(|(floor, read)| {
-            let ratio = read.summary.p50_microseconds / floor.summary.p50_microseconds;
-            (
-                ratio <= 1.3,
-                format!(
-                    "read p50 {:.1} us / floor p50 {:.1} us = {ratio:.2}x",
-                    read.summary.p50_microseconds, floor.summary.p50_microseconds
-                ),
-            )
-        }),
-        "not measured",
+        floor.zip(our_read),
+        1.3,
+        |floor, read, ratio| {
+            format!("read p50 {read:.1} us / floor p50 {floor:.1} us = {ratio:.2}x")
+        },
     ));
-    let variant = "read 8 socket clients";
-    let ours = find(rows, ServerKind::Ours, "W3", variant);
-    let c = find(rows, ServerKind::CXenstored, "W3", variant);
     goals.push(goal(
         "8-client throughput >= 2x C xenstored",
-        ours.zip(c).map(|(mine, theirs)| {
+        "C xenstored did not run",
+        ours_and_c(rows, "W3", "read 8 socket clients").map(|(mine, theirs)| {
             let ratio = mine.summary.operations_per_second / theirs.summary.operations_per_second;
             (
                 ratio >= 2.0,
@@ -188,7 +211,6 @@ pub fn goals(rows: &[Row], checkpoints: &[usize]) -> Vec<(String, Option<bool>, 
                 ),
             )
         }),
-        "C xenstored did not run",
     ));
     let first = checkpoints.first().copied().unwrap_or(0);
     let last = checkpoints.last().copied().unwrap_or(0);
@@ -205,27 +227,17 @@ pub fn goals(rows: &[Row], checkpoints: &[usize]) -> Vec<(String, Option<bool>, 
                 &format!("{transport} @ {domains} domains"),
             )
         };
-        goals.push(goal(
+        goals.push(p50_ratio_goal(
             format!("latency growth {first}->{last} domains <= 1.2x ({transport}, p50)"),
-            at(first).zip(at(last)).map(|(start, end)| {
-                let ratio = end.summary.p50_microseconds / start.summary.p50_microseconds;
-                (
-                    ratio <= 1.2,
-                    format!(
-                        "{:.1} -> {:.1} us = {ratio:.2}x",
-                        start.summary.p50_microseconds, end.summary.p50_microseconds
-                    ),
-                )
-            }),
-            "not measured",
+            at(first).zip(at(last)),
+            1.2,
+            |start, end, ratio| format!("{start:.1} -> {end:.1} us = {ratio:.2}x"),
         ));
     }
-    let variant = "conflicting, 8 clients";
-    let ours = find(rows, ServerKind::Ours, "W7", variant);
-    let c = find(rows, ServerKind::CXenstored, "W7", variant);
     goals.push(goal(
         "conflicting transactions (8 clients): retries/commit <= C, max <= 10 ms",
-        ours.zip(c).map(|(mine, theirs)| {
+        "not measured",
+        ours_and_c(rows, "W7", "conflicting, 8 clients").map(|(mine, theirs)| {
             (
                 mine.summary.retries_per_commit <= theirs.summary.retries_per_commit
                     && mine.summary.max_microseconds <= 10_000.0,
@@ -237,10 +249,10 @@ pub fn goals(rows: &[Row], checkpoints: &[usize]) -> Vec<(String, Option<bool>, 
                 ),
             )
         }),
-        "not measured",
     ));
     goals.push(goal(
         "disjoint transactions: zero retries",
+        "not measured",
         find(rows, ServerKind::Ours, "W7", "disjoint, 8 clients").map(|row| {
             (
                 row.summary.retries_per_commit == 0.0,
@@ -250,7 +262,6 @@ pub fn goals(rows: &[Row], checkpoints: &[usize]) -> Vec<(String, Option<bool>, 
                 ),
             )
         }),
-        "not measured",
     ));
     let memory = |prefix: &str| {
         rows.iter()
@@ -264,18 +275,19 @@ pub fn goals(rows: &[Row], checkpoints: &[usize]) -> Vec<(String, Option<bool>, 
     };
     goals.push(goal(
         "<= 100 B per node beyond key+value",
+        "not measured",
         memory("memory per node")
             .map(|bytes| (bytes <= 100.0, format!("{bytes:.0} B/node (RSS delta)"))),
-        "not measured",
     ));
     goals.push(goal(
         "<= 2 KiB per domain beyond its ring page",
+        "not measured",
         memory("memory per domain")
             .map(|bytes| (bytes <= 2048.0, format!("{bytes:.0} B/domain (RSS delta)"))),
-        "not measured",
     ));
     goals.push(goal(
         "1000 domains x 100 nodes in 16 MiB",
+        "not measured (needs 1000 domains in W9)",
         memory("store of 1000 domains").map(|mebibytes| {
             (
                 mebibytes <= 16.0,
@@ -286,7 +298,6 @@ pub fn goals(rows: &[Row], checkpoints: &[usize]) -> Vec<(String, Option<bool>, 
                 ),
             )
         }),
-        "not measured (needs 1000 domains in W9)",
     ));
     goals
 }
