@@ -267,10 +267,9 @@ fn one_domain_argument(payload: &[u8]) -> StoreResult<DomainId> {
     domain_argument(one_argument(payload)?)
 }
 
-/// C xenstored's `parse_domid()`, used by the requests of Xen 4.21 and 4.22: `strtoul()` in
-/// base 10 (leading white space and a sign allowed; the empty text is 0) must take the
-/// whole text and give at most 65535, else `EINVAL`.
-fn c_domain_argument(text: &[u8]) -> StoreResult<DomainId> {
+/// Where C's `strtoul()` and `atoi()` start reading digits: past leading white space
+/// (`isspace()`) and an optional sign; whether the sign was `-`, and the rest of `text`.
+fn c_number_start(text: &[u8]) -> (bool, &[u8]) {
     let mut rest = text;
     while let Some((first, tail)) = rest.split_first()
         && matches!(first, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
@@ -281,6 +280,14 @@ fn c_domain_argument(text: &[u8]) -> StoreResult<DomainId> {
     if matches!(rest.first(), Some(b'-' | b'+')) {
         rest = rest.get(1..).unwrap_or(&[]);
     }
+    (negative, rest)
+}
+
+/// C xenstored's `parse_domid()`, used by the requests of Xen 4.21 and 4.22: `strtoul()` in
+/// base 10 (leading white space and a sign allowed; the empty text is 0) must take the
+/// whole text and give at most 65535, else `EINVAL`.
+fn c_domain_argument(text: &[u8]) -> StoreResult<DomainId> {
+    let (negative, rest) = c_number_start(text);
     if rest.is_empty() {
         // No digits: `strtoul()` consumed nothing, which is the whole text only if empty.
         return if text.is_empty() {
@@ -335,16 +342,7 @@ fn quota_kind(name: &[u8]) -> StoreResult<QuotaKind> {
 /// C's `(unsigned int)atoi(text)`: leading white space, a sign, then digits up to the first
 /// non-digit (none: 0); out of range as glibc's `strtol()` clamps it, then cut to 32 bits.
 pub fn c_atoi_unsigned(text: &[u8]) -> u32 {
-    let mut rest = text;
-    while let Some((first, tail)) = rest.split_first()
-        && matches!(first, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
-    {
-        rest = tail;
-    }
-    let negative = rest.first() == Some(&b'-');
-    if matches!(rest.first(), Some(b'-' | b'+')) {
-        rest = rest.get(1..).unwrap_or(&[]);
-    }
+    let (negative, rest) = c_number_start(text);
     let mut value: i64 = 0;
     for digit in rest.iter().take_while(|byte| byte.is_ascii_digit()) {
         let digit = i64::from(digit - b'0');
