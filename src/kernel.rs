@@ -287,7 +287,7 @@ fn check_text(arguments: core::fmt::Arguments<'_>) -> CheckText {
 #[allow(clippy::result_large_err)]
 pub fn check_heap() -> Result<CheckText, CheckText> {
     const TEST_SIZE_BYTES: usize = 64 * 1024;
-    let before = heap::statistics();
+    let before = heap::statistics().usage;
     if before.size_bytes == 0 {
         return Err(check_text(format_args!("the heap was not set up")));
     }
@@ -310,7 +310,7 @@ pub fn check_heap() -> Result<CheckText, CheckText> {
             )));
         }
     }
-    let after = heap::statistics();
+    let after = heap::statistics().usage;
     if after.free_bytes != before.free_bytes {
         return Err(check_text(format_args!(
             "free space {} bytes before, {} after freeing {TEST_SIZE_BYTES} bytes",

@@ -136,18 +136,8 @@ int open(const char *path, int flags, ...)
     return real_open_function()(redirected_path(path, buffer, sizeof(buffer)), flags, mode);
 }
 
-int open64(const char *path, int flags, ...)
-{
-    mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list arguments;
-        va_start(arguments, flags);
-        mode = va_arg(arguments, mode_t);
-        va_end(arguments);
-    }
-    char buffer[4096];
-    return real_open_function()(redirected_path(path, buffer, sizeof(buffer)), flags, mode);
-}
+/* On 64-bit Linux open64() is open(): the same function under both names. */
+int open64(const char *path, int flags, ...) __attribute__((alias("open")));
 
 int setrlimit(__rlimit_resource_t resource, const struct rlimit *limit)
 {
@@ -211,6 +201,13 @@ static int allocate_port(uint32_t domid, uint32_t remote_port, int to_server_fd,
     return -1;
 }
 
+/* The libraries' close calls: the handles are one static object, there is nothing to free. */
+static int close_fake_handle(void *handle)
+{
+    (void)handle;
+    return 0;
+}
+
 static void *open_event_channel_handle(void)
 {
     if (epoll_descriptor < 0)
@@ -233,11 +230,7 @@ void *xenevtchn_fdopen(void *logger, int fd, unsigned int flags)
     return open_event_channel_handle();
 }
 
-int xenevtchn_close(void *handle)
-{
-    (void)handle;
-    return 0;
-}
+int xenevtchn_close(void *handle) __attribute__((alias("close_fake_handle")));
 
 int xenevtchn_fd(void *handle)
 {
@@ -350,11 +343,7 @@ void *xengnttab_open(void *logger, unsigned int flags)
     return &fake_handle;
 }
 
-int xengnttab_close(void *handle)
-{
-    (void)handle;
-    return 0;
-}
+int xengnttab_close(void *handle) __attribute__((alias("close_fake_handle")));
 
 int xengnttab_set_max_grants(void *handle, uint32_t count)
 {
@@ -387,17 +376,19 @@ void *xc_interface_open(void *logger, void *dombuild_logger, unsigned int flags)
     return &fake_handle;
 }
 
-int xc_interface_close(void *handle)
-{
-    (void)handle;
-    return 0;
-}
+int xc_interface_close(void *handle) __attribute__((alias("close_fake_handle")));
 
 static int marker_exists(uint32_t domid, const char *name)
 {
     char path[4096];
     domain_file(path, sizeof(path), domid, name);
     return access(path, F_OK) == 0;
+}
+
+/* The dying (bit 0) and shutdown (bit 2) flags of both info structs, from the markers. */
+static uint32_t state_flags(uint32_t domid)
+{
+    return (marker_exists(domid, "dead") ? 1u : 0u) | (marker_exists(domid, "shutdown") ? 4u : 0u);
 }
 
 /* xc_dominfo_t starts with: uint32_t domid; uint32_t ssidref; then a word of bit fields
@@ -410,8 +401,7 @@ int xc_domain_getinfo(void *handle, uint32_t first_domid, unsigned int max_domai
     uint32_t *words = info;
     words[0] = first_domid;
     words[1] = 0;
-    words[2] = (marker_exists(first_domid, "dead") ? 1u : 0u) |
-               (marker_exists(first_domid, "shutdown") ? 4u : 0u);
+    words[2] = state_flags(first_domid);
     return 1;
 }
 
@@ -426,8 +416,7 @@ int xc_domain_getinfolist(void *handle, uint32_t first_domain, unsigned int max_
     halves[0] = (uint16_t)first_domain;
     halves[1] = 0;
     uint32_t *words = info;
-    words[1] = (marker_exists(first_domain, "dead") ? 1u : 0u) |
-               (marker_exists(first_domain, "shutdown") ? 4u : 0u);
+    words[1] = state_flags(first_domain);
     return 1;
 }
 

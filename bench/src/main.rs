@@ -117,8 +117,7 @@ fn main() -> ExitCode {
     let words: Vec<String> = std::env::args().collect();
     if words.get(1).map(String::as_str) == Some("--floor-server") {
         let Some(socket) = words.get(2) else {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
+            return usage_error("");
         };
         return match servers::run_floor_server(std::path::Path::new(socket)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -128,17 +127,19 @@ fn main() -> ExitCode {
             }
         };
     }
-    let arguments = match parse_arguments() {
-        Ok(arguments) => arguments,
-        Err(message) => {
-            if !message.is_empty() {
-                eprintln!("xenstore-bench: {message}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    run(&arguments)
+    match parse_arguments() {
+        Ok(arguments) => run(&arguments),
+        Err(message) => usage_error(&message),
+    }
+}
+
+/// A usage error: `message` (when there is one) and the usage, exit status 2.
+fn usage_error(message: &str) -> ExitCode {
+    if !message.is_empty() {
+        eprintln!("xenstore-bench: {message}");
+    }
+    eprintln!("{USAGE}");
+    ExitCode::from(2)
 }
 
 fn run(arguments: &Arguments) -> ExitCode {

@@ -136,39 +136,70 @@ fn find(rows: &[Row], server: ServerKind, workload: &str, variant: &str) -> Opti
         .cloned()
 }
 
+/// Our row and C xenstored's of `workload`'s `variant`, when both ran.
+fn ours_and_c(rows: &[Row], workload: &str, variant: &str) -> Option<(Row, Row)> {
+    find(rows, ServerKind::Ours, workload, variant).zip(find(
+        rows,
+        ServerKind::CXenstored,
+        workload,
+        variant,
+    ))
+}
+
+/// One goal as reported: (goal, met?, figure); without a `measured` figure (whether the
+/// goal is met, and the figure) the figure says `missing`.
+fn goal(
+    name: impl Into<String>,
+    missing: &str,
+    measured: Option<(bool, String)>,
+) -> (String, Option<bool>, String) {
+    match measured {
+        Some((met, figure)) => (name.into(), Some(met), figure),
+        None => (name.into(), None, missing.into()),
+    }
+}
+
+/// A latency goal: the p50 of `after` at most `limit` times the p50 of `before` (the pair:
+/// both rows, when both were measured); `describe` writes the figure from the two p50s (us)
+/// and their ratio.
+fn p50_ratio_goal(
+    name: impl Into<String>,
+    pair: Option<(Row, Row)>,
+    limit: f64,
+    describe: impl FnOnce(f64, f64, f64) -> String,
+) -> (String, Option<bool>, String) {
+    goal(
+        name,
+        "not measured",
+        pair.map(|(before, after)| {
+            let before = before.summary.p50_microseconds;
+            let after = after.summary.p50_microseconds;
+            let ratio = after / before;
+            (ratio <= limit, describe(before, after, ratio))
+        }),
+    )
+}
+
 /// The goals (docs/performance.md, "Goals") as reported figures: (goal, met?, figure).
 pub fn goals(rows: &[Row], checkpoints: &[usize]) -> Vec<(String, Option<bool>, String)> {
     let mut goals = Vec::new();
     let floor = find(rows, ServerKind::Floor, "W0", "echo small, 1 client");
     let our_read = find(rows, ServerKind::Ours, "W1", "read 1 B");
-    match (floor, our_read) {
-        (Some(floor), Some(read)) => {
-            let ratio = read.summary.p50_microseconds / floor.summary.p50_microseconds;
-            goals.push((
-                "small-op socket latency <= 1.3x W0 floor".to_string(),
-                Some(ratio <= 1.3),
-                format!(
-                    "read p50 {:.1} us / floor p50 {:.1} us = {ratio:.2}x",
-                    read.summary.p50_microseconds, floor.summary.p50_microseconds
-                ),
-            ));
-        }
-        _ => goals.push((
-            "small-op socket latency <= 1.3x W0 floor".into(),
-            None,
-            "not measured".into(),
-        )),
-    }
-    let variant = "read 8 socket clients";
-    match (
-        find(rows, ServerKind::Ours, "W3", variant),
-        find(rows, ServerKind::CXenstored, "W3", variant),
-    ) {
-        (Some(mine), Some(theirs)) => {
+    goals.push(p50_ratio_goal(
+        "small-op socket latency <= 1.3x W0 floor",
+        floor.zip(our_read),
+        1.3,
+        |floor, read, ratio| {
+            format!("read p50 {read:.1} us / floor p50 {floor:.1} us = {ratio:.2}x")
+        },
+    ));
+    goals.push(goal(
+        "8-client throughput >= 2x C xenstored",
+        "C xenstored did not run",
+        ours_and_c(rows, "W3", "read 8 socket clients").map(|(mine, theirs)| {
             let ratio = mine.summary.operations_per_second / theirs.summary.operations_per_second;
-            goals.push((
-                "8-client throughput >= 2x C xenstored".into(),
-                Some(ratio >= 2.0),
+            (
+                ratio >= 2.0,
                 format!(
                     "{:.0} vs {:.0} ops/s = {ratio:.2}x (server CPU per read {:.1} vs {:.1} us = {:.2}x)",
                     mine.summary.operations_per_second,
@@ -178,14 +209,9 @@ pub fn goals(rows: &[Row], checkpoints: &[usize]) -> Vec<(String, Option<bool>, 
                     theirs.summary.server_cpu_microseconds_per_operation
                         / mine.summary.server_cpu_microseconds_per_operation
                 ),
-            ));
-        }
-        _ => goals.push((
-            "8-client throughput >= 2x C xenstored".into(),
-            None,
-            "C xenstored did not run".into(),
-        )),
-    }
+            )
+        }),
+    ));
     let first = checkpoints.first().copied().unwrap_or(0);
     let last = checkpoints.last().copied().unwrap_or(0);
     for transport in [
@@ -193,120 +219,86 @@ pub fn goals(rows: &[Row], checkpoints: &[usize]) -> Vec<(String, Option<bool>, 
         "ring read, newest domain",
         "ring read, first domain",
     ] {
-        let name = format!("latency growth {first}->{last} domains <= 1.2x ({transport}, p50)");
-        match (
+        let at = |domains: usize| {
             find(
                 rows,
                 ServerKind::Ours,
                 "W9",
-                &format!("{transport} @ {first} domains"),
-            ),
-            find(
-                rows,
-                ServerKind::Ours,
-                "W9",
-                &format!("{transport} @ {last} domains"),
-            ),
-        ) {
-            (Some(start), Some(end)) => {
-                let ratio = end.summary.p50_microseconds / start.summary.p50_microseconds;
-                goals.push((
-                    name,
-                    Some(ratio <= 1.2),
-                    format!(
-                        "{:.1} -> {:.1} us = {ratio:.2}x",
-                        start.summary.p50_microseconds, end.summary.p50_microseconds
-                    ),
-                ));
-            }
-            _ => goals.push((name, None, "not measured".into())),
-        }
+                &format!("{transport} @ {domains} domains"),
+            )
+        };
+        goals.push(p50_ratio_goal(
+            format!("latency growth {first}->{last} domains <= 1.2x ({transport}, p50)"),
+            at(first).zip(at(last)),
+            1.2,
+            |start, end, ratio| format!("{start:.1} -> {end:.1} us = {ratio:.2}x"),
+        ));
     }
-    let conflict_goal = "conflicting transactions (8 clients): retries/commit <= C, max <= 10 ms";
-    let variant = "conflicting, 8 clients";
-    match (
-        find(rows, ServerKind::Ours, "W7", variant),
-        find(rows, ServerKind::CXenstored, "W7", variant),
-    ) {
-        (Some(mine), Some(theirs)) => goals.push((
-            conflict_goal.into(),
-            Some(
+    goals.push(goal(
+        "conflicting transactions (8 clients): retries/commit <= C, max <= 10 ms",
+        "not measured",
+        ours_and_c(rows, "W7", "conflicting, 8 clients").map(|(mine, theirs)| {
+            (
                 mine.summary.retries_per_commit <= theirs.summary.retries_per_commit
                     && mine.summary.max_microseconds <= 10_000.0,
-            ),
-            format!(
-                "{:.2} vs C {:.2} retries/commit; max {:.1} ms",
-                mine.summary.retries_per_commit,
-                theirs.summary.retries_per_commit,
-                mine.summary.max_microseconds / 1000.0
-            ),
-        )),
-        _ => goals.push((conflict_goal.into(), None, "not measured".into())),
-    }
-    match find(rows, ServerKind::Ours, "W7", "disjoint, 8 clients") {
-        Some(row) => goals.push((
-            "disjoint transactions: zero retries".into(),
-            Some(row.summary.retries_per_commit == 0.0),
-            format!(
-                "{:.4} retries/commit over {:.0} commits/s",
-                row.summary.retries_per_commit, row.summary.operations_per_second
-            ),
-        )),
-        None => goals.push((
-            "disjoint transactions: zero retries".into(),
-            None,
-            "not measured".into(),
-        )),
-    }
-    let memory = |workload: &str, prefix: &str| {
+                format!(
+                    "{:.2} vs C {:.2} retries/commit; max {:.1} ms",
+                    mine.summary.retries_per_commit,
+                    theirs.summary.retries_per_commit,
+                    mine.summary.max_microseconds / 1000.0
+                ),
+            )
+        }),
+    ));
+    goals.push(goal(
+        "disjoint transactions: zero retries",
+        "not measured",
+        find(rows, ServerKind::Ours, "W7", "disjoint, 8 clients").map(|row| {
+            (
+                row.summary.retries_per_commit == 0.0,
+                format!(
+                    "{:.4} retries/commit over {:.0} commits/s",
+                    row.summary.retries_per_commit, row.summary.operations_per_second
+                ),
+            )
+        }),
+    ));
+    let memory = |prefix: &str| {
         rows.iter()
             .find(|row| {
                 row.server == ServerKind::Ours
-                    && row.workload == workload
+                    && row.workload == "W13"
                     && row.variant.starts_with(prefix)
             })
             .and_then(|row| row.figure)
+            .map(|(_, value)| value)
     };
-    match memory("W13", "memory per node") {
-        Some((_, bytes)) => goals.push((
-            "<= 100 B per node beyond key+value".into(),
-            Some(bytes <= 100.0),
-            format!("{bytes:.0} B/node (RSS delta)"),
-        )),
-        None => goals.push((
-            "<= 100 B per node beyond key+value".into(),
-            None,
-            "not measured".into(),
-        )),
-    }
-    match memory("W13", "memory per domain") {
-        Some((_, bytes)) => goals.push((
-            "<= 2 KiB per domain beyond its ring page".into(),
-            Some(bytes <= 2048.0),
-            format!("{bytes:.0} B/domain (RSS delta)"),
-        )),
-        None => goals.push((
-            "<= 2 KiB per domain beyond its ring page".into(),
-            None,
-            "not measured".into(),
-        )),
-    }
-    match memory("W13", "store of 1000 domains") {
-        Some((_, mebibytes)) => goals.push((
-            "1000 domains x 100 nodes in 16 MiB".into(),
-            Some(mebibytes <= 16.0),
-            // The Linux daemon's figure; stub-heap (run after this table by run.sh) measures
-            // the stub's own heap.
-            format!(
-                "{mebibytes:.1} MiB (daemon RSS delta beyond ring pages; the stub's heap: stub-heap below)"
-            ),
-        )),
-        None => goals.push((
-            "1000 domains x 100 nodes in 16 MiB".into(),
-            None,
-            "not measured (needs 1000 domains in W9)".into(),
-        )),
-    }
+    goals.push(goal(
+        "<= 100 B per node beyond key+value",
+        "not measured",
+        memory("memory per node")
+            .map(|bytes| (bytes <= 100.0, format!("{bytes:.0} B/node (RSS delta)"))),
+    ));
+    goals.push(goal(
+        "<= 2 KiB per domain beyond its ring page",
+        "not measured",
+        memory("memory per domain")
+            .map(|bytes| (bytes <= 2048.0, format!("{bytes:.0} B/domain (RSS delta)"))),
+    ));
+    goals.push(goal(
+        "1000 domains x 100 nodes in 16 MiB",
+        "not measured (needs 1000 domains in W9)",
+        memory("store of 1000 domains").map(|mebibytes| {
+            (
+                mebibytes <= 16.0,
+                // The Linux daemon's figure; stub-heap (run after this table by run.sh)
+                // measures the stub's own heap.
+                format!(
+                    "{mebibytes:.1} MiB (daemon RSS delta beyond ring pages; the stub's heap: stub-heap below)"
+                ),
+            )
+        }),
+    ));
     goals
 }
 

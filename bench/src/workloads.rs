@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport};
+use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport, Transport};
 use xenstore_client::message::payload_strings;
 use xenstore_engine::wire::{MessageType, join_strings};
 use xenstore_engine::{DomainId, StoreError};
@@ -168,8 +168,8 @@ fn median_run(
     Ok(runs.swap_remove(middle))
 }
 
-/// Runs [`run_socket_clients_once`] `scale.repeats` times for `scale.phase` each; keeps the
-/// median run.
+/// Connects `clients` socket clients and runs them ([`run_clients_once`]) `scale.repeats`
+/// times for `scale.phase` each; keeps the median run.
 fn run_socket_clients<F>(
     server: &RunningServer,
     clients: usize,
@@ -186,44 +186,37 @@ where
         + Sync,
 {
     median_run(server, scale.repeats, || {
-        run_socket_clients_once(&server.socket, clients, scale.phase, &operation)
+        // Connect everyone first, so connection set-up is not timed.
+        let mut connections = (0..clients)
+            .map(|_| connect_socket(&server.socket))
+            .collect::<Result<Vec<_>, _>>()?;
+        run_clients_once(&mut connections, scale.phase, &operation)
     })
 }
 
-/// Runs `clients` socket clients concurrently for `phase`, each calling `operation` in a loop;
-/// `operation` records its own samples (so transactions can count retries).
-fn run_socket_clients_once<F>(
-    socket: &Path,
-    clients: usize,
+/// Runs `clients` concurrently for `phase`, each calling `operation` in a loop with its own
+/// generator; `operation` records its own samples (so transactions can count retries).
+fn run_clients_once<T, F>(
+    clients: &mut [Client<T>],
     phase: Duration,
     operation: F,
 ) -> Result<Samples, ClientError>
 where
-    F: Fn(
-            usize,
-            &mut Client<SocketTransport>,
-            &mut XorShift,
-            &mut Samples,
-        ) -> Result<(), ClientError>
-        + Sync,
+    T: Transport + Send,
+    F: Fn(usize, &mut Client<T>, &mut XorShift, &mut Samples) -> Result<(), ClientError> + Sync,
 {
-    // Connect everyone first, so connection set-up is not timed.
-    let mut connections = Vec::new();
-    for _ in 0..clients {
-        connections.push(connect_socket(socket)?);
-    }
     let results: Vec<Result<Samples, ClientError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = connections
-            .into_iter()
+        let handles: Vec<_> = clients
+            .iter_mut()
             .enumerate()
-            .map(|(index, mut client)| {
+            .map(|(index, client)| {
                 let operation = &operation;
                 scope.spawn(move || {
                     let mut random = XorShift(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1));
                     let mut samples = Samples::default();
                     let start = Instant::now();
                     while start.elapsed() < phase {
-                        operation(index, &mut client, &mut random, &mut samples)?;
+                        operation(index, client, &mut random, &mut samples)?;
                     }
                     samples.wall_nanoseconds = start.elapsed().as_nanos() as u64;
                     Ok(samples)
@@ -235,10 +228,7 @@ where
             .map(|handle| handle.join().expect("client thread panicked"))
             .collect()
     });
-    let mut parts = Vec::new();
-    for result in results {
-        parts.push(result?);
-    }
+    let parts = results.into_iter().collect::<Result<Vec<_>, _>>()?;
     Ok(Samples::merge(parts))
 }
 
@@ -258,9 +248,8 @@ pub fn w0_floor(server: &RunningServer, scale: &Scale) -> WorkloadResult {
     ))
 }
 
-/// One W1 test's body: one timed iteration on the connection.
-type SocketTest<'a> =
-    dyn FnMut(&mut Client<SocketTransport>, &mut Samples) -> Result<(), ClientError> + 'a;
+/// One call on a socket client.
+type SocketCall<'a> = dyn FnMut(&mut Client<SocketTransport>) -> Result<(), ClientError> + 'a;
 
 /// W1: the tests of Xen's `test-xenstore`, each timed per iteration on one connection.
 pub fn w1_test_xenstore(server: &RunningServer, scale: &Scale) -> WorkloadResult {
@@ -272,63 +261,54 @@ pub fn w1_test_xenstore(server: &RunningServer, scale: &Scale) -> WorkloadResult
     for child in 0..10 {
         client.write(&format!("{base}/dir/child{child}"), b"")?;
     }
-    let mut rows = Vec::new();
-    let mut measure = |name: &str,
-                       client: &mut Client<SocketTransport>,
-                       test: &mut SocketTest<'_>|
-     -> Result<(), ClientError> {
-        let mut samples = Samples::default();
-        let cpu_before = server.cpu_nanoseconds();
-        let start = Instant::now();
-        for _ in 0..scale.iterations {
-            test(client, &mut samples)?;
-        }
-        samples.wall_nanoseconds = start.elapsed().as_nanos() as u64;
-        samples.server_cpu_nanoseconds = Some(server.cpu_nanoseconds().saturating_sub(cpu_before));
-        rows.push(row("W1", name, server, &samples));
-        Ok(())
-    };
-    measure("read 1 B", &mut client, &mut |client, samples| {
-        samples.time(|| client.read(&format!("{base}/read1")))?;
-        Ok(())
-    })?;
-    measure("read 2000 B", &mut client, &mut |client, samples| {
-        samples.time(|| client.read(&format!("{base}/read2000")))?;
-        Ok(())
-    })?;
-    measure("write 1 B", &mut client, &mut |client, samples| {
-        samples.time(|| client.write(&format!("{base}/write1"), b"b"))?;
-        Ok(())
-    })?;
-    measure("write 2000 B", &mut client, &mut |client, samples| {
-        samples.time(|| client.write(&format!("{base}/write2000"), &large_value))?;
-        Ok(())
-    })?;
-    measure("dir 10", &mut client, &mut |client, samples| {
-        samples.time(|| client.directory(&format!("{base}/dir")))?;
-        Ok(())
-    })?;
-    measure("rm node", &mut client, &mut |client, samples| {
-        client.write(&format!("{base}/removed"), b"r")?;
-        samples.time(|| client.rm(&format!("{base}/removed")))?;
-        Ok(())
-    })?;
-    measure("ta empty", &mut client, &mut |client, samples| {
-        samples.time(|| -> Result<(), ClientError> {
+    // Each test: its name, what it does untimed before each timed call, and that call.
+    let tests: [(&str, Option<&mut SocketCall<'_>>, &mut SocketCall<'_>); 8] = [
+        ("read 1 B", None, &mut |client| {
+            client.read(&format!("{base}/read1")).map(drop)
+        }),
+        ("read 2000 B", None, &mut |client| {
+            client.read(&format!("{base}/read2000")).map(drop)
+        }),
+        ("write 1 B", None, &mut |client| {
+            client.write(&format!("{base}/write1"), b"b")
+        }),
+        ("write 2000 B", None, &mut |client| {
+            client.write(&format!("{base}/write2000"), &large_value)
+        }),
+        ("dir 10", None, &mut |client| {
+            client.directory(&format!("{base}/dir")).map(drop)
+        }),
+        (
+            "rm node",
+            Some(&mut |client| client.write(&format!("{base}/removed"), b"r")),
+            &mut |client| client.rm(&format!("{base}/removed")),
+        ),
+        ("ta empty", None, &mut |client| {
             let transaction = client.transaction_start()?;
             client.transaction_end(transaction, true)
-        })?;
-        Ok(())
-    })?;
-    measure("ta rmw (4 req)", &mut client, &mut |client, samples| {
-        samples.time(|| -> Result<(), ClientError> {
+        }),
+        ("ta rmw (4 req)", None, &mut |client| {
             let transaction = client.transaction_start()?;
             let value = client.read_in(transaction, &format!("{base}/read1"))?;
             client.write_in(transaction, &format!("{base}/rmw"), &value)?;
             client.transaction_end(transaction, true)
-        })?;
-        Ok(())
-    })?;
+        }),
+    ];
+    let mut rows = Vec::new();
+    for (name, mut before, call) in tests {
+        let mut samples = Samples::default();
+        let cpu_before = server.cpu_nanoseconds();
+        let start = Instant::now();
+        for _ in 0..scale.iterations {
+            if let Some(before) = before.as_mut() {
+                before(&mut client)?;
+            }
+            samples.time(|| call(&mut client))?;
+        }
+        samples.wall_nanoseconds = start.elapsed().as_nanos() as u64;
+        samples.server_cpu_nanoseconds = Some(server.cpu_nanoseconds().saturating_sub(cpu_before));
+        rows.push(row("W1", name, server, &samples));
+    }
     Ok((rows, Vec::new()))
 }
 
@@ -373,36 +353,16 @@ pub fn w3_read_hot(server: &RunningServer, scale: &Scale) -> WorkloadResult {
             }
             guest_clients.push(guest);
         }
-        let phase = scale.phase;
         let samples = median_run(server, scale.repeats, || {
-            let results: Vec<Result<Samples, ClientError>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = guest_clients
-                    .iter_mut()
-                    .enumerate()
-                    .map(|(index, guest)| {
-                        scope.spawn(move || {
-                            let mut random = XorShift(0x1234_5678 + index as u64);
-                            let mut samples = Samples::default();
-                            let start = Instant::now();
-                            while start.elapsed() < phase {
-                                let path = format!("data/key-{:03}", random.below(100));
-                                samples.time(|| guest.read(&path))?;
-                            }
-                            samples.wall_nanoseconds = start.elapsed().as_nanos() as u64;
-                            Ok(samples)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|handle| handle.join().expect("guest thread"))
-                    .collect()
-            });
-            let mut parts = Vec::new();
-            for result in results {
-                parts.push(result?);
-            }
-            Ok(Samples::merge(parts))
+            run_clients_once(
+                &mut guest_clients,
+                scale.phase,
+                |_, guest, random, samples| {
+                    let path = format!("data/key-{:03}", random.below(100));
+                    samples.time(|| guest.read(&path))?;
+                    Ok(())
+                },
+            )
         })?;
         rows.push(row(
             "W3",
@@ -784,29 +744,30 @@ pub fn w9_domain_scaling(server: &RunningServer, scale: &Scale) -> WorkloadResul
     let bytes_per_domain = (final_rss_kibibytes as f64 - baseline_rss_kibibytes as f64) * 1024.0
         / added_domains as f64
         - 4096.0;
-    rows.push(Row {
+    // A W13 row with a figure and no timed operations.
+    let figure_row = |variant: String, figure: (&'static str, f64), note: String| Row {
         workload: "W13",
-        variant: format!("memory per domain ({added_domains} introduced)"),
+        variant,
         server: server.kind,
         summary: Summary::empty(),
         peak_memory_kibibytes: peak_kibibytes,
-        figure: Some(("B/domain beyond ring page", bytes_per_domain)),
-        note: "RSS delta incl. 1 home-directory node per domain".to_string(),
+        figure: Some(figure),
+        note,
         refused: None,
-    });
-    rows.push(Row {
-        workload: "W13",
-        variant: format!("store of {live_domains} domains x 100 nodes"),
-        server: server.kind,
-        summary: Summary::empty(),
-        peak_memory_kibibytes: peak_kibibytes,
-        figure: Some(("MiB beyond ring pages", store_mebibytes)),
-        note: format!(
+    };
+    rows.push(figure_row(
+        format!("memory per domain ({added_domains} introduced)"),
+        ("B/domain beyond ring page", bytes_per_domain),
+        "RSS delta incl. 1 home-directory node per domain".to_string(),
+    ));
+    rows.push(figure_row(
+        format!("store of {live_domains} domains x 100 nodes"),
+        ("MiB beyond ring pages", store_mebibytes),
+        format!(
             "RSS delta over the 0-domain baseline; {nodes_per_domain} nodes/domain \
              (toolstack nodes + 80 data nodes)"
         ),
-        refused: None,
-    });
+    ));
     Ok((rows, points))
 }
 

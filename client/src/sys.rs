@@ -188,12 +188,19 @@ mod tests {
     use std::sync::atomic::Ordering;
     use xenstore_engine::ring::Ring;
 
+    /// A fresh directory `xs-sys-<name>-<pid>` under the temporary directory, with a zeroed
+    /// page-sized file `page` in it: (directory, page file).
+    fn scratch_page(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let directory = std::env::temp_dir().join(format!("xs-sys-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("page");
+        std::fs::write(&path, vec![0u8; PAGE_SIZE_BYTES]).unwrap();
+        (directory, path)
+    }
+
     #[test]
     fn two_mappings_of_one_file_share_a_ring() {
-        let directory = std::env::temp_dir().join(format!("xs-sys-test-{}", std::process::id()));
-        std::fs::create_dir_all(&directory).unwrap();
-        let path = directory.join("ring");
-        std::fs::write(&path, vec![0u8; PAGE_SIZE_BYTES]).unwrap();
+        let (directory, path) = scratch_page("test");
         let guest = SharedPage::map(&path).unwrap();
         let server = SharedPage::map(&path).unwrap();
         assert_eq!(Ring::new(&guest).client_write(b"ping"), Ok(4));
@@ -212,10 +219,7 @@ mod tests {
     #[test]
     fn word_copies_match_byte_copies_at_every_alignment() {
         use xenstore_engine::ring::RingMemory;
-        let directory = std::env::temp_dir().join(format!("xs-sys-words-{}", std::process::id()));
-        std::fs::create_dir_all(&directory).unwrap();
-        let path = directory.join("page");
-        std::fs::write(&path, vec![0u8; PAGE_SIZE_BYTES]).unwrap();
+        let (directory, path) = scratch_page("words");
         let page = SharedPage::map(&path).unwrap();
         for offset in 0..17 {
             for length in [0, 1, 7, 8, 9, 15, 16, 17, 40] {

@@ -246,14 +246,18 @@ mod tests {
                            -q memory=1234 -Q soft-memory=77 -Q permissions=6",
         );
         let quotas = options.config.quotas;
-        assert_eq!(quotas.get(QuotaKind::Nodes), 10);
-        assert_eq!(quotas.get(QuotaKind::NodeSizeBytes), 2000);
-        assert_eq!(quotas.get(QuotaKind::Watches), 5);
-        assert_eq!(quotas.get(QuotaKind::Transactions), 3);
-        assert_eq!(quotas.get(QuotaKind::PathMaxBytes), 2048);
-        assert_eq!(quotas.get(QuotaKind::Outstanding), 9);
-        assert_eq!(quotas.get(QuotaKind::SoftMemoryBytes), 77);
-        assert_eq!(quotas.get(QuotaKind::NodePermissions), 6);
+        for (kind, expected) in [
+            (QuotaKind::Nodes, 10),
+            (QuotaKind::NodeSizeBytes, 2000),
+            (QuotaKind::Watches, 5),
+            (QuotaKind::Transactions, 3),
+            (QuotaKind::PathMaxBytes, 2048),
+            (QuotaKind::Outstanding, 9),
+            (QuotaKind::SoftMemoryBytes, 77),
+            (QuotaKind::NodePermissions, 6),
+        ] {
+            assert_eq!(quotas.get(kind), expected, "{kind:?}");
+        }
     }
 
     #[test]

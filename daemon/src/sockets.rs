@@ -236,10 +236,8 @@ impl SocketClients {
                 peek,
             });
         }
-        let mut results = core::mem::take(&mut self.results);
-        run_socket_operations(&mut self.socket_ring, &mut operations, &mut results);
-        drop(operations);
-        for ((connection, offset), result) in readers.into_iter().zip(results.drain(..)) {
+        run_socket_operations(&mut self.socket_ring, operations, &mut self.results);
+        for ((connection, offset), result) in readers.into_iter().zip(self.results.drain(..)) {
             let Some(client) = self.clients.get_mut(&connection) else {
                 continue;
             };
@@ -280,7 +278,6 @@ impl SocketClients {
                 }
             }
         }
-        self.results = results;
     }
 
     /// Offers the kept bytes of the sockets the engine refused before to the engine again.
@@ -385,10 +382,8 @@ impl SocketClients {
         if operations.is_empty() {
             return;
         }
-        let mut results = core::mem::take(&mut self.results);
-        run_socket_operations(&mut self.socket_ring, &mut operations, &mut results);
-        drop(operations);
-        for ((connection, is_send), result) in owners.into_iter().zip(results.drain(..)) {
+        run_socket_operations(&mut self.socket_ring, operations, &mut self.results);
+        for ((connection, is_send), result) in owners.into_iter().zip(self.results.drain(..)) {
             let Some(client) = self.clients.get_mut(&connection) else {
                 continue;
             };
@@ -420,7 +415,6 @@ impl SocketClients {
                 }
             }
         }
-        self.results = results;
     }
 }
 
@@ -441,10 +435,11 @@ const BATCHED_OPERATIONS_MIN: usize = 2;
 
 /// Runs a batch of socket operations: through io_uring when there is one and the batch has
 /// at least [`BATCHED_OPERATIONS_MIN`] operations, else one system call each. A ring that
-/// fails is given up (the batch still ran in full).
+/// fails is given up (the batch still ran in full). The operations, and the buffers and
+/// sockets they borrow, are released when it returns; `results` holds one result each.
 fn run_socket_operations(
     ring: &mut Option<IoUring>,
-    operations: &mut [SocketOperation<'_>],
+    mut operations: Vec<SocketOperation<'_>>,
     results: &mut Vec<io::Result<usize>>,
 ) {
     match ring
@@ -452,12 +447,12 @@ fn run_socket_operations(
         .filter(|_| operations.len() >= BATCHED_OPERATIONS_MIN)
     {
         Some(batch_ring) => {
-            if let Err(error) = batch_ring.run(operations, results) {
+            if let Err(error) = batch_ring.run(&mut operations, results) {
                 log::warn!("io_uring failed ({error}): one system call per socket operation");
                 *ring = None;
             }
         }
-        None => sys::run_socket_operations(operations, results),
+        None => sys::run_socket_operations(&mut operations, results),
     }
 }
 

@@ -64,30 +64,16 @@ impl Epoll {
         Ok(Epoll { descriptor })
     }
 
-    /// `EPOLL_CTL_ADD`: reports `descriptor` under `token` from now on.
-    pub fn add(
-        &self,
-        descriptor: BorrowedFd<'_>,
+    /// `operation` for `descriptor` under `token`: `epoll::add` (`EPOLL_CTL_ADD`: reports it
+    /// from now on) or `epoll::modify` (`EPOLL_CTL_MOD`: changes what it is watched for).
+    fn control<'a>(
+        &'a self,
+        operation: fn(&'a OwnedFd, BorrowedFd<'a>, EventData, EventFlags) -> rustix::io::Result<()>,
+        descriptor: BorrowedFd<'a>,
         token: u64,
         interest: Interest,
     ) -> io::Result<()> {
-        epoll::add(
-            &self.descriptor,
-            descriptor,
-            EventData::new_u64(token),
-            interest.events(),
-        )?;
-        Ok(())
-    }
-
-    /// `EPOLL_CTL_MOD`: changes what a registered descriptor is watched for.
-    pub fn modify(
-        &self,
-        descriptor: BorrowedFd<'_>,
-        token: u64,
-        interest: Interest,
-    ) -> io::Result<()> {
-        epoll::modify(
+        operation(
             &self.descriptor,
             descriptor,
             EventData::new_u64(token),
@@ -172,8 +158,13 @@ impl<T: AsFd> Registered<T> {
         }
         let descriptor = self.inner.as_fd();
         match (self.interest, interest) {
-            (None, Some(new)) => self.epoll.add(descriptor, self.token, new)?,
-            (Some(_), Some(new)) => self.epoll.modify(descriptor, self.token, new)?,
+            (None, Some(new)) => self
+                .epoll
+                .control(epoll::add, descriptor, self.token, new)?,
+            (Some(_), Some(new)) => {
+                self.epoll
+                    .control(epoll::modify, descriptor, self.token, new)?
+            }
             (Some(_), None) => self.epoll.remove(descriptor)?,
             (None, None) => {}
         }

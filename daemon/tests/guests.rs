@@ -1,17 +1,16 @@
 //! Simulated guests on rings: what an unprivileged domain may and may not do, and how it dies.
 
 mod common;
-
-use std::time::Duration;
-
-use common::{Daemon, error_name, events_queued_so_far, eventually, guest_tool, round_trip};
+use common::{
+    Daemon, EVENT_WAIT, advance_request_producer, assert_next_event, assert_ring_error, error_name,
+    events_queued_so_far, eventually, guest_tool, release_domain_watcher, round_trip,
+    send_write_header, set_features, watch_with_initial_event,
+};
 use xenstore_client::client::Client;
 use xenstore_client::simulation::{self, DomainFiles};
 use xenstore_engine::DomainId;
 use xenstore_engine::ring::{RingMemory, error as ring_error, feature, offset};
-use xenstore_engine::wire::{MessageHeader, MessageType, join_strings};
-
-const EVENT_WAIT: Duration = Duration::from_secs(3);
+use xenstore_engine::wire::MessageType;
 
 #[test]
 fn a_guest_reads_and_writes_its_own_home() {
@@ -130,17 +129,9 @@ fn watch_events_for_unreadable_nodes_do_not_reach_a_guest() {
     let mut dom0 = daemon.dom0();
     dom0.write("/local/domain/0/private", b"p").unwrap();
     let mut guest = daemon.guest(DomainId(9));
-    guest.watch("/local/domain/0/private", "hidden").unwrap();
     // The initial event is never filtered.
-    assert_eq!(
-        guest.next_event(EVENT_WAIT).unwrap(),
-        Some(("/local/domain/0/private".into(), "hidden".into()))
-    );
-    guest.watch("watched", "own").unwrap();
-    assert_eq!(
-        guest.next_event(EVENT_WAIT).unwrap(),
-        Some(("watched".into(), "own".into()))
-    );
+    watch_with_initial_event(&mut guest, "/local/domain/0/private", "hidden");
+    watch_with_initial_event(&mut guest, "watched", "own");
     dom0.write("/local/domain/0/private", b"changed").unwrap();
     dom0.write("/local/domain/9/watched", b"visible").unwrap();
     // Relative watches report relative paths; the private change is filtered out. Both
@@ -157,16 +148,9 @@ fn a_guest_with_impossible_ring_indices_is_ignored_while_others_are_served() {
     let mut hostile = daemon.guest(DomainId(10));
     let mut bystander = daemon.guest(DomainId(11));
     hostile.write("before", b"ok").unwrap();
+    advance_request_producer(&hostile, 5000);
     let page = hostile.transport().page();
-    let consumer = page.load_u32_acquire(offset::REQUEST_CONSUMER);
-    page.store_u32_release(offset::REQUEST_PRODUCER, consumer.wrapping_add(5000));
-    hostile.transport().notify().unwrap();
-    assert!(
-        eventually(EVENT_WAIT, || page.load_u32_acquire(offset::ERROR)
-            == ring_error::RING_INDEX),
-        "error field: {}",
-        page.load_u32_acquire(offset::ERROR)
-    );
+    assert_ring_error(page, ring_error::RING_INDEX);
     let mut dom0 = daemon.dom0();
     dom0.write("/still/served", b"yes").unwrap();
     bystander.write("fine", b"1").unwrap();
@@ -179,17 +163,9 @@ fn a_guest_with_impossible_ring_indices_is_ignored_while_others_are_served() {
 fn a_guest_announcing_an_oversized_message_is_ignored() {
     let daemon = Daemon::start(&[]);
     let mut hostile = daemon.guest(DomainId(12));
-    let header = MessageHeader {
-        message_type: MessageType::Write.number(),
-        request_id: 1,
-        transaction_id: 0,
-        payload_length_bytes: 4097,
-    };
-    hostile.send_raw(&header.to_bytes()).unwrap();
+    send_write_header(&mut hostile, 4097);
     let page = hostile.transport().page();
-    assert!(eventually(EVENT_WAIT, || page
-        .load_u32_acquire(offset::ERROR)
-        == ring_error::PROTOCOL));
+    assert_ring_error(page, ring_error::PROTOCOL);
     daemon.dom0().write("/alive", b"1").unwrap();
 }
 
@@ -215,12 +191,7 @@ fn garbage_in_a_ring_never_stops_the_daemon() {
 fn domain_death_fires_release_domain_and_removes_the_guests_nodes() {
     let daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut watcher = daemon.dom0();
-    watcher.watch("@releaseDomain", "released").unwrap();
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "released".into()))
-    );
+    let mut watcher = release_domain_watcher(&daemon);
     let mut guest = daemon.guest(DomainId(14));
     guest.write("device/vif/0", b"state").unwrap();
     // dom0 keeps a node under the guest's home that the guest does not own.
@@ -228,10 +199,7 @@ fn domain_death_fires_release_domain_and_removes_the_guests_nodes() {
     drop(guest);
     let files = DomainFiles::new(&daemon.run_directory, DomainId(14));
     simulation::announce_state_change(&daemon.run_directory, &files.dead_marker()).unwrap();
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "released".into()))
-    );
+    assert_next_event(&mut watcher, "@releaseDomain", "released");
     assert!(!dom0.is_domain_introduced(DomainId(14)).unwrap());
     // Nodes owned by the dead domain are deleted with their subtree (docs/protocol.md, "Domains").
     assert_eq!(
@@ -244,22 +212,13 @@ fn domain_death_fires_release_domain_and_removes_the_guests_nodes() {
 #[test]
 fn a_death_is_noticed_without_the_dom_exc_prompt() {
     let daemon = Daemon::start(&[]);
-    let mut watcher = daemon.dom0();
-    watcher.watch("@releaseDomain", "released").unwrap();
-    // The initial event was queued right behind the WATCH reply, before the round trip.
-    assert_eq!(
-        events_queued_so_far(&mut watcher),
-        [("@releaseDomain".to_string(), "released".to_string())]
-    );
+    let mut watcher = release_domain_watcher(&daemon);
     let guest = daemon.guest(DomainId(18));
     drop(guest);
     // Only the marker: the store watches the domain directories (inotify).
     let files = DomainFiles::new(&daemon.run_directory, DomainId(18));
     std::fs::write(files.dead_marker(), b"").unwrap();
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "released".into()))
-    );
+    assert_next_event(&mut watcher, "@releaseDomain", "released");
     let mut dom0 = daemon.dom0();
     assert!(!dom0.is_domain_introduced(DomainId(18)).unwrap());
     // Removing the marker makes the domid exist again: it can be introduced anew.
@@ -290,16 +249,10 @@ fn introduce_and_release_fire_the_special_watches() {
         ]
     );
     let _guest = daemon.guest(DomainId(15));
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@introduceDomain".into(), "in".into()))
-    );
+    assert_next_event(&mut watcher, "@introduceDomain", "in");
     let mut dom0 = daemon.dom0();
     dom0.release(DomainId(15)).unwrap();
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "out".into()))
-    );
+    assert_next_event(&mut watcher, "@releaseDomain", "out");
     assert!(!dom0.is_domain_introduced(DomainId(15)).unwrap());
     assert_eq!(error_name(dom0.release(DomainId(15))), "ENOENT");
 }
@@ -353,20 +306,11 @@ fn the_guest_tool_acts_as_a_domain() {
 #[test]
 fn a_simulated_shutdown_fires_release_domain_once_and_keeps_the_domain() {
     let daemon = Daemon::start(&[]);
-    let mut watcher = daemon.dom0();
-    watcher.watch("@releaseDomain", "released").unwrap();
-    // The initial event was queued right behind the WATCH reply, before the round trip.
-    assert_eq!(
-        events_queued_so_far(&mut watcher),
-        [("@releaseDomain".to_string(), "released".to_string())]
-    );
+    let mut watcher = release_domain_watcher(&daemon);
     let mut guest = daemon.guest(DomainId(17));
     let files = DomainFiles::new(&daemon.run_directory, DomainId(17));
     simulation::announce_state_change(&daemon.run_directory, &files.shutdown_marker()).unwrap();
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "released".into()))
-    );
+    assert_next_event(&mut watcher, "@releaseDomain", "released");
     // Reported once, however often the store looks again.
     simulation::announce_state_change(&daemon.run_directory, &files.shutdown_marker()).unwrap();
     let mut dom0 = daemon.dom0();
@@ -383,8 +327,7 @@ fn introduction_answers_a_reconnect_request_and_honours_the_feature_mask() {
     let daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
     // XS_SET_FEATURE (24) before XS_INTRODUCE masks the advertised bits (docs/protocol.md, "Ring").
-    dom0.call(MessageType::SetFeature, 0, &join_strings(&["18", "2"]))
-        .unwrap();
+    set_features(&mut dom0, DomainId(18), 2);
     let files = DomainFiles::new(&daemon.run_directory, DomainId(18));
     files.create(3).unwrap();
     {
@@ -492,13 +435,10 @@ fn without_the_error_feature_a_failed_ring_gets_no_error_code() {
     let mut dom0 = daemon.dom0();
     // Mask every feature of domain 23 before introducing it (C 4.22 writes `error` only
     // for domains with XENSTORE_SERVER_FEATURE_ERROR).
-    dom0.call(MessageType::SetFeature, 0, &join_strings(&["23", "0"]))
-        .unwrap();
+    set_features(&mut dom0, DomainId(23), 0);
     let hostile = daemon.guest(DomainId(23));
+    advance_request_producer(&hostile, 2000);
     let page = hostile.transport().page();
-    let consumer = page.load_u32_acquire(offset::REQUEST_CONSUMER);
-    page.store_u32_release(offset::REQUEST_PRODUCER, consumer.wrapping_add(2000));
-    hostile.transport().notify().unwrap();
     // Answered in a round that served the ring after the notification (server.rs): the
     // store has failed the ring by now (its log says so), and wrote no error code.
     daemon.dom0().write("/alive", b"1").unwrap();

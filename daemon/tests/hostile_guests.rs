@@ -27,16 +27,17 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Daemon, error_name, events_queued_so_far, eventually, messages_queued_so_far, round_trip,
+    Daemon, EVENT_WAIT, advance_request_producer, assert_next_event, assert_ring_error, error_name,
+    events_queued_so_far, eventually, messages_queued_so_far, release_domain_watcher, round_trip,
+    send_write_header, watch_with_initial_event,
 };
 use xenstore_client::client::{Client, ClientError, RingTransport, SocketTransport};
 use xenstore_client::message::{Message, payload_strings};
 use xenstore_client::simulation::{self, DomainFiles, NotificationFifo};
 use xenstore_engine::DomainId;
 use xenstore_engine::ring::{Ring, RingMemory, error as ring_error, offset};
-use xenstore_engine::wire::{MessageHeader, MessageType, join_strings};
+use xenstore_engine::wire::{MessageType, join_strings};
 
-const EVENT_WAIT: Duration = Duration::from_secs(3);
 /// C xenstored's default hard memory quota (2.5 MiB).
 const HARD_MEMORY_BYTES: u64 = 2_621_440;
 
@@ -228,17 +229,6 @@ fn pump_all(guest: &mut Guest, mut requests: Vec<u8>, expected: usize) -> Vec<Me
     replies
 }
 
-fn dom0_release_watch(daemon: &Daemon) -> Dom0 {
-    let mut watcher = daemon.dom0();
-    watcher.watch("@releaseDomain", "released").unwrap();
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "released".into())),
-        "the initial event"
-    );
-    watcher
-}
-
 /// T-38: ring indices (XSA-38). (a) impossible producer indices → the ring is ignored with
 /// error 2 and nothing outside the page's rings is touched, the domain stays introduced;
 /// (b) a completely full request ring is legal; (c) indices wrapping at 2^32 work;
@@ -256,12 +246,7 @@ fn xsa_38_ring_indices_are_validated() {
         let consumer = page.load_u32_acquire(offset::REQUEST_CONSUMER);
         page.store_u32_release(offset::REQUEST_PRODUCER, consumer.wrapping_add(distance));
         hostile.transport().notify().unwrap();
-        assert!(
-            eventually(EVENT_WAIT, || page.load_u32_acquire(offset::ERROR)
-                == ring_error::RING_INDEX),
-            "domain {domid}: error field {}",
-            page.load_u32_acquire(offset::ERROR)
-        );
+        assert_ring_error(page, ring_error::RING_INDEX);
         assert_eq!(page.load_u32_acquire(offset::REQUEST_CONSUMER), consumer);
         assert!(tail_of_page_untouched(&hostile));
         assert!(dom0.is_domain_introduced(domid).unwrap());
@@ -325,9 +310,7 @@ fn xsa_38_ring_indices_are_validated() {
     let request = Message::new(MessageType::Read, 1, 0, join_strings(&["x"]));
     Ring::new(page).client_write(&request.to_bytes()).unwrap();
     response_abuser.transport().notify().unwrap();
-    assert!(eventually(EVENT_WAIT, || page
-        .load_u32_acquire(offset::ERROR)
-        == ring_error::RING_INDEX));
+    assert_ring_error(page, ring_error::RING_INDEX);
     assert_eq!(page.load_u32_acquire(offset::RESPONSE_PRODUCER), producer);
     assert!(tail_of_page_untouched(&response_abuser));
     assert!(dom0.is_domain_introduced(DomainId(47)).unwrap());
@@ -448,7 +431,7 @@ fn xsa_206_transactions_are_not_starved_by_a_writer() {
 fn xsa_233_domain_and_device_model_die_together() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut watcher = dom0_release_watch(&daemon);
+    let mut watcher = release_domain_watcher(&daemon);
     let mut guest = daemon.guest(DomainId(7));
     let mut device_model = daemon.guest(DomainId(17));
     dom0.call(MessageType::SetTarget, 0, &join_strings(&["17", "7"]))
@@ -514,11 +497,7 @@ fn xsa_115_watch_events_filtered() {
     let mut dom0 = daemon.dom0();
     let mut guest = daemon.guest(DomainId(7));
     // (a)
-    guest.watch("/", "root").unwrap();
-    assert_eq!(
-        guest.next_event(EVENT_WAIT).unwrap(),
-        Some(("/".into(), "root".into()))
-    );
+    watch_with_initial_event(&mut guest, "/", "root");
     dom0.write("/local/domain/0/secret", b"x").unwrap();
     dom0.write("/local/domain/7/data/x", b"v").unwrap();
     // Both writes were answered before the guest's round trip: their events come before it.
@@ -529,22 +508,15 @@ fn xsa_115_watch_events_filtered() {
     );
     guest.unwatch("/", "root").unwrap();
     // (b) @introduceDomain is readable by the privileged domain only until granted.
-    guest.watch("@introduceDomain", "intro").unwrap();
-    assert_eq!(
-        guest.next_event(EVENT_WAIT).unwrap(),
-        Some(("@introduceDomain".into(), "intro".into())),
-        "the initial event is never filtered"
-    );
+    // The initial event is never filtered.
+    watch_with_initial_event(&mut guest, "@introduceDomain", "intro");
     // Guest 9's introduction was answered before guest 7's round trip.
     let _nine = daemon.guest(DomainId(9));
     assert_eq!(events_queued_so_far(&mut guest), []);
     dom0.set_perms("@introduceDomain", &["n0", "r7"]).unwrap();
     events_queued_so_far(&mut guest);
     let _ten = daemon.guest(DomainId(10));
-    assert_eq!(
-        guest.next_event(EVENT_WAIT).unwrap(),
-        Some(("@introduceDomain".into(), "intro".into()))
-    );
+    assert_next_event(&mut guest, "@introduceDomain", "intro");
     // (c)
     assert_eq!(
         error_name(guest.is_domain_introduced(DomainId(0))),
@@ -682,19 +654,15 @@ fn xsa_324_oversized_watch_events_are_dropped() {
 fn xsa_325_a_bad_client_is_kept_until_it_dies() {
     let mut daemon = Daemon::start(&[]);
     let mut dom0 = daemon.dom0();
-    let mut watcher = dom0_release_watch(&daemon);
+    let mut watcher = release_domain_watcher(&daemon);
     let hostile = daemon.guest(DomainId(7));
     let device_model = daemon.guest(DomainId(17));
     dom0.call(MessageType::SetTarget, 0, &join_strings(&["17", "7"]))
         .unwrap();
     for client in [&hostile, &device_model] {
+        advance_request_producer(client, 1025);
         let page = client.transport().page();
-        let consumer = page.load_u32_acquire(offset::REQUEST_CONSUMER);
-        page.store_u32_release(offset::REQUEST_PRODUCER, consumer.wrapping_add(1025));
-        client.transport().notify().unwrap();
-        assert!(eventually(EVENT_WAIT, || page
-            .load_u32_acquire(offset::ERROR)
-            == ring_error::RING_INDEX));
+        assert_ring_error(page, ring_error::RING_INDEX);
     }
     // Prompt the store to look at every domain's state, as `VIRQ_DOM_EXC` would. The dom0
     // round trip is answered in a round that handled the prompt, and an event queued then
@@ -711,20 +679,14 @@ fn xsa_325_a_bad_client_is_kept_until_it_dies() {
     assert!(dom0.is_domain_introduced(DomainId(7)).unwrap());
     assert!(dom0.is_domain_introduced(DomainId(17)).unwrap());
     destroy(&daemon, &[DomainId(7)]);
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "released".into()))
-    );
+    assert_next_event(&mut watcher, "@releaseDomain", "released");
     assert!(!dom0.is_domain_introduced(DomainId(7)).unwrap());
     assert!(
         dom0.is_domain_introduced(DomainId(17)).unwrap(),
         "the device model lives on"
     );
     destroy(&daemon, &[DomainId(17)]);
-    assert_eq!(
-        watcher.next_event(EVENT_WAIT).unwrap(),
-        Some(("@releaseDomain".into(), "released".into()))
-    );
+    assert_next_event(&mut watcher, "@releaseDomain", "released");
     assert!(!dom0.is_domain_introduced(DomainId(17)).unwrap());
     liveness_check(&mut daemon, DomainId(8));
 }
@@ -1234,13 +1196,7 @@ fn xsa_420_huge_lengths_are_protocol_errors() {
     let mut daemon = Daemon::start(&[]);
     for (domid, length) in [(DomainId(7), 0x4000_0000u32), (DomainId(17), 0xFFFF_FFFF)] {
         let mut hostile = daemon.guest(domid);
-        let header = MessageHeader {
-            message_type: MessageType::Write.number(),
-            request_id: 1,
-            transaction_id: 0,
-            payload_length_bytes: length,
-        };
-        hostile.send_raw(&header.to_bytes()).unwrap();
+        send_write_header(&mut hostile, length);
         // Answered in a round that served the ring after its notification (`common`): the
         // header alone has failed the ring by then, and dom0 is served (no livelock). The
         // time is printed, not asserted: speed is measured in the benchmark (`bench/`).
@@ -1469,9 +1425,7 @@ fn xsa_484_reset_inside_a_transaction() {
     );
     page.store_u32_release(offset::REQUEST_PRODUCER, consumer.wrapping_add(3000));
     hostile.transport().notify().unwrap();
-    assert!(eventually(EVENT_WAIT, || page
-        .load_u32_acquire(offset::ERROR)
-        == ring_error::RING_INDEX));
+    assert_ring_error(page, ring_error::RING_INDEX);
     assert_eq!(usage(&mut dom0, DomainId(17))["transactions"], 0);
     assert_accounting_balances(&mut dom0);
     liveness_check(&mut daemon, DomainId(8));

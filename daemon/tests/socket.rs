@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{
     Daemon, error_name, events_queued_so_far, eventually, messages_queued_so_far, round_trip,
+    send_write_header,
 };
 use xenstore_client::message::Message;
 use xenstore_engine::DomainId;
@@ -109,13 +110,7 @@ fn transactions_and_watches_over_the_socket() {
 fn an_oversized_header_closes_the_socket_but_not_the_daemon() {
     let mut daemon = Daemon::start(&[]);
     let mut bad = daemon.dom0();
-    let header = MessageHeader {
-        message_type: MessageType::Write.number(),
-        request_id: 1,
-        transaction_id: 0,
-        payload_length_bytes: 5000,
-    };
-    bad.send_raw(&header.to_bytes()).unwrap();
+    send_write_header(&mut bad, 5000);
     // C closes the connection: the next request fails on this socket.
     assert!(bad.read("/").is_err());
     assert!(daemon.is_running());

@@ -10,19 +10,8 @@ use crate::fallible::SortedMap;
 use crate::quota::{QuotaKind, Quotas};
 use crate::{ConnectionId, DomainId, StoreResult};
 
-/// Server feature bits a domain may use (`xs_wire.h` `XENSTORE_SERVER_FEATURE_*`).
-pub mod feature {
-    /// `XENSTORE_SERVER_FEATURE_RECONNECTION`: guest-initiated ring reset.
-    pub const RECONNECTION: u32 = 1;
-    /// `XENSTORE_SERVER_FEATURE_ERROR`: the ring's `error` field is valid.
-    pub const ERROR: u32 = 2;
-    /// `XENSTORE_SERVER_FEATURE_WATCHDEPTH`: `XS_WATCH` takes a depth.
-    pub const WATCH_DEPTH: u32 = 4;
-    /// `XENSTORE_SERVER_FEATURE_DOMID_ANY`: permission entries may name `DOMID_ANY`.
-    pub const DOMID_ANY: u32 = 8;
-    /// What this server supports (and advertises by default).
-    pub const SUPPORTED: u32 = ERROR | WATCH_DEPTH | DOMID_ANY;
-}
+/// Server feature bits a domain may use: the bits its ring advertises.
+pub use crate::ring::feature;
 
 /// Resources a domain uses, counted against its quotas.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,6 +84,13 @@ impl Domains {
     /// The record of `domain`, mutable.
     pub fn get_mut(&mut self, domain: DomainId) -> Option<&mut DomainRecord> {
         self.records.get_mut(&domain)
+    }
+
+    /// Charges `bytes` of queued output to `domain`'s memory (none when it has no record).
+    pub fn charge_output(&mut self, domain: DomainId, bytes: u64) {
+        if let Some(record) = self.records.get_mut(&domain) {
+            record.usage.memory_bytes = record.usage.memory_bytes.saturating_add(bytes);
+        }
     }
 
     /// The record of `domain`, made with `generation` and `quotas` if it is new; `ENOMEM`

@@ -684,6 +684,16 @@ impl Engine {
         self.trace_enabled && log::log_enabled!(target: ACCESS_LOG_TARGET, log::Level::Info)
     }
 
+    /// The connection's state while it has not failed: only then is it served.
+    pub(crate) fn healthy_connection(
+        &mut self,
+        connection: ConnectionId,
+    ) -> Option<&mut Connection> {
+        self.connections
+            .get_mut(&connection)
+            .filter(|state| state.failure.is_none())
+    }
+
     pub(crate) fn quotas_of(&self, domain: DomainId) -> Quotas {
         self.domains
             .get(domain)

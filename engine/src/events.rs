@@ -150,12 +150,9 @@ impl Engine {
         caused_by: Option<ConnectionId>,
     ) {
         let now = self.now_milliseconds;
-        let Some(state) = self.connections.get_mut(&connection) else {
+        let Some(state) = self.healthy_connection(connection) else {
             return;
         };
-        if state.failure.is_some() {
-            return;
-        }
         let domain = state.domain;
         let size = bytes.len() as u64;
         let privileged = domain == self.config.privileged_domain;
@@ -164,10 +161,7 @@ impl Engine {
         // its ring cannot make the store hold unbounded events for it. Replies are bounded
         // by the outstanding-request quota instead and are always queued.
         if !privileged {
-            let quotas = self
-                .domains
-                .get(domain)
-                .map_or(self.config.quotas, |record| record.quotas);
+            let quotas = self.quotas_of(domain);
             let usage = self.domains.usage(domain).memory_bytes;
             if quotas.exceeded_by(QuotaKind::MemoryBytes, usage.saturating_add(size)) {
                 log::debug!("domain {domain}: watch event dropped, memory quota reached");
@@ -206,9 +200,7 @@ impl Engine {
             log::debug!("domain {domain}: watch event dropped, no memory");
             return;
         }
-        if let Some(record) = self.domains.get_mut(domain) {
-            record.usage.memory_bytes = record.usage.memory_bytes.saturating_add(size);
-        }
+        self.domains.charge_output(domain, size);
         if let Some(cause) = caused_by
             && let Some(state) = self.connections.get_mut(&cause)
         {

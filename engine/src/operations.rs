@@ -88,47 +88,28 @@ pub fn account_replacement(
         missing_owners += 1;
     }
     deltas.try_reserve(missing_owners)?;
-    refund(deltas, path, old);
-    if let Some(new) = new {
-        account(
+    account_node(deltas, path, old, -1);
+    account_node(deltas, path, new, 1);
+    Ok(())
+}
+
+/// Adds (`sign` 1) or takes off (`sign` -1) `node`, if there is one, at `path` on its
+/// owner's books. The caller reserved room for the owner ([`account_replacement`]).
+fn account_node(deltas: &mut AccountingDeltas, path: &str, node: Option<&Node>, sign: i64) {
+    if let Some(node) = node {
+        account_record(
             deltas,
             path,
-            new.permissions.owner(),
-            new.stored_size_bytes(),
-            1,
+            node.permissions.owner(),
+            node.stored_size_bytes(),
+            sign,
         );
     }
-    Ok(())
 }
 
 /// Adds (`sign` 1) or removes (`sign` -1) one node of `owner` with a record of `size_bytes`
 /// at `path`. The caller reserved room for `owner` in `deltas` (the change is lost otherwise).
 pub fn account_record(
-    deltas: &mut AccountingDeltas,
-    path: &str,
-    owner: DomainId,
-    size_bytes: usize,
-    sign: i64,
-) {
-    account(deltas, path, owner, size_bytes, sign);
-}
-
-/// Adds (`sign` 1) or removes (`sign` -1) one node of `owner` with a record of `size_bytes`.
-/// The caller reserved room for `owner` ([`account_replacement`]).
-/// Takes a replaced or deleted node (if there was one) off its owner's books.
-fn refund(deltas: &mut AccountingDeltas, path: &str, old: Option<&Node>) {
-    if let Some(old) = old {
-        account(
-            deltas,
-            path,
-            old.permissions.owner(),
-            old.stored_size_bytes(),
-            -1,
-        );
-    }
-}
-
-fn account(
     deltas: &mut AccountingDeltas,
     path: &str,
     owner: DomainId,
@@ -165,8 +146,8 @@ impl NodeAccess for GlobalAccess<'_> {
             .count();
         self.deltas.try_reserve(missing_owners)?;
         let old = self.tree.insert(path, node)?;
-        refund(&mut self.deltas, path, old.as_ref());
-        account(&mut self.deltas, path, owner, size_bytes, 1);
+        account_node(&mut self.deltas, path, old.as_ref(), -1);
+        account_record(&mut self.deltas, path, owner, size_bytes, 1);
         Ok(())
     }
 
@@ -177,7 +158,7 @@ impl NodeAccess for GlobalAccess<'_> {
             self.deltas.try_reserve(1)?;
         }
         let old = self.tree.remove(path)?;
-        refund(&mut self.deltas, path, old.as_ref());
+        account_node(&mut self.deltas, path, old.as_ref(), -1);
         Ok(())
     }
 
@@ -285,8 +266,9 @@ fn node_with_access(
     Err(missing_node_error(view, domains, caller, path, error))
 }
 
-/// Reads a node's value after checking `wanted` access, without cloning the node.
-fn with_readable_node<T>(
+/// A read-only request's answer: `read` of the node at `path` (not cloned) once `caller` may
+/// read it; otherwise the error C xenstored gives, refined by the parents.
+pub fn with_readable_node<T>(
     view: &mut dyn NodeAccess,
     domains: &Domains,
     caller: &Caller,
@@ -313,80 +295,51 @@ fn with_readable_node<T>(
 }
 
 /// `XS_READ`.
-pub fn read(
-    view: &mut dyn NodeAccess,
-    domains: &Domains,
-    caller: &Caller,
-    path: &str,
-) -> StoreResult<Vec<u8>> {
-    with_readable_node(view, domains, caller, path, |node| {
-        fallible::to_vec(node.value())
-    })
+pub fn read(node: &Node) -> StoreResult<Vec<u8>> {
+    fallible::to_vec(node.value())
 }
 
 /// `XS_DIRECTORY`: child names, each NUL-terminated; `E2BIG` when they do not fit a reply.
-pub fn directory(
-    view: &mut dyn NodeAccess,
-    domains: &Domains,
-    caller: &Caller,
-    path: &str,
-) -> StoreResult<Vec<u8>> {
-    with_readable_node(view, domains, caller, path, |node| {
-        let listing = node.children_wire();
-        if listing.len() > PAYLOAD_MAX_BYTES {
-            Err(StoreError::TooBig)
-        } else {
-            fallible::to_vec(listing)
-        }
-    })
+pub fn directory(node: &Node) -> StoreResult<Vec<u8>> {
+    let listing = node.children_wire();
+    if listing.len() > PAYLOAD_MAX_BYTES {
+        Err(StoreError::TooBig)
+    } else {
+        fallible::to_vec(listing)
+    }
 }
 
 /// `XS_DIRECTORY_PART`: `gen\0` then as many whole child entries from byte `offset` as fit,
 /// and one more `\0` when the list's end is included (`core.c:send_directory_part()`).
-pub fn directory_part(
-    view: &mut dyn NodeAccess,
-    domains: &Domains,
-    caller: &Caller,
-    path: &str,
-    offset: usize,
-) -> StoreResult<Vec<u8>> {
-    with_readable_node(view, domains, caller, path, |node| {
-        let listing_bytes = node.children_wire().get(offset..).map_or(0, <[u8]>::len);
-        // The whole reply's room at once (generation, NUL, entries, NUL): no growth later.
-        let mut reply = fallible::vec_with_capacity(22 + listing_bytes.min(PAYLOAD_MAX_BYTES))?;
-        reply.extend_from_slice(fallible::decimal_digits(node.generation, &mut [0; 20]));
+pub fn directory_part(node: &Node, offset: usize) -> StoreResult<Vec<u8>> {
+    let listing_bytes = node.children_wire().get(offset..).map_or(0, <[u8]>::len);
+    // The whole reply's room at once (generation, NUL, entries, NUL): no growth later.
+    let mut reply = fallible::vec_with_capacity(22 + listing_bytes.min(PAYLOAD_MAX_BYTES))?;
+    reply.extend_from_slice(fallible::decimal_digits(node.generation, &mut [0; 20]));
+    reply.push(0);
+    let listing = node.children_wire();
+    let Some(rest) = listing.get(offset..) else {
         reply.push(0);
-        let listing = node.children_wire();
-        let Some(rest) = listing.get(offset..) else {
-            reply.push(0);
-            return Ok(reply);
-        };
-        let room = PAYLOAD_MAX_BYTES - reply.len() - 1;
-        let mut taken = 0;
-        for entry in rest.split_inclusive(|byte| *byte == 0) {
-            if taken + entry.len() > room {
-                break;
-            }
-            taken += entry.len();
+        return Ok(reply);
+    };
+    let room = PAYLOAD_MAX_BYTES - reply.len() - 1;
+    let mut taken = 0;
+    for entry in rest.split_inclusive(|byte| *byte == 0) {
+        if taken + entry.len() > room {
+            break;
         }
-        reply.extend_from_slice(rest.get(..taken).unwrap_or(&[]));
-        if taken == rest.len() {
-            reply.push(0);
-        }
-        Ok(reply)
-    })
+        taken += entry.len();
+    }
+    reply.extend_from_slice(rest.get(..taken).unwrap_or(&[]));
+    if taken == rest.len() {
+        reply.push(0);
+    }
+    Ok(reply)
 }
 
 /// `XS_GET_PERMS`.
-pub fn get_permissions(
-    view: &mut dyn NodeAccess,
-    domains: &Domains,
-    caller: &Caller,
-    path: &str,
-) -> StoreResult<Vec<u8>> {
-    with_readable_node(view, domains, caller, path, |node| {
-        node.permissions.to_wire()
-    })
+pub fn get_permissions(node: &Node) -> StoreResult<Vec<u8>> {
+    node.permissions.to_wire()
 }
 
 /// Refuses a node record over the `node-size` quota for unprivileged callers.

@@ -51,21 +51,8 @@ fn string_with_capacity(capacity: usize) -> StoreResult<String> {
 /// pushes never allocate.
 fn push_home(path: &mut String, domain: DomainId) {
     path.push_str(HOME_PREFIX);
-    let mut digits = [0u8; DOMAIN_ID_DIGITS_MAX];
-    let mut start = digits.len();
-    let mut rest = domain.0;
-    loop {
-        start -= 1;
-        if let Some(digit) = digits.get_mut(start) {
-            // `rest % 10` is below 10, so the sum is an ASCII digit.
-            *digit = b'0' + (rest % 10) as u8;
-        }
-        rest /= 10;
-        if rest == 0 || start == 0 {
-            break;
-        }
-    }
-    for digit in digits.get(start..).unwrap_or(&[]) {
+    let mut digits = [0u8; 20];
+    for digit in crate::fallible::decimal_digits(u64::from(domain.0), &mut digits) {
         path.push(char::from(*digit));
     }
 }

@@ -194,23 +194,25 @@ impl<'a> Request<'a> {
         context: &ParseContext,
     ) -> StoreResult<Request<'a>> {
         use MessageType as Type;
+        // The path of the requests whose one argument is a path.
+        let one_path = |allow_special| context.resolve(one_argument(payload)?, allow_special);
         Ok(match message_type {
             Type::Read => Request::Read {
-                path: context.resolve(one_argument(payload)?, false)?,
+                path: one_path(false)?,
             },
             Type::Directory => Request::Directory {
-                path: context.resolve(one_argument(payload)?, false)?,
+                path: one_path(false)?,
             },
             Type::GetPermissions => Request::GetPermissions {
-                path: context.resolve(one_argument(payload)?, true)?,
+                path: one_path(true)?,
             },
             Type::DirectoryPart => parse_directory_part(payload, context)?,
             Type::Write => parse_write(payload, context)?,
             Type::Mkdir => Request::Mkdir {
-                path: context.resolve(one_argument(payload)?, false)?,
+                path: one_path(false)?,
             },
             Type::Remove => Request::Remove {
-                path: context.resolve(one_argument(payload)?, false)?,
+                path: one_path(false)?,
             },
             Type::SetPermissions => parse_set_permissions(payload, context)?,
             Type::Watch => parse_watch(payload, context)?,
@@ -265,10 +267,9 @@ fn one_domain_argument(payload: &[u8]) -> StoreResult<DomainId> {
     domain_argument(one_argument(payload)?)
 }
 
-/// C xenstored's `parse_domid()`, used by the requests of Xen 4.21 and 4.22: `strtoul()` in
-/// base 10 (leading white space and a sign allowed; the empty text is 0) must take the
-/// whole text and give at most 65535, else `EINVAL`.
-fn c_domain_argument(text: &[u8]) -> StoreResult<DomainId> {
+/// Where C's `strtoul()` and `atoi()` start reading digits: past leading white space
+/// (`isspace()`) and an optional sign; whether the sign was `-`, and the rest of `text`.
+fn c_number_start(text: &[u8]) -> (bool, &[u8]) {
     let mut rest = text;
     while let Some((first, tail)) = rest.split_first()
         && matches!(first, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
@@ -279,6 +280,14 @@ fn c_domain_argument(text: &[u8]) -> StoreResult<DomainId> {
     if matches!(rest.first(), Some(b'-' | b'+')) {
         rest = rest.get(1..).unwrap_or(&[]);
     }
+    (negative, rest)
+}
+
+/// C xenstored's `parse_domid()`, used by the requests of Xen 4.21 and 4.22: `strtoul()` in
+/// base 10 (leading white space and a sign allowed; the empty text is 0) must take the
+/// whole text and give at most 65535, else `EINVAL`.
+fn c_domain_argument(text: &[u8]) -> StoreResult<DomainId> {
+    let (negative, rest) = c_number_start(text);
     if rest.is_empty() {
         // No digits: `strtoul()` consumed nothing, which is the whole text only if empty.
         return if text.is_empty() {
@@ -305,9 +314,20 @@ fn c_domain_argument(text: &[u8]) -> StoreResult<DomainId> {
         .map_err(|_| StoreError::Invalid)
 }
 
-/// A decimal argument that fits 32 bits.
-fn u32_argument(text: &[u8]) -> Option<u32> {
-    wire::parse_decimal(text).and_then(|value| u32::try_from(value).ok())
+/// A decimal argument that fits 32 bits and that `valid` accepts; `EINVAL` otherwise.
+fn u32_argument(text: &[u8], valid: impl FnOnce(u32) -> bool) -> StoreResult<u32> {
+    wire::parse_decimal(text)
+        .and_then(|value| u32::try_from(value).ok())
+        .filter(|value| valid(*value))
+        .ok_or(StoreError::Invalid)
+}
+
+/// Exactly two arguments: `<first>\0<second>\0`.
+fn two_arguments(payload: &[u8]) -> StoreResult<(&[u8], &[u8])> {
+    match wire::split_strings(payload)?.as_slice() {
+        [first, second] => Ok((first, second)),
+        _ => Err(StoreError::Invalid),
+    }
 }
 
 fn utf8(bytes: &[u8]) -> StoreResult<&str> {
@@ -322,16 +342,7 @@ fn quota_kind(name: &[u8]) -> StoreResult<QuotaKind> {
 /// C's `(unsigned int)atoi(text)`: leading white space, a sign, then digits up to the first
 /// non-digit (none: 0); out of range as glibc's `strtol()` clamps it, then cut to 32 bits.
 pub fn c_atoi_unsigned(text: &[u8]) -> u32 {
-    let mut rest = text;
-    while let Some((first, tail)) = rest.split_first()
-        && matches!(first, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
-    {
-        rest = tail;
-    }
-    let negative = rest.first() == Some(&b'-');
-    if matches!(rest.first(), Some(b'-' | b'+')) {
-        rest = rest.get(1..).unwrap_or(&[]);
-    }
+    let (negative, rest) = c_number_start(text);
     let mut value: i64 = 0;
     for digit in rest.iter().take_while(|byte| byte.is_ascii_digit()) {
         let digit = i64::from(digit - b'0');
@@ -356,10 +367,7 @@ pub fn c_atoi_unsigned(text: &[u8]) -> u32 {
 
 /// `<path>\0<offset>`.
 fn parse_directory_part<'a>(payload: &'a [u8], context: &ParseContext) -> StoreResult<Request<'a>> {
-    let strings = wire::split_strings(payload)?;
-    let [raw, offset] = strings.as_slice() else {
-        return Err(StoreError::Invalid);
-    };
+    let (raw, offset) = two_arguments(payload)?;
     // C 4.22 reads the offset with `atoi()` into an unsigned int: text that is not a number
     // is offset 0, a negative one is past every list (docs/protocol.md, "Requests").
     let offset = usize::try_from(c_atoi_unsigned(offset)).unwrap_or(usize::MAX);
@@ -400,7 +408,7 @@ fn parse_watch<'a>(payload: &'a [u8], context: &ParseContext) -> StoreResult<Req
             if context.caller.features & feature::WATCH_DEPTH == 0 {
                 return Err(StoreError::Invalid);
             }
-            let depth = u32_argument(depth).ok_or(StoreError::Invalid)?;
+            let depth = u32_argument(depth, |_| true)?;
             (*raw, *token, Some(depth))
         }
         _ => return Err(StoreError::Invalid),
@@ -416,10 +424,7 @@ fn parse_watch<'a>(payload: &'a [u8], context: &ParseContext) -> StoreResult<Req
 
 /// `<path>\0<token>\0`.
 fn parse_unwatch<'a>(payload: &'a [u8], context: &ParseContext) -> StoreResult<Request<'a>> {
-    let strings = wire::split_strings(payload)?;
-    let [raw, token] = strings.as_slice() else {
-        return Err(StoreError::Invalid);
-    };
+    let (raw, token) = two_arguments(payload)?;
     let path = context.resolve(raw, true)?;
     Ok(Request::Unwatch { path, token })
 }
@@ -438,9 +443,7 @@ fn parse_introduce(payload: &[u8]) -> StoreResult<Request<'_>> {
     // The frame is "signed decimal" and ignored in favour of grant reference 1, as in C.
     let frame_text = frame.strip_prefix(b"-").unwrap_or(frame);
     let ring_frame = wire::parse_decimal(frame_text).ok_or(StoreError::Invalid)?;
-    let remote_port = u32_argument(port)
-        .filter(|port| *port > 0)
-        .ok_or(StoreError::Invalid)?;
+    let remote_port = u32_argument(port, |port| port > 0)?;
     Ok(Request::Introduce {
         domain,
         ring_frame,
@@ -450,10 +453,7 @@ fn parse_introduce(payload: &[u8]) -> StoreResult<Request<'_>> {
 
 /// `<domid>\0<target domid>\0`.
 fn parse_set_target(payload: &[u8]) -> StoreResult<Request<'_>> {
-    let strings = wire::split_strings(payload)?;
-    let [domain, target] = strings.as_slice() else {
-        return Err(StoreError::Invalid);
-    };
+    let (domain, target) = two_arguments(payload)?;
     Ok(Request::SetTarget {
         domain: domain_argument(domain)?,
         target: domain_argument(target)?,
@@ -570,9 +570,7 @@ fn parse_control_quota<'a>(arguments: &[&'a [u8]]) -> StoreResult<ControlCommand
 
 /// A quota value for `xenstore-control`: at least 1.
 fn positive(value: &[u8]) -> StoreResult<u32> {
-    u32_argument(value)
-        .filter(|value| *value >= 1)
-        .ok_or(StoreError::Invalid)
+    u32_argument(value, |value| value >= 1)
 }
 
 #[cfg(test)]
@@ -603,6 +601,16 @@ mod tests {
         Request::parse(message_type, payload, &context(false))
     }
 
+    /// `text` (`|` for NUL) as the payload of `message_type` is refused with `EINVAL`.
+    #[track_caller]
+    fn assert_invalid(message_type: MessageType, text: &str) {
+        assert_eq!(
+            parse(message_type, &nul(text)).err(),
+            Some(StoreError::Invalid),
+            "{message_type:?} {text:?}"
+        );
+    }
+
     #[test]
     fn paths_resolve_under_the_callers_home() {
         let payload = nul("a/b|v|w");
@@ -611,10 +619,7 @@ mod tests {
         };
         assert_eq!(path.absolute, "/local/domain/3/a/b");
         assert_eq!(value, b"v\0w");
-        assert_eq!(
-            parse(MessageType::Read, &nul("@releaseDomain|")).err(),
-            Some(StoreError::Invalid)
-        );
+        assert_invalid(MessageType::Read, "@releaseDomain|");
         assert!(matches!(
             parse(MessageType::GetPermissions, &nul("@releaseDomain|")),
             Ok(Request::GetPermissions { .. })
@@ -639,10 +644,7 @@ mod tests {
             parse(MessageType::GetQuota, &nul("7|bogus|")),
             Ok(Request::GetQuota(QuotaQuery::Domain { name: b"bogus", .. }))
         ));
-        assert_eq!(
-            parse(MessageType::GetQuota, &nul("bogus|")).err(),
-            Some(StoreError::Invalid)
-        );
+        assert_invalid(MessageType::GetQuota, "bogus|");
     }
 
     #[test]
@@ -656,15 +658,9 @@ mod tests {
             })
         ));
         for bad in ["5|12|0|", "32752|1|1|", "5|1|"] {
-            assert_eq!(
-                parse(MessageType::Introduce, &nul(bad)).err(),
-                Some(StoreError::Invalid)
-            );
+            assert_invalid(MessageType::Introduce, bad);
         }
-        assert_eq!(
-            parse(MessageType::Release, &nul("65536|")).err(),
-            Some(StoreError::Invalid)
-        );
+        assert_invalid(MessageType::Release, "65536|");
         // The requests of 4.21 and 4.22 read a domain id as C's `parse_domid()` does ...
         for (text, domain) in [
             ("|", 0),
@@ -689,11 +685,7 @@ mod tests {
             "+|",
             "99999999999999999999999|",
         ] {
-            assert_eq!(
-                parse(MessageType::SetFeature, &nul(&format!("{text}2|"))).err(),
-                Some(StoreError::Invalid),
-                "{text:?}"
-            );
+            assert_invalid(MessageType::SetFeature, &format!("{text}2|"));
         }
         // ... and numbers as `atoi()` does: judged by the handler, after the domain.
         assert!(matches!(
@@ -734,11 +726,7 @@ mod tests {
             "log|maybe|",
             "",
         ] {
-            assert_eq!(
-                parse(MessageType::Control, &nul(bad)).err(),
-                Some(StoreError::Invalid),
-                "{bad:?}"
-            );
+            assert_invalid(MessageType::Control, bad);
         }
     }
 }

@@ -50,18 +50,22 @@ pub mod offset {
     pub const EVENT_CHANNEL_PORT: usize = 2076;
 }
 
-/// `server_features` bits (`XENSTORE_SERVER_FEATURE_*`).
+/// `server_features` bits (`xs_wire.h` `XENSTORE_SERVER_FEATURE_*`): what the ring advertises,
+/// and what a domain may use (`crate::domain::feature`).
 pub mod feature {
-    /// Guest-initiated ring reset via the `connection` field.
+    /// `XENSTORE_SERVER_FEATURE_RECONNECTION`: guest-initiated ring reset via the
+    /// `connection` field.
     pub const RECONNECTION: u32 = 1;
-    /// The `error` field is valid.
+    /// `XENSTORE_SERVER_FEATURE_ERROR`: the ring's `error` field is valid.
     pub const ERROR: u32 = 2;
-    /// `XS_WATCH` takes an optional depth.
+    /// `XENSTORE_SERVER_FEATURE_WATCHDEPTH`: `XS_WATCH` takes an optional depth.
     pub const WATCH_DEPTH: u32 = 4;
-    /// `DOMID_ANY` may appear in permissions.
+    /// `XENSTORE_SERVER_FEATURE_DOMID_ANY`: permission entries may name `DOMID_ANY`.
     pub const DOMID_ANY: u32 = 8;
     /// What C xenstored 4.22 advertises (`domain.c` `XENSTORE_FEATURES`); not RECONNECTION.
     pub const C_XENSTORED_4_22: u32 = ERROR | WATCH_DEPTH | DOMID_ANY;
+    /// What this server supports (and advertises by default): the same as C 4.22.
+    pub const SUPPORTED: u32 = C_XENSTORED_4_22;
 }
 
 /// `connection` values (`XENSTORE_CONNECTED`, `XENSTORE_RECONNECT`).

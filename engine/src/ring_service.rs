@@ -124,16 +124,19 @@ mod tests {
         let page = InMemoryPage::new();
         let ring = Ring::new(&page);
         let mut pending = Vec::new();
+        let mut serve = || {
+            service_ring(
+                &mut engine,
+                &mut platform,
+                connection,
+                DomainId(0),
+                &ring,
+                &mut pending,
+            )
+        };
         let request = encode_message(10, 7, 0, b"3\0");
         assert_eq!(ring.client_write(&request).unwrap(), request.len());
-        let outcome = service_ring(
-            &mut engine,
-            &mut platform,
-            connection,
-            DomainId(0),
-            &ring,
-            &mut pending,
-        );
+        let outcome = serve();
         assert!(outcome.progressed);
         assert_eq!(outcome.failure, None);
         let mut reply = [0u8; 64];
@@ -142,14 +145,7 @@ mod tests {
 
         // A producer index more than a ring ahead of the consumer is abuse.
         page.store_u32_release(crate::ring::offset::REQUEST_PRODUCER, 5000);
-        let outcome = service_ring(
-            &mut engine,
-            &mut platform,
-            connection,
-            DomainId(0),
-            &ring,
-            &mut pending,
-        );
+        let outcome = serve();
         assert_eq!(outcome.failure, Some(ConnectionFailure::RingIndex));
         assert_eq!(ring.error(), ConnectionFailure::RingIndex.ring_error_code());
     }

@@ -443,23 +443,17 @@ impl Tree {
         // Reserve everything before changing anything.
         self.try_reserve(1)?;
         node.generation = self.next_generation();
-        let Tree {
-            slots,
-            free_slots,
-            index,
-            hash_key,
-            ..
-        } = self;
-        let key = *hash_key;
-        let slot = match free_slots.pop() {
+        let slot = match self.free_slots.pop() {
             Some(slot) => slot,
-            None => slots.push_empty()?,
+            None => self.slots.push_empty()?,
         };
-        if let Some(entry) = slots.get_mut(slot as usize) {
+        if let Some(entry) = self.slots.get_mut(slot as usize) {
             *entry = Some(node);
         }
+        let (key, slots) = (self.hash_key, &self.slots);
         let hash = hash_slot(key, slots, slot);
-        index.insert_unique(hash, slot, |slot| hash_slot(key, slots, *slot));
+        self.index
+            .insert_unique(hash, slot, |slot| hash_slot(key, slots, *slot));
         self.count += 1;
         Ok(None)
     }
@@ -467,18 +461,12 @@ impl Tree {
     /// Room for `additional` more nodes: that many inserts of new paths (of nodes named
     /// before they are stored, see [`Node::rename`]) then cannot fail for want of memory.
     pub fn try_reserve(&mut self, additional: usize) -> StoreResult<()> {
-        let Tree {
-            slots,
-            free_slots,
-            index,
-            hash_key,
-            ..
-        } = self;
-        let key = *hash_key;
-        index
+        let (key, slots) = (self.hash_key, &self.slots);
+        self.index
             .try_reserve(additional, |slot| hash_slot(key, slots, *slot))
             .map_err(|_| StoreError::OutOfMemory)?;
-        slots.try_reserve(additional.saturating_sub(free_slots.len()))
+        self.slots
+            .try_reserve(additional.saturating_sub(self.free_slots.len()))
     }
 
     /// Room for `removals` removals of nodes whose descendants are gone: the free list then

@@ -15,7 +15,7 @@
 //! `alloc_error_handler` is not stable); the default handler then panics, which the panic
 //! handler turns into `SHUTDOWN_crash`. Code that allocates guest-controlled sizes uses
 //! `try_reserve` and handles the error, and the engine refuses growing requests before the
-//! memory left (free heap plus growth room, [`HeapStatistics::limit_bytes`]) runs out.
+//! memory left (free heap plus growth room, `HeapStatistics::limit_bytes`) runs out.
 
 use core::fmt;
 
@@ -243,21 +243,6 @@ pub fn frames_maybe_populated_above(
     first..end
 }
 
-/// Heap usage figures: `used_bytes + class_free_bytes + free_bytes == size_bytes`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HeapStatistics {
-    pub size_bytes: usize,
-    /// Bytes in live blocks.
-    pub used_bytes: usize,
-    /// Freed blocks kept in the size classes' free lists (free for their class only).
-    pub class_free_bytes: usize,
-    /// What the backing first-fit heap can still hand out.
-    pub free_bytes: usize,
-    /// The most the heap can hold once grown as far as the domain may grow (as of the last
-    /// growth or start-up); `size_bytes` when it cannot grow.
-    pub limit_bytes: usize,
-}
-
 #[cfg(target_os = "none")]
 pub use allocator::{
     GrowthSetup, GrowthSetupError, grow_if_low, init_growth, init_heap, statistics,
@@ -270,13 +255,22 @@ mod allocator {
     use core::ptr::NonNull;
     use core::sync::atomic::{AtomicU64, Ordering};
 
-    use stub_allocator::LockedSizeClassHeap;
+    use stub_allocator::{HeapUsage, LockedSizeClassHeap};
     use xen_hypercall::{DomId, Gfn, Hypervisor, XenErrno};
 
     use super::{
-        GROWTH_CHUNK_BYTES, GROWTH_THRESHOLD_BYTES, GrowthBounds, HeapPlan, HeapStatistics,
-        PAGE_SIZE_BYTES, frames_maybe_populated_above, growth_needed_bytes, plan_growth,
+        GROWTH_CHUNK_BYTES, GROWTH_THRESHOLD_BYTES, GrowthBounds, HeapPlan, PAGE_SIZE_BYTES,
+        frames_maybe_populated_above, growth_needed_bytes, plan_growth,
     };
+
+    /// The heap's usage, and how far it can grow.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct HeapStatistics {
+        pub usage: HeapUsage,
+        /// The most the heap can hold once grown as far as the domain may grow (as of the
+        /// last growth or start-up); `usage.size_bytes` when it cannot grow.
+        pub limit_bytes: usize,
+    }
 
     /// Frames passed to one `XENMEM_populate_physmap` (the list lives in [`Growth`], not on
     /// the stack of whatever allocation failed).
@@ -627,16 +621,15 @@ mod allocator {
     /// Current usage of the heap and how far it can grow.
     pub fn statistics() -> HeapStatistics {
         let heap = KERNEL_HEAP.heap.lock();
-        let size_bytes = heap.size();
+        let usage = heap.usage();
         let room = LIMIT_END
             .load(Ordering::Relaxed)
             .saturating_sub(heap.top() as u64);
         HeapStatistics {
-            size_bytes,
-            used_bytes: heap.used(),
-            class_free_bytes: heap.class_free_bytes(),
-            free_bytes: heap.free(),
-            limit_bytes: size_bytes.saturating_add(usize::try_from(room).unwrap_or(usize::MAX)),
+            usage,
+            limit_bytes: usage
+                .size_bytes
+                .saturating_add(usize::try_from(room).unwrap_or(usize::MAX)),
         }
     }
 }

@@ -301,10 +301,14 @@ impl RingPort for XenPort {
         let heap = crate::runtime::heap::statistics();
         let to_u64 = |bytes: usize| u64::try_from(bytes).unwrap_or(u64::MAX);
         Some(MemoryStatus {
-            heap_size_bytes: to_u64(heap.size_bytes),
-            heap_used_bytes: to_u64(heap.used_bytes),
+            heap_size_bytes: to_u64(heap.usage.size_bytes),
+            heap_used_bytes: to_u64(heap.usage.used_bytes),
             // The size classes' free blocks count: a reclaim gives them to any request.
-            heap_free_bytes: to_u64(heap.free_bytes.saturating_add(heap.class_free_bytes)),
+            heap_free_bytes: to_u64(
+                heap.usage
+                    .free_bytes
+                    .saturating_add(heap.usage.class_free_bytes),
+            ),
             heap_limit_bytes: to_u64(heap.limit_bytes),
         })
     }

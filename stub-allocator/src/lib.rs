@@ -244,6 +244,20 @@ impl core::fmt::Display for ExtendError {
     }
 }
 
+/// A heap's usage at one moment ([`SizeClassHeap::usage`]):
+/// `used_bytes + class_free_bytes + free_bytes == size_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeapUsage {
+    pub size_bytes: usize,
+    /// Bytes in live blocks.
+    pub used_bytes: usize,
+    /// Freed blocks kept in the size classes' free lists: free for their class only, until a
+    /// reclaim gives them back to the backing heap when it runs short.
+    pub class_free_bytes: usize,
+    /// What the backing first-fit heap can still hand out.
+    pub free_bytes: usize,
+}
+
 /// Size classes for small blocks over a `linked_list_allocator::Heap` for the rest.
 pub struct SizeClassHeap {
     backing: Heap,
@@ -447,6 +461,17 @@ impl SizeClassHeap {
     /// Bytes in the class free lists: free for their class only.
     pub fn class_free_bytes(&self) -> usize {
         self.class_free_bytes
+    }
+
+    /// [`SizeClassHeap::size`], [`SizeClassHeap::used`], [`SizeClassHeap::class_free_bytes`]
+    /// and [`SizeClassHeap::free`] together.
+    pub fn usage(&self) -> HeapUsage {
+        HeapUsage {
+            size_bytes: self.size(),
+            used_bytes: self.used(),
+            class_free_bytes: self.class_free_bytes(),
+            free_bytes: self.free(),
+        }
     }
 
     /// Bytes the classes hold from the backing heap: live class blocks plus the class free

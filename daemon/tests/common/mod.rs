@@ -24,8 +24,10 @@ use std::time::{Duration, Instant};
 
 use xenstore_client::client::{Client, RingTransport, SocketTransport, Transport};
 use xenstore_client::message::Message;
+use xenstore_client::sys::SharedPage;
 use xenstore_engine::DomainId;
-use xenstore_engine::wire::{MessageType, join_strings};
+use xenstore_engine::ring::{RingMemory, offset};
+use xenstore_engine::wire::{MessageHeader, MessageType, join_strings};
 
 static NEXT_DAEMON: AtomicU32 = AtomicU32::new(0);
 
@@ -158,6 +160,69 @@ pub fn error_name<T: std::fmt::Debug>(
     }
 }
 
+/// How long a test waits for a watch event, or with [`eventually`] for a change it caused.
+pub const EVENT_WAIT: Duration = Duration::from_secs(3);
+
+/// The next watch event `client` receives, within [`EVENT_WAIT`], is `path` with `token`.
+#[track_caller]
+pub fn assert_next_event<T: Transport>(client: &mut Client<T>, path: &str, token: &str) {
+    assert_eq!(
+        client.next_event(EVENT_WAIT).expect("a watch event"),
+        Some((path.to_string(), token.to_string()))
+    );
+}
+
+/// Watches `path` with `token` and receives the watch's initial event.
+#[track_caller]
+pub fn watch_with_initial_event<T: Transport>(client: &mut Client<T>, path: &str, token: &str) {
+    client.watch(path, token).expect("XS_WATCH");
+    assert_next_event(client, path, token);
+}
+
+/// Sends a lone `WRITE` header announcing `payload_length_bytes` (no payload follows): how a
+/// test announces a message larger than the protocol allows.
+pub fn send_write_header<T: Transport>(client: &mut Client<T>, payload_length_bytes: u32) {
+    let header = MessageHeader {
+        message_type: MessageType::Write.number(),
+        request_id: 1,
+        transaction_id: 0,
+        payload_length_bytes,
+    };
+    client
+        .send_raw(&header.to_bytes())
+        .expect("send the header");
+}
+
+/// Moves the request producer of `guest`'s ring `distance` bytes past the store's consumer
+/// and notifies the store: more than a ring ahead is index abuse.
+pub fn advance_request_producer(guest: &Client<RingTransport>, distance: u32) {
+    let page = guest.transport().page();
+    let consumer = page.load_u32_acquire(offset::REQUEST_CONSUMER);
+    page.store_u32_release(offset::REQUEST_PRODUCER, consumer.wrapping_add(distance));
+    guest.transport().notify().expect("notify the store");
+}
+
+/// The store writes `code` into the ring's error field within [`EVENT_WAIT`].
+#[track_caller]
+pub fn assert_ring_error(page: &SharedPage, code: u32) {
+    assert!(
+        eventually(EVENT_WAIT, || page.load_u32_acquire(offset::ERROR) == code),
+        "error field {}, not {code}",
+        page.load_u32_acquire(offset::ERROR)
+    );
+}
+
+/// `XS_SET_FEATURE` of `features` for `domain` (before its introduction it masks what its
+/// ring advertises).
+pub fn set_features(dom0: &mut Client<SocketTransport>, domain: DomainId, features: u32) {
+    dom0.call(
+        MessageType::SetFeature,
+        0,
+        &join_strings(&[domain.to_string(), features.to_string()]),
+    )
+    .expect("XS_SET_FEATURE");
+}
+
 /// Polls `condition` every 20 ms for up to `timeout`.
 pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -189,6 +254,21 @@ pub fn events_queued_so_far<T: Transport>(client: &mut Client<T>) -> Vec<(String
     client
         .collect_events(Duration::ZERO)
         .expect("queued events")
+}
+
+/// A dom0 connection watching `@releaseDomain` with the token `released`, its initial event
+/// read: the only event queued for it so far (see the module comment).
+pub fn release_domain_watcher(daemon: &Daemon) -> Client<SocketTransport> {
+    let mut watcher = daemon.dom0();
+    watcher
+        .watch("@releaseDomain", "released")
+        .expect("watch @releaseDomain");
+    // The initial event was queued right behind the WATCH reply, before the round trip.
+    assert_eq!(
+        events_queued_so_far(&mut watcher),
+        [("@releaseDomain".to_string(), "released".to_string())]
+    );
+    watcher
 }
 
 /// The request id of the marker request of [`messages_queued_so_far`]: no test sends one of

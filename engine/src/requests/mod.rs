@@ -15,7 +15,7 @@ mod watches;
 use crate::connection::{OutputMessage, REPLY_ROOM_BYTES};
 use crate::engine::{ACCESS_LOG_TARGET, Engine, Printable, Reply};
 use crate::fallible;
-use crate::operations::Caller;
+use crate::operations::{self, Caller};
 use crate::request::{self, ParseContext, Request};
 use crate::wire::{self, HEADER_SIZE_BYTES, MessageHeader, MessageType, PAYLOAD_MAX_BYTES};
 use crate::{ConnectionId, Platform, StoreError, StoreResult};
@@ -172,10 +172,14 @@ impl Engine {
             transaction_id: header.transaction_id,
         };
         match request {
-            Request::Read { path } => self.read(&origin, &path),
-            Request::Directory { path } => self.directory(&origin, &path),
-            Request::DirectoryPart { path, offset } => self.directory_part(&origin, &path, offset),
-            Request::GetPermissions { path } => self.get_permissions(&origin, &path),
+            Request::Read { path } => self.query(&origin, &path, operations::read),
+            Request::Directory { path } => self.query(&origin, &path, operations::directory),
+            Request::DirectoryPart { path, offset } => self.query(&origin, &path, |node| {
+                operations::directory_part(node, offset)
+            }),
+            Request::GetPermissions { path } => {
+                self.query(&origin, &path, operations::get_permissions)
+            }
             Request::Write { path, value } => self.write(&origin, &path, value),
             Request::Mkdir { path } => self.mkdir(&origin, &path),
             Request::Remove { path } => self.remove(&origin, &path),
@@ -276,12 +280,9 @@ impl Engine {
     /// Queues a reply (whose room [`Engine::reserve_reply`] reserved).
     fn queue_reply(&mut self, connection: ConnectionId, bytes: Vec<u8>) {
         let now = self.now_milliseconds;
-        let Some(state) = self.connections.get_mut(&connection) else {
+        let Some(state) = self.healthy_connection(connection) else {
             return;
         };
-        if state.failure.is_some() {
-            return;
-        }
         let domain = state.domain;
         let size = bytes.len() as u64;
         let queued = state.push_output(OutputMessage {
@@ -294,9 +295,7 @@ impl Engine {
             log::warn!("connection {}: a reply is lost, no memory", connection.0);
             return;
         }
-        if let Some(record) = self.domains.get_mut(domain) {
-            record.usage.memory_bytes = record.usage.memory_bytes.saturating_add(size);
-        }
+        self.domains.charge_output(domain, size);
         // Room reserved with the reply's; should it be missing, the reply waits until the
         // front end serves the connection for another reason.
         if self.output_ready.try_insert(connection).is_err() {

@@ -10,52 +10,12 @@ use crate::operations::{self, AccountingDeltas, Caller, Change, GlobalAccess, No
 use crate::path::CanonicalPath;
 use crate::permissions::Permissions;
 use crate::quota::{QuotaKind, Quotas};
+use crate::store::Node;
 use crate::transaction::TransactionAccess;
 use crate::{DomainId, Platform, StoreError, StoreResult};
 use alloc::vec::Vec;
 
 impl Engine {
-    /// `XS_READ`: the node's value.
-    pub(crate) fn read(&mut self, origin: &Origin, path: &CanonicalPath) -> StoreResult<Reply> {
-        self.query(origin, |view, domains, caller| {
-            operations::read(view, domains, caller, &path.absolute)
-        })
-    }
-
-    /// `XS_DIRECTORY`: the node's children.
-    pub(crate) fn directory(
-        &mut self,
-        origin: &Origin,
-        path: &CanonicalPath,
-    ) -> StoreResult<Reply> {
-        self.query(origin, |view, domains, caller| {
-            operations::directory(view, domains, caller, &path.absolute)
-        })
-    }
-
-    /// `XS_DIRECTORY_PART`: the node's children from `offset` bytes of their list on.
-    pub(crate) fn directory_part(
-        &mut self,
-        origin: &Origin,
-        path: &CanonicalPath,
-        offset: usize,
-    ) -> StoreResult<Reply> {
-        self.query(origin, |view, domains, caller| {
-            operations::directory_part(view, domains, caller, &path.absolute, offset)
-        })
-    }
-
-    /// `XS_GET_PERMS`: the node's permissions.
-    pub(crate) fn get_permissions(
-        &mut self,
-        origin: &Origin,
-        path: &CanonicalPath,
-    ) -> StoreResult<Reply> {
-        self.query(origin, |view, domains, caller| {
-            operations::get_permissions(view, domains, caller, &path.absolute)
-        })
-    }
-
     /// `XS_WRITE`: stores `value`, creating the node and its missing ancestors.
     pub(crate) fn write(
         &mut self,
@@ -120,15 +80,20 @@ impl Engine {
         ok_reply()
     }
 
-    /// A read-only node request: `operation` gives the reply's bytes.
-    fn query(
+    /// A read-only node request (`XS_READ`, `XS_DIRECTORY`, `XS_DIRECTORY_PART`,
+    /// `XS_GET_PERMS`): `answer` gives the reply's bytes from the node at `path` once the
+    /// caller may read it ([`operations::with_readable_node`]).
+    pub(crate) fn query(
         &mut self,
         origin: &Origin,
-        operation: impl FnOnce(&mut dyn NodeAccess, &Domains, &Caller) -> StoreResult<Vec<u8>>,
+        path: &CanonicalPath,
+        answer: impl FnOnce(&Node) -> StoreResult<Vec<u8>>,
     ) -> StoreResult<Reply> {
         let caller = origin.caller;
-        self.with_view(origin, |view, domains, _| operation(view, domains, &caller))
-            .map(Reply::Owned)
+        self.with_view(origin, |view, domains, _| {
+            operations::with_readable_node(view, domains, &caller, &path.absolute, answer)
+        })
+        .map(Reply::Owned)
     }
 
     /// A modifying node request that may grow the store, so an unprivileged caller at its

@@ -59,6 +59,23 @@ fn mapped_limit_caps_the_heap() {
 const MIB: u64 = 1 << 20;
 const KIB: u64 = 1 << 10;
 
+/// The reservation `init-xenstore-domain --memory 8` populates at boot: 8 MiB from frame 0
+/// plus the 8 special pages at 0xfeff8000.
+const BOOT_PAGES: u64 = 8 * MIB / PAGE_SIZE_BYTES + 8;
+
+/// The heap planned at boot with [`BOOT_PAGES`] populated, for a kernel image ending at
+/// `kernel_end` and boot data ending at `boot_data_end`.
+fn plan_at_boot(map: &MemoryMap, kernel_end: u64, boot_data_end: u64) -> HeapPlan {
+    plan_heap(
+        kernel_end,
+        boot_data_end,
+        map,
+        Some(populated_ram_end(BOOT_PAGES)),
+        LIMIT,
+    )
+    .expect("fits")
+}
+
 /// `init-xenstore-domain --memory 8 --maxmem 64` as Xen 4.19 builds it (and 4.17 meant
 /// to, see the next test): the RAM entry of the memory map spans 64 MiB, 8 MiB are
 /// populated from frame 0 plus the 8 special pages at 0xfeff8000, and the maximum
@@ -66,25 +83,17 @@ const KIB: u64 = 1 << 10;
 #[test]
 fn growth_with_maxmem_reaches_the_end_of_the_ram_entry() {
     let map = stub_domain_map_with_ram(64 * MIB);
-    let boot_pages = 8 * MIB / PAGE_SIZE_BYTES + 8;
     let maximum_pages = 64 * MIB / PAGE_SIZE_BYTES + 8;
-    let plan = plan_heap(
-        0x20_0000,
-        0x20_3000,
-        &map,
-        Some(populated_ram_end(boot_pages)),
-        LIMIT,
-    )
-    .expect("fits");
+    let plan = plan_at_boot(&map, 0x20_0000, 0x20_3000);
     assert_eq!(plan.end(), 8 * MIB - 32 * KIB);
     assert_eq!(plan.region_end, 64 * MIB);
     // The last 8 populated pages are above the heap, and 8 empty ones up to the frame
     // the reservation count reaches.
-    let maybe = frames_maybe_populated_above(plan.end(), boot_pages, plan.region_end);
+    let maybe = frames_maybe_populated_above(plan.end(), BOOT_PAGES, plan.region_end);
     assert_eq!(maybe.start, (8 * MIB - 32 * KIB) / PAGE_SIZE_BYTES);
     assert_eq!(maybe.end, (8 * MIB + 32 * KIB) / PAGE_SIZE_BYTES);
     // After giving those 8 back and mapping shared_info (one page less).
-    let current_pages = boot_pages - 8 - 1;
+    let current_pages = BOOT_PAGES - 8 - 1;
     let bounds = GrowthBounds {
         region_end: plan.region_end,
         room_pages: maximum_pages - current_pages,
@@ -116,22 +125,14 @@ fn growth_with_maxmem_reaches_the_end_of_the_ram_entry() {
 #[test]
 fn the_4_17_maxmem_memory_map_falls_back_to_the_reservation() {
     let map = stub_domain_map_with_ram(64);
-    let boot_pages = 8 * MIB / PAGE_SIZE_BYTES + 8;
-    let plan = plan_heap(
-        0x19_d000,
-        0x19_e000,
-        &map,
-        Some(populated_ram_end(boot_pages)),
-        LIMIT,
-    )
-    .expect("fits");
+    let plan = plan_at_boot(&map, 0x19_d000, 0x19_e000);
     assert_eq!(plan.region_source, RegionSource::Reservation);
     assert_eq!(plan.start, 0x19_e000);
     assert_eq!(plan.end(), 8 * MIB - 32 * KIB);
     assert_eq!(plan.region_end, LAPIC_BASE_ADDRESS);
     let bounds = GrowthBounds {
         region_end: plan.region_end,
-        room_pages: 64 * MIB / PAGE_SIZE_BYTES + 8 - (boot_pages - 8 - 1),
+        room_pages: 64 * MIB / PAGE_SIZE_BYTES + 8 - (BOOT_PAGES - 8 - 1),
     };
     assert_eq!(bounds.limit_end(plan.end()), 64 * MIB + 4 * KIB);
     // Without a reservation, or with an entry over the image, no heap.
@@ -170,16 +171,8 @@ fn the_4_17_maxmem_memory_map_falls_back_to_the_reservation() {
 #[test]
 fn growth_without_maxmem_stops_at_the_populated_end() {
     let map = stub_domain_map_with_ram(8 * MIB);
-    let boot_pages = 8 * MIB / PAGE_SIZE_BYTES + 8;
-    let plan = plan_heap(
-        0x20_0000,
-        0,
-        &map,
-        Some(populated_ram_end(boot_pages)),
-        LIMIT,
-    )
-    .expect("fits");
-    let maybe = frames_maybe_populated_above(plan.end(), boot_pages, plan.region_end);
+    let plan = plan_at_boot(&map, 0x20_0000, 0);
+    let maybe = frames_maybe_populated_above(plan.end(), BOOT_PAGES, plan.region_end);
     assert_eq!(
         maybe.end,
         8 * MIB / PAGE_SIZE_BYTES,

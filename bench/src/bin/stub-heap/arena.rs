@@ -30,7 +30,7 @@ use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use stub_allocator::{BackingObserver, LockedSizeClassHeap};
+use stub_allocator::{BackingObserver, HeapUsage, LockedSizeClassHeap};
 
 /// The measurement's arena, and the largest one (the occupancy map covers this much): far
 /// more than the goal, so that an over-budget store is measured, not aborted.
@@ -185,20 +185,6 @@ impl<const WORDS: usize> Default for OccupancyMap<WORDS> {
     }
 }
 
-/// The heap's usage as the kernel reads it (`HeapStatistics` in `src/runtime/heap.rs`):
-/// `used_bytes + class_free_bytes + free_bytes == size_bytes`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HeapStatistics {
-    pub size_bytes: usize,
-    /// Bytes in live blocks.
-    pub used_bytes: usize,
-    /// Freed blocks kept in the size classes' free lists (a reclaim gives them back to the
-    /// backing heap when it runs short).
-    pub class_free_bytes: usize,
-    /// What the backing first-fit heap can still hand out.
-    pub free_bytes: usize,
-}
-
 /// The heap's figures at one moment.
 #[derive(Clone, Copy, Debug)]
 pub struct HeapFigures {
@@ -311,19 +297,14 @@ impl MeasuringAllocator {
             && self.owner_thread.load(Ordering::SeqCst) == current_thread_mark()
     }
 
-    /// The heap's usage, if the arena serves this thread (no scan: cheap enough for every
-    /// request).
-    pub fn statistics(&self) -> Option<HeapStatistics> {
+    /// The heap's usage as the kernel reads it (`HeapStatistics::usage` in
+    /// `src/runtime/heap.rs`), if the arena serves this thread (no scan: cheap enough for
+    /// every request).
+    pub fn statistics(&self) -> Option<HeapUsage> {
         if !self.serves_this_thread() {
             return None;
         }
-        let heap = self.heap.lock();
-        Some(HeapStatistics {
-            size_bytes: heap.size(),
-            used_bytes: heap.used(),
-            class_free_bytes: heap.class_free_bytes(),
-            free_bytes: heap.free(),
-        })
+        Some(self.heap.lock().usage())
     }
 
     /// Current figures, with a scan of the occupancy map.

@@ -13,12 +13,13 @@ use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::Command;
 
+use stub_allocator::HeapUsage;
 use xenstore_engine::DomainId;
 use xenstore_engine::memory::GUEST_RESERVE_BYTES;
 use xenstore_engine::quota::{QuotaKind, Quotas};
 use xenstore_engine::wire::MessageType;
 
-use crate::arena::{HeapStatistics, STUB_HEAP, WhenExhausted};
+use crate::arena::{STUB_HEAP, WhenExhausted};
 use crate::host::{DOM0, HostError, SimulatedHost};
 use crate::workload;
 
@@ -51,7 +52,7 @@ impl SmallArena {
         SmallArena
     }
 
-    fn statistics(&self) -> HeapStatistics {
+    fn statistics(&self) -> HeapUsage {
         STUB_HEAP
             .statistics()
             .unwrap_or_else(|| panic!("the arena does not serve this thread"))
@@ -62,6 +63,20 @@ impl Drop for SmallArena {
     fn drop(&mut self) {
         STUB_HEAP.stop();
     }
+}
+
+/// The arena, and a stub on it that has done dom0's start-up writes (the host is dropped
+/// first, the arena last).
+fn start_host() -> (SmallArena, SimulatedHost) {
+    let arena = SmallArena::start();
+    let mut host = match SimulatedHost::start() {
+        Ok(host) => host,
+        Err(error) => panic!("starting the stub: {error}"),
+    };
+    if let Err(error) = workload::set_up_host(&mut host) {
+        panic!("dom0's start-up writes: {error}");
+    }
+    (arena, host)
 }
 
 fn value(writer: u16, index: usize) -> String {
@@ -178,7 +193,7 @@ fn guests_fill_the_store(
     host: &mut SimulatedHost,
     arena: &SmallArena,
     guests: &[u16],
-) -> (BTreeMap<u16, GuestFill>, HeapStatistics) {
+) -> (BTreeMap<u16, GuestFill>, HeapUsage) {
     for &domid in guests {
         if let Err(error) = workload::create_domain_nodes(host, domid)
             .and_then(|()| workload::introduce(host, domid))
@@ -318,14 +333,7 @@ fn turns_in_this_process() {
     const ROUNDS: usize = 6;
     /// How far each round's domain ids are from the last's.
     const DOMID_STEP: u16 = 98;
-    let arena = SmallArena::start();
-    let mut host = match SimulatedHost::start() {
-        Ok(host) => host,
-        Err(error) => panic!("starting the stub: {error}"),
-    };
-    if let Err(error) = workload::set_up_host(&mut host) {
-        panic!("dom0's start-up writes: {error}");
-    }
+    let (arena, mut host) = start_host();
     // Each round: the guests, then the domain dom0 makes and removes while they fill the
     // store. Domain ids grow as on a host (Xen hands out the next free one), so the paths
     // and the blocks of each round differ in length.
@@ -389,14 +397,7 @@ fn turns_in_this_process() {
 #[test]
 #[ignore = "run in a process of its own by guests_filling_a_small_heap_get_enomem_and_dom0_keeps_working"]
 fn guests_filling_a_small_heap_in_this_process() {
-    let arena = SmallArena::start();
-    let mut host = match SimulatedHost::start() {
-        Ok(host) => host,
-        Err(error) => panic!("starting the stub: {error}"),
-    };
-    if let Err(error) = workload::set_up_host(&mut host) {
-        panic!("dom0's start-up writes: {error}");
-    }
+    let (arena, mut host) = start_host();
     let used_at_start_bytes = arena.statistics().used_bytes;
     let domids: Vec<u16> = workload::guest_domids(2 * GUESTS + 1).collect();
     let (first_guests, rest) = domids.split_at(GUESTS);
