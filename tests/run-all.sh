@@ -81,6 +81,10 @@ if ! $quick; then
                 --kernel "$stub" "${rounds[@]}"
         done
     done
+    for xenstore in c stub; do
+        step "xen-in-qemu-4.22-xenstore-toolstack-$xenstore" tests/xen-in-qemu/run.sh xenstore-toolstack \
+            --xen 4.22 --xenstore "$xenstore" --kernel "$stub"
+    done
     step fuzz-smoke fuzz/run.sh 20
     step benchmark-quick bench/run.sh --quick
 fi

@@ -315,14 +315,59 @@ launch_guest() {
 }
 
 # wait_lines FILE N SECONDS: wait until FILE has at least N lines.
-wait_lines() {
-    _t=0
-    while [ "$(wc -l <"$1" 2>/dev/null || echo 0)" -lt "$2" ]; do
-        _t=$((_t + 1))
-        [ "$_t" -gt "$3" ] && return 1
-        sleep 1
-    done
-    return 0
+wait_lines() { wait_for "$3" has_lines "$1" "$2"; }
+has_lines() { [ "$(wc -l <"$1" 2>/dev/null || echo 0)" -ge "$2" ]; }
+
+# release_watch_start: a dom0 watch on @releaseDomain (`xenstore-watch -n 2`: the initial
+# event and one more), registered (initial event seen), its lines in /tmp/release.out and
+# its pid in RWPID.
+release_watch_start() {
+    rm -f /tmp/release.out
+    timeout 600 xenstore-watch -n 2 @releaseDomain >/tmp/release.out 2>&1 &
+    RWPID=$!
+    wait_lines /tmp/release.out 1 20 || echo "$SCENARIO: @releaseDomain watch did not register"
+}
+# release_watch_check STEP [WHAT]: the watch saw an event after the initial one within 30 s
+# (WHAT says after what); the watch is stopped.
+release_watch_check() {
+    wait_lines /tmp/release.out 2 30
+    if [ "$(wc -l </tmp/release.out)" -ge 2 ]; then
+        pass "$1" "dom0 xenstore-watch @releaseDomain fired${2:+ after $2}: $(tr '\n' ' ' </tmp/release.out)"
+    else
+        fail "$1" "no @releaseDomain event within 30s${2:+ of $2} ($(tr '\n' ' ' </tmp/release.out))"
+    fi
+    kill "$RWPID" 2>/dev/null
+    RWPID=
+}
+
+# domain_gone_step STEP DOMID SECONDS LABEL: wait_domain_gone, reported as STEP; returns its
+# status (0 gone, 1 still there, 2 crashed).
+domain_gone_step() {
+    _dg=0
+    wait_domain_gone "$2" "$3" || _dg=$?
+    case $_dg in
+    0) pass "$1" "domain $2 ($4) went away after ${WAITED}s" ;;
+    1) fail "$1" "domain $2 ($4) still present after ${3}s (state $DOMAIN_STATE)" ;;
+    2) fail "$1" "domain $2 ($4) crashed after ${WAITED}s (state $DOMAIN_STATE)" ;;
+    esac
+    return "$_dg"
+}
+
+# test_xenstore_list STEP: the tests `test-xenstore -l` lists (the version's test-xenstore),
+# one name a line in /tmp/tx-names; STEP passes with at least 5.
+test_xenstore_list() {
+    if ! xs "$TEST_XENSTORE" -l >/tmp/tx-list.out 2>&1; then
+        show /tmp/tx-list.out "test-xenstore -l"
+        fail "$1" "test-xenstore -l failed"
+    fi
+    # Lines look like "read 1    : Read node with 1 byte data": the name precedes " *:".
+    sed -n 's/^\([^:]*[^ :]\) *:.*/\1/p' /tmp/tx-list.out >/tmp/tx-names
+    _n=$(wc -l </tmp/tx-names)
+    if [ "$_n" -ge 5 ]; then
+        pass "$1" "$_n tests: $(tr '\n' ',' </tmp/tx-names)"
+    else
+        fail "$1" "only $_n test names in test-xenstore -l"
+    fi
 }
 
 # guest_steps NAME [PREFIX]: re-emit the guest's `GUEST-STEP <step>: PASS|FAIL|SKIP ...`

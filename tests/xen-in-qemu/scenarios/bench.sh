@@ -202,17 +202,8 @@ idle_measure idle0 bench-idle0 ""
 # --------------------------------------------------------------------------------------
 banner "bench (a): test-xenstore: each test once, $TX_RUNS rounds, two paths; then -i $TX_ITER"
 cpu0=$(xenstore_cpu_ms)
-if ! xs "$TX" -l >/tmp/tx-list.out 2>&1; then
-    show /tmp/tx-list.out "test-xenstore -l"
-fi
-# Lines look like "read 1    : Read node with 1 byte data": the name precedes " *:".
-sed -n 's/^\([^:]*[^ :]\) *:.*/\1/p' /tmp/tx-list.out >/tmp/tx-names
+test_xenstore_list bench-tx-list
 n_tests=$(wc -l </tmp/tx-names)
-if [ "$n_tests" -ge 5 ]; then
-    pass bench-tx-list "$n_tests tests: $(tr '\n' ',' </tmp/tx-names)"
-else
-    fail bench-tx-list "only $n_tests test names in test-xenstore -l"
-fi
 # dom0's own ring: the kernel's xenbus device (xenfs's /proc/xen/xenbus when the kernel has
 # no /dev/xen/xenbus).
 ring_dev=/dev/xen/xenbus

@@ -43,23 +43,6 @@ start_xenstore || exit 1
 # The node a guest must not see: /test-hidden/secret, perms n0 (dom0 only).
 xs xenstore-write /test-hidden/secret 1 && xs xenstore-chmod /test-hidden n0 && xs xenstore-chmod /test-hidden/secret n0
 
-# release_watch_start: a dom0 watch on @releaseDomain, registered (initial event seen).
-release_watch_start() {
-    rm -f /tmp/release.out
-    timeout 300 xenstore-watch -n 2 @releaseDomain >/tmp/release.out 2>&1 &
-    RWPID=$!
-    wait_lines /tmp/release.out 1 20 || echo "guest-lifecycle: @releaseDomain watch did not register"
-}
-# release_watch_check STEP: the watch saw an event after the initial one.
-release_watch_check() {
-    wait_lines /tmp/release.out 2 30
-    if [ "$(wc -l </tmp/release.out)" -ge 2 ]; then
-        pass "$1" "dom0 xenstore-watch @releaseDomain fired: $(tr '\n' ' ' </tmp/release.out)"
-    else
-        fail "$1" "no @releaseDomain event within 30s ($(tr '\n' ' ' </tmp/release.out))"
-    fi
-    kill "$RWPID" 2>/dev/null
-}
 # leftovers DOMID VMPATH: nodes that still name the domain.
 leftovers() {
     xs xenstore-ls -f 2>/dev/null | sed 's/ = .*//' |

@@ -139,14 +139,7 @@ hostile_end() {
     else
         fail "${1}destroy-hostile" "xl destroy $2 failed or the domain is still there"
     fi
-    wait_lines /tmp/release.out 2 30
-    if [ "$(wc -l </tmp/release.out)" -ge 2 ]; then
-        pass "${1}release-watch" "@releaseDomain fired after the destruction"
-    else
-        fail "${1}release-watch" "no @releaseDomain event within 30s of the destruction"
-    fi
-    kill "$RWPID" 2>/dev/null
-    RWPID=
+    release_watch_check "${1}release-watch" "the destruction"
     _left=$(leftovers "$2" "$3")
     if [ -z "$_left" ]; then
         pass "${1}nodes-gone" "no node names domain $2"
@@ -154,12 +147,6 @@ hostile_end() {
         echo "$_left" | sed 's/^/    left: /'
         fail "${1}nodes-gone" "$(echo "$_left" | wc -l) nodes of domain $2 remain"
     fi
-}
-release_watch_start() {
-    rm -f /tmp/release.out
-    timeout 600 xenstore-watch -n 2 @releaseDomain >/tmp/release.out 2>&1 &
-    RWPID=$!
-    wait_lines /tmp/release.out 1 20 || echo "hostile-ring: @releaseDomain watch did not register"
 }
 
 # --------------------------------------------------------------------------------------

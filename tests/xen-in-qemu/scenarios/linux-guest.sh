@@ -34,12 +34,7 @@ xl unpause "$DOMID"
 started=$(date +%s)
 
 result=0
-wait_domain_gone "$DOMID" "$GUEST_TIMEOUT" || result=$?
-case $result in
-0) pass domain-gone "domain $DOMID ran and went away after ${WAITED}s" ;;
-1) fail domain-gone "domain $DOMID still present after ${GUEST_TIMEOUT}s (state $DOMAIN_STATE)" ;;
-2) fail domain-gone "domain $DOMID crashed after ${WAITED}s (state $DOMAIN_STATE)" ;;
-esac
+domain_gone_step domain-gone "$DOMID" "$GUEST_TIMEOUT" "the Linux guest" || result=$?
 if [ "$result" != 0 ]; then
     xl list || true
     xl dmesg | tail -n 30 | sed 's/^/    xen: /' || true

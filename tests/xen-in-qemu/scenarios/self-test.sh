@@ -63,12 +63,7 @@ name=$(domain_line "$DOMID" | awk '{print $1}')
 xl unpause "$DOMID"
 
 result=0
-wait_domain_gone "$DOMID" "$SELFTEST_TIMEOUT" || result=$?
-case $result in
-0) pass domain-gone "domain $DOMID ($name) went away after ${WAITED}s" ;;
-1) fail domain-gone "domain $DOMID ($name) still present after ${SELFTEST_TIMEOUT}s (state $DOMAIN_STATE)" ;;
-2) fail domain-gone "domain $DOMID ($name) crashed after ${WAITED}s (state $DOMAIN_STATE)" ;;
-esac
+domain_gone_step domain-gone "$DOMID" "$SELFTEST_TIMEOUT" "$name" || result=$?
 if [ "$result" != 0 ]; then
     xl list || true
     xl destroy "$DOMID" || true
