@@ -20,7 +20,7 @@ use crate::fallible::{self, SortedMap, SortedSet};
 use crate::path::{self, INTRODUCE_DOMAIN, RELEASE_DOMAIN};
 use crate::permissions::{Access, Permission, Permissions};
 use crate::quota::QuotaKind;
-use crate::store::{Node, Tree};
+use crate::store::Node;
 use crate::transaction::Transaction;
 use crate::watch::Watch;
 use crate::wire::{HEADER_SIZE_BYTES as MESSAGE_HEADER_BYTES, MessageHeader, MessageType};
@@ -56,8 +56,6 @@ struct Restore {
     domains_with_data: SortedSet<DomainId>,
     seen_global_quota: bool,
     seen_root: bool,
-    /// The special nodes of a fresh store, for a stream without them.
-    fresh_specials: [(&'static str, Option<Node>); 2],
 }
 
 impl Engine {
@@ -106,19 +104,15 @@ impl Engine {
 impl Restore {
     fn new(config: Config, version: u32) -> Result<Restore, StateError> {
         let privileged = config.privileged_domain;
-        let hash_key = config.hash_key;
-        let mut engine = Engine::new(config);
-        let mut fresh_specials = [(INTRODUCE_DOMAIN, None), (RELEASE_DOMAIN, None)];
-        for (special, node) in &mut fresh_specials {
-            *node = engine
-                .tree
-                .get(special)
-                .map(Node::try_clone)
-                .transpose()
-                .map_err(refused("special node"))?;
-        }
+        let store_domain = config.store_domain;
         // The stream holds every node: start from the root alone.
-        engine.tree = Tree::new(privileged, hash_key);
+        let engine = Engine::bare(config);
+        let complete = engine.tree.get("/").is_some()
+            && engine.domains.get(privileged).is_some()
+            && engine.domains.get(store_domain).is_some();
+        if !complete {
+            return Err(StateError::OutOfMemory);
+        }
         Ok(Restore {
             engine,
             state: RestoredState {
@@ -129,7 +123,6 @@ impl Restore {
             domains_with_data: SortedSet::new(),
             seen_global_quota: false,
             seen_root: false,
-            fresh_specials,
         })
     }
 
@@ -506,14 +499,24 @@ impl Restore {
         Ok(())
     }
 
-    /// The special nodes a stream left out, then the accounting counted afresh.
+    /// The special nodes a stream left out, as a fresh store has them (`Engine::new`:
+    /// the privileged domain's, `@releaseDomain` readable by every domain), then the
+    /// accounting counted afresh.
     fn finish(mut self) -> Result<(Engine, RestoredState), StateError> {
-        for (special, node) in &mut self.fresh_specials {
-            if self.engine.tree.get(special).is_none()
-                && let Some(node) = node.take()
-            {
-                self.engine.tree.insert(special, node)?;
+        let privileged = self.engine.config.privileged_domain;
+        for special in [INTRODUCE_DOMAIN, RELEASE_DOMAIN] {
+            if self.engine.tree.get(special).is_some() {
+                continue;
             }
+            let mut permissions = Permissions::owned_by(privileged);
+            if special == RELEASE_DOMAIN {
+                permissions.push(Permission {
+                    domain: DomainId::ANY,
+                    access: Access::READ,
+                    ignored: false,
+                })?;
+            }
+            self.engine.tree.insert(special, Node::empty(permissions))?;
         }
         self.engine.recount_restored_usage()?;
         Ok((self.engine, self.state))
