@@ -802,3 +802,36 @@ fn seeds_for_the_fuzz_target() {
     )
     .unwrap();
 }
+
+#[test]
+fn a_big_endian_stream_loads() {
+    #[rustfmt::skip]
+    let stream: &[u8] = &[
+        b'x', b'e', b'n', b's', b't', b'o', b'r', b'e',
+        0, 0, 0, 2,   0, 0, 0, 1,                      // version 2, big-endian records
+        // CONNECTION_DATA: conn-id 1, ring, domid 7, no target, port 9, no data.
+        0, 0, 0, 2,   0, 0, 0, 24,
+        0, 0, 0, 1,   0, 0,   0, 0,
+        0, 7,   0x7f, 0xf4,   0, 0, 0, 9,
+        0, 0,   0, 0,   0, 0, 0, 0,
+        // NODE_DATA "/a" = "v", owner 7 with 'r'.
+        0, 0, 0, 5,   0, 0, 0, 24,
+        0, 0, 0, 0,   0, 0, 0, 0,   0, 3,   0, 1,   0, 0,   0, 1,
+        b'r', 0, 0, 7,
+        b'/', b'a', 0, b'v',
+        // END.
+        0, 0, 0, 0,   0, 0, 0, 0,
+    ];
+    let (engine, state) = Engine::from_state(Config::default(), stream).expect("loads");
+    assert_eq!(
+        state.connections[0].endpoint,
+        RestoredEndpoint::Ring {
+            domain: DomainId(7),
+            event_channel_port: 9,
+            unique_id: None
+        }
+    );
+    let node = engine.tree().get("/a").expect("/a restored");
+    assert_eq!(node.value(), b"v");
+    assert_eq!(node.permissions.owner(), DomainId(7));
+}
