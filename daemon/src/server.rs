@@ -1,6 +1,7 @@
 //! The daemon's event loop: one thread, `epoll(7)` over the socket, its clients, and the simulated guests' FIFOs.
 //!
-//! Descriptors are registered when they appear (the listener and `dom-exc` at start, a client
+//! Descriptors are registered when they appear (the listener, `dom-exc` and `dump-state` at
+//! start, a client
 //! when it connects, a guest's `to-server` FIFO when the guest is introduced) and unregistered
 //! when they go (disconnect; release, death or re-introduction drop the ring; a ring that broke
 //! the protocol stops being watched), so a round costs in proportion to the sources that are
@@ -11,6 +12,9 @@
 //! C does (docs/protocol.md, "Ring"), and ticks the engine every 100 ms. Simulated shutdowns
 //! and deaths are picked up from inotify events on the domain directories (`markers.rs`;
 //! only the domains named are looked at), with `$RUNDIR/dom-exc` as a prompt to read them.
+//! A write to `$RUNDIR/dump-state` saves the state to `$RUNDIR/state_dump` at the end of the
+//! round; a daemon started with `-U` takes over the rings of such a state
+//! ([`Server::restore_connections`], docs/migration-stream.md, "The daemon").
 
 use std::collections::BTreeSet;
 use std::io;
