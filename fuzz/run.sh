@@ -10,7 +10,7 @@
 # Corpora: new inputs go to fuzz/corpus/<target> (not kept in
 # git); the checked-in seeds in fuzz/seeds/<target> come from the engine's transcript tests
 # (regenerate with XENSTORE_FUZZ_SEED_DIR=fuzz/seeds cargo test -p xenstore-engine
-# --test transcripts --test malformed_input).
+# --test transcripts --test malformed_input --test migration_stream).
 set -eu
 
 SECONDS_PER_TARGET="${1:-30}"
@@ -30,7 +30,7 @@ cargo +nightly fuzz --version
 
 # Builds go to the fuzz crate's own target directory unless the caller chose one.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$FUZZ_DIR/target}"
-TARGETS="wire_framing ring_reader engine_model engine_allocation_failures"
+TARGETS="wire_framing ring_reader engine_model engine_allocation_failures state_reader"
 status=0
 for target in $TARGETS; do
     mkdir -p "corpus/$target" "seeds/$target"

@@ -44,6 +44,18 @@ pub fn domain_exception_fifo(run_directory: &Path) -> PathBuf {
     run_directory.join("dom-exc")
 }
 
+/// `$RUNDIR/dump-state`: the FIFO that asks the daemon to write its state
+/// (docs/migration-stream.md, "The daemon").
+pub fn dump_state_fifo(run_directory: &Path) -> PathBuf {
+    run_directory.join("dump-state")
+}
+
+/// `$RUNDIR/state_dump`: where the daemon writes its state and where `-U` reads it (C
+/// xenstored's file name).
+pub fn state_dump_file(run_directory: &Path) -> PathBuf {
+    run_directory.join("state_dump")
+}
+
 /// The files of one simulated domain.
 #[derive(Clone, Debug)]
 pub struct DomainFiles {

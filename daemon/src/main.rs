@@ -6,6 +6,7 @@
 
 use std::process::ExitCode;
 
+use xenstore_client::simulation;
 use xenstore_engine::Engine;
 use xenstored_linux::options::{self, Command, USAGE};
 use xenstored_linux::{logger, server::Server};
@@ -28,7 +29,37 @@ fn main() -> ExitCode {
         eprintln!("xenstored: cannot open the trace file: {error}");
         return ExitCode::FAILURE;
     }
-    let engine = Engine::new(options.config.clone());
+    // -U: the state a live update left (docs/migration-stream.md, "The daemon").
+    let (engine, restored) = if options.live_update {
+        let path = simulation::state_dump_file(&options.run_directory);
+        let stream = match std::fs::read(&path) {
+            Ok(stream) => stream,
+            Err(error) => {
+                eprintln!("xenstored: cannot read {}: {error}", path.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        match Engine::from_state(options.config.clone(), &stream) {
+            Ok((engine, restored)) => {
+                // As C: the state is read once.
+                if let Err(error) = std::fs::remove_file(&path) {
+                    log::warn!("cannot remove {}: {error}", path.display());
+                }
+                log::warn!(
+                    "state restored from {} ({} connections)",
+                    path.display(),
+                    restored.connections.len()
+                );
+                (engine, Some(restored))
+            }
+            Err(error) => {
+                eprintln!("xenstored: cannot restore {}: {error}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        (Engine::new(options.config.clone()), None)
+    };
     let mut server = match Server::new(
         engine,
         &options.socket_path,
@@ -44,6 +75,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(restored) = restored {
+        server.restore_connections(restored);
+    }
     if let Some(pid_file) = &options.pid_file
         && let Err(error) = std::fs::write(pid_file, format!("{}\n", std::process::id()))
     {

@@ -41,6 +41,8 @@ pub struct Options {
     /// Batch the socket reads and writes of a round with io_uring where the kernel allows it
     /// (`--no-io-uring`: one system call each).
     pub io_uring: bool,
+    /// `-U`: start from the state in `<rundir>/state_dump` (C's live-update restart).
+    pub live_update: bool,
 }
 
 /// A usage error: the message to print before the usage text (exit status 2).
@@ -82,6 +84,9 @@ where options may include:
   -R, --no-recovery, -I, --internal-db  accepted for compatibility; no effect.
   --no-io-uring           one system call per socket read or write, instead of one
                           io_uring batch per round (used where io_uring is available).
+  -U, --live-update       start from the state in <rundir>/state_dump (a migration
+                          stream, removed once read); writing to the FIFO
+                          <rundir>/dump-state makes a running daemon write that file.
   -V, --verbose           more diagnostics on standard error (repeatable).
   -h, --help              print this text.
 ";
@@ -91,8 +96,9 @@ where options may include:
 const DAEMON_OPTIONS_WITH_VALUE: [OptionName; 2] = [option('\0', "socket"), option('\0', "rundir")];
 
 /// The daemon's own flags, besides the store's and the process flags.
-const DAEMON_FLAGS: [OptionName; 5] = [
+const DAEMON_FLAGS: [OptionName; 6] = [
     option('V', "verbose"),
+    option('U', "live-update"),
     option('h', "help"),
     option('P', "output-pid"),
     option('R', "no-recovery"),
@@ -147,6 +153,7 @@ pub fn parse(
     let mut print_pid = false;
     let mut verbosity = 0u8;
     let mut io_uring = true;
+    let mut live_update = false;
     let mut master_domain = None;
     let with_value: Vec<OptionName> = STORE_OPTIONS_WITH_VALUE
         .iter()
@@ -176,6 +183,7 @@ pub fn parse(
                 "verbose" => verbosity = verbosity.saturating_add(1),
                 "output-pid" => print_pid = true,
                 "no-io-uring" => io_uring = false,
+                "live-update" => live_update = true,
                 "pid-file" => pid_file = Some(PathBuf::from(text)),
                 "trace-file" => trace_file = Some(PathBuf::from(text)),
                 "socket" => socket_path = Some(PathBuf::from(text)),
@@ -215,6 +223,7 @@ pub fn parse(
         print_pid,
         verbosity,
         io_uring,
+        live_update,
     })))
 }
 

@@ -1,6 +1,7 @@
 //! The daemon's event loop: one thread, `epoll(7)` over the socket, its clients, and the simulated guests' FIFOs.
 //!
-//! Descriptors are registered when they appear (the listener and `dom-exc` at start, a client
+//! Descriptors are registered when they appear (the listener, `dom-exc` and `dump-state` at
+//! start, a client
 //! when it connects, a guest's `to-server` FIFO when the guest is introduced) and unregistered
 //! when they go (disconnect; release, death or re-introduction drop the ring; a ring that broke
 //! the protocol stops being watched), so a round costs in proportion to the sources that are
@@ -11,6 +12,9 @@
 //! C does (docs/protocol.md, "Ring"), and ticks the engine every 100 ms. Simulated shutdowns
 //! and deaths are picked up from inotify events on the domain directories (`markers.rs`;
 //! only the domains named are looked at), with `$RUNDIR/dom-exc` as a prompt to read them.
+//! A write to `$RUNDIR/dump-state` saves the state to `$RUNDIR/state_dump` at the end of the
+//! round; a daemon started with `-U` takes over the rings of such a state
+//! ([`Server::restore_connections`], docs/migration-stream.md, "The daemon").
 
 use std::collections::BTreeSet;
 use std::io;
@@ -18,8 +22,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xenstore_engine::ring_host::{HostSettings, RingHost};
-use xenstore_engine::{ConnectionId, DomainId, Engine};
+use xenstore_engine::migration::{FrontEndState, RestoredEndpoint, RestoredState};
+use xenstore_engine::ring_host::{HostSettings, RingHost, RingPort};
+use xenstore_engine::{ConnectionFailure, ConnectionId, DomainId, Engine};
 
 use crate::markers::{MarkerChanges, MarkerWatcher};
 use crate::platform::LinuxPort;
@@ -41,6 +46,8 @@ pub struct Server {
     epoll: Arc<Epoll>,
     sockets: SocketClients,
     domain_exception: Registered<NotificationFifo>,
+    /// `$RUNDIR/dump-state`: a write to it asks for the state in `$RUNDIR/state_dump`.
+    dump_state: Registered<NotificationFifo>,
     markers: MarkerWatcher,
     last_marker_scan: Instant,
     /// The last wait's ready descriptors (kept to reuse the allocation).
@@ -55,6 +62,7 @@ pub enum Source {
     Markers,
     Socket(ConnectionId),
     Guest(DomainId),
+    DumpState,
 }
 
 impl Source {
@@ -64,6 +72,7 @@ impl Source {
     const SOCKET: u64 = 2;
     const GUEST: u64 = 3;
     const MARKERS: u64 = 4;
+    const DUMP_STATE: u64 = 5;
 
     /// The epoll token: the kind in the upper half, the connection id or domid in the lower.
     pub fn token(self) -> u64 {
@@ -71,6 +80,7 @@ impl Source {
             Source::Listener => (Self::LISTENER, 0),
             Source::DomainException => (Self::DOMAIN_EXCEPTION, 0),
             Source::Markers => (Self::MARKERS, 0),
+            Source::DumpState => (Self::DUMP_STATE, 0),
             Source::Socket(connection) => (Self::SOCKET, u64::from(connection.0)),
             Source::Guest(domain) => (Self::GUEST, u64::from(domain.0)),
         };
@@ -83,6 +93,7 @@ impl Source {
             Self::LISTENER => Some(Source::Listener),
             Self::DOMAIN_EXCEPTION => Some(Source::DomainException),
             Self::MARKERS => Some(Source::Markers),
+            Self::DUMP_STATE => Some(Source::DumpState),
             Self::SOCKET => Some(Source::Socket(ConnectionId(u32::try_from(id).ok()?))),
             Self::GUEST => Some(Source::Guest(DomainId(u16::try_from(id).ok()?))),
             _ => None,
@@ -110,6 +121,14 @@ impl Server {
             Source::DomainException.token(),
         );
         domain_exception.set_interest(Some(Interest::READ))?;
+        let dump_fifo_path = simulation::dump_state_fifo(run_directory);
+        xenstore_client::sys::make_fifo(&dump_fifo_path, 0o600)?;
+        let mut dump_state = Registered::new(
+            &epoll,
+            NotificationFifo::open(&dump_fifo_path)?,
+            Source::DumpState.token(),
+        );
+        dump_state.set_interest(Some(Interest::READ))?;
         let markers = MarkerWatcher::new(&epoll, run_directory, Source::Markers.token());
         let now = Instant::now();
         let port = LinuxPort::new(run_directory, Arc::clone(&epoll));
@@ -121,6 +140,7 @@ impl Server {
             epoll,
             sockets,
             domain_exception,
+            dump_state,
             markers,
             last_marker_scan: now,
             ready: Vec::with_capacity(sys::EVENTS_PER_WAIT),
@@ -154,6 +174,7 @@ impl Server {
 
         let mut markers_changed = false;
         let mut domain_exception = false;
+        let mut dump_requested = false;
         for readiness in &ready {
             match Source::from_token(readiness.token) {
                 Some(Source::Listener) if readiness.readable => {
@@ -164,6 +185,10 @@ impl Server {
                     domain_exception = true;
                 }
                 Some(Source::Markers) if readiness.readable => markers_changed = true,
+                Some(Source::DumpState) if readiness.readable => {
+                    let _ = self.dump_state.drain();
+                    dump_requested = true;
+                }
                 Some(Source::Socket(connection)) => {
                     if readiness.readable {
                         self.sockets.readable(connection);
@@ -199,7 +224,76 @@ impl Server {
         // watch events) for rings; serving rings may queue events for sockets.
         self.service_rings();
         self.sockets.finish_touched_sockets(&mut self.host);
+        if dump_requested {
+            self.save_state();
+        }
         Ok(())
+    }
+
+    /// Writes the state to `$RUNDIR/state_dump` (through a temporary file renamed into
+    /// place, so that a reader never sees half a stream); failures are logged.
+    fn save_state(&mut self) {
+        let run_directory = self.host.port().run_directory().to_path_buf();
+        let target = simulation::state_dump_file(&run_directory);
+        let ports = RingPorts {
+            ports: self
+                .host
+                .served_rings()
+                .map(|(domain, ring)| (domain, ring.port))
+                .collect(),
+        };
+        let stream = match self.host.write_state(&ports) {
+            Ok(stream) => stream,
+            Err(error) => {
+                log::error!("cannot save the state: {error}");
+                return;
+            }
+        };
+        let temporary = target.with_extension("new");
+        let written =
+            std::fs::write(&temporary, &stream).and_then(|()| std::fs::rename(&temporary, &target));
+        match written {
+            Ok(()) => log::warn!(
+                "state saved to {} ({} bytes)",
+                target.display(),
+                stream.len()
+            ),
+            Err(error) => log::error!("cannot write {}: {error}", target.display()),
+        }
+    }
+
+    /// Takes over the connections of a restored engine ([`Engine::from_state`]): each
+    /// ring's simulated page is mapped again (its indices kept) and served from where it
+    /// was; socket clients belonged to the old process and are closed.
+    pub fn restore_connections(&mut self, state: RestoredState) {
+        for restored in state.connections {
+            match restored.endpoint {
+                RestoredEndpoint::Socket { .. } => {
+                    self.host.with_engine(|engine, platform| {
+                        engine.close_connection(platform, restored.connection)
+                    });
+                }
+                RestoredEndpoint::Ring {
+                    domain,
+                    event_channel_port,
+                    ..
+                } => match self.host.port_mut().attach(domain, 0, event_channel_port) {
+                    Ok(ring) => {
+                        self.host
+                            .adopt_restored(domain, ring, restored.unread_input);
+                        log::info!("domain {domain}: ring restored");
+                    }
+                    Err(error) => {
+                        // As C: the domain is kept (its death is still reported), its
+                        // connection no longer served.
+                        log::warn!("domain {domain}: ring not restored ({error})");
+                        self.host
+                            .engine_mut()
+                            .fail_connection(restored.connection, ConnectionFailure::Communication);
+                    }
+                },
+            }
+        }
     }
 
     /// Moves bytes between the served rings and the engine (the ring host's rounds); output
@@ -277,6 +371,18 @@ impl Server {
             log::info!("domain {domain}: shut down (simulated)");
             self.host.domain_shutdown(domain);
         }
+    }
+}
+
+/// The daemon's answers for a saved state: the simulated rings' ports (no descriptor
+/// survives the process, no unique ids without a hypervisor).
+struct RingPorts {
+    ports: std::collections::BTreeMap<DomainId, u32>,
+}
+
+impl FrontEndState for RingPorts {
+    fn event_channel_port(&self, domain: DomainId) -> u32 {
+        self.ports.get(&domain).copied().unwrap_or(0)
     }
 }
 

@@ -206,6 +206,33 @@ impl Connection {
         self.payload_skipped_bytes = 0;
     }
 
+    /// Appends the bytes of a partly received request, as they came, to `into` (the unread
+    /// input of a migration stream, `docs/migration-stream.md`); payload bytes that found no
+    /// memory when they came are given as zeros.
+    pub fn partial_input(&self, into: &mut Vec<u8>) -> StoreResult<()> {
+        let header = self
+            .header_bytes
+            .get(..self.header_filled_bytes)
+            .unwrap_or(&[]);
+        crate::fallible::extend(into, header)?;
+        if self.header.is_some() {
+            if self.payload_skipped {
+                crate::fallible::reserve(into, self.payload_skipped_bytes)?;
+                into.resize(into.len() + self.payload_skipped_bytes, 0);
+            } else {
+                crate::fallible::extend(into, &self.payload)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes a transaction id restored from a migration stream: new ids continue after it.
+    pub fn note_restored_transaction_id(&mut self, id: u32) {
+        if id >= self.next_transaction_id {
+            self.next_transaction_id = id.wrapping_add(1).max(1);
+        }
+    }
+
     /// A new transaction id: counting from 1, skipping 0 and ids in use.
     pub fn allocate_transaction_id(&mut self) -> StoreResult<u32> {
         for _ in 0..=self.transactions.len() {

@@ -151,28 +151,7 @@ impl Engine {
         let privileged = config.privileged_domain;
         let hash_key = config.hash_key;
         let mut tree = Tree::new(privileged, hash_key);
-        let mut domains = Domains::default();
-        // Start-up: two records in an empty map (nothing to answer if even that fails).
-        let _ = domains.ensure(privileged, 0, &config.quotas);
-        let _ = domains.ensure(config.store_domain, 0, &config.quotas);
-        let mut engine = Engine {
-            config,
-            tree: Tree::new(privileged, hash_key),
-            domains,
-            connections: SortedMap::new(),
-            next_connection_id: 1,
-            watches: WatchIndex::new(hash_key),
-            pending_changes: Vec::new(),
-            pending_special: Vec::new(),
-            pending_direct_events: Vec::new(),
-            now_milliseconds: 0,
-            memory_status: None,
-            trace_enabled: true,
-            global_write_credit: WriteCredit::empty(write_rate::GLOBAL_BURST_WRITES, 0),
-            open_transactions: 0,
-            output_ready: SortedSet::new(),
-            event_holders: SortedSet::new(),
-        };
+        let mut engine = Engine::bare(config);
         let owned = Permissions::owned_by(privileged);
         let mut root = Node::empty(owned.clone());
         let _ = root.add_child("tool");
@@ -208,6 +187,38 @@ impl Engine {
         engine.tree = tree;
         engine.apply_deltas(&deltas);
         engine
+    }
+
+    /// An engine whose tree holds only `/` (owned by the privileged domain), with the
+    /// records of the privileged and the store domain and nothing else: what
+    /// [`Engine::new`] builds the initial tree on, and what a restore from a migration
+    /// stream starts from (`migration/reader.rs`). It allocates only fallibly: what found no
+    /// memory is missing (the root, a record), which a restore checks.
+    pub(crate) fn bare(config: Config) -> Engine {
+        let privileged = config.privileged_domain;
+        let hash_key = config.hash_key;
+        let mut domains = Domains::default();
+        // Start-up: two records in an empty map (nothing to answer if even that fails).
+        let _ = domains.ensure(privileged, 0, &config.quotas);
+        let _ = domains.ensure(config.store_domain, 0, &config.quotas);
+        Engine {
+            config,
+            tree: Tree::new(privileged, hash_key),
+            domains,
+            connections: SortedMap::new(),
+            next_connection_id: 1,
+            watches: WatchIndex::new(hash_key),
+            pending_changes: Vec::new(),
+            pending_special: Vec::new(),
+            pending_direct_events: Vec::new(),
+            now_milliseconds: 0,
+            memory_status: None,
+            trace_enabled: true,
+            global_write_credit: WriteCredit::empty(write_rate::GLOBAL_BURST_WRITES, 0),
+            open_transactions: 0,
+            output_ready: SortedSet::new(),
+            event_holders: SortedSet::new(),
+        }
     }
 
     pub(crate) fn add_connection(

@@ -101,6 +101,66 @@ impl core::fmt::Display for StoreError {
 /// Results of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Why a migration stream (`docs/migration-stream.md`) could not be written or read. Reading
+/// checks everything: any malformed stream is one of these, never a panic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateError {
+    /// The stream ends inside its header or a record, or before its `END` record.
+    Truncated,
+    /// The first eight bytes are not `xenstore`.
+    BadIdent,
+    /// A version other than 1 and 2.
+    UnsupportedVersion(u32),
+    /// Flags other than the endianness bit.
+    BadFlags(u32),
+    /// A record type this version does not define.
+    UnknownRecord(u32),
+    /// A record names something no earlier record made (its connection, transaction or
+    /// parent node).
+    OutOfOrder(&'static str),
+    /// A second record for something that exists once (a connection id, a domain's ring, a
+    /// node, a watch, a transaction, the global records).
+    Duplicate(&'static str),
+    /// A record's fields contradict its length or each other, or hold an invalid value.
+    Malformed(&'static str),
+    /// Bytes after the `END` record.
+    TrailingBytes,
+    /// Writing: a value does not fit its field (the format's widths).
+    TooLarge(&'static str),
+    /// No memory to build the stream or the restored store.
+    OutOfMemory,
+}
+
+impl From<StoreError> for StateError {
+    /// A store operation refused while restoring: memory, or a record it finds invalid.
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::OutOfMemory => StateError::OutOfMemory,
+            _ => StateError::Malformed("refused by the store"),
+        }
+    }
+}
+
+impl core::fmt::Display for StateError {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StateError::Truncated => formatter.write_str("the stream is truncated"),
+            StateError::BadIdent => formatter.write_str("not a xenstore stream"),
+            StateError::UnsupportedVersion(version) => {
+                write!(formatter, "unsupported stream version {version}")
+            }
+            StateError::BadFlags(flags) => write!(formatter, "unsupported flags {flags:#x}"),
+            StateError::UnknownRecord(kind) => write!(formatter, "unknown record type {kind:#x}"),
+            StateError::OutOfOrder(what) => write!(formatter, "record out of order: {what}"),
+            StateError::Duplicate(what) => write!(formatter, "duplicate record: {what}"),
+            StateError::Malformed(what) => write!(formatter, "malformed record: {what}"),
+            StateError::TrailingBytes => formatter.write_str("bytes after the END record"),
+            StateError::TooLarge(what) => write!(formatter, "too large for the format: {what}"),
+            StateError::OutOfMemory => formatter.write_str("out of memory"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

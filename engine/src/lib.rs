@@ -65,6 +65,7 @@ pub mod error;
 mod events;
 pub mod fallible;
 pub mod memory;
+pub mod migration;
 pub mod operations;
 pub mod options;
 pub mod path;
@@ -84,7 +85,7 @@ pub mod wire;
 pub mod write_rate;
 
 pub use engine::{ACCESS_LOG_TARGET, Config, ConnectionFailure, Engine};
-pub use error::{StoreError, StoreResult};
+pub use error::{StateError, StoreError, StoreResult};
 
 /// A Xen domain id (`domid_t`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -27,7 +27,8 @@ impl Access {
         self.0 & wanted.0 == wanted.0
     }
 
-    fn letter(self) -> u8 {
+    /// The letter of `SET_PERMS` (and of the migration stream).
+    pub(crate) fn letter(self) -> u8 {
         match self.0 {
             1 => b'r',
             2 => b'w',
@@ -36,7 +37,8 @@ impl Access {
         }
     }
 
-    fn from_letter(letter: u8) -> Option<Access> {
+    /// The access a letter names.
+    pub(crate) fn from_letter(letter: u8) -> Option<Access> {
         match letter {
             b'n' => Some(Access::NONE),
             b'r' => Some(Access::READ),

@@ -304,6 +304,37 @@ impl<P: RingPort> RingHost<P> {
         connection
     }
 
+    /// Takes a ring of a connection restored from a migration stream
+    /// ([`Engine::from_state`]): as [`RingHost::adopt`] (the indices are kept, the guest
+    /// goes on where it was), with the input the old instance had read and not processed
+    /// offered to the engine before anything read from the ring.
+    pub fn adopt_restored(
+        &mut self,
+        domain: DomainId,
+        ring: P::Ring,
+        unread_input: Vec<u8>,
+    ) -> ConnectionId {
+        let connection = self.adopt(domain, ring);
+        if let Some(hosted) = self.rings.get_mut(&domain) {
+            hosted.pending_input = unread_input;
+        }
+        connection
+    }
+
+    /// The engine's state as a migration stream ([`Engine::write_state`]), the rings'
+    /// input that the engine has not taken included; `front_end` answers the rest (ports,
+    /// unique ids, socket descriptors, its sockets' unread input).
+    pub fn write_state(
+        &self,
+        front_end: &dyn crate::migration::FrontEndState,
+    ) -> Result<Vec<u8>, crate::StateError> {
+        let with_rings = WithRingInput {
+            host: self,
+            front_end,
+        };
+        self.engine.write_state(&with_rings)
+    }
+
     /// The guest signalled its ring (an event, a FIFO byte).
     pub fn notified(&mut self, domain: DomainId) {
         if self.rings.contains_key(&domain) {
@@ -656,5 +687,41 @@ impl<P: RingPort> RingHost<P> {
         if !due.is_empty() {
             self.sweep(&due);
         }
+    }
+}
+
+/// A front end's answers, with the rings' unread input added.
+struct WithRingInput<'a, P: RingPort> {
+    host: &'a RingHost<P>,
+    front_end: &'a dyn crate::migration::FrontEndState,
+}
+
+impl<P: RingPort> crate::migration::FrontEndState for WithRingInput<'_, P> {
+    fn unread_input(&self, connection: ConnectionId) -> &[u8] {
+        let engine = &self.host.engine;
+        let ring = engine
+            .connection_domain(connection)
+            .filter(|domain| engine.domain_connection(*domain) == Some(connection))
+            .and_then(|domain| self.host.rings.get(&domain));
+        match ring {
+            Some(hosted) => hosted.pending_input.as_slice(),
+            None => self.front_end.unread_input(connection),
+        }
+    }
+
+    fn event_channel_port(&self, domain: DomainId) -> u32 {
+        self.front_end.event_channel_port(domain)
+    }
+
+    fn unique_id(&self, domain: DomainId) -> Option<u64> {
+        self.front_end.unique_id(domain)
+    }
+
+    fn socket_fd(&self, connection: ConnectionId) -> i32 {
+        self.front_end.socket_fd(connection)
+    }
+
+    fn global(&self) -> crate::migration::GlobalData {
+        self.front_end.global()
     }
 }

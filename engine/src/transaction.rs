@@ -35,6 +35,10 @@ pub struct Transaction {
     pub changes: Vec<Change>,
     /// Set when an operation inside failed in a way that poisons the commit (`ENOMEM` then).
     pub failed: bool,
+    /// The transaction was open when the store's state was saved (a live update): its
+    /// accesses were not saved, so its commit answers `EAGAIN` and the client retries
+    /// (`docs/migration-stream.md`, "Transactions").
+    pub interrupted: bool,
     /// Node and memory deltas per owner, for quota checks.
     pub deltas: AccountingDeltas,
     /// Bytes of the private copies (paths and node records) the transaction holds; the

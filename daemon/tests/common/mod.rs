@@ -49,6 +49,8 @@ pub struct Daemon {
     child: Child,
     pub run_directory: PathBuf,
     pub socket_path: PathBuf,
+    /// Leave the run directory on drop (a second daemon takes it over).
+    keep_run_directory: bool,
 }
 
 impl Daemon {
@@ -61,8 +63,17 @@ impl Daemon {
         ));
         let _ = std::fs::remove_dir_all(&run_directory);
         std::fs::create_dir_all(&run_directory).expect("create the run directory");
+        Daemon::start_in(run_directory, extra_arguments)
+    }
+
+    /// Starts `xenstored` on an existing run directory (what an earlier daemon left).
+    pub fn start_in(run_directory: PathBuf, extra_arguments: &[&str]) -> Daemon {
         let socket_path = run_directory.join("socket");
-        let stderr = std::fs::File::create(run_directory.join("stderr")).expect("stderr file");
+        let stderr = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(run_directory.join("stderr"))
+            .expect("stderr file");
         let child = Command::new(env!("CARGO_BIN_EXE_xenstored"))
             .arg("--socket")
             .arg(&socket_path)
@@ -79,6 +90,7 @@ impl Daemon {
             child,
             run_directory,
             socket_path,
+            keep_run_directory: false,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::os::unix::net::UnixStream::connect(&daemon.socket_path).is_err() {
@@ -137,13 +149,23 @@ impl Daemon {
     pub fn run_directory(&self) -> &Path {
         &self.run_directory
     }
+
+    /// Stops the daemon and returns its run directory, left in place.
+    pub fn stop_keeping_run_directory(mut self) -> PathBuf {
+        self.keep_run_directory = true;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.run_directory.clone()
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.run_directory);
+        if !self.keep_run_directory {
+            let _ = std::fs::remove_dir_all(&self.run_directory);
+        }
     }
 }
 

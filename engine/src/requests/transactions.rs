@@ -120,6 +120,9 @@ impl Engine {
         if !commit {
             return ok_reply();
         }
+        if transaction.interrupted {
+            return Err(StoreError::Again);
+        }
         if transaction.failed {
             return Err(StoreError::OutOfMemory);
         }
