@@ -286,7 +286,7 @@ CFG
 
 # launch_guest STEP CONFIG NODE SECONDS [HOOK]: create_domain STEP CONFIG (sets DOMID),
 # eval HOOK (e.g. start a watch), unpause, then boot_wait for /local/domain/DOMID/NODE. A
-# domain that dies before writing NODE is created once more (BOOT_RETRIES, default 1) only
+# domain that dies before writing NODE is created again (up to BOOT_RETRIES times, default 2) only
 # when Xen logged its triple fault (retry_guest: a `RETRY STEP: ...` line); one that dies
 # otherwise, hangs, or dies of a triple fault with no retry left, fails step STEP-boot with
 # what was seen (guest_failed). Returns boot_wait's status (3 if xl create failed).
@@ -300,7 +300,7 @@ launch_guest() {
         _r=0
         boot_wait "$DOMID" "/local/domain/$DOMID/$3" "$4" || _r=$?
         [ "$_r" = 0 ] && return 0
-        if [ "$_r" = 2 ] && [ "$_tries" -lt "${BOOT_RETRIES:-1}" ] && retry_guest "$1" "$DOMID"; then
+        if [ "$_r" = 2 ] && [ "$_tries" -lt "${BOOT_RETRIES:-2}" ] && retry_guest "$1" "$DOMID"; then
             _tries=$((_tries + 1))
             xl destroy "$DOMID" >/dev/null 2>&1
             continue

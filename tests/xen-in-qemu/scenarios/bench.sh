@@ -44,7 +44,7 @@
 #  CPU times of domains have 0.1 s steps: over 20 s, 4.9 ms/s is one step.
 # A guest that dies while booting of a triple fault (the rare TCG flake, see README: Xen's
 # `dNvM Triple fault` line for that domain in `xl dmesg`) is created once more
-# (BOOT_RETRIES, default 1; a `RETRY` line); the figures are those of the attempt that
+# (up to BOOT_RETRIES times, default 2; a `RETRY` line each); the figures are those of the attempt that
 # booted. One that dies otherwise, vanishes without that line or hangs fails (step
 # NAME-boot, with its console's tail and its `xl dmesg` lines). A failed `xl create` is not
 # retried: its step fails, and a domain it left behind is destroyed.
@@ -58,7 +58,7 @@
 # Variables (run.sh --set NAME=VALUE): TX_RUNS (7), TX_ITER (50), RANDOM_SECONDS (10),
 # GUESTS (3), MULTI_GUESTS (4; each guest has GUEST_MEMORY MiB, default 128, and the host
 # ~950 MiB free), MULTI_BOOT (0), IDLE_SECONDS (20), GUEST_BOOT_TIMEOUT (300),
-# BOOT_RETRIES (1), STUB_MEMORY, STUB_PARAM, PLACE (commands run in dom0 once the xenstore
+# BOOT_RETRIES (2), STUB_MEMORY, STUB_PARAM, PLACE (commands run in dom0 once the xenstore
 # serves, before any measurement: a CPU placement such as `xl vcpu-pin 0 all 0`).
 #
 # harness-needs: xenstore linux-vmlinux guest:xsclient
@@ -412,7 +412,7 @@ boot_guest() {
     while :; do
         _br=0
         timed_boot "$1" || _br=$?
-        if [ "$_br" != 2 ] || [ "$_tries" -ge "${BOOT_RETRIES:-1}" ] || ! retry_guest "$1" "${G_ID:-$G_DEAD}"; then
+        if [ "$_br" != 2 ] || [ "$_tries" -ge "${BOOT_RETRIES:-2}" ] || ! retry_guest "$1" "${G_ID:-$G_DEAD}"; then
             guest_lost "$1" "$_br"
             return "$_br"
         fi

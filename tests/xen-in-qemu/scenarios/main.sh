@@ -70,7 +70,7 @@ if xl create -p "$hello_cfg" >/tmp/create.out 2>&1 && gid=$(xl domid hello-xenst
     # A guest that died of a triple fault (Xen's line in `xl dmesg`: the rare emulation
     # flake of Linux under TCG, README "Known limits") is created once more (BOOT_RETRIES);
     # one that died otherwise, hung or vanished fails step guest-boot with what was seen.
-    while [ "$r" = 2 ] && [ "$tries" -lt "${BOOT_RETRIES:-1}" ] && retry_guest guest-boot "$gid"; do
+    while [ "$r" = 2 ] && [ "$tries" -lt "${BOOT_RETRIES:-2}" ] && retry_guest guest-boot "$gid"; do
         tries=$((tries + 1))
         xl destroy "$gid" >/dev/null 2>&1
         r=0 old=$gid
