@@ -113,22 +113,16 @@ impl Server {
         std::fs::create_dir_all(simulation::domains_directory(run_directory))?;
         let epoll = Arc::new(Epoll::new()?);
         let sockets = SocketClients::bind(&epoll, socket_path, use_io_uring)?;
-        let fifo_path = simulation::domain_exception_fifo(run_directory);
-        xenstore_client::sys::make_fifo(&fifo_path, 0o600)?;
-        let mut domain_exception = Registered::new(
+        let domain_exception = notification_fifo(
             &epoll,
-            NotificationFifo::open(&fifo_path)?,
-            Source::DomainException.token(),
-        );
-        domain_exception.set_interest(Some(Interest::READ))?;
-        let dump_fifo_path = simulation::dump_state_fifo(run_directory);
-        xenstore_client::sys::make_fifo(&dump_fifo_path, 0o600)?;
-        let mut dump_state = Registered::new(
+            &simulation::domain_exception_fifo(run_directory),
+            Source::DomainException,
+        )?;
+        let dump_state = notification_fifo(
             &epoll,
-            NotificationFifo::open(&dump_fifo_path)?,
-            Source::DumpState.token(),
-        );
-        dump_state.set_interest(Some(Interest::READ))?;
+            &simulation::dump_state_fifo(run_directory),
+            Source::DumpState,
+        )?;
         let markers = MarkerWatcher::new(&epoll, run_directory, Source::Markers.token());
         let now = Instant::now();
         let port = LinuxPort::new(run_directory, Arc::clone(&epoll));
@@ -388,3 +382,16 @@ impl FrontEndState for RingPorts {
 
 #[cfg(test)]
 mod tests;
+
+/// Makes the FIFO at `path` (the simulated-guest convention, `daemon/README.md`) and
+/// registers it for reading under `source`.
+fn notification_fifo(
+    epoll: &Arc<Epoll>,
+    path: &Path,
+    source: Source,
+) -> io::Result<Registered<NotificationFifo>> {
+    xenstore_client::sys::make_fifo(path, 0o600)?;
+    let mut fifo = Registered::new(epoll, NotificationFifo::open(path)?, source.token());
+    fifo.set_interest(Some(Interest::READ))?;
+    Ok(fifo)
+}

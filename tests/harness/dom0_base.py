@@ -191,6 +191,15 @@ def complete_libraries(root, from_host):
                         " in the packages: " + ", ".join(sorted(set(missing))))
 
 
+def remove_dangling_links(root):
+    """Removes the links under root that lead nowhere (Debian's xen-utils-wrapper links)."""
+    for directory, _, files in os.walk(root):
+        for name in files:
+            full = os.path.join(directory, name)
+            if os.path.islink(full) and not os.path.exists(full):
+                os.unlink(full)
+
+
 # --- the base ----------------------------------------------------------------------------
 
 class Base:
@@ -295,12 +304,7 @@ def build(version, work, host, host_packages, kernel_version, xen_archive, xen_p
                    # pygrub's Python module and file-system readers, and hvmloader
                    f"usr/lib/xen-{version.name}/lib", f"usr/lib/xen-{version.name}/boot"]:
         shutil.rmtree(os.path.join(root, unused), ignore_errors=True)
-    # Dangling wrapper links (xen-utils-wrapper) are not needed.
-    for directory, _, files in os.walk(root):
-        for name in files:
-            full = os.path.join(directory, name)
-            if os.path.islink(full) and not os.path.exists(full):
-                os.unlink(full)
+    remove_dangling_links(root)
     shutil.copy2(os.path.join(stage, "bin", "busybox"), os.path.join(root, "bin", "busybox"))
     module_dir = f"lib/modules/{kernel_version}/kernel/drivers/xen"
     for module in KERNEL_MODULES:

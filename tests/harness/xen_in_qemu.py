@@ -224,11 +224,7 @@ def guest_initramfs(name, base, work, out):
                 if os.path.isdir(os.path.join(stage, folder)):
                     shutil.copytree(os.path.join(stage, folder), os.path.join(root, folder), symlinks=True,
                                     dirs_exist_ok=True)
-            for directory, _, files in os.walk(root):
-                for file_name in files:
-                    full = os.path.join(directory, file_name)
-                    if os.path.islink(full) and not os.path.exists(full):
-                        os.unlink(full)
+            dom0_base.remove_dangling_links(root)
             dom0_base.complete_libraries(root, from_host=True)
     write_cpio(out, root, ["dev/console:c:5:1"])
 
