@@ -89,6 +89,9 @@ pub struct CommandLine<'a> {
     /// `--debug-crash panic|page-fault`: crash on purpose right after boot.
     #[cfg(feature = "test-modes")]
     pub debug_crash: Option<DebugCrash>,
+    /// `--live-update` (or C xenstored's `-U`): started by a live update; the state is boot
+    /// module 0 (docs/live-update.md, "The handover").
+    pub live_update: bool,
     /// `--priv-domid <domid>`: the privileged (control) domain; default 0.
     pub privileged_domid: Option<DomId>,
     /// Every other argument, in order (options and their values alike).
@@ -166,6 +169,7 @@ impl<'a> CommandLine<'a> {
                 #[cfg(feature = "test-modes")]
                 "--hostile-ring" if inline_value.is_none() => parsed.hostile_ring = true,
                 "--verbose" if inline_value.is_none() => parsed.verbose = true,
+                "--live-update" | "-U" if inline_value.is_none() => parsed.live_update = true,
                 "--event" => {
                     let text = value(option)?;
                     let port = parse_number(text)
@@ -247,6 +251,15 @@ mod tests {
         assert_eq!(parsed.dom0_event_port, Some(EventChannelPort(12)));
         assert_eq!(parsed.privileged_domid, Some(DomId(0)));
         assert_eq!(&parsed.unrecognised[..], ["-E", "1000"]);
+    }
+
+    #[test]
+    fn a_live_update_is_recognised_in_either_spelling() {
+        let parsed = CommandLine::parse("--event 12 -E 1000 --live-update").expect("valid");
+        assert!(parsed.live_update);
+        assert_eq!(&parsed.unrecognised[..], ["-E", "1000"]);
+        assert!(CommandLine::parse("-U").expect("valid").live_update);
+        assert!(!CommandLine::parse("--event 3").expect("valid").live_update);
     }
 
     #[test]

@@ -90,6 +90,15 @@ pub fn kernel_main(start_info_paddr: u64) -> ! {
             ""
         }
     );
+    // Which build this is: the live-update test uploads the other one and looks for it.
+    crate::console_line!(
+        "image: {} build",
+        if cfg!(feature = "test-modes") {
+            "test"
+        } else {
+            "product"
+        }
+    );
     #[cfg(feature = "test-modes")]
     trigger_debug_crash(command_line.debug_crash);
     match XenCpuidLeaves::detect() {
@@ -98,7 +107,7 @@ pub fn kernel_main(start_info_paddr: u64) -> ! {
             let platform = boot_on_xen(leaves, &boot_info);
             #[cfg(feature = "test-modes")]
             run_test_mode(&platform, &command_line);
-            crate::xenstore::serve(&platform, &command_line)
+            crate::xenstore::serve(&platform, &command_line, &boot_info)
         }
     }
 }
@@ -232,8 +241,7 @@ fn boot_on_xen(leaves: XenCpuidLeaves, boot_info: &BootInfo) -> BootedPlatform {
         console::attach_pv_console(ring);
     }
     if let Ok(plan) = &heap {
-        // After shared_info: mapping it gave the page under its frame back to Xen, which
-        // the growth's reading of the reservation must see.
+        // After shared_info, so that the growth reads the reservation as it stays.
         match heap_setup::start_growth(hypervisor, reservation_pages.ok()) {
             Ok(setup) => log::info!(
                 "heap: {} KiB, limit {} KiB (domain pages {} of at most {}; {} frames above \

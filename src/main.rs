@@ -9,6 +9,8 @@
 //!   channels, grant mappings. It wraps the `xen-hypercall` crate; the engine never sees it.
 //! - [`cmdline`]: the stub's command line (`--event <port>`, `--priv-domid`, …).
 //! - `kernel` (bare metal only): the boot sequence; `xenstore`: serving the engine on rings.
+//! - [`handover`]: a live update's new image, checked and staged for the jump
+//!   (`live_update`, bare metal only, runs the update).
 //! - The test image only (cargo feature `test-modes`, README "Tests"): `self_test` (the
 //!   `--self-test` mode) and `hostile_ring` (the `--hostile-ring` mode).
 //!
@@ -37,10 +39,13 @@ mod xen;
 
 // Every other module stays under the crate's `deny(unsafe_code)`.
 mod cmdline;
+mod handover;
 #[cfg(all(target_os = "none", feature = "test-modes"))]
 mod hostile_ring;
 #[cfg(target_os = "none")]
 mod kernel;
+#[cfg(target_os = "none")]
+mod live_update;
 #[cfg(all(target_os = "none", feature = "test-modes"))]
 mod self_test;
 #[cfg(target_os = "none")]

@@ -19,15 +19,19 @@ use xenstore_engine::options::{
     OptionError, OptionName, PROCESS_FLAGS, PROCESS_OPTIONS_WITH_VALUE, STORE_FLAGS,
     STORE_OPTIONS_WITH_VALUE, apply_store_option, domain_value, for_each_option, option,
 };
-use xenstore_engine::ring_host::{HostSettings, RingHost};
+use xenstore_engine::live_update::{LiveUpdatePoll, LiveUpdateSupport};
+use xenstore_engine::migration::RestoredEndpoint;
+use xenstore_engine::ring_host::{HostSettings, RingHost, RingPort};
 use xenstore_engine::{Config, DomainId, Engine};
 
 use crate::cmdline::CommandLine;
 use crate::kernel::BootedPlatform;
+use crate::live_update::Context as LiveUpdateContext;
 use crate::runtime::{console, trace};
 use crate::xen::event_channel::EventChannels;
 use crate::xen::grant_table::{GrantMapper, GrantWindow, plan_grant_window};
 use crate::xen::ring_port::{HypervisorDomainStates, Rest, XenPort};
+use crate::xen::start_info::BootInfo;
 
 /// `SCHEDOP_poll` takes at most this many ports; beyond, the loop polls with a short timeout.
 const POLLED_PORTS_MAX: usize = 128;
@@ -47,6 +51,10 @@ const DOMAIN_STATES_BY_DOMAIN_STATE: &str =
     "domain states: XEN_DOMCTL_get_domain_state (Xen 4.21+)";
 /// See [`DOMAIN_STATES_BY_DOMAIN_STATE`].
 const DOMAIN_STATES_BY_DOMAIN_INFO: &str = "domain states: getdomaininfo (Xen before 4.21)";
+
+/// The largest image `live-update -b` accepts: the image must load below 16 MiB
+/// (linker.ld), and an ELF file with debugging sections is a few times its loaded size.
+const LIVE_UPDATE_IMAGE_SIZE_LIMIT_BYTES: usize = 32 << 20;
 
 /// The stub's ring host.
 type XenHost = RingHost<XenPort>;
@@ -70,6 +78,10 @@ fn configure(command_line: &CommandLine<'_>, own_domid: DomId) -> (Config, Domai
             crate::arch::x86_64::random_u64(),
             crate::arch::x86_64::random_u64(),
         ],
+        // `xenstore-control live-update` uploads a new image (docs/live-update.md).
+        live_update: LiveUpdateSupport::KernelImage {
+            image_size_limit_bytes: LIVE_UPDATE_IMAGE_SIZE_LIMIT_BYTES,
+        },
         ..Config::default()
     };
     // The domain whose ring `--event` names (4.17's `--master-domid`, default dom0).
@@ -108,8 +120,9 @@ fn configure(command_line: &CommandLine<'_>, own_domid: DomId) -> (Config, Domai
     (config, master)
 }
 
-/// Serves xenstore until the domain is destroyed.
-pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
+/// Serves xenstore until the domain is destroyed: a fresh store with dom0's ring, or, after
+/// a live update (`--live-update`), the store the previous image left (docs/live-update.md).
+pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>, boot_info: &BootInfo) -> ! {
     let fail = |what: &str| -> ! {
         log::error!("cannot serve xenstore: {what}");
         crate::runtime::panic::stop_after_failure()
@@ -120,28 +133,20 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
     let Ok(own_domid) = platform.own_domid else {
         fail("own domain id unknown");
     };
-    let Some(dom0_port) = command_line.dom0_event_port else {
-        fail("no --event <port> on the command line (start me with init-xenstore-domain)");
-    };
     let Ok(memory_map) = &platform.memory_map else {
         fail("no memory map");
     };
-    let window =
-        match plan_grant_window(memory_map, crate::arch::x86_64::IDENTITY_MAPPED_LIMIT_BYTES) {
-            Ok(plan) => match GrantWindow::new(plan) {
-                Ok(window) => window,
-                Err(_) => fail("no memory for the grant-map window"),
-            },
-            Err(_) => fail("no room for a grant-map window"),
-        };
+    let window = match plan_grant_window(memory_map, crate::xen::shared_info::SHARED_INFO_ADDRESS)
+    {
+        Ok(plan) => match GrantWindow::new(plan) {
+            Ok(window) => window,
+            Err(_) => fail("no memory for the grant-map window"),
+        },
+        Err(_) => fail("no room for a grant-map window"),
+    };
     let events = EventChannels::new(platform.hypervisor, shared_info.shared_info);
     let (config, master) = configure(command_line, own_domid);
-    log::info!(
-        "xenstore: store domain {}, privileged domain {}, dom0 ring of domain {master} on port {dom0_port}",
-        config.store_domain,
-        config.privileged_domain
-    );
-    let mut port = XenPort::new(
+    let port = XenPort::new(
         platform.hypervisor,
         platform.cpuid_version,
         events,
@@ -154,6 +159,37 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         crate::console_line!("{DOMAIN_STATES_BY_DOMAIN_INFO}");
         DomainWatcher::DomainInfo
     };
+    let settings = HostSettings {
+        sweep: Some(SWEEP_NANOSECONDS),
+    };
+    let mut host = if command_line.live_update {
+        let Some(state) = crate::xen::handover::previous_state(boot_info) else {
+            fail("--live-update without the previous image's state (boot module 0)");
+        };
+        match restore(state, config.clone(), port, settings) {
+            Ok(host) => host,
+            Err(reason) => fail(&reason),
+        }
+    } else {
+        let Some(dom0_port) = command_line.dom0_event_port else {
+            fail("no --event <port> on the command line (start me with init-xenstore-domain)");
+        };
+        log::info!(
+            "xenstore: store domain {}, privileged domain {}, dom0 ring of domain {master} on port {dom0_port}",
+            config.store_domain,
+            config.privileged_domain
+        );
+        let mut port = port;
+        // dom0 first: its pending requests (init-xenstore-domain's) stay in the ring, so the
+        // indices are kept; only `connection` is set and the ring is kicked.
+        let dom0_ring = match port.map_ring(master, dom0_port.0) {
+            Ok(ring) => ring,
+            Err(error) => fail(&alloc::format!("dom0's ring: {error}")),
+        };
+        let mut host = XenHost::new(Engine::new(config.clone()), port, settings);
+        host.adopt(master, dom0_ring);
+        host
+    };
     let domain_state_port = match events.bind_virq(VIRQ_DOM_EXC) {
         Ok(port) => Some(port),
         Err(errno) => {
@@ -161,21 +197,28 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
             None
         }
     };
-    // dom0 first: its pending requests (init-xenstore-domain's) stay in the ring, so the
-    // indices are kept; only `connection` is set and the ring is kicked.
-    let dom0_ring = match port.map_ring(master, dom0_port.0) {
-        Ok(ring) => ring,
-        Err(error) => fail(&alloc::format!("dom0's ring: {error}")),
-    };
-    let settings = HostSettings {
-        sweep: Some(SWEEP_NANOSECONDS),
-    };
-    let mut host = XenHost::new(Engine::new(config), port, settings);
-    host.adopt(master, dom0_ring);
     // Binding the VIRQ marked every existing domain changed (4.21+): learn them now.
     watch_domains(&mut domain_watcher, &mut host);
-    crate::console_line!("serving xenstore (dom0 connected)");
-    trace::record("xenstore.serving", u64::from(dom0_port.0));
+    if command_line.live_update {
+        // A domain may have died while no image listened (C xenstored checks them all
+        // after a live update too).
+        for domain in host.engine().introduced_domains() {
+            if !host.port_mut().domain_exists(domain) {
+                host.domain_died(domain);
+            }
+        }
+        crate::console_line!("serving xenstore (restored)");
+    } else {
+        crate::console_line!("serving xenstore (dom0 connected)");
+    }
+    trace::record("xenstore.serving", 0);
+    let live_update = LiveUpdateContext {
+        command_line: &boot_info.command_line,
+        memory_map: &boot_info.memory_map,
+        config: &config,
+        domain_state_port,
+        events,
+    };
 
     let mut ports: Vec<EventChannelPort> = Vec::new();
     let mut notified: Vec<DomainId> = Vec::new();
@@ -189,9 +232,10 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
         ports.extend(domain_state_port);
         // Sleep until an event, or sooner when time-driven work waits (rings held back by
         // a quota or the write rate, watch events that may expire, a sweep of recently
-        // served rings, a full ring's room check). An idle store sleeps without a timeout
-        // (a 100 ms tick cost about 1% of a TCG vCPU). With work left over from this round
-        // there is no sleep at all; a deadline already past ends the sleep at once.
+        // served rings, a full ring's room check, a live update waiting for transactions).
+        // An idle store sleeps without a timeout (a 100 ms tick cost about 1% of a TCG
+        // vCPU). With work left over from this round there is no sleep at all; a deadline
+        // already past ends the sleep at once.
         let rest = if work_remains {
             Rest::None
         } else {
@@ -209,7 +253,53 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>) -> ! {
             watch_domains(&mut domain_watcher, &mut host);
         }
         host.tick_if_due();
+        if let LiveUpdatePoll::Ready(plan) = host.poll_live_update() {
+            let tracker = match &domain_watcher {
+                DomainWatcher::DomainState(tracker) => Some(tracker),
+                DomainWatcher::DomainInfo => None,
+            };
+            let unique_ids = |domain: DomainId| tracker.and_then(|tracker| tracker.unique_id(domain));
+            // Returns only when the update failed (and was answered).
+            crate::live_update::run(plan, &mut host, &live_update, &unique_ids);
+        }
     }
+}
+
+/// The ring host over the store the previous image left: every ring mapped again with the
+/// port that image bound; the input it had read goes first.
+fn restore(
+    state: &[u8],
+    config: Config,
+    mut port: XenPort,
+    settings: HostSettings,
+) -> Result<XenHost, alloc::string::String> {
+    let (engine, restored) = Engine::from_state(config, state)
+        .map_err(|error| alloc::format!("the previous image's state does not read: {error:?}"))?;
+    let mut rings = Vec::new();
+    for connection in restored.connections {
+        match connection.endpoint {
+            RestoredEndpoint::Ring {
+                domain,
+                event_channel_port,
+                ..
+            } => match port.restore_ring(domain, event_channel_port) {
+                Ok(ring) => rings.push((domain, ring, connection.unread_input)),
+                // The domain is known to the store; its death will be noticed.
+                Err(error) => log::warn!("live update: domain {domain}'s ring is lost: {error}"),
+            },
+            RestoredEndpoint::Socket { .. } => {}
+        }
+    }
+    let connections = rings.len();
+    let mut host = XenHost::new(engine, port, settings);
+    for (domain, ring, unread_input) in rings {
+        host.adopt_restored(domain, ring, unread_input);
+    }
+    crate::console_line!(
+        "{}",
+        crate::live_update::restored_summary(host.engine(), connections, state.len())
+    );
+    Ok(host)
 }
 
 /// `VIRQ_DOM_EXC` fired: find out who shut down or died.

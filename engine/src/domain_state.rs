@@ -158,6 +158,12 @@ impl DomainStateTracker {
         self.unique_ids.contains_key(&domain)
     }
 
+    /// The unique id Xen gave `domain`, when it is being followed (for the migration
+    /// stream's connection records).
+    pub fn unique_id(&self, domain: DomainId) -> Option<u64> {
+        self.unique_ids.get(&domain).copied()
+    }
+
     /// Asks `source` until no changed domain is left and tells `engine` what happened.
     /// Returns how many reports were read.
     pub fn drain(

@@ -770,6 +770,11 @@ impl Engine {
         self.tree.len()
     }
 
+    /// Number of watches registered.
+    pub fn watch_count(&self) -> usize {
+        self.watches.len()
+    }
+
     /// The committed tree, read only (consistency checks, fuzzing and property tests).
     pub fn tree(&self) -> &Tree {
         &self.tree

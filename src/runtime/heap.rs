@@ -245,7 +245,7 @@ pub fn frames_maybe_populated_above(
 
 #[cfg(target_os = "none")]
 pub use allocator::{
-    GrowthSetup, GrowthSetupError, grow_if_low, init_growth, init_heap, statistics,
+    GrowthSetup, GrowthSetupError, end_address, grow_if_low, init_growth, init_heap, statistics,
 };
 
 #[cfg(target_os = "none")]
@@ -616,6 +616,11 @@ mod allocator {
             }
         );
         Ok(())
+    }
+
+    /// One past the heap's highest byte now (its growth included): RAM below it is populated.
+    pub fn end_address() -> u64 {
+        KERNEL_HEAP.heap.lock().top() as u64
     }
 
     /// Current usage of the heap and how far it can grow.

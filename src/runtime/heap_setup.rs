@@ -97,9 +97,8 @@ impl fmt::Display for GrowthStartError {
 }
 
 /// Lets the heap of [`setup_heap`] grow (see [`heap::init_growth`]). Call it after mapping
-/// shared_info: mapping it gave the page under its frame back to Xen, which the growth's
-/// reading of the reservation must see. `boot_reservation_pages` is
-/// `XENMEM_current_reservation` as read before that.
+/// shared_info, so that the growth reads the reservation as it stays.
+/// `boot_reservation_pages` is `XENMEM_current_reservation` as read at boot.
 pub fn start_growth(
     hypervisor: Hypervisor,
     boot_reservation_pages: Option<u64>,
@@ -109,8 +108,8 @@ pub fn start_growth(
         return Err(GrowthStartError::AlreadyStarted);
     }
     // SAFETY: once (the flag above), after `init_heap(plan)` (`plan` is set only by it);
-    // nothing uses the RAM region above the heap (the grant window lies above 4 GiB,
-    // shared_info inside the image, the console and xenstore pages in the special-page
+    // nothing uses the RAM region above the heap (the grant window and shared_info lie
+    // above 4 GiB, the console and xenstore pages in the special-page
     // region, boot data below the heap).
     unsafe { heap::init_growth(hypervisor, plan, boot_reservation_pages) }
         .map_err(GrowthStartError::Setup)

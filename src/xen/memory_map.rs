@@ -37,6 +37,20 @@ impl MemoryKind {
             other => MemoryKind::Other(other),
         }
     }
+
+    /// The E820 type number (the inverse of [`MemoryKind::from_e820_type`]).
+    pub const fn e820_type(self) -> u32 {
+        match self {
+            MemoryKind::Ram => 1,
+            MemoryKind::Reserved => 2,
+            MemoryKind::AcpiReclaimable => 3,
+            MemoryKind::AcpiNvs => 4,
+            MemoryKind::Unusable => 5,
+            MemoryKind::Disabled => 6,
+            MemoryKind::PersistentMemory => 7,
+            MemoryKind::Other(other) => other,
+        }
+    }
 }
 
 /// One region of guest-physical address space.

@@ -6,6 +6,7 @@
 //! - [`grant_table`]: mapping other domains' granted pages into a reserved GFN window.
 //! - [`pv_console`]: the PV console ring.
 //! - [`runstate`]: the vCPU's runstate area, a clock reading without `rdtsc` after a sleep.
+//! - `handover`: a live update's state from the previous image, and the jump to the next.
 //!
 //! Only this layer (with `arch` and `runtime`) turns guest-physical addresses into pointers.
 //!
@@ -20,6 +21,8 @@
 
 pub mod event_channel;
 pub mod grant_table;
+#[cfg(target_os = "none")]
+pub mod handover;
 pub mod memory_map;
 pub mod pv_console;
 #[cfg(target_os = "none")]

@@ -44,6 +44,9 @@ pub struct XenPort {
     to_notify: Vec<EventChannelPort>,
     /// Xen refused `HYPERVISOR_multicall`: notify and sleep with separate hypercalls.
     multicall_refused: bool,
+    /// A live update is handing over: detaching a ring unmaps its page and leaves its port
+    /// bound, for the new image to take (docs/live-update.md).
+    keep_ports: bool,
     /// Xen system time read once per round of the loop, right after its sleep (by
     /// `clock`: no TSC read when the sleep blocked), and used for everything the round
     /// times: the engine's clock, sweeps, room checks, the next sleep's deadline. Each
@@ -87,6 +90,7 @@ impl XenPort {
             port_domains: BTreeMap::new(),
             to_notify: Vec::new(),
             multicall_refused: false,
+            keep_ports: false,
             round_ns: events.now_ns(),
             clock: WakeClock::register(&hypervisor).unwrap_or_else(|errno| {
                 log::warn!("no runstate area ({errno}): the clock reads the TSC every round");
@@ -215,6 +219,34 @@ impl XenPort {
         })
     }
 
+    /// Takes `domain`'s ring over from the image before a live update: maps its grant
+    /// reference 1 again and serves `local_port`, which that image bound and left bound.
+    pub fn restore_ring(&mut self, domain: DomainId, local_port: u32) -> StoreResult<XenRing> {
+        let page = self
+            .mapper
+            .map(DomId(domain.0), GrantRef::RESERVED_XENSTORE)
+            .map_err(|error| {
+                log::warn!("domain {domain}: cannot map its xenstore ring again (grant 1): {error}");
+                StoreError::Invalid
+            })?;
+        self.port_domains.insert(local_port, domain);
+        Ok(XenRing {
+            domain,
+            page: MappedRingPage::new(page),
+            local_port: EventChannelPort(local_port),
+        })
+    }
+
+    /// From now on, detaching a ring keeps its port bound (see `keep_ports`).
+    pub fn keep_ports_for_handover(&mut self) {
+        self.keep_ports = true;
+    }
+
+    /// The runstate clock, to stop it before a live update's jump.
+    pub fn clock_mut(&mut self) -> &mut WakeClock {
+        &mut self.clock
+    }
+
     /// What the hypervisor says of `domain`: `None` when it no longer exists.
     pub fn domain_flags(&self, domain: DomainId) -> Option<u32> {
         match self
@@ -255,6 +287,12 @@ impl RingPort for XenPort {
     fn detach(&mut self, domain: DomainId, ring: XenRing) {
         if self.port_domains.get(&ring.local_port.0) == Some(&domain) {
             self.port_domains.remove(&ring.local_port.0);
+        }
+        if self.keep_ports {
+            if let Err(error) = self.mapper.unmap(ring.page.into_page()) {
+                log::warn!("domain {domain}: unmapping its ring for the handover failed: {error}");
+            }
+            return;
         }
         if let Err(errno) = self.events.close(ring.local_port) {
             log::warn!(

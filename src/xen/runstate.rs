@@ -39,6 +39,17 @@ impl WakeClock {
         Ok(Self::over(Some(&RUNSTATE)))
     }
 
+    /// Tells Xen to stop writing the area: a live update's new image is about to overwrite
+    /// it (docs/live-update.md, "What the old image undoes").
+    #[cfg(target_os = "none")]
+    pub fn unregister(&mut self, hypervisor: &Hypervisor) -> XenResult<()> {
+        self.area = None;
+        // SAFETY: linear address 0 holds nothing of ours: the image starts at 1 MiB, the heap
+        // above it, the boot data after the image (docs/live-update.md: Xen's one write
+        // there).
+        unsafe { hypervisor.unregister_runstate_area(0) }
+    }
+
     /// A clock that always reads the TSC.
     pub const fn without_area() -> WakeClock {
         Self::over(None)

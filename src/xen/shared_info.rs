@@ -1,12 +1,16 @@
 //! The shared_info page: event-channel bitmaps, vCPU 0's time record, wallclock.
 //!
 //! A PVH guest chooses where shared_info appears: `XENMEM_add_to_physmap(
-//! XENMAPSPACE_shared_info, 0, gfn)` (`memory.h`). As Mini-OS and Solo5 do, the target is a
-//! dedicated page-aligned frame of the kernel image: Xen frees the RAM that was there and
-//! puts shared_info in its place (docs/xen-interface.md, "Memory map"), and the identity map
-//! already covers it.
+//! XENMAPSPACE_shared_info, 0, gfn)` (`memory.h`). Ours is the last page of the identity
+//! map ([`SHARED_INFO_ADDRESS`]), far above RAM and the grant window: no image or heap ever
+//! covers it, so a live update's copy of the new image cannot overwrite it, and every image
+//! maps it at the same frame (Xen unhooks the page from its old frame and hooks it at the
+//! new one, here the same: docs/live-update.md, "What the old image undoes").
 
 use xen_hypercall::shared_info::{SharedInfo, TimeSnapshot};
+
+/// Where shared_info appears: the last page below `IDENTITY_MAPPED_LIMIT_BYTES`.
+pub const SHARED_INFO_ADDRESS: u64 = crate::arch::x86_64::IDENTITY_MAPPED_LIMIT_BYTES - 4096;
 
 /// Xen system time in ns now, from vCPU 0's pvclock record and the TSC.
 pub fn system_time_ns(shared_info: &SharedInfo) -> u64 {
@@ -19,22 +23,12 @@ pub use mapping::{SharedInfoMapping, map_shared_info};
 
 #[cfg(target_os = "none")]
 mod mapping {
-    use core::cell::UnsafeCell;
-
     use xen_hypercall::memory::MapSpace;
     use xen_hypercall::shared_info::SharedInfo;
     use xen_hypercall::{Gfn, Hypervisor, XenResult};
 
-    /// The frame that becomes shared_info. Never accessed as bytes: only through the
-    /// `&SharedInfo` handed out after the mapping.
-    #[repr(C, align(4096))]
-    struct SharedInfoFrame(UnsafeCell<[u8; 4096]>);
+    use super::SHARED_INFO_ADDRESS;
 
-    // SAFETY: the frame's contents are only accessed through `SharedInfo`, whose fields are
-    // all atomics, so shared access from any context is sound.
-    unsafe impl Sync for SharedInfoFrame {}
-
-    static SHARED_INFO_FRAME: SharedInfoFrame = SharedInfoFrame(UnsafeCell::new([0; 4096]));
     static MAPPED: spin::Once<SharedInfoMapping> = spin::Once::new();
 
     /// The mapped shared_info page.
@@ -54,14 +48,15 @@ mod mapping {
         if let Some(mapping) = MAPPED.get() {
             return Ok(*mapping);
         }
-        let address = SHARED_INFO_FRAME.0.get() as u64;
+        let address = SHARED_INFO_ADDRESS;
         let gfn = Gfn::containing(address);
-        // SAFETY: the frame is a dedicated, page-aligned static that nothing reads or writes
-        // as bytes, so replacing its contents breaks nothing; identity map: linear == GPA.
+        // SAFETY: the frame lies above RAM, the heap and the grant window (it is reserved for
+        // shared_info: grant_table's window ends below it), so no memory of ours is
+        // replaced; the identity map covers it: linear == GPA.
         unsafe { hypervisor.add_to_physmap(MapSpace::SharedInfo, 0, gfn) }?;
         // SAFETY: the frame now holds Xen's shared_info (3136 bytes < 4096), which lives as
-        // long as the domain; all fields are atomics (shared with Xen), and the static's
-        // alignment satisfies SharedInfo's.
+        // long as the domain; all fields are atomics (shared with Xen), and a page-aligned
+        // address satisfies SharedInfo's alignment.
         let shared_info = unsafe { &*(address as *const SharedInfo) };
         crate::runtime::trace::record("xen.shared_info_mapped", gfn.0);
         Ok(*MAPPED.call_once(|| SharedInfoMapping { gfn, shared_info }))

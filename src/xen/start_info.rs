@@ -77,6 +77,16 @@ impl fmt::Display for StartInfoError {
     }
 }
 
+/// Most boot modules whose place is kept.
+pub const MAX_MODULES: usize = 4;
+
+/// Where a boot module lies (`struct hvm_modlist_entry`'s `paddr` and `size`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootModule {
+    pub address: u64,
+    pub size_bytes: u64,
+}
+
 /// Everything the kernel keeps from the start info.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootInfo {
@@ -97,6 +107,9 @@ pub struct BootInfo {
     pub memory_map_truncated: bool,
     /// Number of boot modules (`--ramdisk`); their contents are left where they are.
     pub module_count: u32,
+    /// The first [`MAX_MODULES`] modules' places (a live update passes the state as module
+    /// 0: docs/live-update.md, "The handover").
+    pub modules: Vec<BootModule, MAX_MODULES>,
     /// ACPI RSDP address, 0 if none (none for the stub).
     pub rsdp_address: u64,
     /// One past the highest guest-physical byte used by the start info and everything it
@@ -187,6 +200,7 @@ pub fn parse_start_info(
             .max(memmap_address + memmap_entries as u64 * MEMMAP_ENTRY_SIZE_BYTES as u64);
     }
 
+    let mut modules = Vec::new();
     if modlist_address != 0 && module_count > 0 {
         boot_data_end =
             boot_data_end.max(modlist_address + module_count as u64 * MODLIST_ENTRY_SIZE_BYTES);
@@ -199,6 +213,11 @@ pub fn parse_start_info(
             let module_address = read_u64(&entry, 0);
             let module_size_bytes = read_u64(&entry, 8);
             boot_data_end = boot_data_end.max(module_address.saturating_add(module_size_bytes));
+            // Beyond MAX_MODULES only the extent counts.
+            let _ = modules.push(BootModule {
+                address: module_address,
+                size_bytes: module_size_bytes,
+            });
             let module_command_line = read_u64(&entry, 16);
             if module_command_line != 0 {
                 let mut scratch: Vec<u8, MAX_COMMAND_LINE_BYTES> = Vec::new();
@@ -217,6 +236,7 @@ pub fn parse_start_info(
         memory_map,
         memory_map_truncated,
         module_count,
+        modules,
         rsdp_address,
         boot_data_end,
     })

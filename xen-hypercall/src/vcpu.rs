@@ -89,4 +89,32 @@ impl Hypervisor {
         }?;
         Ok(())
     }
+
+    /// `VCPUOP_register_runstate_memory_area` with a null address: Xen stops writing the
+    /// area (a live update's old image, whose area the new image overwrites;
+    /// docs/live-update.md in the stub's repository).
+    ///
+    /// # Safety
+    /// Xen 4.17-4.22 write the record once at the new address before they stop, through the
+    /// guest's page tables: the caller guarantees that linear address 0 is unmapped or holds
+    /// nothing anyone reads (48 bytes there may change).
+    pub unsafe fn unregister_runstate_area(&self, vcpu: u32) -> XenResult<()> {
+        let request = RegisterRunstateMemoryArea { address: 0 };
+        let address = argument_address(&request);
+        // SAFETY: Xen reads the request (alive for the call); the write at address 0 is the
+        // caller's to allow (above).
+        unsafe {
+            self.hypercall(
+                number::VCPU_OP,
+                [
+                    VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
+                    u64::from(vcpu),
+                    address,
+                    0,
+                    0,
+                ],
+            )
+        }?;
+        Ok(())
+    }
 }

@@ -1,8 +1,10 @@
-//! x86-64 support: PVH entry glue, exceptions, port I/O, the image layout, CPU helpers.
+//! x86-64 support: PVH entry glue, exceptions, port I/O, the image layout, CPU helpers, a live update's jump.
 
 #[cfg(target_os = "none")]
 mod entry;
 pub mod exceptions;
+#[cfg(target_os = "none")]
+pub mod handover;
 pub mod layout;
 pub mod port_io;
 
