@@ -91,6 +91,10 @@ pub struct Connection {
     /// Watch events this connection's requests caused that are still queued somewhere
     /// ([`OutputMessage::caused_by`]); kept by the engine.
     pub caused_events_pending: usize,
+    /// A whole request held back: a transaction start while a live update is pending (C's
+    /// delayed request, `docs/protocol.md`, "Live update"). The connection takes no input
+    /// until it has run; a saved state carries it as unread input.
+    pub held_request: Option<(MessageHeader, StoreResult<Vec<u8>>)>,
 }
 
 impl Connection {
@@ -121,6 +125,7 @@ impl Connection {
             watches: Vec::new(),
             failure: None,
             caused_events_pending: 0,
+            held_request: None,
         }
     }
 
@@ -199,6 +204,7 @@ impl Connection {
 
     /// Drops a partly received request (reconnection, reset).
     pub fn reset_input(&mut self) {
+        self.held_request = None;
         self.header = None;
         self.header_filled_bytes = 0;
         self.payload = Vec::new();
@@ -210,6 +216,19 @@ impl Connection {
     /// input of a migration stream, `docs/migration-stream.md`); payload bytes that found no
     /// memory when they came are given as zeros.
     pub fn partial_input(&self, into: &mut Vec<u8>) -> StoreResult<()> {
+        // A held-back request came before the partial one (and C writes its delayed
+        // requests as unread input too).
+        if let Some((held_header, held_payload)) = &self.held_request {
+            crate::fallible::extend(into, &held_header.to_bytes())?;
+            match held_payload {
+                Ok(payload) => crate::fallible::extend(into, payload)?,
+                Err(_) => {
+                    let length = held_header.payload_length_bytes as usize;
+                    crate::fallible::reserve(into, length)?;
+                    into.resize(into.len() + length, 0);
+                }
+            }
+        }
         let header = self
             .header_bytes
             .get(..self.header_filled_bytes)

@@ -11,6 +11,7 @@
 use crate::connection::{Connection, ConnectionKind};
 use crate::domain::{Domains, feature};
 use crate::fallible::{self, SortedMap, SortedSet};
+use crate::live_update::{self, LiveUpdateSupport};
 use crate::memory::MemoryStatus;
 use crate::operations::{self, AccountingDeltas, Caller, Change, GlobalAccess, NodeAccess};
 use crate::path::{INTRODUCE_DOMAIN, RELEASE_DOMAIN};
@@ -18,6 +19,7 @@ use crate::permissions::{Access, Permission, Permissions};
 use crate::quota::{QuotaKind, Quotas};
 use crate::store::{Node, Tree};
 use crate::watch::WatchIndex;
+use crate::wire::{MessageHeader, MessageType};
 use crate::write_rate::{self, WriteCredit};
 use crate::{ConnectionId, DomainId, Platform, StoreResult};
 use alloc::borrow::Cow;
@@ -62,6 +64,9 @@ pub struct Config {
     /// The secret key of the node index's SipHash. Front ends draw it at random at start-up
     /// so that guests cannot compute colliding paths; the default is fixed (for tests).
     pub hash_key: [u64; 2],
+    /// Whether the front end can replace itself through `xenstore-control live-update`
+    /// (`live_update.rs`; default: it cannot, as a C xenstored built without it).
+    pub live_update: LiveUpdateSupport,
 }
 
 impl Default for Config {
@@ -73,6 +78,7 @@ impl Default for Config {
             quotas: Quotas::default(),
             watch_event_timeout_milliseconds: 20_000,
             hash_key: [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210],
+            live_update: LiveUpdateSupport::None,
         }
     }
 }
@@ -110,6 +116,10 @@ pub struct Engine {
     /// and may still hold it: the only connections [`Engine::tick`] needs to visit. Room
     /// reserved like [`Engine::output_ready`]'s.
     pub(crate) event_holders: SortedSet<ConnectionId>,
+    /// The live-update session, if any (`live_update.rs`).
+    pub(crate) live_update: Option<live_update::Session>,
+    /// Set by a request whose reply comes later (`live-update -s`): none is queued now.
+    pub(crate) reply_withheld: bool,
 }
 
 /// A reply's payload: a constant (`OK`, `T`, `F`) needs no allocation, so a request that
@@ -218,6 +228,8 @@ impl Engine {
             open_transactions: 0,
             output_ready: SortedSet::new(),
             event_holders: SortedSet::new(),
+            live_update: None,
+            reply_withheld: false,
         }
     }
 
@@ -276,6 +288,7 @@ impl Engine {
 
     /// The client went away: its watches and transactions are dropped.
     pub fn close_connection(&mut self, _platform: &mut dyn Platform, connection: ConnectionId) {
+        self.live_update_connection_gone(connection);
         self.drop_watches_and_transactions(connection);
         // Unsent output is charged to the domain: refund it, or the count drifts upwards.
         self.clear_output(connection);
@@ -297,6 +310,7 @@ impl Engine {
         bytes: &[u8],
     ) -> usize {
         self.now_milliseconds = platform.now_milliseconds();
+        self.run_held_request(platform, connection);
         let mut consumed_bytes = 0;
         while consumed_bytes < bytes.len() && {
             self.prepare_input(connection);
@@ -314,6 +328,12 @@ impl Engine {
                 Ok(framed) => {
                     consumed_bytes += framed.consumed_bytes;
                     if let Some((header, payload)) = framed.request {
+                        if self.holds_back(connection, &header) {
+                            if let Some(state) = self.connections.get_mut(&connection) {
+                                state.held_request = Some((header, payload));
+                            }
+                            continue;
+                        }
                         let payload = payload.as_deref().map_err(|error| *error);
                         self.process(platform, connection, header, payload);
                     } else if framed.consumed_bytes == 0 {
@@ -340,6 +360,7 @@ impl Engine {
         connection: ConnectionId,
         pending_input: &mut Vec<u8>,
     ) {
+        self.run_held_request(platform, connection);
         while !pending_input.is_empty() && {
             self.prepare_input(connection);
             self.wants_input(connection)
@@ -352,6 +373,39 @@ impl Engine {
             }
             pending_input.drain(..taken);
         }
+    }
+
+    /// Whether a framed request is held back rather than run: a transaction start of a
+    /// connection with no transaction open while a live update is pending (C 4.22
+    /// `consider_message()`: new transactions would only keep the update waiting).
+    fn holds_back(&self, connection: ConnectionId, header: &MessageHeader) -> bool {
+        self.live_update_pending()
+            && header.message_type == MessageType::TransactionStart.number()
+            && self
+                .connections
+                .get(&connection)
+                .is_some_and(|state| state.transactions.is_empty())
+    }
+
+    /// Runs the connection's held-back request once no live update is pending any more
+    /// and its answer has room (front ends serve a connection that holds one on every
+    /// pass: it wants no input meanwhile, so the ring host keeps it among its blocked rings).
+    fn run_held_request(&mut self, platform: &mut dyn Platform, connection: ConnectionId) {
+        if self.live_update_pending() {
+            return;
+        }
+        self.prepare_input(connection);
+        let Some(state) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        if state.failure.is_some() || !state.has_reply_room() {
+            return;
+        }
+        let Some((header, payload)) = state.held_request.take() else {
+            return;
+        };
+        let payload = payload.as_deref().map_err(|error| *error);
+        self.process(platform, connection, header, payload);
     }
 
     /// The connections that got output queued since the last call, in order: front ends
@@ -390,7 +444,7 @@ impl Engine {
         let Some(state) = self.connections.get(&connection) else {
             return false;
         };
-        if state.failure.is_some() {
+        if state.failure.is_some() || state.held_request.is_some() {
             return false;
         }
         // A request is taken only when its answer has room, so that no request is ever left

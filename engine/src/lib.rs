@@ -64,6 +64,7 @@ mod engine;
 pub mod error;
 mod events;
 pub mod fallible;
+pub mod live_update;
 pub mod memory;
 pub mod migration;
 pub mod operations;

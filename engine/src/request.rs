@@ -13,6 +13,7 @@
 //! domain ([`QuotaQuery`]).
 
 use crate::DomainId;
+use crate::live_update::{self, LiveUpdateStep};
 use crate::domain::feature;
 use crate::operations::Caller;
 use crate::path::{self, CanonicalPath};
@@ -141,6 +142,8 @@ pub(crate) enum ControlCommand<'a> {
     SoftQuotaList,
     /// `quota-soft set memory <value>`.
     SoftMemoryQuotaSet { value: u32 },
+    /// `live-update <step>` (`live_update.rs`).
+    LiveUpdate(LiveUpdateStep<'a>),
 }
 
 /// What parsing needs to know about the caller.
@@ -521,6 +524,10 @@ fn parse_set_quota(payload: &[u8]) -> StoreResult<Request<'_>> {
 
 /// `<command>\0<argument>\0...`.
 fn parse_control(payload: &[u8]) -> StoreResult<ControlCommand<'_>> {
+    // Its `-d` step carries binary data, which is not split into strings.
+    if payload.starts_with(b"live-update\0") {
+        return live_update::parse_step(payload).map(ControlCommand::LiveUpdate);
+    }
     let strings = wire::split_strings(payload)?;
     let (command, arguments) = strings.split_first().ok_or(StoreError::Invalid)?;
     Ok(match (*command, arguments) {

@@ -25,6 +25,7 @@
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
+use crate::live_update::{LiveUpdatePlan, LiveUpdatePoll};
 use crate::memory::MemoryStatus;
 use crate::ring::{Ring, RingMemory, connection};
 use crate::ring_service::service_ring;
@@ -335,6 +336,32 @@ impl<P: RingPort> RingHost<P> {
         self.engine.write_state(&with_rings)
     }
 
+    /// The engine's state for a live update ([`Engine::write_live_update_state`]): as
+    /// [`RingHost::write_state`], in the plan's stream version, with the start's `OK`
+    /// queued to the requester.
+    pub fn write_live_update_state(
+        &self,
+        plan: &LiveUpdatePlan,
+        front_end: &dyn crate::migration::FrontEndState,
+    ) -> Result<Vec<u8>, crate::StateError> {
+        let with_rings = WithRingInput {
+            host: self,
+            front_end,
+        };
+        self.engine.write_live_update_state(plan, &with_rings)
+    }
+
+    /// Applies a started live update's rules now ([`Engine::poll_live_update`]).
+    pub fn poll_live_update(&mut self) -> LiveUpdatePoll {
+        self.with_engine(|engine, platform| engine.poll_live_update(platform))
+    }
+
+    /// The front end could not carry the plan out ([`Engine::live_update_failed`]): the
+    /// start is answered `reason`; rings holding back a transaction start are served on.
+    pub fn live_update_failed(&mut self, plan: LiveUpdatePlan, reason: &str) {
+        self.with_engine(|engine, platform| engine.live_update_failed(plan, reason, platform));
+    }
+
     /// The guest signalled its ring (an event, a FIFO byte).
     pub fn notified(&mut self, domain: DomainId) {
         if self.rings.contains_key(&domain) {
@@ -488,7 +515,8 @@ impl<P: RingPort> RingHost<P> {
 
     /// When the front end must wake up at the latest (`None`: only for an event): the next
     /// tick while something waits on time, the next sweep while rings were served recently,
-    /// the earliest room check.
+    /// the earliest room check, the time a started live update's poll may change its answer
+    /// ([`Engine::live_update_deadline_ms`]).
     pub fn next_deadline_ns(&mut self) -> Option<u64> {
         let now_ns = self.port.now_nanoseconds();
         let timed_work = !self.blocked.is_empty() || self.engine.has_timed_work();
@@ -505,7 +533,14 @@ impl<P: RingPort> RingHost<P> {
             .filter_map(|domain| self.rings.get(domain)?.room_check)
             .map(|check| check.due_ns)
             .min();
-        [tick, sweep, room].into_iter().flatten().min()
+        let live_update = self
+            .engine
+            .live_update_deadline_ms()
+            .map(|deadline_ms| deadline_ms.saturating_mul(1_000_000));
+        [tick, sweep, room, live_update]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs [`Engine::tick`] when a tick is due (every [`TICK_NANOSECONDS`]).

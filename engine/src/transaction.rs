@@ -45,6 +45,10 @@ pub struct Transaction {
     /// engine charges them to the domain that opened it (C counts transaction memory in
     /// the domain's `memory` quota, XSA-326).
     pub memory_bytes: u64,
+    /// The engine's time when it started (a live update waits for, or with `-F` overrides,
+    /// transactions older than its timeout; `docs/protocol.md`, "Live update"). Restored
+    /// transactions count as started at the restored engine's time 0.
+    pub started_at_milliseconds: u64,
 }
 
 /// What one recorded node costs: its path and, when present, its stored record.

@@ -42,9 +42,30 @@ impl Engine {
     /// that wants none can wait until [`Engine::open_transaction_count`] is 0, as C's
     /// `live-update -s` does.
     pub fn write_state(&self, front_end: &dyn FrontEndState) -> Result<Vec<u8>, StateError> {
+        self.write_stream(front_end, STREAM_VERSION, None)
+    }
+
+    /// The stream of [`Engine::write_state`] in `version` (1 or 2), with `appended_output`
+    /// (a connection and whole messages) queued after that connection's unsent output: the
+    /// `OK` of a live update's start, which the new instance sends
+    /// (`docs/migration-stream.md`, "Live update").
+    ///
+    /// Version 1 has no `WATCH_DATA_EXTENDED` and no features: a watch with a depth is
+    /// written as a plain watch (it fires at every depth after the restore) and `DOMAIN_DATA`
+    /// carries features 0. C 4.22 writes its extended records even in version 1, which a
+    /// version 1 reader does not know.
+    pub(crate) fn write_stream(
+        &self,
+        front_end: &dyn FrontEndState,
+        version: u32,
+        appended_output: Option<(ConnectionId, &[u8])>,
+    ) -> Result<Vec<u8>, StateError> {
+        if version == 0 || version > STREAM_VERSION {
+            return Err(StateError::UnsupportedVersion(version));
+        }
         let mut stream = StreamWriter::new();
         stream.put(STREAM_IDENT)?;
-        stream.put(&STREAM_VERSION.to_be_bytes())?;
+        stream.put(&version.to_be_bytes())?;
         // Flags, big-endian like the version: bit 0 clear, the records are little-endian.
         stream.put(&0u32.to_be_bytes())?;
 
@@ -61,14 +82,17 @@ impl Engine {
         stream.end_record()?;
 
         for (id, state) in self.connections.iter() {
-            self.write_connection(&mut stream, front_end, *id, state)?;
+            let appended = appended_output
+                .filter(|(connection, _)| connection == id)
+                .map_or(&[][..], |(_, messages)| messages);
+            self.write_connection(&mut stream, front_end, *id, state, version, appended)?;
         }
         self.write_nodes(&mut stream)?;
         for (domain, record) in self.domains.iter() {
             stream.begin_record(record::DOMAIN_DATA)?;
             stream.u16(domain.0)?;
             stream.u16(u16_field(QuotaKind::ALL.len(), "quota count")?)?;
-            stream.u32(record.features)?;
+            stream.u32(if version >= 2 { record.features } else { 0 })?;
             write_quotas(&mut stream, &record.quotas)?;
             stream.end_record()?;
         }
@@ -88,6 +112,8 @@ impl Engine {
         front_end: &dyn FrontEndState,
         id: ConnectionId,
         state: &Connection,
+        version: u32,
+        appended_output: &[u8],
     ) -> Result<(), StateError> {
         let mut input = Vec::new();
         state.partial_input(&mut input)?;
@@ -108,6 +134,7 @@ impl Engine {
             };
             fallible::extend(&mut output, unsent)?;
         }
+        fallible::extend(&mut output, appended_output)?;
         let unique_id = match state.kind {
             ConnectionKind::Domain => front_end.unique_id(state.domain),
             ConnectionKind::Socket => None,
@@ -160,7 +187,7 @@ impl Engine {
             });
             // The path as the client wrote it: relative paths without the home prefix.
             let written = watched.get(prefix_bytes..).unwrap_or(watched);
-            match depth {
+            match depth.filter(|_| version >= 2) {
                 Some(depth) => {
                     stream.begin_record(record::WATCH_DATA_EXTENDED)?;
                     stream.u32(id.0)?;

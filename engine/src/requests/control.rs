@@ -7,7 +7,9 @@ use crate::engine::{Engine, Printable, Reply, ok_reply};
 use crate::fallible::{self, Text};
 use crate::quota::{QUOTA_DISABLED, QuotaKind};
 use crate::request::{ControlCommand, QuotaQuery};
-use crate::{DomainId, Platform, StoreError, StoreResult};
+use crate::live_update::LiveUpdateSupport;
+use crate::wire::MessageHeader;
+use crate::{ConnectionId, DomainId, Platform, StoreError, StoreResult};
 use alloc::vec::Vec;
 use core::fmt::Write;
 
@@ -22,15 +24,38 @@ const HELP: &[u8] = b"Control commands:\n\
   quota [set <name> <val>|<domid>|max [-r]]\n\
   quota-soft [set <name> <val>]\n\0";
 
+/// The `help` reply of a front end that supports live update: `live-update` as C 4.22
+/// describes it, in our list's order and indentation.
+const HELP_WITH_LIVE_UPDATE: &[u8] = b"Control commands:\n\
+  check\n\
+  help\n\
+  live-update [-c <cmdline>] [-F] [-t <timeout>] [-v <version>] <file>\n\
+      Default timeout is 60 seconds, default version is 2.\n\
+  log [on|off]\n\
+  logfile <file>\n\
+  memreport [<file>]\n\
+  print <string>\n\
+  quota [set <name> <val>|<domid>|max [-r]]\n\
+  quota-soft [set <name> <val>]\n\0";
+
 /// The reply of commands that answer nothing else (needs no memory, so a command that
 /// changed something can always say so).
 const OK: Reply = Reply::Borrowed(b"OK\0");
 
 impl Engine {
     /// `XS_CONTROL`: runs one administrator's command.
-    pub(crate) fn control(&mut self, command: ControlCommand<'_>) -> StoreResult<Reply> {
+    pub(crate) fn control(
+        &mut self,
+        connection: ConnectionId,
+        header: &MessageHeader,
+        command: ControlCommand<'_>,
+    ) -> StoreResult<Reply> {
         match command {
-            ControlCommand::Help => Ok(Reply::Borrowed(HELP)),
+            ControlCommand::Help => Ok(Reply::Borrowed(match self.config.live_update {
+                LiveUpdateSupport::None => HELP,
+                LiveUpdateSupport::KernelImage { .. } => HELP_WITH_LIVE_UPDATE,
+            })),
+            ControlCommand::LiveUpdate(step) => self.control_live_update(connection, header, step),
             ControlCommand::LogStatus => Ok(Reply::Borrowed(if self.trace_enabled {
                 b"on\n\0"
             } else {

@@ -179,6 +179,7 @@ impl Engine {
         fire_release: bool,
     ) {
         if let Some(connection) = self.domain_connection(domain) {
+            self.live_update_connection_gone(connection);
             self.drop_watches_and_transactions(connection);
             self.clear_output(connection);
             self.connections.remove(&connection);

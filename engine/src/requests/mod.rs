@@ -70,6 +70,12 @@ impl Engine {
                 self.dispatch(platform, connection, message_type, &header, payload)
             }
         };
+        if core::mem::take(&mut self.reply_withheld) && outcome.is_ok() {
+            // Answered later (`live-update -s`). The room reserved for its reply is renewed
+            // before the connection's next request (`Engine::prepare_input`).
+            self.flush_events(Some(connection));
+            return;
+        }
         let failure = match &outcome {
             Ok(reply) if reply.len() <= PAYLOAD_MAX_BYTES => None,
             Ok(_) => Some(StoreError::TooBig),
@@ -216,7 +222,7 @@ impl Engine {
                 name,
                 value,
             } => self.set_quota(platform, domain, name, value),
-            Request::Control(command) => self.control(command),
+            Request::Control(command) => self.control(connection, header, command),
         }
     }
 
@@ -278,7 +284,7 @@ impl Engine {
     }
 
     /// Queues a reply (whose room [`Engine::reserve_reply`] reserved).
-    fn queue_reply(&mut self, connection: ConnectionId, bytes: Vec<u8>) {
+    pub(crate) fn queue_reply(&mut self, connection: ConnectionId, bytes: Vec<u8>) {
         let now = self.now_milliseconds;
         let Some(state) = self.healthy_connection(connection) else {
             return;

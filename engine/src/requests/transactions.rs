@@ -78,7 +78,11 @@ impl Engine {
             .connections
             .get_mut(&connection)
             .ok_or(StoreError::Invalid)?;
-        state.transactions.try_insert(id, Transaction::default())?;
+        let transaction = Transaction {
+            started_at_milliseconds: self.now_milliseconds,
+            ..Transaction::default()
+        };
+        state.transactions.try_insert(id, transaction)?;
         self.open_transactions += 1;
         let generation = self.tree.next_generation();
         if let Ok(record) = self
