@@ -292,8 +292,8 @@ impl Engine {
                 stream_version,
             } => match owned_session {
                 None => answer::NOT_IN_SESSION,
-                // C would start a second time and answer one of the two starts
-                // "Cancellation was requested"; one start is owed a reply at a time here.
+                // C would delay a second start beside the first (and answer at most one of
+                // them as asked); here one start at a time is owed a reply.
                 Some(Session {
                     phase: Phase::Started(_),
                     ..
