@@ -266,8 +266,7 @@ impl Engine {
             LiveUpdateStep::Data { chunk } => match owned_session {
                 None => answer::NOT_IN_SESSION,
                 Some(session) => {
-                    if session.image.len().saturating_add(chunk.len()) > session.image_size_bytes
-                    {
+                    if session.image.len().saturating_add(chunk.len()) > session.image_size_bytes {
                         answer::TOO_MUCH_DATA
                     } else {
                         // Within the room `-b` reserved: this does not allocate.
@@ -293,8 +292,8 @@ impl Engine {
                 stream_version,
             } => match owned_session {
                 None => answer::NOT_IN_SESSION,
-                // C would start a second time and answer one of the two starts
-                // "Cancellation was requested"; one start is owed a reply at a time here.
+                // C would delay a second start beside the first (and answer at most one of
+                // them as asked); here one start at a time is owed a reply.
                 Some(Session {
                     phase: Phase::Started(_),
                     ..
@@ -344,7 +343,10 @@ impl Engine {
             log::warn!("live-update: no room for an image of {image_size_bytes} bytes");
             return answer::ALLOCATION_FAILURE;
         };
-        log::info!("live-update: image of {size} bytes, connection {}", connection.0);
+        log::info!(
+            "live-update: image of {size} bytes, connection {}",
+            connection.0
+        );
         self.live_update = Some(Session {
             owner: connection,
             image,
@@ -426,7 +428,11 @@ impl Engine {
         let census = self.transaction_census(start.timeout_milliseconds);
         let allowed = census.open == 0 || (start.forced && census.long_running == census.open);
         if !allowed {
-            if now < start.started_at_milliseconds.saturating_add(start.timeout_milliseconds) {
+            if now
+                < start
+                    .started_at_milliseconds
+                    .saturating_add(start.timeout_milliseconds)
+            {
                 return LiveUpdatePoll::Waiting;
             }
             if !start.forced {
@@ -547,8 +553,9 @@ impl Engine {
             if now >= becomes_long_at {
                 census.long_running += 1;
             } else {
-                census.last_becomes_long_at_milliseconds =
-                    census.last_becomes_long_at_milliseconds.max(becomes_long_at);
+                census.last_becomes_long_at_milliseconds = census
+                    .last_becomes_long_at_milliseconds
+                    .max(becomes_long_at);
             }
         }
         census

@@ -13,8 +13,8 @@
 //! domain ([`QuotaQuery`]).
 
 use crate::DomainId;
-use crate::live_update::{self, LiveUpdateStep};
 use crate::domain::feature;
+use crate::live_update::{self, LiveUpdateStep};
 use crate::operations::Caller;
 use crate::path::{self, CanonicalPath};
 use crate::permissions::Permissions;

@@ -537,10 +537,7 @@ impl<P: RingPort> RingHost<P> {
             .engine
             .live_update_deadline_ms()
             .map(|deadline_ms| deadline_ms.saturating_mul(1_000_000));
-        [tick, sweep, room, live_update]
-            .into_iter()
-            .flatten()
-            .min()
+        [tick, sweep, room, live_update].into_iter().flatten().min()
     }
 
     /// Runs [`Engine::tick`] when a tick is due (every [`TICK_NANOSECONDS`]).

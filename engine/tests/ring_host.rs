@@ -453,3 +453,83 @@ fn a_guest_over_its_outstanding_quota_waits_and_is_served_once_it_reads() {
     assert!(host.is_drained());
     assert!(blocked_before_reading, "the ring waited for the engine");
 }
+
+#[test]
+fn a_live_update_waits_on_the_hosts_clock_and_held_transaction_starts_go_on_after_a_failure() {
+    use xenstore_engine::live_update::{LiveUpdatePoll, LiveUpdateSupport};
+    use xenstore_engine::migration::NoFrontEndState;
+    let config = Config {
+        live_update: LiveUpdateSupport::KernelImage {
+            image_size_limit_bytes: 4096,
+        },
+        ..Config::default()
+    };
+    let mut host = host_with_config(HostSettings::default(), config);
+    ok(introduce(&mut host, DomainId(5), 2));
+    let guest = DomainId(5);
+    // The guest's transaction, 1 s old when the update starts.
+    let (_, transaction) = request(&mut host, guest, MessageType::TransactionStart, 3, b"\0");
+    assert_eq!(transaction, b"1\0");
+    host.port_mut().now_ns = 1_000_000_000;
+    let control = MessageType::Control;
+    assert_eq!(
+        request(&mut host, DOM0, control, 4, b"live-update\0-b\x004\0").1,
+        b"OK\0"
+    );
+    let data = b"live-update\0-d\x004\0\0k\0\x01\0";
+    assert_eq!(request(&mut host, DOM0, control, 5, data).1, b"OK\0");
+    write_request(&mut host, DOM0, control, 6, b"live-update\0-s\0-t\x002\0");
+    host.notified(DOM0);
+    host.serve(&mut |_| {});
+    assert!(read_messages(&mut host, DOM0).is_empty(), "the start waits");
+    assert_eq!(host.poll_live_update(), LiveUpdatePoll::Waiting);
+    // The host wakes up when the timeout passes.
+    assert_eq!(host.next_deadline_ns(), Some(3_000_000_000));
+    // The guest's transaction ends; another domain's start is held back in its ring.
+    let end = encode_message(MessageType::TransactionEnd.number(), 7, 1, b"F\0");
+    let page = host.port_mut().page(guest);
+    assert_eq!(Ring::new(&*page).client_write(&end), Ok(end.len()));
+    host.notified(guest);
+    host.serve(&mut |_| {});
+    assert_eq!(read_messages(&mut host, guest)[0].1, b"OK\0");
+    ok(introduce(&mut host, DomainId(6), 8));
+    write_request(
+        &mut host,
+        DomainId(6),
+        MessageType::TransactionStart,
+        9,
+        b"\0",
+    );
+    host.notified(DomainId(6));
+    host.serve(&mut |_| {});
+    assert!(read_messages(&mut host, DomainId(6)).is_empty());
+    let LiveUpdatePoll::Ready(plan) = host.poll_live_update() else {
+        panic!("no transaction is open: the update goes ahead");
+    };
+    assert_eq!(plan.image, b"\0k\0\x01");
+    let stream = host
+        .write_live_update_state(&plan, &NoFrontEndState)
+        .expect("written");
+    let (_, restored) = Engine::from_state(Config::default(), &stream).expect("read back");
+    let held = restored
+        .connections
+        .iter()
+        .find(|connection| !connection.unread_input.is_empty())
+        .expect("the held start is unread input");
+    assert_eq!(
+        held.unread_input,
+        encode_message(MessageType::TransactionStart.number(), 9, 0, b"\0")
+    );
+    // The kexec failed: the start is answered with the reason, the held start runs.
+    host.live_update_failed(plan, "kexec() returned -12");
+    host.serve(&mut |_| {});
+    let replies = read_messages(&mut host, DOM0);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0.request_id, 6);
+    assert_eq!(replies[0].1, b"kexec() returned -12\0");
+    let replies = read_messages(&mut host, DomainId(6));
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0.request_id, 9);
+    assert_eq!(replies[0].1, b"1\0");
+    assert_eq!(host.poll_live_update(), LiveUpdatePoll::Idle);
+}

@@ -1,4 +1,4 @@
-//! The whole store's state as a migration stream in C xenstored's format (version 2): the writer, the reader, and what a front end supplies and gets back.
+//! The whole store's state as a migration stream in C xenstored's format (version 2, or 1 for a live update that asks for it): the writer, the reader, and what a front end supplies and gets back.
 //!
 //! The format, what C writes and what we write and accept: `docs/migration-stream.md`.
 //! [`Engine::write_state`](crate::Engine::write_state) writes the stream of a live update:

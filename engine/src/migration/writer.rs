@@ -1,4 +1,4 @@
-//! Writing the store's state as a version 2 stream, in the order C xenstored writes it.
+//! Writing the store's state as a version 2 stream (or version 1, for a live update that asks for it), in the order C xenstored writes it.
 //!
 //! Order and contents: `docs/migration-stream.md`, "What we write". The writer only reads
 //! the engine; it allocates the stream fallibly and reports a value too wide for its field

@@ -5,9 +5,9 @@
 
 use crate::engine::{Engine, Printable, Reply, ok_reply};
 use crate::fallible::{self, Text};
+use crate::live_update::LiveUpdateSupport;
 use crate::quota::{QUOTA_DISABLED, QuotaKind};
 use crate::request::{ControlCommand, QuotaQuery};
-use crate::live_update::LiveUpdateSupport;
 use crate::wire::MessageHeader;
 use crate::{ConnectionId, DomainId, Platform, StoreError, StoreResult};
 use alloc::vec::Vec;
@@ -24,13 +24,14 @@ const HELP: &[u8] = b"Control commands:\n\
   quota [set <name> <val>|<domid>|max [-r]]\n\
   quota-soft [set <name> <val>]\n\0";
 
-/// The `help` reply of a front end that supports live update: `live-update` as C 4.22
-/// describes it, in our list's order and indentation.
+/// The `help` reply of a front end that supports live update: `live-update` with C 4.22's
+/// arguments and note (its second line indented by four spaces, as in C), in our list's
+/// order and format.
 const HELP_WITH_LIVE_UPDATE: &[u8] = b"Control commands:\n\
   check\n\
   help\n\
-  live-update [-c <cmdline>] [-F] [-t <timeout>] [-v <version>] <file>\n\
-      Default timeout is 60 seconds, default version is 2.\n\
+  live-update [-c <cmdline>] [-F] [-t <timeout>] [-v <version>] <file>\n    \
+  Default timeout is 60 seconds, default version is 2.\n\
   log [on|off]\n\
   logfile <file>\n\
   memreport [<file>]\n\
