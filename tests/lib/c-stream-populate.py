@@ -6,6 +6,9 @@ stream. engine/tests/migration_c_stream.rs asserts exactly what is done here: ch
 together.
 
 Usage: c-stream-populate.py RUNDIR SOCKET LIVE_UPDATE_BINARY
+       c-stream-populate.py --check-ours RUNDIR SOCKET
+         after C exec()ed our daemon instead (make-c-stream.sh --then-ours): checks that it
+         serves the store as C left it, the guests' rings and half requests included
 
 Speaks the wire protocol itself (dom0 over the socket, guests over simulated rings, as
 daemon/README.md "The simulated-guest convention" describes) so that it can leave half a
@@ -85,15 +88,18 @@ class SocketClient:
 class Guest:
     """A simulated guest: its ring file, FIFOs and event-channel port."""
 
-    def __init__(self, rundir, domid, port):
+    def __init__(self, rundir, domid, port, fresh=True):
+        """`fresh`: make a zeroed ring file (before introduction); else attach to the ring
+        as it is (after the live update)."""
         self.domid = domid
         self.port = port
         self.directory = os.path.join(rundir, "domains", str(domid))
         os.makedirs(self.directory, exist_ok=True)
         ring = os.path.join(self.directory, "ring")
-        with open(ring + ".new", "wb") as page:
-            page.write(bytes(4096))
-        os.rename(ring + ".new", ring)
+        if fresh:
+            with open(ring + ".new", "wb") as page:
+                page.write(bytes(4096))
+            os.rename(ring + ".new", ring)
         for fifo in ("to-server", "to-guest"):
             path = os.path.join(self.directory, fifo)
             if not os.path.exists(path):
@@ -134,13 +140,16 @@ class Guest:
         self.notify()
         return data
 
+    def receive_message(self):
+        deadline = time.monotonic() + 10
+        kind, request_id, _, length = HEADER.unpack(self._take(HEADER.size, deadline))
+        return kind, request_id, self._take(length, deadline)
+
     def request(self, kind, body):
         self.request_id += 1
         self.send_bytes(HEADER.pack(kind, self.request_id, 0, len(body)) + body)
-        deadline = time.monotonic() + 10
         while True:
-            got, request_id, _, length = HEADER.unpack(self._take(HEADER.size, deadline))
-            reply = self._take(length, deadline)
+            got, request_id, reply = self.receive_message()
             if got == WATCH_EVENT:
                 continue
             if got == ERROR:
@@ -148,9 +157,60 @@ class Guest:
             return reply
 
 
+def expect(what, got, wanted):
+    if got != wanted:
+        fail(f"after the live update, {what}: {got!r}, not {wanted!r}")
+
+
+def check_ours(rundir, socket_path):
+    """After C exec()ed our daemon with -U: the store, as C left it, is served by ours."""
+    dom0 = SocketClient(socket_path)
+    expect("/local/domain/1/name", dom0.request(READ, payload("/local/domain/1/name")), b"guest-1-39")
+    expect(
+        "the binary value",
+        dom0.request(READ, payload("/local/domain/1/data/deep/deeper/deepest")),
+        b"bin\x00\x01\xfe\xffary",
+    )
+    expect("/local/domain", dom0.request(DIRECTORY, payload("/local/domain")), b"1\x002\x003\x00")
+    expect("/vm's permissions", dom0.request(GET_PERMS, payload("/vm")), b"n0\x00r1\x00r4\x00")
+    # Guest 2 completes the READ it had half sent to C: ours answers it (EACCES: /vm/uuid
+    # is dom0's), with the request id C had received.
+    guest2 = Guest(rundir, 2, 12, fresh=False)
+    guest2.send_bytes(b"uuid\0")
+    expect("guest 2's completed request", guest2.receive_message(), (ERROR, 77, b"EACCES\0"))
+    # Guest 1 reads its ring again: the events C had put there, then the rest of the one C
+    # had partly sent (from ours), then the reply to a new request.
+    guest1 = Guest(rundir, 1, 11, fresh=False)
+    events = 0
+    guest1.request_id += 1
+    body = payload("/local/domain/1/name")
+    guest1.send_bytes(HEADER.pack(READ, guest1.request_id, 0, len(body)) + body)
+    while True:
+        kind, request_id, reply = guest1.receive_message()
+        if kind != WATCH_EVENT:
+            break
+        expect("guest 1's queued event", reply, b"name\0own-name\0")
+        events += 1
+    expect("guest 1's reply", (kind, request_id, reply), (READ, guest1.request_id, b"guest-1-39"))
+    if events < 2:
+        fail(f"after the live update, guest 1 found {events} queued events")
+    # Its watch goes on firing.
+    dom0.request(WRITE, payload("/local/domain/1/name", b"after-update"))
+    expect("guest 1's new event", guest1.receive_message()[2], b"name\0own-name\0")
+    # Guest 3 still acts for guest 2.
+    guest3 = Guest(rundir, 3, 13, fresh=False)
+    expect("guest 3 reading its target's node", guest3.request(READ, payload("/local/domain/2/name")), b"renamed-by-2")
+    expect("check", dom0.request(CONTROL, payload("check")), b"OK\0")
+    print(f"c-stream-populate: our daemon serves C's store (guest 1 found {events} queued events)")
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--check-ours":
+        check_ours(*sys.argv[2:])
+        return
     if len(sys.argv) != 4:
-        fail("usage: c-stream-populate.py RUNDIR SOCKET LIVE_UPDATE_BINARY")
+        fail("usage: c-stream-populate.py RUNDIR SOCKET LIVE_UPDATE_BINARY\n"
+             "       c-stream-populate.py --check-ours RUNDIR SOCKET")
     rundir, socket_path, binary = sys.argv[1:]
     dom0 = SocketClient(socket_path)
 

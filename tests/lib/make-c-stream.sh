@@ -9,13 +9,24 @@
 # (tests/lib/debian-packages.sh, cached under ${XENSTORE_CACHE_DIR:-~/.cache/xenstore-stubdom}),
 # never installed.
 #
-# Usage: tests/lib/make-c-stream.sh [OUTPUT]
+# Usage: tests/lib/make-c-stream.sh [--then-ours XENSTORED] [OUTPUT]
 #   OUTPUT  where the stream goes (default: engine/tests/fixtures/c-xenstored-4.17-live-update.stream)
+#   --then-ours XENSTORED  a live update from C to our daemon: BINARY copies the stream and
+#           then exec()s XENSTORED (our daemon, which takes C's -N -F FILE -U) in C's process;
+#           c-stream-populate.py --check-ours then checks that ours serves the store as C left
+#           it (dom0 on a new socket; the guests' rings, with C's queued events and a half
+#           request, go on).
 # Exits 1 with the reason when it cannot make the stream (no apt-get, gcc or python3, a
 # download, the daemon or the live update failing): there is no skipping.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+ours=
+if [ "${1:-}" = --then-ours ]; then
+    [ $# -ge 2 ] || { echo "usage: $0 [--then-ours XENSTORED] [OUTPUT]" >&2; exit 2; }
+    ours=$(realpath "$2")
+    shift 2
+fi
 output=${1:-$repo/engine/tests/fixtures/c-xenstored-4.17-live-update.stream}
 
 die() {
@@ -57,6 +68,14 @@ cat >"$work/live-update-binary" <<'EOF'
 cp "$XENSTORED_RUNDIR/state_dump" "$XENSTORED_RUNDIR/captured.stream"
 echo "$@" >"$XENSTORED_RUNDIR/live-update-arguments"
 EOF
+if [ -n "$ours" ]; then
+    [ -x "$ours" ] || die "$ours is not an executable"
+    # Our daemon needs no shim; it reads state_dump itself (and removes it).
+    cat >>"$work/live-update-binary" <<EOF
+unset LD_PRELOAD
+exec "$ours" "\$@" 2>"\$XENSTORED_RUNDIR/ours.log"
+EOF
+fi
 chmod +x "$work/live-update-binary"
 
 LD_LIBRARY_PATH=$work/debian/usr/lib/x86_64-linux-gnu:$work/debian/usr/lib \
@@ -82,6 +101,20 @@ done
     die "xenstored did not exec the live-update binary: $(cat "$work/xenstored.log")"
 grep -q -- "-U" "$rundir/live-update-arguments" ||
     die "the live-update binary was not given -U: $(cat "$rundir/live-update-arguments")"
+if [ -n "$ours" ]; then
+    # The process is ours now (exec() keeps the pid); its socket replaces C's once the state
+    # is restored.
+    for _ in $(seq 100); do
+        grep -q "state restored" "$rundir/ours.log" 2>/dev/null && break
+        kill -0 "$daemon_pid" 2>/dev/null || die "our daemon exited: $(cat "$rundir/ours.log")"
+        sleep 0.05
+    done
+    grep -q "state restored" "$rundir/ours.log" ||
+        die "our daemon did not restore C's state within 5 s: $(cat "$rundir/ours.log")"
+    python3 "$repo/tests/lib/c-stream-populate.py" --check-ours "$rundir" "$rundir/socket" ||
+        die "our daemon does not serve C's store as C left it (its log: $(cat "$rundir/ours.log"))"
+    kill "$daemon_pid"
+fi
 wait "$daemon_pid" || true
 daemon_pid=
 mkdir -p "$(dirname "$output")"
