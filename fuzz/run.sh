@@ -10,7 +10,7 @@
 # Corpora: new inputs go to fuzz/corpus/<target> (not kept in
 # git); the checked-in seeds in fuzz/seeds/<target> come from the engine's transcript tests
 # (regenerate with XENSTORE_FUZZ_SEED_DIR=fuzz/seeds cargo test -p xenstore-engine
-# --test transcripts --test malformed_input --test migration_stream).
+# --test transcripts --test malformed_input --test migration_stream --test migration_c_stream).
 set -eu
 
 SECONDS_PER_TARGET="${1:-30}"
