@@ -80,7 +80,10 @@ pub enum ImageError {
     NoPvhEntry,
     EntryOutsideImage,
     /// The image, or the image with its state, does not fit where it must go.
-    DoesNotFit { end: u64, limit: u64 },
+    DoesNotFit {
+        end: u64,
+        limit: u64,
+    },
     BelowLowestAddress,
     OutOfMemory,
 }
@@ -96,7 +99,10 @@ impl fmt::Display for ImageError {
                 write!(formatter, "the new image's program headers are unreadable")
             }
             ImageError::SegmentOutsideFile => {
-                write!(formatter, "a segment of the new image lies outside the file")
+                write!(
+                    formatter,
+                    "a segment of the new image lies outside the file"
+                )
             }
             ImageError::NoLoadableSegment => {
                 write!(formatter, "the new image has no loadable segment")
@@ -106,7 +112,10 @@ impl fmt::Display for ImageError {
                 "the new image has no PVH entry (XEN_ELFNOTE_PHYS32_ENTRY)"
             ),
             ImageError::EntryOutsideImage => {
-                write!(formatter, "the new image's PVH entry lies outside its segments")
+                write!(
+                    formatter,
+                    "the new image's PVH entry lies outside its segments"
+                )
             }
             ImageError::DoesNotFit { end, limit } => write!(
                 formatter,
@@ -315,7 +324,9 @@ pub fn stage(
     let memory_map_size = (handover.memory_map.len() as u64)
         .checked_mul(MEMMAP_ENTRY_SIZE_BYTES as u64)
         .ok_or(too_big)?;
-    let command_line_address = memory_map_address.checked_add(memory_map_size).ok_or(too_big)?;
+    let command_line_address = memory_map_address
+        .checked_add(memory_map_size)
+        .ok_or(too_big)?;
     let state_address = command_line_address
         .checked_add(handover.command_line.len() as u64 + 1)
         .and_then(|end| end.checked_next_multiple_of(8))
@@ -431,7 +442,13 @@ mod tests {
         bytes[32..40].copy_from_slice(&64u64.to_le_bytes());
         bytes[54..56].copy_from_slice(&56u16.to_le_bytes());
         bytes[56..58].copy_from_slice(&2u16.to_le_bytes());
-        let header = |bytes: &mut Vec<u8>, at: usize, kind: u32, offset: u64, address: u64, file: u64, memory: u64| {
+        let header = |bytes: &mut Vec<u8>,
+                      at: usize,
+                      kind: u32,
+                      offset: u64,
+                      address: u64,
+                      file: u64,
+                      memory: u64| {
             bytes[at..at + 4].copy_from_slice(&kind.to_le_bytes());
             bytes[at + 8..at + 16].copy_from_slice(&offset.to_le_bytes());
             bytes[at + 24..at + 32].copy_from_slice(&address.to_le_bytes());
@@ -440,7 +457,15 @@ mod tests {
         };
         header(&mut bytes, 64, PROGRAM_LOAD, 0x100, 0x10_0000, 16, 0x3000);
         let note_size = 12 + 4 + u64::from(descriptor_size);
-        header(&mut bytes, 120, PROGRAM_NOTE, 0x180, 0, note_size, note_size);
+        header(
+            &mut bytes,
+            120,
+            PROGRAM_NOTE,
+            0x180,
+            0,
+            note_size,
+            note_size,
+        );
         for (index, byte) in bytes[0x100..0x110].iter_mut().enumerate() {
             *byte = 0xa0 + index as u8;
         }
@@ -467,25 +492,52 @@ mod tests {
         assert_eq!(check_image(&[0x5a; 4096], LIMITS), Err(ImageError::NotElf));
         let mut wrong_machine = elf(0x10_0004, 8);
         wrong_machine[18] = 3;
-        assert_eq!(check_image(&wrong_machine, LIMITS), Err(ImageError::NotX86_64Executable));
-        assert_eq!(check_image(&elf(0x20_0000, 8), LIMITS), Err(ImageError::EntryOutsideImage));
+        assert_eq!(
+            check_image(&wrong_machine, LIMITS),
+            Err(ImageError::NotX86_64Executable)
+        );
+        assert_eq!(
+            check_image(&elf(0x20_0000, 8), LIMITS),
+            Err(ImageError::EntryOutsideImage)
+        );
         let mut no_note = elf(0x10_0004, 8);
         no_note[0x188] = 17;
         assert_eq!(check_image(&no_note, LIMITS), Err(ImageError::NoPvhEntry));
         let mut cut = elf(0x10_0004, 8);
         cut.truncate(0x150);
-        assert_eq!(check_image(&cut, LIMITS), Err(ImageError::SegmentOutsideFile));
+        assert_eq!(
+            check_image(&cut, LIMITS),
+            Err(ImageError::SegmentOutsideFile)
+        );
         let mut headers_beyond = elf(0x10_0004, 8);
         headers_beyond[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert_eq!(check_image(&headers_beyond, LIMITS), Err(ImageError::BadProgramHeaders));
-        let small = ImageLimits { highest_end: 0x10_2000, ..LIMITS };
-        assert!(matches!(check_image(&elf(0x10_0004, 8), small), Err(ImageError::DoesNotFit { .. })));
-        let high = ImageLimits { lowest_address: 0x20_0000, ..LIMITS };
-        assert_eq!(check_image(&elf(0x10_0004, 8), high), Err(ImageError::BelowLowestAddress));
+        assert_eq!(
+            check_image(&headers_beyond, LIMITS),
+            Err(ImageError::BadProgramHeaders)
+        );
+        let small = ImageLimits {
+            highest_end: 0x10_2000,
+            ..LIMITS
+        };
+        assert!(matches!(
+            check_image(&elf(0x10_0004, 8), small),
+            Err(ImageError::DoesNotFit { .. })
+        ));
+        let high = ImageLimits {
+            lowest_address: 0x20_0000,
+            ..LIMITS
+        };
+        assert_eq!(
+            check_image(&elf(0x10_0004, 8), high),
+            Err(ImageError::BelowLowestAddress)
+        );
         // Every prefix of a good image is refused, never a panic.
         let good = elf(0x10_0004, 8);
         for length in 0..0x198 {
-            assert!(check_image(&good[..length], LIMITS).is_err(), "prefix {length}");
+            assert!(
+                check_image(&good[..length], LIMITS).is_err(),
+                "prefix {length}"
+            );
         }
     }
 
@@ -494,7 +546,10 @@ mod tests {
 
     impl PhysicalMemory for Staged<'_> {
         fn read(&self, address: u64, buffer: &mut [u8]) -> Result<(), UnreadableMemory> {
-            let unreadable = UnreadableMemory { address, length_bytes: buffer.len() as u64 };
+            let unreadable = UnreadableMemory {
+                address,
+                length_bytes: buffer.len() as u64,
+            };
             let start = address.checked_sub(self.0.destination).ok_or(unreadable)? as usize;
             // Memory goes on past the staged bytes (string reads read ahead): zeros.
             let source = self.0.bytes.get(start..).ok_or(unreadable)?;
@@ -510,8 +565,16 @@ mod tests {
         let bytes = elf(0x10_0004, 8);
         let image = check_image(&bytes, LIMITS).unwrap();
         let memory_map = [
-            MemoryRegion { start: 0, size_bytes: 0x80_0000, kind: MemoryKind::Ram },
-            MemoryRegion { start: 0xfeff_8000, size_bytes: 0x8000, kind: MemoryKind::Reserved },
+            MemoryRegion {
+                start: 0,
+                size_bytes: 0x80_0000,
+                kind: MemoryKind::Ram,
+            },
+            MemoryRegion {
+                start: 0xfeff_8000,
+                size_bytes: 0x8000,
+                kind: MemoryKind::Reserved,
+            },
         ];
         let state = b"xenstore state bytes";
         let handover = Handover {
@@ -522,27 +585,51 @@ mod tests {
         let staged = stage(&bytes, &image, &handover, LIMITS).unwrap();
         assert_eq!(staged.destination, 0x10_0000);
         assert_eq!(&staged.bytes[..16], &bytes[0x100..0x110]);
-        assert!(staged.bytes[16..0x3000].iter().all(|byte| *byte == 0), ".bss is zero");
+        assert!(
+            staged.bytes[16..0x3000].iter().all(|byte| *byte == 0),
+            ".bss is zero"
+        );
         assert_eq!(staged.start_info_address, 0x10_3000);
         let info = parse_start_info(&Staged(&staged), staged.start_info_address).unwrap();
         assert_eq!(info.command_line.as_slice(), b"--event 3 --live-update");
         assert_eq!(info.memory_map.as_slice(), &memory_map);
         assert_eq!(info.modules.len(), 1);
         let module = info.modules[0];
-        assert_eq!((module.address, module.size_bytes), (staged.state_address, state.len() as u64));
+        assert_eq!(
+            (module.address, module.size_bytes),
+            (staged.state_address, state.len() as u64)
+        );
         let offset = (module.address - staged.destination) as usize;
         assert_eq!(&staged.bytes[offset..offset + state.len()], state);
         assert_eq!(info.boot_data_end, module.address + state.len() as u64);
-        assert_eq!(staged.destination + staged.bytes.len() as u64, info.boot_data_end);
-        let tight = ImageLimits { highest_end: info.boot_data_end - 1, ..LIMITS };
-        assert!(matches!(stage(&bytes, &image, &handover, tight), Err(ImageError::DoesNotFit { .. })));
+        assert_eq!(
+            staged.destination + staged.bytes.len() as u64,
+            info.boot_data_end
+        );
+        let tight = ImageLimits {
+            highest_end: info.boot_data_end - 1,
+            ..LIMITS
+        };
+        assert!(matches!(
+            stage(&bytes, &image, &handover, tight),
+            Err(ImageError::DoesNotFit { .. })
+        ));
     }
 
     #[test]
     fn the_new_command_line_asks_for_the_restore_once() {
-        assert_eq!(new_command_line(b"--event 5 -T x", None).unwrap(), b"--event 5 -T x --live-update");
-        assert_eq!(new_command_line(b"--event 5 --live-update", None).unwrap(), b"--event 5 --live-update");
-        assert_eq!(new_command_line(b"--event 5", Some(b"-U --verbose")).unwrap(), b"-U --verbose");
+        assert_eq!(
+            new_command_line(b"--event 5 -T x", None).unwrap(),
+            b"--event 5 -T x --live-update"
+        );
+        assert_eq!(
+            new_command_line(b"--event 5 --live-update", None).unwrap(),
+            b"--event 5 --live-update"
+        );
+        assert_eq!(
+            new_command_line(b"--event 5", Some(b"-U --verbose")).unwrap(),
+            b"-U --verbose"
+        );
         assert_eq!(new_command_line(b"", None).unwrap(), b"--live-update");
     }
 }

@@ -123,7 +123,8 @@ fn prepare(
         lowest_address: LOWEST_IMAGE_ADDRESS,
         highest_end: heap_end.saturating_sub(NEW_HEAP_MINIMUM_BYTES),
     };
-    let image = check_image(&plan.image, image_limits).map_err(|error| text(format_args!("{error}")))?;
+    let image =
+        check_image(&plan.image, image_limits).map_err(|error| text(format_args!("{error}")))?;
     let front_end = StubFrontEnd { host, unique_ids };
     let state = host
         .write_live_update_state(plan, &front_end)
@@ -132,7 +133,11 @@ fn prepare(
     // not read would leave the host without xenstore.
     match Engine::from_state(context.config.clone(), &state) {
         Ok((restored, _)) => drop(restored),
-        Err(error) => return Err(text(format_args!("the saved state does not read back: {error:?}"))),
+        Err(error) => {
+            return Err(text(format_args!(
+                "the saved state does not read back: {error:?}"
+            )));
+        }
     }
     let command_line = new_command_line(context.command_line, plan.command_line.as_deref())
         .ok_or_else(|| text(format_args!("too little memory for the command line")))?;

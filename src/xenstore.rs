@@ -15,12 +15,12 @@ use xen_hypercall::domctl::{self, dominf};
 use xen_hypercall::event_channel::VIRQ_DOM_EXC;
 use xen_hypercall::{DomId, EventChannelPort};
 use xenstore_engine::domain_state::DomainStateTracker;
+use xenstore_engine::live_update::{LiveUpdatePoll, LiveUpdateSupport};
+use xenstore_engine::migration::RestoredEndpoint;
 use xenstore_engine::options::{
     OptionError, OptionName, PROCESS_FLAGS, PROCESS_OPTIONS_WITH_VALUE, STORE_FLAGS,
     STORE_OPTIONS_WITH_VALUE, apply_store_option, domain_value, for_each_option, option,
 };
-use xenstore_engine::live_update::{LiveUpdatePoll, LiveUpdateSupport};
-use xenstore_engine::migration::RestoredEndpoint;
 use xenstore_engine::ring_host::{HostSettings, RingHost, RingPort};
 use xenstore_engine::{Config, DomainId, Engine};
 
@@ -136,8 +136,7 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>, boot_inf
     let Ok(memory_map) = &platform.memory_map else {
         fail("no memory map");
     };
-    let window = match plan_grant_window(memory_map, crate::xen::shared_info::SHARED_INFO_ADDRESS)
-    {
+    let window = match plan_grant_window(memory_map, crate::xen::shared_info::SHARED_INFO_ADDRESS) {
         Ok(plan) => match GrantWindow::new(plan) {
             Ok(window) => window,
             Err(_) => fail("no memory for the grant-map window"),
@@ -258,7 +257,8 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>, boot_inf
                 DomainWatcher::DomainState(tracker) => Some(tracker),
                 DomainWatcher::DomainInfo => None,
             };
-            let unique_ids = |domain: DomainId| tracker.and_then(|tracker| tracker.unique_id(domain));
+            let unique_ids =
+                |domain: DomainId| tracker.and_then(|tracker| tracker.unique_id(domain));
             // Returns only when the update failed (and was answered).
             crate::live_update::run(plan, &mut host, &live_update, &unique_ids);
         }

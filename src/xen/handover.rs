@@ -82,7 +82,9 @@ pub fn check_jump(staged: &StagedImage, entry: u32) -> Result<CheckedJump, JumpE
         if page.usable_for(destination, end) {
             break page;
         }
-        refused.push(page).map_err(|_| JumpError::NoTrampolinePage)?;
+        refused
+            .push(page)
+            .map_err(|_| JumpError::NoTrampolinePage)?;
     };
     drop(refused);
     // Every value was checked to be below 4 GiB above.

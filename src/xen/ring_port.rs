@@ -226,7 +226,9 @@ impl XenPort {
             .mapper
             .map(DomId(domain.0), GrantRef::RESERVED_XENSTORE)
             .map_err(|error| {
-                log::warn!("domain {domain}: cannot map its xenstore ring again (grant 1): {error}");
+                log::warn!(
+                    "domain {domain}: cannot map its xenstore ring again (grant 1): {error}"
+                );
                 StoreError::Invalid
             })?;
         self.port_domains.insert(local_port, domain);

@@ -93,7 +93,10 @@ impl TrampolinePage {
             let end = &raw const handover_trampoline_end;
             core::slice::from_raw_parts(start, end as usize - start as usize)
         };
-        assert!(code.len() < GDT_POINTER_OFFSET, "the trampoline outgrew its page's code part");
+        assert!(
+            code.len() < GDT_POINTER_OFFSET,
+            "the trampoline outgrew its page's code part"
+        );
         let gdt_base = page as u64 + GDT_OFFSET as u64;
         let gdt_limit = (core::mem::size_of_val(&GDT) - 1) as u16;
         // SAFETY: the page is ours (allocated, 4096 bytes); every write lies inside it.
