@@ -166,7 +166,14 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>, boot_inf
             fail("--live-update without the previous image's state (boot module 0)");
         };
         match restore(state, config.clone(), port, settings) {
-            Ok(host) => host,
+            Ok((host, unique_ids)) => {
+                if let DomainWatcher::DomainState(tracker) = &mut domain_watcher {
+                    for (domain, unique_id) in unique_ids {
+                        tracker.remember(domain, unique_id);
+                    }
+                }
+                host
+            }
             Err(reason) => fail(&reason),
         }
     } else {
@@ -266,24 +273,29 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>, boot_inf
 }
 
 /// The ring host over the store the previous image left: every ring mapped again with the
-/// port that image bound; the input it had read goes first.
+/// port that image bound; the input it had read goes first. Also returns the domains'
+/// unique ids as the stream recorded them.
 fn restore(
     state: &[u8],
     config: Config,
     mut port: XenPort,
     settings: HostSettings,
-) -> Result<XenHost, alloc::string::String> {
+) -> Result<(XenHost, Vec<(DomainId, u64)>), alloc::string::String> {
     let (engine, restored) = Engine::from_state(config, state)
         .map_err(|error| alloc::format!("the previous image's state does not read: {error:?}"))?;
     let mut rings = Vec::new();
+    let mut unique_ids = Vec::new();
     for connection in restored.connections {
         match connection.endpoint {
             RestoredEndpoint::Ring {
                 domain,
                 event_channel_port,
-                ..
+                unique_id,
             } => match port.restore_ring(domain, event_channel_port) {
-                Ok(ring) => rings.push((domain, ring, connection.unread_input)),
+                Ok(ring) => {
+                    unique_ids.extend(unique_id.map(|id| (domain, id)));
+                    rings.push((domain, ring, connection.unread_input));
+                }
                 // The domain is known to the store; its death will be noticed.
                 Err(error) => log::warn!("live update: domain {domain}'s ring is lost: {error}"),
             },
@@ -299,7 +311,7 @@ fn restore(
         "{}",
         crate::live_update::restored_summary(host.engine(), connections, state.len())
     );
-    Ok(host)
+    Ok((host, unique_ids))
 }
 
 /// `VIRQ_DOM_EXC` fired: find out who shut down or died.

@@ -158,6 +158,16 @@ impl DomainStateTracker {
         self.unique_ids.contains_key(&domain)
     }
 
+    /// Follows `domain`, known by `unique_id` from before (a live update's stream records
+    /// each ring's domain with it): Xen reporting that domid with another unique id then
+    /// means the domain died meanwhile and the id was reused. No memory: not followed,
+    /// which only loses that check.
+    pub fn remember(&mut self, domain: DomainId, unique_id: u64) {
+        if self.unique_ids.try_insert(domain, unique_id).is_err() {
+            log::warn!("domain {domain}: no memory to note it");
+        }
+    }
+
     /// The unique id Xen gave `domain`, when it is being followed (for the migration
     /// stream's connection records).
     pub fn unique_id(&self, domain: DomainId) -> Option<u64> {
@@ -198,6 +208,19 @@ impl DomainStateTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_domain_reported_with_another_unique_id_died() {
+        let mut tracker = DomainStateTracker::default();
+        tracker.remember(DomainId(5), 100);
+        tracker.remember(DomainId(6), 200);
+        let mut store_knows = |_| true;
+        let changes = tracker.observe(DomainId(5), alive(101), &mut store_knows);
+        assert_eq!(changes.as_slice(), [DomainChange::Died(DomainId(5))]);
+        assert_eq!(tracker.unique_id(DomainId(5)), Some(101));
+        let changes = tracker.observe(DomainId(6), alive(200), &mut store_knows);
+        assert!(changes.is_empty());
+    }
 
     fn alive(unique_id: u64) -> DomainState {
         DomainState {
