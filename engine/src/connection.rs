@@ -50,6 +50,13 @@ pub struct Framed {
     pub request: Option<(MessageHeader, StoreResult<Vec<u8>>)>,
 }
 
+/// Most requests a connection may have held back at once ([`Connection::held_requests`]);
+/// beyond that, transaction starts run at once (the update then waits for them as for any
+/// open transaction). A client waits for its transaction start's answer, so this is about
+/// the number of dom0's clients starting transactions at the same moment; the bound keeps a
+/// guest from making the store hold its requests without limit.
+pub const HELD_REQUESTS_MAX: usize = 16;
+
 /// One connection's state.
 #[derive(Debug)]
 pub struct Connection {
@@ -91,10 +98,13 @@ pub struct Connection {
     /// Watch events this connection's requests caused that are still queued somewhere
     /// ([`OutputMessage::caused_by`]); kept by the engine.
     pub caused_events_pending: usize,
-    /// A whole request held back: a transaction start while a live update is pending (C's
-    /// delayed request, `docs/protocol.md`, "Live update"). The connection takes no input
-    /// until it has run; a saved state carries it as unread input.
-    pub held_request: Option<(MessageHeader, StoreResult<Vec<u8>>)>,
+    /// Whole requests held back, in arrival order: transaction starts while a live update
+    /// is pending (C's delayed requests, `docs/protocol.md`, "Live update"). The connection
+    /// goes on with its other requests (dom0's one ring carries every dom0 client, the
+    /// update's own `xenstore-control` among them: a connection that stopped reading would
+    /// stop the update). At most [`HELD_REQUESTS_MAX`]; a saved state carries them as
+    /// unread input.
+    pub held_requests: Vec<(MessageHeader, StoreResult<Vec<u8>>)>,
 }
 
 impl Connection {
@@ -125,7 +135,7 @@ impl Connection {
             watches: Vec::new(),
             failure: None,
             caused_events_pending: 0,
-            held_request: None,
+            held_requests: Vec::new(),
         }
     }
 
@@ -204,7 +214,7 @@ impl Connection {
 
     /// Drops a partly received request (reconnection, reset).
     pub fn reset_input(&mut self) {
-        self.held_request = None;
+        self.held_requests = Vec::new();
         self.header = None;
         self.header_filled_bytes = 0;
         self.payload = Vec::new();
@@ -216,9 +226,9 @@ impl Connection {
     /// input of a migration stream, `docs/migration-stream.md`); payload bytes that found no
     /// memory when they came are given as zeros.
     pub fn partial_input(&self, into: &mut Vec<u8>) -> StoreResult<()> {
-        // A held-back request came before the partial one (and C writes its delayed
+        // Held-back requests came before the partial one (and C writes its delayed
         // requests as unread input too).
-        if let Some((held_header, held_payload)) = &self.held_request {
+        for (held_header, held_payload) in &self.held_requests {
             crate::fallible::extend(into, &held_header.to_bytes())?;
             match held_payload {
                 Ok(payload) => crate::fallible::extend(into, payload)?,

@@ -328,12 +328,10 @@ impl Engine {
                 Ok(framed) => {
                     consumed_bytes += framed.consumed_bytes;
                     if let Some((header, payload)) = framed.request {
-                        if self.holds_back(connection, &header) {
-                            if let Some(state) = self.connections.get_mut(&connection) {
-                                state.held_request = Some((header, payload));
-                            }
-                            continue;
-                        }
+                        let (header, payload) = match self.hold_back(connection, header, payload) {
+                            None => continue,
+                            Some(request) => request,
+                        };
                         let payload = payload.as_deref().map_err(|error| *error);
                         self.process(platform, connection, header, payload);
                     } else if framed.consumed_bytes == 0 {
@@ -375,37 +373,54 @@ impl Engine {
         }
     }
 
-    /// Whether a framed request is held back rather than run: a transaction start of a
-    /// connection with no transaction open while a live update is pending (C 4.22
-    /// `consider_message()`: new transactions would only keep the update waiting).
-    fn holds_back(&self, connection: ConnectionId, header: &MessageHeader) -> bool {
-        self.live_update_pending()
-            && header.message_type == MessageType::TransactionStart.number()
-            && self
-                .connections
-                .get(&connection)
-                .is_some_and(|state| state.transactions.is_empty())
+    /// Holds a framed request back instead of running it, and returns `None`, when it is a
+    /// transaction start of a connection with no transaction open while a live update is
+    /// pending (C 4.22 `consider_message()`: new transactions would only keep the update
+    /// waiting); otherwise, or when the connection holds [`crate::connection::HELD_REQUESTS_MAX`]
+    /// already or no memory is left to hold it, gives it back to be run.
+    #[allow(clippy::type_complexity)]
+    fn hold_back(
+        &mut self,
+        connection: ConnectionId,
+        header: MessageHeader,
+        payload: StoreResult<Vec<u8>>,
+    ) -> Option<(MessageHeader, StoreResult<Vec<u8>>)> {
+        let pending = self.live_update_pending();
+        let Some(state) = self.connections.get_mut(&connection) else {
+            return Some((header, payload));
+        };
+        if !pending
+            || header.message_type != MessageType::TransactionStart.number()
+            || !state.transactions.is_empty()
+            || state.held_requests.len() >= crate::connection::HELD_REQUESTS_MAX
+            || state.held_requests.try_reserve(1).is_err()
+        {
+            return Some((header, payload));
+        }
+        state.held_requests.push((header, payload));
+        None
     }
 
-    /// Runs the connection's held-back request once no live update is pending any more
-    /// and its answer has room (front ends serve a connection that holds one on every
-    /// pass: it wants no input meanwhile, so the ring host keeps it among its blocked rings).
+    /// Runs the connection's held-back requests, in order, once no live update is pending
+    /// any more and as far as their answers have room (the end of the session wakes every
+    /// connection that holds some: `live_update.rs`).
     fn run_held_request(&mut self, platform: &mut dyn Platform, connection: ConnectionId) {
         if self.live_update_pending() {
             return;
         }
-        self.prepare_input(connection);
-        let Some(state) = self.connections.get_mut(&connection) else {
-            return;
-        };
-        if state.failure.is_some() || !state.has_reply_room() {
-            return;
+        loop {
+            self.prepare_input(connection);
+            let Some(state) = self.connections.get_mut(&connection) else {
+                return;
+            };
+            if state.held_requests.is_empty() || state.failure.is_some() || !state.has_reply_room()
+            {
+                return;
+            }
+            let (header, payload) = state.held_requests.remove(0);
+            let payload = payload.as_deref().map_err(|error| *error);
+            self.process(platform, connection, header, payload);
         }
-        let Some((header, payload)) = state.held_request.take() else {
-            return;
-        };
-        let payload = payload.as_deref().map_err(|error| *error);
-        self.process(platform, connection, header, payload);
     }
 
     /// The connections that got output queued since the last call, in order: front ends
@@ -444,7 +459,7 @@ impl Engine {
         let Some(state) = self.connections.get(&connection) else {
             return false;
         };
-        if state.failure.is_some() || state.held_request.is_some() {
+        if state.failure.is_some() {
             return false;
         }
         // A request is taken only when its answer has room, so that no request is ever left

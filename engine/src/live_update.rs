@@ -12,6 +12,7 @@
 //! transaction start of a connection with no transaction open is held back (C's
 //! `consider_message()`), so that the update is not kept waiting by new transactions.
 
+pub use crate::connection::HELD_REQUESTS_MAX;
 use crate::engine::{Engine, Reply};
 use crate::error::StateError;
 use crate::fallible::{self, Text};
@@ -364,6 +365,22 @@ impl Engine {
         if let Phase::Started(start) = session.phase {
             self.answer_start(session.owner, &start.request, reason);
         }
+        self.wake_held_requests();
+    }
+
+    /// The session is over: connections holding transaction starts back are served next
+    /// (as connections with output are), which runs them (`Engine::run_held_request`).
+    /// Without this a connection whose client has nothing else to send would keep them.
+    fn wake_held_requests(&mut self) {
+        for (connection, state) in self.connections.iter() {
+            if !state.held_requests.is_empty() && self.output_ready.try_insert(*connection).is_err()
+            {
+                log::warn!(
+                    "live-update: no memory to wake connection {}; its held requests run with its next input",
+                    connection.0
+                );
+            }
+        }
     }
 
     /// Queues the start request's late reply: `text` and a NUL, as an `XS_CONTROL` reply
@@ -406,6 +423,7 @@ impl Engine {
         {
             log::info!("live-update: its connection went away, session ended");
             self.live_update = None;
+            self.wake_held_requests();
         }
     }
 
@@ -480,6 +498,7 @@ impl Engine {
             self.live_update = None;
         }
         self.answer_start(plan.requester, &plan.start_request, reason.as_bytes());
+        self.wake_held_requests();
     }
 
     /// When a poll may next change its answer because time passed (`None`: no started
