@@ -212,6 +212,14 @@ impl Connection {
         })
     }
 
+    /// When the oldest of its open transactions started (`None`: none is open).
+    pub fn oldest_transaction_start_milliseconds(&self) -> Option<u64> {
+        self.transactions
+            .values()
+            .map(|transaction| transaction.started_at_milliseconds)
+            .min()
+    }
+
     /// Drops a partly received request (reconnection, reset).
     pub fn reset_input(&mut self) {
         self.held_requests = Vec::new();

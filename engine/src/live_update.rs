@@ -559,12 +559,7 @@ impl Engine {
             last_becomes_long_at_milliseconds: 0,
         };
         for state in self.connections.values() {
-            let Some(oldest) = state
-                .transactions
-                .values()
-                .map(|transaction| transaction.started_at_milliseconds)
-                .min()
-            else {
+            let Some(oldest) = state.oldest_transaction_start_milliseconds() else {
                 continue;
             };
             census.open += 1;
@@ -587,12 +582,7 @@ impl Engine {
         let mut text = Text::new();
         let mut any = false;
         for state in self.connections.values() {
-            let Some(oldest) = state
-                .transactions
-                .values()
-                .map(|transaction| transaction.started_at_milliseconds)
-                .min()
-            else {
+            let Some(oldest) = state.oldest_transaction_start_milliseconds() else {
                 continue;
             };
             let age = now.saturating_sub(oldest);

@@ -3,37 +3,21 @@
 //! The fixture and its provenance: `engine/tests/fixtures/README.md`. Its content is what
 //! `tests/lib/c-stream-populate.py` put into C before the update; the assertions below name it.
 
+mod support;
+
 use std::collections::HashMap;
+
+use support::raw_store::{Store, payload};
 
 use xenstore_engine::migration::{
     FrontEndState, GlobalData, RestoredConnection, RestoredEndpoint, RestoredState,
 };
-use xenstore_engine::testing::NullPlatform;
 use xenstore_engine::wire::{MessageType, encode_message};
 use xenstore_engine::{Config, ConnectionId, DomainId, Engine};
 
 const C_STREAM: &[u8] = include_bytes!("fixtures/c-xenstored-4.17-live-update.stream");
 
-/// `|` stands for NUL.
-fn payload(text: &str) -> Vec<u8> {
-    text.bytes()
-        .map(|byte| if byte == b'|' { 0 } else { byte })
-        .collect()
-}
-
-/// The restored engine on the null platform, driven with raw messages.
-struct Store {
-    engine: Engine,
-    platform: NullPlatform,
-    next_request_id: u32,
-}
-
 impl Store {
-    fn feed(&mut self, connection: ConnectionId, bytes: &[u8]) {
-        let taken = self.engine.receive(&mut self.platform, connection, bytes);
-        assert_eq!(taken, bytes.len(), "the engine took every byte");
-    }
-
     /// Sends one request and returns the reply's type and payload, the only message the
     /// connection gets (no request here fires a watch of the connection that sends it).
     fn send(&mut self, connection: ConnectionId, kind: MessageType, text: &str) -> (u32, Vec<u8>) {
@@ -67,18 +51,6 @@ impl Store {
         let (reply_kind, body) = self.send(connection, kind, text);
         assert_eq!(reply_kind, MessageType::Error.number(), "{kind:?} {text}");
         String::from_utf8_lossy(&body).replace('\0', "|")
-    }
-
-    fn take_output(&mut self, connection: ConnectionId) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        loop {
-            let output = self.engine.output(connection).to_vec();
-            if output.is_empty() {
-                return bytes;
-            }
-            self.engine.consume_output(connection, output.len());
-            bytes.extend(output);
-        }
     }
 }
 
@@ -128,11 +100,7 @@ fn load() -> (Store, RestoredState, Connections) {
         guest3: id(4),
         watcher: id(5),
     };
-    let store = Store {
-        engine,
-        platform: NullPlatform::default(),
-        next_request_id: 1000,
-    };
+    let store = Store::new(engine, 1000);
     (store, state, connections)
 }
 
@@ -361,11 +329,7 @@ fn quotas_are_not_in_a_4_17_stream() {
     store.take_output(dom0);
     let mut fresh_engine = Engine::new(Config::default());
     let fresh_dom0 = fresh_engine.open_socket_connection();
-    let mut fresh = Store {
-        engine: fresh_engine,
-        platform: NullPlatform::default(),
-        next_request_id: 1,
-    };
+    let mut fresh = Store::new(fresh_engine, 1);
     let configured = fresh.ok(fresh_dom0, MessageType::GetQuota, "nodes|");
     assert_ne!(configured, "2000|");
     assert_eq!(store.ok(dom0, MessageType::GetQuota, "nodes|"), configured);

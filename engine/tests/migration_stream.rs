@@ -1,41 +1,15 @@
 //! The migration stream (docs/migration-stream.md): a store written and read back answers as the original, malformed streams are errors, and a stream laid out by hand as C xenstored writes it loads.
 
+mod support;
+
+use support::raw_store::{Store, payload};
 use xenstore_engine::migration::{
     FrontEndState, NoFrontEndState, RestoredConnection, RestoredEndpoint, RestoredState,
 };
-use xenstore_engine::testing::NullPlatform;
 use xenstore_engine::wire::{MessageType, encode_message};
 use xenstore_engine::{Config, ConnectionId, DomainId, Engine, StateError};
 
-/// `|` stands for NUL.
-fn payload(text: &str) -> Vec<u8> {
-    text.bytes()
-        .map(|byte| if byte == b'|' { 0 } else { byte })
-        .collect()
-}
-
-/// An engine on the null platform, driven with raw messages.
-struct Store {
-    engine: Engine,
-    platform: NullPlatform,
-    next_request_id: u32,
-}
-
 impl Store {
-    fn new(engine: Engine) -> Store {
-        Store {
-            engine,
-            platform: NullPlatform::default(),
-            next_request_id: 1,
-        }
-    }
-
-    /// Feeds raw bytes; all must be taken.
-    fn feed(&mut self, connection: ConnectionId, bytes: &[u8]) {
-        let taken = self.engine.receive(&mut self.platform, connection, bytes);
-        assert_eq!(taken, bytes.len(), "the engine took every byte");
-    }
-
     /// Sends one request and returns everything queued for the connection afterwards.
     fn send(
         &mut self,
@@ -66,18 +40,6 @@ impl Store {
         );
         reply
     }
-
-    fn take_output(&mut self, connection: ConnectionId) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        loop {
-            let output = self.engine.output(connection).to_vec();
-            if output.is_empty() {
-                return bytes;
-            }
-            self.engine.consume_output(connection, output.len());
-            bytes.extend(output);
-        }
-    }
 }
 
 /// The connection ids of the store built by [`populated_store`].
@@ -93,7 +55,7 @@ struct Connections {
 fn populated_store() -> (Store, Connections, Vec<u8>) {
     let mut engine = Engine::new(Config::default());
     let dom0 = engine.open_socket_connection();
-    let mut store = Store::new(engine);
+    let mut store = Store::new(engine, 1);
     use MessageType::*;
     store.ok(dom0, SetFeature, "7|2|");
     store.ok(dom0, Introduce, "5|1|15|");
@@ -223,7 +185,7 @@ fn a_restored_store_answers_as_the_original() {
         engine.write_state(&UnreadInput(&state)).expect("a stream"),
         stream
     );
-    let mut restored = Store::new(engine);
+    let mut restored = Store::new(engine, 1);
     // Replies echo request ids: both stores number the script's requests alike.
     restored.next_request_id = original.next_request_id;
     let map = |connection: ConnectionId| -> ConnectionId {
@@ -289,7 +251,7 @@ fn the_check_command_finds_the_restored_accounting_right() {
     let (original, connections, _) = populated_store();
     let stream = original.engine.write_state(&NoFrontEndState).unwrap();
     let (engine, state) = Engine::from_state(Config::default(), &stream).unwrap();
-    let mut restored = Store::new(engine);
+    let mut restored = Store::new(engine, 1);
     let dom0 = restored_connection(&state, None).connection;
     assert_eq!(
         restored.ok(dom0, MessageType::Control, "check|"),
@@ -319,14 +281,14 @@ fn the_check_command_finds_the_restored_accounting_right() {
 fn an_open_transaction_is_restored_as_interrupted() {
     let mut engine = Engine::new(Config::default());
     let dom0 = engine.open_socket_connection();
-    let mut original = Store::new(engine);
+    let mut original = Store::new(engine, 1);
     let id = original.ok(dom0, MessageType::TransactionStart, "|");
     let id: u32 = id.trim_end_matches('|').parse().unwrap();
     original.send(dom0, MessageType::Write, id, "/in/transaction|1");
     assert_eq!(original.engine.open_transaction_count(), 1);
     let stream = original.engine.write_state(&NoFrontEndState).unwrap();
     let (engine, state) = Engine::from_state(Config::default(), &stream).unwrap();
-    let mut restored = Store::new(engine);
+    let mut restored = Store::new(engine, 1);
     let dom0_restored = restored_connection(&state, None).connection;
     assert_eq!(restored.engine.open_transaction_count(), 1);
     // Requests in it still work; its commit asks the client to retry.
@@ -750,7 +712,7 @@ fn a_stream_laid_out_by_hand_as_c_writes_it_loads() {
     assert_eq!(guest.unread_input, [2, 0, 0, 0]);
     let guest = guest.connection;
     let dom0 = restored_connection(&state, Some(0)).connection;
-    let mut store = Store::new(engine);
+    let mut store = Store::new(engine, 1);
     // The queued reply is delivered first.
     assert_eq!(
         store.take_output(guest),

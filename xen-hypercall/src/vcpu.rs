@@ -69,25 +69,9 @@ impl Hypervisor {
         vcpu: u32,
         area: &'static VcpuRunstateInfo,
     ) -> XenResult<()> {
-        let request = RegisterRunstateMemoryArea {
-            address: argument_address(area),
-        };
-        let address = argument_address(&request);
-        // SAFETY: Xen reads the request (alive for the call) and from then on writes one
-        // vcpu_runstate_info at `area`, a 'static of atomics with that exact layout.
-        unsafe {
-            self.hypercall(
-                number::VCPU_OP,
-                [
-                    VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
-                    u64::from(vcpu),
-                    address,
-                    0,
-                    0,
-                ],
-            )
-        }?;
-        Ok(())
+        // SAFETY: from now on Xen writes one vcpu_runstate_info at `area`, a 'static of
+        // atomics with that exact layout.
+        unsafe { self.set_runstate_area(vcpu, argument_address(area)) }
     }
 
     /// `VCPUOP_register_runstate_memory_area` with a null address: Xen stops writing the
@@ -99,17 +83,27 @@ impl Hypervisor {
     /// guest's page tables: the caller guarantees that linear address 0 is unmapped or holds
     /// nothing anyone reads (48 bytes there may change).
     pub unsafe fn unregister_runstate_area(&self, vcpu: u32) -> XenResult<()> {
-        let request = RegisterRunstateMemoryArea { address: 0 };
-        let address = argument_address(&request);
-        // SAFETY: Xen reads the request (alive for the call); the write at address 0 is the
-        // caller's to allow (above).
+        // SAFETY: the write at address 0 is the caller's to allow (above).
+        unsafe { self.set_runstate_area(vcpu, 0) }
+    }
+
+    /// `VCPUOP_register_runstate_memory_area` for `address`.
+    ///
+    /// # Safety
+    /// Xen writes a `vcpu_runstate_info` at `address` now and at every switch-in of `vcpu`
+    /// (at 0: once, then never): the caller allows that.
+    unsafe fn set_runstate_area(&self, vcpu: u32, address: u64) -> XenResult<()> {
+        let request = RegisterRunstateMemoryArea { address };
+        let request_address = argument_address(&request);
+        // SAFETY: Xen reads the request (alive for the call); its writes at `address` are
+        // the caller's to allow.
         unsafe {
             self.hypercall(
                 number::VCPU_OP,
                 [
                     VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
                     u64::from(vcpu),
-                    address,
+                    request_address,
                     0,
                     0,
                 ],

@@ -13,31 +13,34 @@ use crate::{ConnectionId, DomainId, Platform, StoreError, StoreResult};
 use alloc::vec::Vec;
 use core::fmt::Write;
 
+/// The commands listed before `live-update` in the `help` reply.
+macro_rules! help_head {
+    () => {
+        "Control commands:\ncheck\nhelp\n"
+    };
+}
+
+/// The commands listed after `live-update`, and the reply's NUL.
+macro_rules! help_tail {
+    () => {
+        "log [on|off]\nlogfile <file>\nmemreport [<file>]\nprint <string>\n\
+         quota [set <name> <val>|<domid>|max [-r]]\nquota-soft [set <name> <val>]\n\0"
+    };
+}
+
 /// The `help` reply, NUL included: constant replies are not allocated.
-const HELP: &[u8] = b"Control commands:\n\
-  check\n\
-  help\n\
-  log [on|off]\n\
-  logfile <file>\n\
-  memreport [<file>]\n\
-  print <string>\n\
-  quota [set <name> <val>|<domid>|max [-r]]\n\
-  quota-soft [set <name> <val>]\n\0";
+const HELP: &[u8] = concat!(help_head!(), help_tail!()).as_bytes();
 
 /// The `help` reply of a front end that supports live update: `live-update` with C 4.22's
 /// arguments and note (its second line indented by four spaces, as in C), in our list's
 /// order and format.
-const HELP_WITH_LIVE_UPDATE: &[u8] = b"Control commands:\n\
-  check\n\
-  help\n\
-  live-update [-c <cmdline>] [-F] [-t <timeout>] [-v <version>] <file>\n    \
-  Default timeout is 60 seconds, default version is 2.\n\
-  log [on|off]\n\
-  logfile <file>\n\
-  memreport [<file>]\n\
-  print <string>\n\
-  quota [set <name> <val>|<domid>|max [-r]]\n\
-  quota-soft [set <name> <val>]\n\0";
+const HELP_WITH_LIVE_UPDATE: &[u8] = concat!(
+    help_head!(),
+    "live-update [-c <cmdline>] [-F] [-t <timeout>] [-v <version>] <file>\n    \
+     Default timeout is 60 seconds, default version is 2.\n",
+    help_tail!()
+)
+.as_bytes();
 
 /// The reply of commands that answer nothing else (needs no memory, so a command that
 /// changed something can always say so).

@@ -6,6 +6,7 @@
 pub mod failing_allocator;
 pub mod model;
 pub mod program_cases;
+pub mod raw_store;
 
 use std::string::String;
 use std::vec::Vec;
