@@ -10,6 +10,8 @@
 #   SCENARIO      scenario name            INTERACTIVE  1 under --interactive, else 0
 #   STUB_KERNEL   stub image path in dom0 (empty unless the scenario declared `stub`)
 #   TEST_STUB_KERNEL  the stub's test image (test modes), empty unless declared `test-stub`
+#   STUB_KERNEL_STRIPPED, TEST_STUB_KERNEL_STRIPPED  both images without debug sections
+#                 (objcopy --strip-debug on the host), empty unless declared `stub-images`
 #   REPO_XEN_CFG  the repository's xen.cfg in dom0 (empty if the repository has none)
 #   GUEST_KERNEL  Debian's Linux kernel for guests (empty unless declared `linux-kernel`)
 #   GUEST_DIR     folder holding guest initramfs images <name>.cpio.gz (`guest:<name>`)
@@ -262,9 +264,10 @@ boot_stall_report() {
 # Linux guest named NAME ($GUEST_KERNEL) booting guests/GUEST ($GUEST_DIR/GUEST.cpio.gz, the
 # scenario's `harness-needs: guest:GUEST`), and prints its path. The guest's init reads
 # `xsmode=MODE xsname=NAME` and any further WORDs from its kernel command line (e.g.
-# guests/xsclient: boot, stay, poweroff, echo). GUEST_MEMORY MiB (default 128), one vCPU.
-# A crashed guest is preserved, so that `xl dmesg`, `xl list` and its console can tell a
-# triple fault (the only death that allows a retry) from anything else.
+# guests/xsclient: boot, stay, poweroff, echo, hog, counter, txhold). GUEST_MEMORY MiB
+# (default 128), one vCPU. A crashed guest is preserved, so that `xl dmesg`, `xl list` and
+# its console can tell a triple fault (the only death that allows a retry) from anything
+# else.
 guest_cfg() {
     _gc_name=$1 _gc_guest=$2 _gc_words="xsmode=$3 xsname=$1"
     shift 3
