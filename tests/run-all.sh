@@ -65,7 +65,7 @@ if ! $quick; then
     step xen-in-qemu-stall-watch tests/xen-in-qemu/check-stall-watch.sh
     step xen-in-qemu-harness-check python3 tests/harness qemu-check
     # Debian bookworm's Xen 4.17 (the default): every scenario, 20 lifecycle rounds.
-    for scenario in self-test stub-xenstore guest-lifecycle hostile-ring memory-exhaustion main; do
+    for scenario in self-test stub-xenstore guest-lifecycle hostile-ring memory-exhaustion live-update main; do
         step "xen-in-qemu-$scenario" tests/xen-in-qemu/run.sh "$scenario" --kernel "$stub"
     done
     # Debian trixie's Xen 4.20 and the shared Xen 4.22.0 build: the stub suite, with 5
@@ -81,6 +81,9 @@ if ! $quick; then
                 --kernel "$stub" "${rounds[@]}"
         done
     done
+    # The live update on 4.22 too: the new image must follow domains through
+    # XEN_DOMCTL_get_domain_state from where the old one left off.
+    step xen-in-qemu-4.22-live-update tests/xen-in-qemu/run.sh live-update --xen 4.22 --kernel "$stub"
     for xenstore in c stub; do
         step "xen-in-qemu-4.22-xenstore-toolstack-$xenstore" tests/xen-in-qemu/run.sh xenstore-toolstack \
             --xen 4.22 --xenstore "$xenstore" --kernel "$stub"
