@@ -120,28 +120,43 @@ fn configure(command_line: &CommandLine<'_>, own_domid: DomId) -> (Config, Domai
     (config, master)
 }
 
-/// Serves xenstore until the domain is destroyed: a fresh store with dom0's ring, or, after
-/// a live update (`--live-update`), the store the previous image left (docs/live-update.md).
-pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>, boot_info: &BootInfo) -> ! {
-    let fail = |what: &str| -> ! {
-        log::error!("cannot serve xenstore: {what}");
-        crate::runtime::panic::stop_after_failure()
-    };
+/// Stops the stub with the reason on its console: without these the host has no xenstore
+/// at all, so there is nothing better to do.
+fn cannot_serve(what: &str) -> ! {
+    log::error!("cannot serve xenstore: {what}");
+    crate::runtime::panic::stop_after_failure()
+}
+
+/// What serving starts from.
+struct Started {
+    host: XenHost,
+    domain_watcher: DomainWatcher,
+    config: Config,
+    events: EventChannels,
+}
+
+/// The ring host over a fresh store with dom0's ring, or, after a live update
+/// (`--live-update`), over the store the previous image left (docs/live-update.md).
+fn start(
+    platform: &BootedPlatform,
+    command_line: &CommandLine<'_>,
+    boot_info: &BootInfo,
+) -> Started {
     let Ok(shared_info) = platform.shared_info else {
-        fail("shared_info is not mapped");
+        cannot_serve("shared_info is not mapped");
     };
     let Ok(own_domid) = platform.own_domid else {
-        fail("own domain id unknown");
+        cannot_serve("own domain id unknown");
     };
     let Ok(memory_map) = &platform.memory_map else {
-        fail("no memory map");
+        cannot_serve("no memory map");
     };
     let window = match plan_grant_window(memory_map, crate::xen::shared_info::SHARED_INFO_ADDRESS) {
         Ok(plan) => match GrantWindow::new(plan) {
             Ok(window) => window,
-            Err(_) => fail("no memory for the grant-map window"),
+            Err(_) => cannot_serve("no memory for the grant-map window"),
         },
-        Err(_) => fail("no room for a grant-map window"),
+        Err(_) => cannot_serve("no room for a grant-map window"),
     };
     let events = EventChannels::new(platform.hypervisor, shared_info.shared_info);
     let (config, master) = configure(command_line, own_domid);
@@ -161,9 +176,9 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>, boot_inf
     let settings = HostSettings {
         sweep: Some(SWEEP_NANOSECONDS),
     };
-    let mut host = if command_line.live_update {
+    let host = if command_line.live_update {
         let Some(state) = crate::xen::handover::previous_state(boot_info) else {
-            fail("--live-update without the previous image's state (boot module 0)");
+            cannot_serve("--live-update without the previous image's state (boot module 0)");
         };
         match restore(state, config.clone(), port, settings) {
             Ok((host, unique_ids)) => {
@@ -174,28 +189,54 @@ pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>, boot_inf
                 }
                 host
             }
-            Err(reason) => fail(&reason),
+            Err(reason) => cannot_serve(&reason),
         }
     } else {
-        let Some(dom0_port) = command_line.dom0_event_port else {
-            fail("no --event <port> on the command line (start me with init-xenstore-domain)");
-        };
-        log::info!(
-            "xenstore: store domain {}, privileged domain {}, dom0 ring of domain {master} on port {dom0_port}",
-            config.store_domain,
-            config.privileged_domain
-        );
-        let mut port = port;
-        // dom0 first: its pending requests (init-xenstore-domain's) stay in the ring, so the
-        // indices are kept; only `connection` is set and the ring is kicked.
-        let dom0_ring = match port.map_ring(master, dom0_port.0) {
-            Ok(ring) => ring,
-            Err(error) => fail(&alloc::format!("dom0's ring: {error}")),
-        };
-        let mut host = XenHost::new(Engine::new(config.clone()), port, settings);
-        host.adopt(master, dom0_ring);
-        host
+        fresh(command_line, &config, master, port, settings)
     };
+    Started {
+        host,
+        domain_watcher,
+        config,
+        events,
+    }
+}
+
+/// The ring host over a fresh store, dom0's ring (`--event`) adopted.
+fn fresh(
+    command_line: &CommandLine<'_>,
+    config: &Config,
+    master: DomainId,
+    mut port: XenPort,
+    settings: HostSettings,
+) -> XenHost {
+    let Some(dom0_port) = command_line.dom0_event_port else {
+        cannot_serve("no --event <port> on the command line (start me with init-xenstore-domain)");
+    };
+    log::info!(
+        "xenstore: store domain {}, privileged domain {}, dom0 ring of domain {master} on port {dom0_port}",
+        config.store_domain,
+        config.privileged_domain
+    );
+    // dom0 first: its pending requests (init-xenstore-domain's) stay in the ring, so the
+    // indices are kept; only `connection` is set and the ring is kicked.
+    let dom0_ring = match port.map_ring(master, dom0_port.0) {
+        Ok(ring) => ring,
+        Err(error) => cannot_serve(&alloc::format!("dom0's ring: {error}")),
+    };
+    let mut host = XenHost::new(Engine::new(config.clone()), port, settings);
+    host.adopt(master, dom0_ring);
+    host
+}
+
+/// Serves xenstore until the domain is destroyed (or replaced by a live update).
+pub fn serve(platform: &BootedPlatform, command_line: &CommandLine<'_>, boot_info: &BootInfo) -> ! {
+    let Started {
+        mut host,
+        mut domain_watcher,
+        config,
+        events,
+    } = start(platform, command_line, boot_info);
     let domain_state_port = match events.bind_virq(VIRQ_DOM_EXC) {
         Ok(port) => Some(port),
         Err(errno) => {
