@@ -607,6 +607,63 @@ impl Engine {
     }
 }
 
+/// Requests held back while a session exists (C's delayed transaction starts).
+impl Engine {
+    /// Holds a framed request back instead of running it, and returns `None`, when it is a
+    /// transaction start of a connection with no transaction open while a live update is
+    /// pending (C 4.22 `consider_message()`: new transactions would only keep the update
+    /// waiting); otherwise, or when the connection holds [`crate::connection::HELD_REQUESTS_MAX`]
+    /// already or no memory is left to hold it, gives it back to be run.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn hold_back(
+        &mut self,
+        connection: ConnectionId,
+        header: MessageHeader,
+        payload: StoreResult<Vec<u8>>,
+    ) -> Option<(MessageHeader, StoreResult<Vec<u8>>)> {
+        let pending = self.live_update_pending();
+        let Some(state) = self.connections.get_mut(&connection) else {
+            return Some((header, payload));
+        };
+        if !pending
+            || header.message_type != MessageType::TransactionStart.number()
+            || !state.transactions.is_empty()
+            || state.held_requests.len() >= crate::connection::HELD_REQUESTS_MAX
+            || state.held_requests.try_reserve(1).is_err()
+        {
+            return Some((header, payload));
+        }
+        state.held_requests.push((header, payload));
+        None
+    }
+
+    /// Runs the connection's held-back requests, in order, once no live update is pending
+    /// any more and as far as their answers have room (the end of the session wakes every
+    /// connection that holds some: `live_update.rs`).
+    pub(crate) fn run_held_request(
+        &mut self,
+        platform: &mut dyn Platform,
+        connection: ConnectionId,
+    ) {
+        if self.live_update_pending() {
+            return;
+        }
+        loop {
+            self.prepare_input(connection);
+            let Some(state) = self.connections.get_mut(&connection) else {
+                return;
+            };
+            if state.held_requests.is_empty() || state.failure.is_some() || !state.has_reply_room()
+            {
+                return;
+            }
+            let (header, payload) = state.held_requests.remove(0);
+            let payload = payload.as_deref().map_err(|error| *error);
+            self.process(platform, connection, header, payload);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
