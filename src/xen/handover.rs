@@ -5,7 +5,7 @@
 //! the stream stays untouched until it is read. The jump checks, before the point of no
 //! return, everything the trampoline relies on (`crate::arch::x86_64::handover`).
 
-use crate::arch::x86_64::handover::{Jump, TrampolinePage};
+use crate::arch::x86_64::handover::{Jump, TrampolineCode, TrampolinePage, trampoline_code};
 use crate::handover::StagedImage;
 use crate::xen::start_info::BootInfo;
 
@@ -28,6 +28,7 @@ pub fn previous_state(boot_info: &BootInfo) -> Option<&'static [u8]> {
 /// A jump whose preconditions were checked: past this, nothing can fail.
 pub struct CheckedJump {
     page: TrampolinePage,
+    code: TrampolineCode,
     jump: Jump,
 }
 
@@ -39,6 +40,8 @@ pub enum JumpError {
     /// An address the trampoline needs lies at or above 4 GiB, or the staged bytes lie
     /// below their destination.
     Unreachable,
+    /// The trampoline's code outgrew its part of the page (a build error).
+    TrampolineTooLong,
 }
 
 impl core::fmt::Display for JumpError {
@@ -51,6 +54,9 @@ impl core::fmt::Display for JumpError {
                 formatter,
                 "the staged image lies where the trampoline cannot copy it from"
             ),
+            JumpError::TrampolineTooLong => {
+                write!(formatter, "this image's trampoline does not fit its page")
+            }
         }
     }
 }
@@ -62,6 +68,7 @@ const TRAMPOLINE_ATTEMPTS: usize = 8;
 /// Checks what the jump into `staged` (entered at `entry`) needs and gets its trampoline
 /// page.
 pub fn check_jump(staged: &StagedImage, entry: u32) -> Result<CheckedJump, JumpError> {
+    let code = trampoline_code().ok_or(JumpError::TrampolineTooLong)?;
     let source = staged.bytes.as_ptr() as u64;
     let length = staged.bytes.len() as u64;
     let destination = staged.destination;
@@ -91,6 +98,7 @@ pub fn check_jump(staged: &StagedImage, entry: u32) -> Result<CheckedJump, JumpE
     let narrow = |value: u64| value as u32;
     Ok(CheckedJump {
         page,
+        code,
         jump: Jump {
             source: narrow(source),
             destination: narrow(destination),
@@ -114,6 +122,6 @@ pub fn jump(checked: CheckedJump, staged: StagedImage) -> ! {
     // info built by `handover::stage`; the caller released what Xen writes into our memory.
     unsafe {
         core::arch::asm!("cli", options(nomem, nostack));
-        checked.page.jump(checked.jump)
+        checked.page.jump(checked.jump, checked.code)
     }
 }

@@ -50,6 +50,23 @@ pub struct Jump {
     pub start_info: u32,
 }
 
+/// The trampoline's bytes, checked to fit the page's code part ([`trampoline_code`]).
+#[derive(Clone, Copy)]
+pub struct TrampolineCode(&'static [u8]);
+
+/// The trampoline's bytes (`boot/handover_trampoline.s`), or `None` when they would not fit
+/// below the page's data (checked before the point of no return).
+pub fn trampoline_code() -> Option<TrampolineCode> {
+    // SAFETY: the linker symbols bound the trampoline's bytes inside .text, which is
+    // mapped and never written.
+    let code = unsafe {
+        let start = &raw const handover_trampoline_start;
+        let end = &raw const handover_trampoline_end;
+        core::slice::from_raw_parts(start, (end as usize).checked_sub(start as usize)?)
+    };
+    (code.len() < GDT_POINTER_OFFSET).then_some(TrampolineCode(code))
+}
+
 /// A page of the heap for the trampoline.
 pub struct TrampolinePage {
     page: NonNull<u8>,
@@ -84,19 +101,10 @@ impl TrampolinePage {
     /// turned interrupts off, and checked that the page is [`TrampolinePage::usable_for`] the
     /// jump's destination range, that `source..source + length` is readable memory that
     /// lies above `destination`, and that the bytes it copies are a new image whose entry is
-    /// `entry`, with its start info at `start_info`.
-    pub unsafe fn jump(self, jump: Jump) -> ! {
+    /// `entry`, with its start info at `start_info`. `code` is [`trampoline_code`]'s.
+    pub unsafe fn jump(self, jump: Jump, code: TrampolineCode) -> ! {
         let page = self.page.as_ptr();
-        // SAFETY: the linker symbols bound the trampoline's bytes inside .text.
-        let code = unsafe {
-            let start = &raw const handover_trampoline_start;
-            let end = &raw const handover_trampoline_end;
-            core::slice::from_raw_parts(start, end as usize - start as usize)
-        };
-        assert!(
-            code.len() < GDT_POINTER_OFFSET,
-            "the trampoline outgrew its page's code part"
-        );
+        let code = code.0;
         let gdt_base = page as u64 + GDT_OFFSET as u64;
         let gdt_limit = (core::mem::size_of_val(&GDT) - 1) as u16;
         // SAFETY: the page is ours (allocated, 4096 bytes); every write lies inside it.
