@@ -25,9 +25,8 @@
 #     before the update, but for data/counter (lu-K-nodes); the counter did not go back and
 #     grows again, and the txhold guest answers a new data/ask (lu-K-guests); the counter
 #     guest's watch, registered before the first update, fires on dom0's new write of
-#     data/poke (lu-K-watch); a new guest boots and is destroyed (lu-K-new-guest; every
-#     NEW_GUEST_EVERY-th update, default 1 = each) and dom0's @releaseDomain watch fires
-#     (lu-K-release).
+#     data/poke (lu-K-watch); a new guest boots and is destroyed (lu-K-new-guest) and
+#     dom0's @releaseDomain watch fires (lu-K-release).
 #  4. The txhold guest opens a transaction and writes data/tx-box in it; first a control
 #     without an update: its commit must succeed (tx-control: the test's own traffic does
 #     not conflict with it). Then again (tx-open): an update without -F (`-t 5`) must be
@@ -57,7 +56,7 @@
 #  Needs the stub (--xenstore stub, the default): with c it fails (step xenstore-is-stub).
 # Run: tests/xen-in-qemu/run.sh live-update [--kernel IMAGE] [--test-kernel IMAGE]
 # Variables (run.sh --set NAME=VALUE): UPDATES (5; fewer leaves expected lu-K-* steps
-# missing), NEW_GUEST_EVERY (1), LU_STRIPPED (1), LU_TIMEOUT (300), LOAD_SECONDS (60),
+# missing), LU_STRIPPED (1), LU_TIMEOUT (300), LOAD_SECONDS (60),
 # LOAD_LEAD (5), GUEST_BOOT_TIMEOUT (180), GUEST_MEMORY (128), GUEST_RESTARTS (2),
 # XS_TIMEOUT (20), SNAPSHOT_TIMEOUT (120), STUB_MEMORY (8), STUB_PARAM.
 #
@@ -84,7 +83,6 @@
 set -u
 
 UPDATES=${UPDATES:-5}
-NEW_GUEST_EVERY=${NEW_GUEST_EVERY:-1}
 LU_STRIPPED=${LU_STRIPPED:-1}
 LU_TIMEOUT=${LU_TIMEOUT:-300}
 LOAD_SECONDS=${LOAD_SECONDS:-60}
@@ -480,13 +478,7 @@ while [ "$k" -le "$UPDATES" ]; do
     compare_step "lu-$k-nodes" /tmp/lu-before-$k /tmp/lu-after-$k "after update $k"
     guests_check "lu-$k-guests" "$c0" "update $k"
     watch_check "lu-$k-watch" "after update $k"
-    if [ "$k" = "$UPDATES" ] || [ $((k % NEW_GUEST_EVERY)) = 0 ]; then
-        new_guest "lu-$k-new-guest" "lu-$k-release" "lunew$k"
-    else
-        skip "lu-$k-new-guest-create" "NEW_GUEST_EVERY=$NEW_GUEST_EVERY"
-        skip "lu-$k-new-guest" "NEW_GUEST_EVERY=$NEW_GUEST_EVERY"
-        skip "lu-$k-release" "NEW_GUEST_EVERY=$NEW_GUEST_EVERY"
-    fi
+    new_guest "lu-$k-new-guest" "lu-$k-release" "lunew$k"
     k=$((k + 1))
 done
 
