@@ -10,7 +10,7 @@ COMMANDS = {
     "bench-xen-check": ("bench_xen", "check", [], "check bench-xen's figures, CSV and table against fixed logs"),
     "xen-in-qemu": ("xen_in_qemu", "main", [], "boot Xen (4.17, 4.20, 4.22) in QEMU and run one scenario in dom0"),
     "qemu-run": ("xen_qemu", "main", ["run"], "boot QEMU, watch its serial console (steps, stalls, panics), summarise"),
-    "qemu-check": ("xen_qemu", "main", ["check"], "check qemu-run against fake consoles (~15 s)"),
+    "qemu-check": ("xen_qemu", "main", ["check"], "check qemu-run against fake consoles, and the retry evidence (~15 s)"),
     "cpio": ("xen_qemu", "main", ["cpio"], "write a folder as a gzip'ed newc cpio archive (an initramfs)"),
     "vmlinux": ("xen_qemu", "main", ["vmlinux"], "extract the ELF vmlinux from a bzImage"),
 }

@@ -38,8 +38,9 @@ cpio|vmlinux|qemu-run|qemu-check`:
       A line of the stub's panic handler (`xenstore-stubdom: PANIC ...`, see
       STUB_PANIC_RE) fails the run as step `stub-panic`, whatever the scenario reports.
 
-      Retries: a scenario boots a guest again only when that domain died of the
-      emulation's triple fault, and says so in one line, `RETRY <what>: <evidence>`
+      Retries: a scenario boots a guest again only when that domain died of an
+      emulation fault (a triple fault, or the GS-base oops of README.md, "Known
+      limits"), and says so in one line, `RETRY <what>: <evidence>`
       (lib/dom0-lib.sh retry_guest). The summary lists every such line and their number
       (`retries: N`, also when 0). A stalled machine is booted again by run.sh only if no
       step had failed (a FAIL, or the stub's panic, is the finding: exit 1, not 3); that
@@ -605,6 +606,76 @@ def check_run():
     return 1 if failures else 0
 
 
+# The retry evidence of lib/dom0-lib.sh (emulation_fault_line, retry_guest), run by the
+# host's sh against a fake `xl` and console logs: what allows a retry must be exactly the
+# emulation faults of README.md, "Known limits", and nothing else.
+FAKE_XL = """#!/bin/sh
+case $1 in
+list) printf 'Name ID Mem VCPUs State Time(s)\\nDomain-0 0 512 2 r----- 9.0\\n'
+      [ -z "$FAKE_DOMAIN" ] || printf '%s\\n' "$FAKE_DOMAIN" ;;
+dmesg) printf '%s\\n' "$FAKE_DMESG" ;;
+esac
+"""
+XEN_IN_QEMU = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "xen-in-qemu")
+GS_FIXTURE = os.path.join(XEN_IN_QEMU, "fixtures", "linux-gs-base-fault.console")
+
+
+def check_retry_evidence():
+    """Runs emulation_fault_line and retry_guest of lib/dom0-lib.sh on fake domains; returns
+    the number of cases that did not behave."""
+    import tempfile
+    with open(GS_FIXTURE) as f:
+        gs_oops = f.read()
+    # The same oops, but the handled fault's address is not the %gs: displacement: a plain
+    # kernel fault, which is no proof of anything.
+    other_address = gs_oops.replace("RAX: 000000000001fb80", "RAX: 00007f00a1281740")
+    init_killed = ("[    9.1] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\n"
+                   "[    9.2] Kernel Offset: disabled\n")
+    crashed = "xsguest2 3 128 1 ---sc- 12.3"
+    running = "xsguest2 3 128 1 -b---- 12.3"
+    triple = "(XEN) d3v0 Triple fault - invoking HVM shutdown action 1"
+    # (name, xl list line of domain 3, xl dmesg, its console, status, text the line must hold)
+    cases = [
+        ("a triple fault in xl dmesg allows a retry", crashed, triple, init_killed, 0, "d3v0 Triple fault"),
+        ("another domain's triple fault does not", crashed, triple.replace("d3v0", "d13v0"), init_killed, 1, ""),
+        ("a crash with the GS-base oops allows a retry", crashed, "", gs_oops, 0,
+         "page fault at 0x1fb80, the displacement of its own %gs:0x1fb80 load"),
+        ("a kernel fault at another address does not", crashed, "", other_address, 1, ""),
+        ("a panic of another kind does not", crashed, "", init_killed, 1, ""),
+        ("a running domain is no retry, whatever its console", running, "", gs_oops, 1, ""),
+        ("a domain gone from xl list (no name, no console) is none", "", "", gs_oops, 1, ""),
+    ]
+    failures = 0
+    lib = os.path.join(XEN_IN_QEMU, "lib", "dom0-lib.sh")
+    with tempfile.TemporaryDirectory() as tmp:
+        xl = os.path.join(tmp, "xl")
+        with open(xl, "w") as f:
+            f.write(FAKE_XL)
+        os.chmod(xl, 0o755)
+        for name, domain, dmesg, console, want_status, want_text in cases:
+            with open(os.path.join(tmp, "guest-xsguest2.log"), "w") as f:
+                f.write(console)
+            env = dict(os.environ, XL_PROGRAM=xl, CONSOLE_LOG_DIR=tmp, FAKE_DOMAIN=domain, FAKE_DMESG=dmesg)
+            result = subprocess.run(
+                ["sh", "-c", f'. "{lib}"; retry_guest guest2 3'],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            out = result.stdout.strip()
+            problems = []
+            if result.returncode != want_status:
+                problems.append(f"status {result.returncode}, expected {want_status}")
+            if want_status == 0 and not (out.startswith("RETRY guest2: domain 3 ") and want_text in out):
+                problems.append(f"printed {out!r}, expected a RETRY line holding {want_text!r}")
+            if want_status != 0 and out:
+                problems.append(f"printed {out!r}, expected nothing")
+            if problems:
+                failures += 1
+                print(f"FAIL  {name}: {'; '.join(problems)}")
+            else:
+                print(f"ok    {name}")
+    print(f"retry evidence: {len(cases) - failures} of {len(cases)} cases behaved")
+    return failures
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -628,7 +699,8 @@ def main(argv=None):
     sub.add_parser("check")
     args = parser.parse_args(argv)
     if args.cmd == "check":
-        return check_run()
+        run_status = check_run()
+        return 1 if check_retry_evidence() or run_status else 0
     if args.cmd == "vmlinux":
         return extract_vmlinux(args.bzimage, args.out)
     if args.cmd == "cpio":

@@ -42,8 +42,8 @@
 #  cpu.tx, cpu.guests, cpu.multi: the xenstore's CPU time (as for idle.xenstore) during
 #  (a), (b) and (c), ms (those of (b) and (c) include their idle measurement).
 #  CPU times of domains have 0.1 s steps: over 20 s, 4.9 ms/s is one step.
-# A guest that dies while booting of a triple fault (the rare TCG flake, see README: Xen's
-# `dNvM Triple fault` line for that domain in `xl dmesg`) is created once more
+# A guest that dies while booting of an emulation fault (the rare TCG flakes, see README:
+# Xen's `dNvM Triple fault` line for that domain, or the GS-base oops) is created once more
 # (up to BOOT_RETRIES times, default 2; a `RETRY` line each); the figures are those of the attempt that
 # booted. One that dies otherwise, vanishes without that line or hangs fails (step
 # NAME-boot, with its console's tail and its `xl dmesg` lines). A failed `xl create` is not
@@ -405,7 +405,7 @@ guest_lost() {
 }
 
 # boot_guest NAME: timed_boot, once more (BOOT_RETRIES) when the guest died while booting
-# of a triple fault (retry_guest: a `RETRY NAME: ...` line); any other failure to boot is
+# of an emulation fault (retry_guest: a `RETRY NAME: ...` line); any other failure to boot is
 # reported by guest_lost.
 boot_guest() {
     _tries=0

@@ -64,15 +64,15 @@ alive() {
         return 1
     fi
     if [ -n "${by_lost:-}" ]; then
-        fail "$1" "$_d; the bystander died earlier without a triple fault (step $by_lost)"
+        fail "$1" "$_d; the bystander died earlier without an emulation fault (step $by_lost)"
         return 1
     fi
-    # Two rounds: the bystander may also die of a triple fault while it is asked to echo.
+    # Two rounds: the bystander may also die of an emulation fault while it is asked to echo.
     for _round in 1 2; do
         if [ -n "${byid:-}" ] && domain_dead "$byid"; then
-            # Linux PVH guests under QEMU's TCG occasionally die with a triple fault (seen
-            # when another domain is being built): not the xenstore's doing; only then
-            # (Xen's `dNvM Triple fault` line for it in `xl dmesg`: a `RETRY` line) start a
+            # Linux PVH guests under QEMU's TCG occasionally die of an emulation fault (a
+            # triple fault, seen when another domain is being built, or the GS-base oops):
+            # not the xenstore's doing; only then (retry_guest's evidence: a `RETRY` line) start a
             # new bystander. A bystander that died otherwise fails the step, with what was
             # seen.
             if ! retry_guest bystander "$byid"; then

@@ -48,7 +48,7 @@
 #  Every xenstore call is bounded (XS_TIMEOUT, 20 s; each xenstore-control live-update by
 #  LU_TIMEOUT, 300 s), so a hung stub fails steps instead of hanging the run; a stub that
 #  stops answering ends the scenario (step xenstore-alive). The stub's `PANIC` fails the
-#  run (the harness's step stub-panic). A guest is booted again only after its triple
+#  run (the harness's step stub-panic). A guest is booted again only after an emulation
 #  fault (README, "Known limits"; a RETRY line): a new guest while booting (launch_guest),
 #  the counter or txhold guest when found dead before a stage (up to GUEST_RESTARTS (2)
 #  times each; dom0's nodes are then written again for the new domain, and final-nodes
@@ -203,7 +203,7 @@ wait_value() {
 guest_state() {
     echo "---- guest $2 (domain $1): $(domain_line "$1" | tr -s ' ')"
     tr -d '\r' <"$(console_log "$2")" 2>/dev/null | tail -n 8 | sed 's/^/    | /'
-    if triple_fault_line "$1" >/dev/null; then echo "    Xen: $(triple_fault_line "$1")"; fi
+    if emulation_fault_line "$1" >/dev/null; then echo "    $(emulation_fault_line "$1")"; fi
     echo "----"
 }
 # watch_check STEP WHAT: dom0 writes the counter guest's data/poke; the guest's watch,
@@ -361,7 +361,7 @@ dom0_nodes() {
     fi
 }
 # ensure_guests: the counter and the txhold guest still run. One that died of the
-# emulation's triple fault (README, "Known limits") is booted again under a new name (a
+# an emulation fault (README, "Known limits") is booted again under a new name (a
 # RETRY line; at most GUEST_RESTARTS (2) times each), and dom0's nodes are written again
 # for the new domain (the reference of final-nodes with them: its watch and nodes then
 # span fewer updates); any other death ends the scenario (step NAME-alive).

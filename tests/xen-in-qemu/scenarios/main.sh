@@ -67,9 +67,10 @@ if xl create -p "$hello_cfg" >/tmp/create.out 2>&1 && gid=$(xl domid hello-xenst
     r=0
     boot_wait "$gid" "/local/domain/$gid/data/booted" 180 || r=$?
     tries=0
-    # A guest that died of a triple fault (Xen's line in `xl dmesg`: the rare emulation
-    # flake of Linux under TCG, README "Known limits") is created once more (BOOT_RETRIES);
-    # one that died otherwise, hung or vanished fails step guest-boot with what was seen.
+    # A guest that died of an emulation fault (retry_guest: Xen's triple-fault line or the
+    # GS-base oops, the rare flakes of Linux under TCG, README "Known limits") is created
+    # once more (BOOT_RETRIES); one that died otherwise, hung or vanished fails step
+    # guest-boot with what was seen.
     while [ "$r" = 2 ] && [ "$tries" -lt "${BOOT_RETRIES:-2}" ] && retry_guest guest-boot "$gid"; do
         tries=$((tries + 1))
         xl destroy "$gid" >/dev/null 2>&1

@@ -26,7 +26,7 @@
 #     create` makes; on the stub heap in use back to what it was, give or take the larger of
 #     RECOVER_SLACK_KIB (512) KiB and RECOVER_PERCENT (10) % of what the hogs added), and
 #     dom0 must store the calibration burst again.
-#  A hog that dies of the emulation's triple fault (README, "Known limits") is created again,
+#  A hog that dies of an emulation fault (README, "Known limits") is created again,
 #  with a RETRY line: while booting, and once more while writing (it then starts anew: its
 #  nodes went with its old domain); one that dies that way a second time while writing is
 #  left out of the verdict.
@@ -245,7 +245,7 @@ fi
 
 # ---------------------------------------------------------------------------------------
 banner "2. $HOGS hogs: boot, then fill the store at once"
-# relaunch_hog NAME OLD_DOMID: a hog that died of the emulation's triple fault (README,
+# relaunch_hog NAME OLD_DOMID: a hog that died of an emulation fault (README,
 # "Known limits"; retry_guest prints the RETRY line) before it started to write is created
 # once more, alone; sets DOMID. A hog that died otherwise fails NAME-boot (guest_failed).
 relaunch_hog() {
@@ -257,7 +257,7 @@ relaunch_hog() {
     xl destroy "$2" >/dev/null 2>&1
     launch_guest "$1-create-again" "/tmp/$1.cfg" data/booted "$GUEST_BOOT_TIMEOUT"
 }
-# relaunch_writing_hog NAME OLD_DOMID: a hog that died of the emulation's triple fault while
+# relaunch_writing_hog NAME OLD_DOMID: a hog that died of an emulation fault while
 # writing is created once more (once per hog: `relaunched` lists them) and told to go;
 # sets DOMID. Returns non-zero when it was relaunched already or does not boot again.
 relaunched=""
@@ -329,7 +329,7 @@ lat_hog=$LAT_MEDIAN
 echo "INFO: $still of $booted hogs were still writing when dom0's timed writes ended"
 
 # Wait until every hog reported; check now and then that the xenstore still answers, and
-# stop waiting for a hog whose domain is gone (the emulation's triple fault, README).
+# stop waiting for a hog whose domain is gone (an emulation fault, README).
 last_info=$(date +%s)
 dead="" flaked="" inspected=""
 while :; do
@@ -357,17 +357,17 @@ while :; do
             case " $dead $flaked " in *" ${entry%%:*} "*) continue ;; esac
             _l=$(domain_line "${entry#*:}")
             if [ -z "$_l" ] || echo "$_l" | awk '{print $5}' | grep -q '[cs]'; then
-                # A triple fault is the emulation's (README, "Known limits"): that hog is
+                # An emulation fault (README, "Known limits"; retry_guest): that hog is
                 # created again and starts writing anew (its old nodes went with its
                 # domain), once per hog (a RETRY line); a second one leaves it out of the
                 # verdict. Any other end of a hog fails the run.
-                if died_of_triple_fault "${entry#*:}"; then
+                if died_of_emulation_fault "${entry#*:}"; then
                     if relaunch_writing_hog "${entry%%:*}" "${entry#*:}"; then
                         hog_ids=$(echo " $hog_ids " | sed "s/ ${entry} / ${entry%%:*}:$DOMID /" | xargs)
                         continue
                     fi
                     flaked="$flaked ${entry%%:*}"
-                    echo "INFO: ${entry%%:*} (domain ${entry#*:}) died of a triple fault while writing: $(triple_fault_line "${entry#*:}"); left out"
+                    echo "INFO: ${entry%%:*} (domain ${entry#*:}) $(emulation_fault_line "${entry#*:}") while writing; left out"
                 else
                     dead="$dead ${entry%%:*}"
                     guest_failed "${entry%%:*}-alive" "${entry#*:}" "${entry%%:*}" "died while writing"
@@ -389,9 +389,9 @@ for entry in $hog_ids; do
     case " $flaked " in *" ${entry%%:*} "*) ;; *) reported_ids="$reported_ids $entry" ;; esac
 done
 if [ -z "$waiting" ] && [ -z "$dead" ] && [ -n "$reported_ids" ]; then
-    pass hogs-reported "$(echo "$reported_ids" | wc -w) hogs stopped and reported within ${t_hog}s${flaked:+ (left out, died of a triple fault:$flaked)}"
+    pass hogs-reported "$(echo "$reported_ids" | wc -w) hogs stopped and reported within ${t_hog}s${flaked:+ (left out, died of an emulation fault:$flaked)}"
 else
-    fail hogs-reported "no report after ${t_hog}s from:$waiting${dead:+; died:$dead}${flaked:+; triple fault:$flaked}"
+    fail hogs-reported "no report after ${t_hog}s from:$waiting${dead:+; died:$dead}${flaked:+; emulation fault:$flaked}"
 fi
 xenstore_alive || give_up "dom0 gets no answer from the xenstore after the hogs stopped"
 pass xenstore-alive "dom0 still gets answers after the hogs filled the store"
