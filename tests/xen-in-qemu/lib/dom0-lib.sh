@@ -496,8 +496,8 @@ died_of_emulation_fault() {
 # and returns 0: the caller may then boot the guest again. Returns 1 otherwise (no retry:
 # the caller reports the guest with guest_failed). WHAT: a step or guest name, no spaces.
 retry_guest() {
-    died_of_emulation_fault "$2" || return 1
-    echo "RETRY $1: domain $2 $(emulation_fault_line "$2")"
+    domain_dead "$2" && _rg=$(emulation_fault_line "$2") || return 1
+    echo "RETRY $1: domain $2 $_rg"
 }
 
 # guest_failed STEP DOMID NAME WHAT: a guest (domain DOMID, console log of NAME; either may

@@ -203,7 +203,7 @@ wait_value() {
 guest_state() {
     echo "---- guest $2 (domain $1): $(domain_line "$1" | tr -s ' ')"
     tr -d '\r' <"$(console_log "$2")" 2>/dev/null | tail -n 8 | sed 's/^/    | /'
-    if emulation_fault_line "$1" >/dev/null; then echo "    $(emulation_fault_line "$1")"; fi
+    if _gs=$(emulation_fault_line "$1"); then echo "    $_gs"; fi
     echo "----"
 }
 # watch_check STEP WHAT: dom0 writes the counter guest's data/poke; the guest's watch,
