@@ -360,40 +360,34 @@ dom0_nodes() {
         fail "$1" "writing dom0's nodes or their permissions failed"
     fi
 }
-# ensure_guests: the counter and the txhold guest still run. One that died of the
-# an emulation fault (README, "Known limits") is booted again under a new name (a
-# RETRY line; at most GUEST_RESTARTS (2) times each), and dom0's nodes are written again
-# for the new domain (the reference of final-nodes with them: its watch and nodes then
-# span fewer updates); any other death ends the scenario (step NAME-alive).
+# restart_guest ID_VAR NAME_VAR RESTARTS_VAR BASE MODE: when the guest in $ID_VAR (named
+# $NAME_VAR) died of an emulation fault (README, "Known limits"; retry_guest prints the
+# RETRY line) and has been booted again fewer than GUEST_RESTARTS (2) times, boots a new
+# guest in xsclient mode MODE named BASE<n>, sets the three variables to it and _remake=1;
+# any other death ends the scenario (step NAME-alive).
+restart_guest() {
+    eval "_rs_id=\$$1 _rs_name=\$$2 _rs_count=\$$3"
+    domain_dead "$_rs_id" || return 0
+    if [ "$_rs_count" -lt "${GUEST_RESTARTS:-2}" ] && retry_guest "$_rs_name" "$_rs_id"; then
+        _rs_count=$((_rs_count + 1))
+        xl destroy "$_rs_id" >/dev/null 2>&1
+        _rs_name=$4$_rs_count
+        launch_guest "$5-guest-$_rs_count" "$(guest_cfg "$_rs_name" xsclient "$5")" data/booted "$GUEST_BOOT_TIMEOUT" || exit 1
+        eval "$1=\$DOMID $2=\$_rs_name $3=\$_rs_count"
+        _remake=1
+    else
+        guest_failed "$_rs_name-alive" "$_rs_id" "$_rs_name" "stopped running (it should run to the end)"
+        exit 1
+    fi
+}
+# ensure_guests: the counter and the txhold guest still run (restart_guest); after a
+# restart dom0's nodes are written again for the new domain (the reference of final-nodes
+# with them: its watch and nodes then span fewer updates).
 restarts_a=0 restarts_b=0
 ensure_guests() {
     _remake=0
-    if domain_dead "$ida"; then
-        if [ "$restarts_a" -lt "${GUEST_RESTARTS:-2}" ] && retry_guest "$name_a" "$ida"; then
-            restarts_a=$((restarts_a + 1))
-            xl destroy "$ida" >/dev/null 2>&1
-            name_a=lucounter$restarts_a ida=""
-            launch_guest "counter-guest-$restarts_a" "$(guest_cfg "$name_a" xsclient counter)" data/booted "$GUEST_BOOT_TIMEOUT" && ida=$DOMID
-            [ -n "$ida" ] || exit 1
-            _remake=1
-        else
-            guest_failed "$name_a-alive" "$ida" "$name_a" "stopped running (it should run to the end)"
-            exit 1
-        fi
-    fi
-    if domain_dead "$idb"; then
-        if [ "$restarts_b" -lt "${GUEST_RESTARTS:-2}" ] && retry_guest "$name_b" "$idb"; then
-            restarts_b=$((restarts_b + 1))
-            xl destroy "$idb" >/dev/null 2>&1
-            name_b=lutxhold$restarts_b idb=""
-            launch_guest "txhold-guest-$restarts_b" "$(guest_cfg "$name_b" xsclient txhold)" data/booted "$GUEST_BOOT_TIMEOUT" && idb=$DOMID
-            [ -n "$idb" ] || exit 1
-            _remake=1
-        else
-            guest_failed "$name_b-alive" "$idb" "$name_b" "stopped running (it should run to the end)"
-            exit 1
-        fi
-    fi
+    restart_guest ida name_a restarts_a lucounter counter
+    restart_guest idb name_b restarts_b lutxhold txhold
     [ "$_remake" = 0 ] || dom0_nodes nodes-setup-again
 }
 ida="" idb="" name_a=lucounter name_b=lutxhold
