@@ -2,7 +2,8 @@
 //!
 //! - [`options`], [`logger`], [`server`], [`sockets`], [`platform`], [`markers`]: the daemon.
 //! - [`sys`]: the system calls (epoll, inotify, socket calls, io_uring) through `rustix` and
-//!   `io-uring`, and the only `unsafe` code (queuing an io_uring batch).
+//!   `io-uring`, and the only `unsafe` code (queuing an io_uring batch, taking over the
+//!   sockets a live update's previous program left open).
 //!
 //! The simulated-guest convention and the clients that speak to the store (`xenstore-guest`,
 //! the integration tests, the benchmark) are the `xenstore-client` crate (`client/`).

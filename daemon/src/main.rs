@@ -4,12 +4,14 @@
 
 #![deny(unsafe_code)]
 
+use std::collections::BTreeSet;
+use std::os::unix::net::UnixListener;
 use std::process::ExitCode;
 
 use xenstore_client::simulation;
 use xenstore_engine::Engine;
 use xenstored_linux::options::{self, Command, USAGE};
-use xenstored_linux::{logger, server::Server};
+use xenstored_linux::{logger, server::Server, sys};
 
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
@@ -60,11 +62,27 @@ fn main() -> ExitCode {
     } else {
         (Engine::new(options.config.clone()), None)
     };
+    // A live update's previous instance left its listening socket open (the global
+    // record names it): served on, so that clients never find the socket missing.
+    let mut adopted = BTreeSet::new();
+    let inherited_listener = restored
+        .as_ref()
+        .and_then(|state| state.global)
+        .map(|global| global.socket_fd)
+        .filter(|descriptor| *descriptor >= 0 && adopted.insert(*descriptor))
+        .and_then(|descriptor| match sys::inherited_socket(descriptor) {
+            Ok(socket) => Some(UnixListener::from(socket)),
+            Err(error) => {
+                log::warn!("the listening socket is not inherited ({error}): bound again");
+                None
+            }
+        });
     let mut server = match Server::new(
         engine,
         &options.socket_path,
         &options.run_directory,
         options.io_uring,
+        inherited_listener,
     ) {
         Ok(server) => server,
         Err(error) => {
@@ -76,8 +94,9 @@ fn main() -> ExitCode {
         }
     };
     if let Some(restored) = restored {
-        server.restore_connections(restored);
+        server.restore_connections(restored, &mut adopted);
     }
+    server.set_restart_arguments(arguments);
     if let Some(pid_file) = &options.pid_file
         && let Err(error) = std::fs::write(pid_file, format!("{}\n", std::process::id()))
     {

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use xenstore_engine::Config;
+use xenstore_engine::live_update::LiveUpdateSupport;
 use xenstore_engine::options::{
     OptionError, OptionName, PROCESS_FLAGS, PROCESS_OPTIONS_WITH_VALUE, STORE_FLAGS,
     STORE_OPTIONS_WITH_VALUE, apply_store_option, domain_value, for_each_option, option,
@@ -85,8 +86,10 @@ where options may include:
   --no-io-uring           one system call per socket read or write, instead of one
                           io_uring batch per round (used where io_uring is available).
   -U, --live-update       start from the state in <rundir>/state_dump (a migration
-                          stream, removed once read); writing to the FIFO
-                          <rundir>/dump-state makes a running daemon write that file.
+                          stream, removed once read), taking over the sockets a live
+                          update (`xenstore-control live-update -f <executable>`) left
+                          open; writing to the FIFO <rundir>/dump-state makes a running
+                          daemon write that file.
   -V, --verbose           more diagnostics on standard error (repeatable).
   -h, --help              print this text.
 ";
@@ -144,6 +147,8 @@ pub fn parse(
 ) -> Result<Command, UsageError> {
     let mut config = Config {
         hash_key: random_hash_key(),
+        // `xenstore-control live-update -f <executable>` (docs/live-update.md, "The daemon").
+        live_update: LiveUpdateSupport::Executable,
         ..Config::default()
     };
     let mut socket_path = None;

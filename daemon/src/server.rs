@@ -16,13 +16,15 @@
 //! round; a daemon started with `-U` takes over the rings of such a state
 //! ([`Server::restore_connections`], docs/migration-stream.md, "The daemon").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xenstore_engine::migration::{FrontEndState, RestoredEndpoint, RestoredState};
+use xenstore_engine::live_update::{LiveUpdatePlan, LiveUpdatePoll};
+use xenstore_engine::migration::{FrontEndState, GlobalData, RestoredEndpoint, RestoredState};
 use xenstore_engine::ring_host::{HostSettings, RingHost, RingPort};
 use xenstore_engine::{ConnectionFailure, ConnectionId, DomainId, Engine};
 
@@ -52,6 +54,9 @@ pub struct Server {
     last_marker_scan: Instant,
     /// The last wait's ready descriptors (kept to reuse the allocation).
     ready: Vec<Readiness>,
+    /// The arguments this process was started with (without the program): a live update
+    /// without `-c` starts the new executable with them (C `lu_activate_binary()`).
+    restart_arguments: Vec<String>,
 }
 
 /// What an epoll registration belongs to; its token is what the kernel hands back.
@@ -102,17 +107,22 @@ impl Source {
 }
 
 impl Server {
-    /// Binds the socket (replacing a stale one) and prepares the run directory; with
+    /// Binds the socket (replacing a stale one; or serves `inherited_listener`, the one a
+    /// live update's previous instance left open) and prepares the run directory; with
     /// `use_io_uring`, batches socket reads and writes where the kernel allows it.
     pub fn new(
         engine: Engine,
         socket_path: &Path,
         run_directory: &Path,
         use_io_uring: bool,
+        inherited_listener: Option<UnixListener>,
     ) -> io::Result<Server> {
         std::fs::create_dir_all(simulation::domains_directory(run_directory))?;
         let epoll = Arc::new(Epoll::new()?);
-        let sockets = SocketClients::bind(&epoll, socket_path, use_io_uring)?;
+        let sockets = match inherited_listener {
+            Some(listener) => SocketClients::with_listener(&epoll, listener, use_io_uring)?,
+            None => SocketClients::bind(&epoll, socket_path, use_io_uring)?,
+        };
         let domain_exception = notification_fifo(
             &epoll,
             &simulation::domain_exception_fifo(run_directory),
@@ -138,10 +148,16 @@ impl Server {
             markers,
             last_marker_scan: now,
             ready: Vec::with_capacity(sys::EVENTS_PER_WAIT),
+            restart_arguments: Vec::new(),
         };
         // Watch the domain directories, and take note of markers left from before.
         server.rescan_domain_markers();
         Ok(server)
+    }
+
+    /// The arguments a live update without `-c` gives the new executable (and `-U`).
+    pub fn set_restart_arguments(&mut self, arguments: Vec<String>) {
+        self.restart_arguments = arguments;
     }
 
     /// Serves forever (until a fatal error of the listening socket or of epoll).
@@ -221,7 +237,81 @@ impl Server {
         if dump_requested {
             self.save_state();
         }
+        // Last, with every reply of the round sent and no peeked byte left in a socket (only
+        // while a start waits: a deadline exists then).
+        if self.host.engine().live_update_deadline_ms().is_some()
+            && let LiveUpdatePoll::Ready(plan) = self.host.poll_live_update()
+        {
+            let reason = self.replace_process(&plan);
+            // Only a failure comes back: the start is answered with it, next round.
+            self.host.live_update_failed(plan, &reason);
+        }
         Ok(())
+    }
+
+    /// Carries out a live update (C `lu_activate_binary()`): checks the new executable as
+    /// C's `-f` does, writes the state with the sockets' descriptors to
+    /// `$RUNDIR/state_dump`, keeps the sockets open across `execve(2)` and replaces this
+    /// process with the executable and `-U`. Returns only on failure, with the reason.
+    fn replace_process(&mut self, plan: &LiveUpdatePlan) -> String {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let Some(executable) = plan.executable.as_deref() else {
+            return "No new executable.".into();
+        };
+        let executable = Path::new(std::ffi::OsStr::from_bytes(executable));
+        match std::fs::metadata(executable) {
+            Err(_) => return "File not accessible.".into(),
+            Ok(metadata) if metadata.permissions().mode() & 0o111 == 0 => {
+                return "File not executable.".into();
+            }
+            Ok(_) => {}
+        }
+        let arguments = restart_arguments(plan.command_line.as_deref(), &self.restart_arguments);
+        let (listener_fd, clients) = self.sockets.descriptors();
+        let front_end = DaemonState {
+            ports: self.ring_ports(),
+            listener_fd,
+            clients: clients
+                .into_iter()
+                .map(|client| (client.connection, (client.descriptor, client.unread_input)))
+                .collect(),
+        };
+        let stream = match self.host.write_live_update_state(plan, &front_end) {
+            Ok(stream) => stream,
+            Err(error) => return format!("cannot write the state: {error}"),
+        };
+        let target = simulation::state_dump_file(self.host.port().run_directory());
+        if let Err(error) = std::fs::write(&target, &stream) {
+            return format!("cannot write {}: {error}", target.display());
+        }
+        log::warn!(
+            "live-update: starting {} {} ({} bytes of state)",
+            executable.display(),
+            arguments.join(" "),
+            stream.len()
+        );
+        let error = match self.sockets.inherit_across_exec(true) {
+            Ok(()) => std::process::Command::new(executable)
+                .args(&arguments)
+                .exec(),
+            Err(error) => error,
+        };
+        // Still here: the old instance serves on.
+        if let Err(error) = self.sockets.inherit_across_exec(false) {
+            log::warn!("live-update: cannot close the sockets on exec again: {error}");
+        }
+        let _ = std::fs::remove_file(&target);
+        format!("cannot start {}: {error}", executable.display())
+    }
+
+    /// The simulated rings' event-channel ports, for a saved state.
+    fn ring_ports(&self) -> BTreeMap<DomainId, u32> {
+        self.host
+            .served_rings()
+            .map(|(domain, ring)| (domain, ring.port))
+            .collect()
     }
 
     /// Writes the state to `$RUNDIR/state_dump` (through a temporary file renamed into
@@ -229,12 +319,10 @@ impl Server {
     fn save_state(&mut self) {
         let run_directory = self.host.port().run_directory().to_path_buf();
         let target = simulation::state_dump_file(&run_directory);
-        let ports = RingPorts {
-            ports: self
-                .host
-                .served_rings()
-                .map(|(domain, ring)| (domain, ring.port))
-                .collect(),
+        let ports = DaemonState {
+            ports: self.ring_ports(),
+            listener_fd: -1,
+            clients: BTreeMap::new(),
         };
         let stream = match self.host.write_state(&ports) {
             Ok(stream) => stream,
@@ -258,14 +346,37 @@ impl Server {
 
     /// Takes over the connections of a restored engine ([`Engine::from_state`]): each
     /// ring's simulated page is mapped again (its indices kept) and served from where it
-    /// was; socket clients belonged to the old process and are closed.
-    pub fn restore_connections(&mut self, state: RestoredState) {
+    /// was; a socket client whose descriptor a live update left open is served on, with
+    /// its unsent replies; other socket clients belonged to the old process and are closed.
+    /// Each descriptor is taken at most once (`adopted`), before any socket of this
+    /// process's own is opened (see [`sys::inherited_socket`]).
+    pub fn restore_connections(&mut self, state: RestoredState, adopted: &mut BTreeSet<i32>) {
         for restored in state.connections {
             match restored.endpoint {
-                RestoredEndpoint::Socket { .. } => {
-                    self.host.with_engine(|engine, platform| {
-                        engine.close_connection(platform, restored.connection)
-                    });
+                RestoredEndpoint::Socket { socket_fd } => {
+                    let adoption = if socket_fd < 0 || !adopted.insert(socket_fd) {
+                        Err(io::Error::other("no descriptor"))
+                    } else {
+                        sys::inherited_socket(socket_fd).and_then(|descriptor| {
+                            self.sockets.adopt_client(
+                                restored.connection,
+                                UnixStream::from(descriptor),
+                                restored.unread_input.clone(),
+                            )
+                        })
+                    };
+                    match adoption {
+                        Ok(()) => log::info!("{:?}: socket client restored", restored.connection),
+                        Err(error) => {
+                            log::info!(
+                                "{:?}: socket client not restored ({error})",
+                                restored.connection
+                            );
+                            self.host.with_engine(|engine, platform| {
+                                engine.close_connection(platform, restored.connection)
+                            });
+                        }
+                    }
                 }
                 RestoredEndpoint::Ring {
                     domain,
@@ -368,16 +479,59 @@ impl Server {
     }
 }
 
-/// The daemon's answers for a saved state: the simulated rings' ports (no descriptor
-/// survives the process, no unique ids without a hypervisor).
-struct RingPorts {
-    ports: std::collections::BTreeMap<DomainId, u32>,
+/// The daemon's answers for a saved state: the simulated rings' ports, and for a live
+/// update the sockets' descriptors (kept open across `execve(2)`) with the bytes each
+/// client sent that the engine has not taken yet. No unique ids without a hypervisor.
+struct DaemonState<'a> {
+    ports: BTreeMap<DomainId, u32>,
+    /// -1 for a dump: the socket does not outlive this process then.
+    listener_fd: i32,
+    clients: BTreeMap<ConnectionId, (i32, &'a [u8])>,
 }
 
-impl FrontEndState for RingPorts {
+impl FrontEndState for DaemonState<'_> {
     fn event_channel_port(&self, domain: DomainId) -> u32 {
         self.ports.get(&domain).copied().unwrap_or(0)
     }
+
+    fn socket_fd(&self, connection: ConnectionId) -> i32 {
+        self.clients
+            .get(&connection)
+            .map_or(-1, |(descriptor, _)| *descriptor)
+    }
+
+    fn unread_input(&self, connection: ConnectionId) -> &[u8] {
+        self.clients
+            .get(&connection)
+            .map_or(&[], |(_, unread)| unread)
+    }
+
+    fn global(&self) -> GlobalData {
+        GlobalData {
+            socket_fd: self.listener_fd,
+            event_channel_fd: -1,
+        }
+    }
+}
+
+/// The new executable's arguments (C `lu_activate_binary()`): `-c`'s text split at blanks,
+/// else this process's own; `-U` added unless there.
+fn restart_arguments(command_line: Option<&[u8]>, own: &[String]) -> Vec<String> {
+    let mut arguments: Vec<String> = match command_line {
+        Some(text) => String::from_utf8_lossy(text)
+            .split([' ', '\t'])
+            .filter(|word| !word.is_empty())
+            .map(String::from)
+            .collect(),
+        None => own.to_vec(),
+    };
+    if !arguments
+        .iter()
+        .any(|argument| argument == "-U" || argument == "--live-update")
+    {
+        arguments.push("-U".into());
+    }
+    arguments
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
@@ -56,6 +56,14 @@ impl SocketClient {
     }
 }
 
+/// A client's socket as a live update's state records it ([`SocketClients::descriptors`]).
+pub struct ClientDescriptor<'a> {
+    pub connection: ConnectionId,
+    pub descriptor: i32,
+    /// Bytes it sent that the engine has not taken yet.
+    pub unread_input: &'a [u8],
+}
+
 /// The listening socket and its clients.
 pub struct SocketClients {
     epoll: Arc<Epoll>,
@@ -97,6 +105,16 @@ impl SocketClients {
             _ => {}
         }
         let listener = UnixListener::bind(socket_path)?;
+        SocketClients::with_listener(epoll, listener, use_io_uring)
+    }
+
+    /// Serves `listener` (bound already: the socket [`SocketClients::bind`] made, or the
+    /// one a live update's previous instance left open).
+    pub fn with_listener(
+        epoll: &Arc<Epoll>,
+        listener: UnixListener,
+        use_io_uring: bool,
+    ) -> io::Result<SocketClients> {
         listener.set_nonblocking(true)?;
         let mut listener = Registered::new(epoll, listener, Source::Listener.token());
         listener.set_interest(Some(Interest::READ))?;
@@ -139,31 +157,15 @@ impl SocketClients {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    if let Err(error) = stream.set_nonblocking(true) {
-                        log::warn!("cannot make a client socket non-blocking: {error}");
-                        continue;
-                    }
                     let connection = host.engine_mut().open_socket_connection();
-                    let mut stream =
-                        Registered::new(&self.epoll, stream, Source::Socket(connection).token());
-                    if let Err(error) = stream.set_interest(Some(Interest::READ)) {
-                        log::warn!("cannot watch a client socket: {error}");
+                    if let Err(error) = self.add_client(connection, stream, Vec::new()) {
+                        log::warn!("cannot serve a client socket: {error}");
                         host.with_engine(|engine, platform| {
                             engine.close_connection(platform, connection);
                         });
                         continue;
                     }
                     log::debug!("socket client connected as {connection:?}");
-                    self.clients.insert(
-                        connection,
-                        SocketClient {
-                            stream,
-                            pending_input: Vec::new(),
-                            closing: false,
-                            touched: false,
-                            peeked_bytes: 0,
-                        },
-                    );
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -174,6 +176,72 @@ impl SocketClients {
                 }
             }
         }
+    }
+
+    /// Serves `stream` as the engine's socket connection `connection`, with `pending_input`
+    /// (bytes received that the engine has not taken yet) offered to the engine first.
+    fn add_client(
+        &mut self,
+        connection: ConnectionId,
+        stream: UnixStream,
+        pending_input: Vec<u8>,
+    ) -> io::Result<()> {
+        stream.set_nonblocking(true)?;
+        let mut stream = Registered::new(&self.epoll, stream, Source::Socket(connection).token());
+        stream.set_interest(Some(Interest::READ))?;
+        let mut client = SocketClient {
+            stream,
+            pending_input,
+            closing: false,
+            touched: false,
+            peeked_bytes: 0,
+        };
+        if !client.pending_input.is_empty() {
+            self.blocked.insert(connection);
+        }
+        // Its first round writes what the engine holds for it (a restored connection's
+        // replies: the live update's `OK` among them).
+        client.touch(connection, &mut self.touched);
+        self.clients.insert(connection, client);
+        Ok(())
+    }
+
+    /// Takes over a client a live update's previous instance served (its restored
+    /// connection `connection`, its socket left open across `execve(2)`).
+    pub fn adopt_client(
+        &mut self,
+        connection: ConnectionId,
+        stream: UnixStream,
+        unread_input: Vec<u8>,
+    ) -> io::Result<()> {
+        self.add_client(connection, stream, unread_input)
+    }
+
+    /// The listening socket's descriptor and each client's, with the bytes received from
+    /// it that the engine has not taken yet: what the state stream records for the next
+    /// instance.
+    pub fn descriptors(&self) -> (i32, Vec<ClientDescriptor<'_>>) {
+        let clients = self
+            .clients
+            .iter()
+            .filter(|(_, client)| !client.closing)
+            .map(|(connection, client)| ClientDescriptor {
+                connection: *connection,
+                descriptor: client.stream.as_fd().as_raw_fd(),
+                unread_input: client.pending_input.as_slice(),
+            })
+            .collect();
+        (self.listener.as_fd().as_raw_fd(), clients)
+    }
+
+    /// Keeps the listening socket and every client's open across `execve(2)`, or closes
+    /// them there again (after a failed `execve`).
+    pub fn inherit_across_exec(&self, inherit: bool) -> io::Result<()> {
+        sys::inherit_across_exec(self.listener.as_fd(), inherit)?;
+        for client in self.clients.values() {
+            sys::inherit_across_exec(client.stream.as_fd(), inherit)?;
+        }
+        Ok(())
     }
 
     /// Reads what the readable sockets have (one read each: a short read means it had no

@@ -1,8 +1,9 @@
 //! The daemon's system calls: `epoll(7)`, `inotify(7)`, and socket reads and writes one by one (`rustix`) or batched in `io_uring(7)` (the `io-uring` crate).
 //!
 //! Both crates give these calls safe signatures; the only `unsafe` left is handing the kernel
-//! a batch whose buffers it writes after the call that queued them returns, and the
-//! `// SAFETY:` comments say why that is sound. Everything else in the crate is safe Rust. The
+//! a batch whose buffers it writes after the call that queued them returns, and taking over
+//! a socket a live update's previous program left open, and the `// SAFETY:` comments say
+//! why that is sound. Everything else in the crate is safe Rust. The
 //! ring page mapping and `mkfifo(3)` are the simulated-guest convention's, shared with its
 //! clients (`client/src/sys.rs`).
 
@@ -567,6 +568,47 @@ fn reap(ring: &mut io_uring::IoUring, results: &mut [io::Result<usize>]) -> usiz
         }
     }
     count
+}
+
+/// Keeps `descriptor` open across `execve(2)` (`inherit`) or closes it there again (the
+/// default of every descriptor the daemon opens): a live update hands its sockets to the
+/// new executable this way (`docs/live-update.md`, "The daemon").
+pub fn inherit_across_exec(descriptor: BorrowedFd<'_>, inherit: bool) -> io::Result<()> {
+    let flags = if inherit {
+        rustix::io::FdFlags::empty()
+    } else {
+        rustix::io::FdFlags::CLOEXEC
+    };
+    Ok(rustix::io::fcntl_setfd(descriptor, flags)?)
+}
+
+/// Takes over a socket descriptor that the previous instance left open across
+/// `execve(2)` and named in its state stream. Checked first, through `/proc/self/fd`
+/// (`stat(2)` follows the link to the socket's inode): it must be open and a socket, and
+/// above standard error. The caller adopts each number once, before it opens sockets of
+/// its own.
+pub fn inherited_socket(descriptor: i32) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::FileTypeExt;
+    let invalid = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("descriptor {descriptor}: {what}"),
+        )
+    };
+    if descriptor <= 2 {
+        return Err(invalid("not an inherited socket"));
+    }
+    let metadata = std::fs::metadata(format!("/proc/self/fd/{descriptor}"))
+        .map_err(|error| invalid(&format!("not open ({error})")))?;
+    if !metadata.file_type().is_socket() {
+        return Err(invalid("not a socket"));
+    }
+    // SAFETY: the descriptor is open (checked above) and a socket; the previous instance
+    // of this program left it open for us and recorded it in the stream, and nothing in
+    // this process owns it: the only sockets opened before the state is restored are
+    // these adopted ones, and the caller adopts each number at most once.
+    Ok(unsafe { OwnedFd::from_raw_fd(descriptor) })
 }
 
 #[cfg(test)]

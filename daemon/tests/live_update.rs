@@ -4,6 +4,7 @@ mod common;
 use common::{
     Daemon, EVENT_WAIT, assert_next_event, eventually, round_trip, watch_with_initial_event,
 };
+use xenstore_client::client::{Client, SocketTransport};
 use xenstore_client::simulation::{self, NotificationFifo};
 use xenstore_engine::migration::RestoredEndpoint;
 use xenstore_engine::wire::{MessageType, encode_message, join_strings};
@@ -83,4 +84,91 @@ fn a_second_daemon_goes_on_from_the_dumped_state() {
     assert_eq!(guest.read("/vm/name").unwrap(), b"guest five");
     guest.write("data/z", b"new").unwrap();
     assert_eq!(dom0.read("/local/domain/5/data/z").unwrap(), b"new");
+}
+
+/// `live-update` as the daemon's `xenstore-control` sends it (`-f`, then `-s`), `|` for NUL.
+fn live_update_step(dom0: &mut Client<SocketTransport>, arguments: &str) -> String {
+    let payload: Vec<u8> = format!("live-update|{arguments}")
+        .bytes()
+        .map(|byte| if byte == b'|' { 0 } else { byte })
+        .collect();
+    match dom0.call(MessageType::Control, 0, &payload) {
+        Ok(reply) => String::from_utf8_lossy(&reply).replace('\0', "|"),
+        Err(error) => format!("ERROR {error:?}"),
+    }
+}
+
+/// The daemon's own live update (docs/live-update.md, "The daemon"): `-f` names the new
+/// executable (here the same program), `-s` replaces the process by it. The process id, the
+/// listening socket, every socket client (with its watch) and guest ring stay; the client
+/// that asked gets its `OK` from the new instance.
+#[test]
+fn live_update_dash_f_replaces_the_process_and_keeps_its_clients() {
+    let mut daemon = Daemon::start(&[]);
+    let mut dom0 = daemon.dom0();
+    dom0.write("/lu/kept", b"yes").unwrap();
+    let mut watcher = daemon.dom0();
+    watch_with_initial_event(&mut watcher, "/lu", "socket-watch");
+    let mut guest = daemon.guest(DomainId(6));
+    watch_with_initial_event(&mut guest, "data", "ring-watch");
+
+    assert_eq!(
+        live_update_step(&mut dom0, "-f|/nonexistent/xenstored|"),
+        "OK|"
+    );
+    assert_eq!(
+        live_update_step(&mut dom0, "-s|-t|10|"),
+        "File not accessible.|",
+        "{}",
+        daemon.stderr()
+    );
+    let not_executable = daemon.run_directory().join("not-executable");
+    std::fs::write(&not_executable, b"").unwrap();
+    assert_eq!(
+        live_update_step(&mut dom0, &format!("-f|{}|", not_executable.display())),
+        "OK|"
+    );
+    assert_eq!(
+        live_update_step(&mut dom0, "-s|-t|10|"),
+        "File not executable.|"
+    );
+    round_trip(&mut dom0);
+
+    assert_eq!(
+        live_update_step(
+            &mut dom0,
+            &format!("-f|{}|", env!("CARGO_BIN_EXE_xenstored"))
+        ),
+        "OK|"
+    );
+    assert_eq!(
+        live_update_step(&mut dom0, "-s|-t|10|"),
+        "OK|",
+        "{}",
+        daemon.stderr()
+    );
+    let stderr = daemon.stderr();
+    assert!(stderr.contains("live-update: starting"), "{stderr}");
+    assert!(stderr.contains("state restored from"), "{stderr}");
+    // The same process, now running the executable with `-U`.
+    assert!(daemon.is_running(), "{stderr}");
+    let command_line = std::fs::read(format!("/proc/{}/cmdline", daemon.pid())).unwrap();
+    assert!(
+        command_line.ends_with(b"\0-U\0"),
+        "{:?}",
+        String::from_utf8_lossy(&command_line)
+    );
+
+    // The same connections, served by the new instance.
+    assert_eq!(dom0.read("/lu/kept").unwrap(), b"yes");
+    dom0.write("/lu/after", b"1").unwrap();
+    assert_next_event(&mut watcher, "/lu/after", "socket-watch");
+    dom0.write("/local/domain/6/data/after", b"1").unwrap();
+    assert_next_event(&mut guest, "data/after", "ring-watch");
+    // New clients find the socket.
+    assert_eq!(daemon.dom0().read("/lu/kept").unwrap(), b"yes");
+    assert_eq!(
+        live_update_step(&mut dom0, "-a|"),
+        "No live-update session active.|"
+    );
 }

@@ -35,6 +35,10 @@ pub enum LiveUpdateSupport {
         /// The largest image `-b` accepts (a larger one is answered `Allocation failure.`).
         image_size_limit_bytes: usize,
     },
+    /// The Linux daemon's live update (C's `lu_daemon.c`): `-f FILE` names the new
+    /// executable, which replaces the running process (`execve`, so its descriptors and
+    /// pid stay) and reads the state at start-up.
+    Executable,
 }
 
 /// A started live update whose time has come, handed to the front end: it saves the state
@@ -42,8 +46,10 @@ pub enum LiveUpdateSupport {
 /// ([`Engine::live_update_failed`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct LiveUpdatePlan {
-    /// The complete uploaded image.
+    /// The complete uploaded image (empty for [`LiveUpdateSupport::Executable`]).
     pub image: Vec<u8>,
+    /// The new executable named by `-f` ([`LiveUpdateSupport::Executable`] only).
+    pub executable: Option<Vec<u8>>,
     /// The new image's command line from `-c`, without its NUL.
     pub command_line: Option<Vec<u8>>,
     /// The migration stream's version, 1 or 2 (`-v`, default 2).
@@ -102,6 +108,8 @@ pub(crate) enum LiveUpdateStep<'a> {
     },
     /// `-a`.
     Abort,
+    /// `-f <file>`: the daemon's new executable.
+    Executable { file: &'a [u8] },
 }
 
 /// Arguments C's `do_control()` passes on: `live-update` has at most 7 strings, the
@@ -135,6 +143,7 @@ pub(crate) fn parse_step(payload: &[u8]) -> StoreResult<LiveUpdateStep<'_>> {
     Ok(match arguments {
         [b"-a"] => LiveUpdateStep::Abort,
         [b"-c", text] => LiveUpdateStep::CommandLine { text },
+        [b"-f", file] => LiveUpdateStep::Executable { file },
         [b"-b", size] => LiveUpdateStep::Begin {
             image_size_bytes: wire::parse_decimal(size).ok_or(StoreError::Invalid)?,
         },
@@ -181,6 +190,8 @@ pub(crate) struct Session {
     /// The image so far; its room (`image_size_bytes`) was reserved by `-b`.
     image: Vec<u8>,
     image_size_bytes: usize,
+    /// `-f`'s file (the daemon's live update).
+    executable: Option<Vec<u8>>,
     command_line: Option<Vec<u8>>,
     phase: Phase,
 }
@@ -224,12 +235,22 @@ impl Engine {
         header: &MessageHeader,
         step: LiveUpdateStep<'_>,
     ) -> StoreResult<Reply> {
-        let LiveUpdateSupport::KernelImage {
-            image_size_limit_bytes,
-        } = self.config.live_update
-        else {
-            // C without live update knows no such command.
-            return Err(StoreError::Invalid);
+        // C without live update knows no such command; the upload steps belong to the
+        // stub (`lu_minios.c`), `-f` to the daemon (`lu_daemon.c`): the other is EINVAL.
+        let image_size_limit_bytes = match (self.config.live_update, &step) {
+            (LiveUpdateSupport::None, _)
+            | (LiveUpdateSupport::KernelImage { .. }, LiveUpdateStep::Executable { .. })
+            | (
+                LiveUpdateSupport::Executable,
+                LiveUpdateStep::Begin { .. } | LiveUpdateStep::Data { .. },
+            ) => return Err(StoreError::Invalid),
+            (
+                LiveUpdateSupport::KernelImage {
+                    image_size_limit_bytes,
+                },
+                _,
+            ) => image_size_limit_bytes,
+            (LiveUpdateSupport::Executable, _) => 0,
         };
         let owns_session = self
             .live_update
@@ -262,6 +283,13 @@ impl Engine {
                     answer::ALREADY_ACTIVE
                 } else {
                     self.begin_session(connection, image_size_bytes, image_size_limit_bytes)
+                }
+            }
+            LiveUpdateStep::Executable { file } => {
+                if self.live_update.is_some() {
+                    answer::ALREADY_ACTIVE
+                } else {
+                    self.begin_executable_session(connection, file)
                 }
             }
             LiveUpdateStep::Data { chunk } => match owned_session {
@@ -352,6 +380,31 @@ impl Engine {
             owner: connection,
             image,
             image_size_bytes: size,
+            executable: None,
+            command_line: None,
+            phase: Phase::Uploading,
+        });
+        answer::OK
+    }
+
+    /// `-f FILE`: a session owned by `connection` for the daemon's new executable. C checks
+    /// here that the file exists and is executable; the engine cannot look at files, so
+    /// the front end checks before it replaces itself, and a failure answers the start.
+    fn begin_executable_session(&mut self, connection: ConnectionId, file: &[u8]) -> &'static [u8] {
+        let Ok(mut executable) = fallible::vec_with_capacity(file.len()) else {
+            return answer::ALLOCATION_FAILURE;
+        };
+        executable.extend_from_slice(file);
+        log::info!(
+            "live-update: executable of {} bytes' name, connection {}",
+            file.len(),
+            connection.0
+        );
+        self.live_update = Some(Session {
+            owner: connection,
+            image: Vec::new(),
+            image_size_bytes: 0,
+            executable: Some(executable),
             command_line: None,
             phase: Phase::Uploading,
         });
@@ -472,6 +525,7 @@ impl Engine {
         log::info!("live-update: going ahead");
         LiveUpdatePoll::Ready(LiveUpdatePlan {
             image: core::mem::take(&mut session.image),
+            executable: session.executable.take(),
             command_line: session.command_line.take(),
             stream_version: start.stream_version,
             forced: start.forced,
@@ -707,12 +761,19 @@ mod tests {
                 stream_version: 2
             })
         );
+        // The daemon's step; the stub answers it EINVAL (`control_live_update`).
+        assert_eq!(
+            parse_step(&payload("live-update|-f|/boot/xenstored|")),
+            Ok(LiveUpdateStep::Executable {
+                file: b"/boot/xenstored"
+            })
+        );
         for bad in [
             "live-update|",
             "live-update|-a|x|",
             "live-update|-s|-t|",
             "live-update|-s|-x|",
-            "live-update|-f|/boot/xenstored|",
+            "live-update|-f|",
             "live-update|-c|",
         ] {
             assert_eq!(parse(bad), Some(StoreError::Invalid), "{bad}");

@@ -317,6 +317,52 @@ def test_xenstore(checks, env, random_seconds):
                  f"status {r.status}: {r.text(600)}")
 
 
+def live_update(checks, env, daemon, daemon_path, log_path):
+    """Debian's `xenstore-control live-update` against the daemon (docs/live-update.md,
+    "The daemon"): with no `/tool/xenstored/domid` it names the new executable with `-f`,
+    and the daemon replaces itself with it. A missing file is refused and the old daemon
+    serves on; then the daemon's own binary: the same process (now with -U) keeps the
+    store, its socket and a client's watch."""
+    control = env.programs["xenstore-control"]
+    r = common.run([control, "live-update", "-t", "10", "/nonexistent/xenstored"], CLIENT_TIMEOUT, merge=True)
+    checks.check("xenstore-control live-update of a missing file is refused",
+                 r.status == 3 and "File not accessible." in r.text(), f"status {r.status}: {r.text(300)}")
+    common.run(env.argv(["xenstore-write", "/lu-rc/before", "kept"]), CLIENT_TIMEOUT)
+    path = os.path.join(env.work, "lu-watch")
+    with open(path, "wb") as out:
+        watch = subprocess.Popen(env.argv(["xenstore-watch", "-n", "2", "/lu-rc"]), stdin=subprocess.DEVNULL,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    for _ in range(100):
+        if os.path.getsize(path) > 0:
+            break
+        time.sleep(0.05)
+    r = common.run([control, "live-update", "-t", "10", daemon_path], CLIENT_TIMEOUT, merge=True)
+    checks.check("xenstore-control live-update <xenstored> exits 0", r.status == 0, f"status {r.status}: {r.text(300)}")
+    with open(log_path, "rb") as f:
+        log = f.read().decode("utf-8", errors="replace")
+    try:
+        with open(f"/proc/{daemon.pid}/cmdline", "rb") as f:
+            command_line = f.read().split(b"\0")
+    except OSError:
+        command_line = []
+    checks.check("the daemon's process now runs with -U and restored the state",
+                 daemon.poll() is None and b"-U" in command_line and "state restored from" in log,
+                 f"running: {daemon.poll() is None}, command line {command_line}, log: {log[-600:]}")
+    r = common.run(env.argv(["xenstore-read", "/lu-rc/before"]), CLIENT_TIMEOUT, merge=True)
+    checks.check("the store is kept", r.status == 0 and r.text() == "kept\n", f"status {r.status}: {r.text(300)}")
+    common.run(env.argv(["xenstore-write", "/lu-rc/after", "1"]), CLIENT_TIMEOUT)
+    try:
+        status = watch.wait(timeout=CLIENT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        common.kill_group(watch)
+        watch.wait()
+        status = common.TIMED_OUT
+    with open(path, "rb") as f:
+        got = f.read().rstrip(b"\n")
+    checks.check("a watch from before the update fires after it", status == 0 and got == b"/lu-rc\n/lu-rc/after",
+                 f"exit status {status}, got {show(got, 300)}")
+
+
 def start_daemon(checks, env, target, log_path):
     """Builds (unless XENSTORE_SKIP_BUILD=1) and starts xenstored; returns its process once
     its socket exists."""
@@ -415,6 +461,8 @@ def main(argv):
         for c in CHECKS:
             run_check(checks, env, c)
         test_xenstore(checks, env, random_seconds)
+        live_update(checks, env, daemon, os.path.join(target, "release", "xenstored"),
+                    os.path.join(work, "daemon.log"))
 
         # The daemon survived everything.
         if daemon.poll() is None:

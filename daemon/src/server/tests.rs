@@ -1,4 +1,4 @@
-//! Tests of the daemon's event loop: epoll tokens name their source.
+//! Tests of the daemon's event loop: epoll tokens name their source; a live update's arguments.
 
 use super::*;
 
@@ -20,4 +20,22 @@ fn epoll_tokens_name_their_source() {
     assert_eq!(tokens.len(), sources.len());
     assert_eq!(Source::from_token(99 << 32), None);
     assert_eq!(Source::from_token((3 << 32) | 0x1_0000), None);
+}
+
+/// C `lu_activate_binary()`: `-c`'s text split at blanks, else the process's own arguments;
+/// `-U` added unless there.
+#[test]
+fn a_live_update_passes_c_arguments() {
+    let own: Vec<String> = ["--rundir", "/run/xs", "-N"].map(String::from).to_vec();
+    assert_eq!(
+        restart_arguments(None, &own),
+        ["--rundir", "/run/xs", "-N", "-U"]
+    );
+    assert_eq!(
+        restart_arguments(Some(b" -T /tmp/trace\t-N  "), &own),
+        ["-T", "/tmp/trace", "-N", "-U"]
+    );
+    assert_eq!(restart_arguments(Some(b"-U -N"), &own), ["-U", "-N"]);
+    let updated: Vec<String> = ["-N", "--live-update"].map(String::from).to_vec();
+    assert_eq!(restart_arguments(None, &updated), updated);
 }

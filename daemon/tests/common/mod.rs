@@ -130,6 +130,11 @@ impl Daemon {
         guest
     }
 
+    /// The daemon's process id (kept by a live update, which replaces the program only).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the daemon process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -57,7 +57,9 @@ impl Engine {
         match command {
             ControlCommand::Help => Ok(Reply::Borrowed(match self.config.live_update {
                 LiveUpdateSupport::None => HELP,
-                LiveUpdateSupport::KernelImage { .. } => HELP_WITH_LIVE_UPDATE,
+                LiveUpdateSupport::KernelImage { .. } | LiveUpdateSupport::Executable => {
+                    HELP_WITH_LIVE_UPDATE
+                }
             })),
             ControlCommand::LiveUpdate(step) => self.control_live_update(connection, header, step),
             ControlCommand::LogStatus => Ok(Reply::Borrowed(if self.trace_enabled {
