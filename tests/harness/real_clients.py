@@ -262,30 +262,42 @@ def run_check(checks, env, c):
         raise TypeError(c)
 
 
-def run_watch(checks, env, c):
-    path = os.path.join(env.work, "watch")
+def start_watch(env, argv, path):
+    """Starts `argv` (a watch) with its output in `path`; returns once it printed its
+    initial event (the watch is registered), or after 5 s. Raises OSError."""
     with open(path, "wb") as out:
-        try:
-            watch = subprocess.Popen(env.argv(c.argv), stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        except OSError as e:
-            checks.fail(c.name, f"cannot run {c.argv[0]}: {e}")
-            return
-    deadline = time.monotonic() + CLIENT_TIMEOUT
-    # The watch's first line is its initial event: the watch is registered.
+        watch = subprocess.Popen(env.argv(argv), stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
     for _ in range(100):
         if os.path.getsize(path) > 0:
             break
         time.sleep(0.05)
-    statuses = [common.run(env.argv(words), CLIENT_TIMEOUT, merge=True).status for words in c.then]
+    return watch
+
+
+def finish_watch(watch, path, timeout):
+    """Waits for the watch to exit (killed after `timeout` s: status TIMED_OUT); returns its
+    status and output."""
     try:
-        status = watch.wait(timeout=max(0.0, deadline - time.monotonic()))
+        status = watch.wait(timeout=max(0.0, timeout))
     except subprocess.TimeoutExpired:
         common.kill_group(watch)
         watch.wait()
         status = common.TIMED_OUT
     with open(path, "rb") as f:
-        got = f.read().rstrip(b"\n")
+        return status, f.read().rstrip(b"\n")
+
+
+def run_watch(checks, env, c):
+    path = os.path.join(env.work, "watch")
+    deadline = time.monotonic() + CLIENT_TIMEOUT
+    try:
+        watch = start_watch(env, c.argv, path)
+    except OSError as e:
+        checks.fail(c.name, f"cannot run {c.argv[0]}: {e}")
+        return
+    statuses = [common.run(env.argv(words), CLIENT_TIMEOUT, merge=True).status for words in c.then]
+    status, got = finish_watch(watch, path, deadline - time.monotonic())
     detail = f"got {show(got, 600)}"
     if status != 0:
         detail += f", exit status {status}"
@@ -329,13 +341,7 @@ def live_update(checks, env, daemon, daemon_path, log_path):
                  r.status == 3 and "File not accessible." in r.text(), f"status {r.status}: {r.text(300)}")
     common.run(env.argv(["xenstore-write", "/lu-rc/before", "kept"]), CLIENT_TIMEOUT)
     path = os.path.join(env.work, "lu-watch")
-    with open(path, "wb") as out:
-        watch = subprocess.Popen(env.argv(["xenstore-watch", "-n", "2", "/lu-rc"]), stdin=subprocess.DEVNULL,
-                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    for _ in range(100):
-        if os.path.getsize(path) > 0:
-            break
-        time.sleep(0.05)
+    watch = start_watch(env, ["xenstore-watch", "-n", "2", "/lu-rc"], path)
     r = common.run([control, "live-update", "-t", "10", daemon_path], CLIENT_TIMEOUT, merge=True)
     checks.check("xenstore-control live-update <xenstored> exits 0", r.status == 0, f"status {r.status}: {r.text(300)}")
     with open(log_path, "rb") as f:
@@ -351,14 +357,7 @@ def live_update(checks, env, daemon, daemon_path, log_path):
     r = common.run(env.argv(["xenstore-read", "/lu-rc/before"]), CLIENT_TIMEOUT, merge=True)
     checks.check("the store is kept", r.status == 0 and r.text() == "kept\n", f"status {r.status}: {r.text(300)}")
     common.run(env.argv(["xenstore-write", "/lu-rc/after", "1"]), CLIENT_TIMEOUT)
-    try:
-        status = watch.wait(timeout=CLIENT_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        common.kill_group(watch)
-        watch.wait()
-        status = common.TIMED_OUT
-    with open(path, "rb") as f:
-        got = f.read().rstrip(b"\n")
+    status, got = finish_watch(watch, path, CLIENT_TIMEOUT)
     checks.check("a watch from before the update fires after it", status == 0 and got == b"/lu-rc\n/lu-rc/after",
                  f"exit status {status}, got {show(got, 300)}")
 
